@@ -1,0 +1,163 @@
+"""MQTT ingest: validate each sensor message, dead-letter the bad ones, drop duplicates.
+
+An event is committed to the store before we acknowledge it (paho ``manual_ack``): if storing
+fails, no PUBACK goes out and the broker redelivers, so an acknowledged event is always on disk. Invalid messages are kept as dead
+letters with the reason (and only a hash of the payload: it may hold anything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from cloud_bridge.store import BridgeStore
+from edge_agent.config import MqttSettings
+from edge_agent.protocol import (
+    TOPIC_ROOT,
+    PresenceMessage,
+    StatsMessage,
+    StatusMessage,
+    TopicError,
+    parse_topic,
+)
+from edge_agent.uplink import make_client, session_properties
+
+__all__ = ["IngestCounters", "handle_message", "Ingest", "SUBSCRIPTIONS"]
+
+log = logging.getLogger(__name__)
+
+SHARE_GROUP = "passby-bridge"
+SUBSCRIPTIONS = (
+    (f"$share/{SHARE_GROUP}/{TOPIC_ROOT}/+/+/events", 1),
+    (f"{TOPIC_ROOT}/+/+/status", 1),
+    (f"{TOPIC_ROOT}/+/+/stats", 0),
+)
+
+
+@dataclass
+class IngestCounters:
+    events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    status: int = 0
+    stats: int = 0
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def handle_message(
+    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+) -> str:
+    """Validate and store one message; returns 'event', 'duplicate', 'dead', 'status' or 'stats'."""
+
+    def dead(reason: str) -> str:
+        counters.dead_letters += 1
+        store.dead_letter(topic, reason, hashlib.sha256(payload).hexdigest(), len(payload), now)
+        log.warning("dead letter on %s: %s", topic, reason)
+        return "dead"
+
+    try:
+        store_id, sensor_id, leaf = parse_topic(topic)
+    except TopicError as exc:
+        return dead(str(exc))
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead(f"payload is not UTF-8 (byte {exc.start})")
+    try:
+        if leaf == "events":
+            msg = PresenceMessage.model_validate_json(text)
+            fresh = store.insert_event(
+                msg.event_id, store_id, sensor_id, msg.type, msg.subject, msg.ts, text, now
+            )
+            if not fresh:
+                counters.duplicates += 1
+                return "duplicate"
+            counters.events += 1
+            store.sensor_seen(store_id, sensor_id, now)
+            return "event"
+        if leaf == "status":
+            status = StatusMessage.model_validate_json(text)
+            counters.status += 1
+            store.sensor_seen(
+                store_id, sensor_id, now, state=status.state, agent_version=status.agent_version,
+                roster_version=status.roster_version,
+            )
+            return "status"
+        if leaf == "stats":
+            stats = StatsMessage.model_validate_json(text)
+            counters.stats += 1
+            store.sensor_seen(
+                store_id, sensor_id, now, last_stats=json.dumps(stats.model_dump()),
+                roster_version=stats.roster_version, agent_version=stats.agent_version,
+            )
+            return "stats"
+    except ValidationError as exc:
+        return dead(f"invalid {leaf} message: {_reason(exc)}")
+    return dead(f"unexpected topic leaf {leaf!r}")
+
+
+class Ingest:
+    """Subscribes with an MQTT v5 shared subscription so several bridges share the events."""
+
+    def __init__(
+        self, settings: MqttSettings, store: BridgeStore, on_event: Callable[[], None],
+        client_id: str = "passby-bridge-1",
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.on_event = on_event
+        self.counters = IngestCounters()
+        self.connected = threading.Event()
+        self._client = make_client(settings, client_id, manual_ack=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            log.error("broker refused the bridge connection: %s", reason_code)
+            return
+        client.subscribe(list(SUBSCRIPTIONS))
+        self.connected.set()
+        log.info("bridge connected to %s:%s", self.settings.host, self.settings.port)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self.connected.clear()
+        log.warning("bridge disconnected from broker: %s", reason_code)
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        try:
+            kind = handle_message(self.store, message.topic, message.payload, time.time(), self.counters)
+        except Exception:  # e.g. database locked or disk full: not acknowledged, redelivered
+            log.exception("failed to store message on %s; not acknowledged", message.topic)
+            return
+        if message.qos > 0:
+            client.ack(message.mid, message.qos)
+        if kind == "event":
+            self.on_event()
+
+    def start(self) -> None:
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
+            clean_start=False, properties=session_properties(self.settings.session_expiry_s),
+        )
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,39 @@
+"""Offer text templates: sandboxed Jinja2 with a fixed set of documented variables.
+
+Unknown variables are errors (StrictUndefined), so a typo fails when the campaign is saved,
+not when an SMS would go out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from jinja2 import StrictUndefined, TemplateError as JinjaTemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+__all__ = ["VARIABLES", "TemplateError", "render", "validate"]
+
+# The variables a campaign text may use, with what they hold.
+VARIABLES: Final[dict[str, str]] = {
+    "first_name": "customer's first name",
+    "favourite_product": "the product the customer buys most often (from the CRM)",
+    "store_name": "the store's display name",
+}
+
+_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+class TemplateError(ValueError):
+    """A template that does not parse or uses something it may not."""
+
+
+def render(template: str, variables: dict[str, Any]) -> str:
+    try:
+        return _env.from_string(template).render(**variables).strip()
+    except JinjaTemplateError as exc:
+        raise TemplateError(f"template error: {exc}") from None
+
+
+def validate(template: str) -> None:
+    """Render with sample values; raise TemplateError naming the problem."""
+    render(template, {name: f"<{name}>" for name in VARIABLES})

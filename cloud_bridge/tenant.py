@@ -1,0 +1,174 @@
+"""Load a tenant file (store, customers with devices and consent, campaigns) into the store.
+
+Used by the demo and by ``cloud-bridge seed``. Re-loading the same file changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.templates import TemplateError, validate
+from edge_agent.config import ConfigError
+from edge_agent.frames import parse_mac
+from edge_agent.protocol import ID_PATTERN
+from edge_agent.roster import subject_id
+
+__all__ = ["Tenant", "load_tenant", "seed"]
+
+HOURS = r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreDef(_M):
+    id: str = Field(pattern=ID_PATTERN, description="store id (used in MQTT topics)")
+    name: str = Field(min_length=1, description="display name, used in SMS texts")
+    timezone: str = Field(description="IANA time zone, e.g. Europe/Moscow")
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country code")
+    sender_name: str = Field(
+        pattern=r"^[A-Za-z0-9 .&-]{1,11}$", description="alphanumeric sender id (<= 11 chars)"
+    )
+    sending_hours: tuple[str, str] = Field(("09:00", "21:00"), description="local sending hours")
+    ap_bssid: str | None = Field(None, description="store access point BSSID")
+    ap_ssid: str | None = Field(None, description="store Wi-Fi name")
+    channel: int | None = Field(None, ge=1, le=196, description="store AP channel")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @field_validator("sending_hours")
+    @classmethod
+    def _hours(cls, v: tuple[str, str]) -> tuple[str, str]:
+        import re
+
+        for h in v:
+            if not re.match(HOURS, h):
+                raise ValueError(f"{h!r} is not HH:MM")
+        if v[0] >= v[1]:
+            raise ValueError("sending hours must start before they end")
+        return v
+
+
+class SensorDef(_M):
+    id: str = Field(pattern=ID_PATTERN)
+
+
+class CustomerDef(_M):
+    crm_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    phone: str = Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164 phone number")
+    favourite_product: str | None = None
+    consent: bool = False
+    macs: list[str] = Field(default_factory=list)
+
+    @field_validator("macs")
+    @classmethod
+    def _macs(cls, v: list[str]) -> list[str]:
+        out = []
+        for i, mac in enumerate(v):
+            try:
+                raw = parse_mac(mac)
+            except ValueError:
+                raise ValueError(f"macs[{i}] is not a MAC address") from None
+            if raw[0] & 1:
+                raise ValueError(f"macs[{i}] is a group address")
+            out.append(mac.lower())
+        return out
+
+
+class CampaignDef(_M):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    trigger: str = Field(pattern=r"^(arrive|visit)$")
+    template: str
+    stores: list[str] = Field(default_factory=list)
+    cap_count: int = Field(1, ge=1)
+    cap_days: int = Field(30, ge=1)
+    priority: int = 0
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            validate(v)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+class Tenant(_M):
+    store: StoreDef
+    sensor: SensorDef
+    customers: list[CustomerDef] = Field(default_factory=list)
+    campaigns: list[CampaignDef] = Field(default_factory=list)
+
+
+def load_tenant(path: Path) -> Tenant:
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return Tenant.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: {len(exc.errors())} invalid field(s)"]
+        for err in exc.errors():
+            lines.append("  " + ".".join(str(p) for p in err["loc"]) + ": " + err["msg"])
+        raise ConfigError("\n".join(lines)) from None
+
+
+def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> None:
+    """Upsert the tenant. Consent in a tenant file is recorded as imported evidence."""
+    s = tenant.store
+    existing = store.query("SELECT site_key FROM stores WHERE id=?", [s.id])
+    site_key = existing[0]["site_key"] if existing else secrets.token_hex(16)
+    store.upsert_store(
+        {
+            "id": s.id, "name": s.name, "timezone": s.timezone, "country": s.country,
+            "sender_name": s.sender_name, "send_start": s.sending_hours[0],
+            "send_end": s.sending_hours[1], "site_key": site_key,
+        }
+    )
+    for c in tenant.customers:
+        cid = store.upsert_customer(
+            c.crm_id, subject_id(keys.subject_key, c.crm_id), c.name, c.phone,
+            c.favourite_product, now,
+        )
+        for mac in c.macs:
+            store.add_device(cid, mac, now, expires=None)
+        status = "active" if c.consent else "revoked"
+        current = store.query(
+            "SELECT kind, status FROM consents WHERE customer_id=? ORDER BY ts, id", [cid]
+        )
+        latest = {r["kind"]: r["status"] for r in current}
+        for kind in ("sms", "recognition"):
+            if latest.get(kind) != status and (c.consent or kind in latest):
+                store.record_consent(
+                    cid, kind, status, now, text_version="tenant-import",
+                    proof={"source": "tenant file import", "imported_at": now},
+                )
+    for camp in tenant.campaigns:
+        store.upsert_campaign(
+            {
+                "id": camp.id, "name": camp.name, "trigger": camp.trigger,
+                "template": camp.template, "stores": camp.stores or [s.id], "status": "active",
+                "cap_count": camp.cap_count, "cap_days": camp.cap_days, "priority": camp.priority,
+            }
+        )

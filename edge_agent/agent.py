@@ -1,0 +1,275 @@
+"""The edge agent's main loop: capture -> parse -> roster match -> presence -> outbox -> uplink."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_agent import __version__, frames
+from edge_agent.config import ConfigError, EdgeSettings
+from edge_agent.footfall import Footfall
+from edge_agent.outbox import Outbox
+from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
+from edge_agent.protocol import PresenceMessage, Rssi, StatsMessage, topic
+from edge_agent.roster import Roster, RosterError, load_roster
+
+__all__ = ["Pipeline", "RunSummary", "load_roster_file", "run_capture"]
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # presence absence checks, in capture time
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    client: int = 0
+    matched: int = 0
+    malformed: int = 0
+    events: int = 0
+
+
+class Pipeline:
+    """Per-frame work with no IO: parse, match, track presence, count footfall."""
+
+    def __init__(
+        self,
+        roster: Roster,
+        tracker: PresenceTracker,
+        footfall: Footfall,
+        emit: Callable[[PresenceEvent], None],
+    ) -> None:
+        self.roster = roster
+        self.tracker = tracker
+        self.footfall = footfall
+        self.emit = emit
+        self.counters = Counters()
+        self._next_tick = 0.0
+
+    def feed(self, ts: float, linktype: int, data: bytes) -> None:
+        c = self.counters
+        c.frames += 1
+        try:
+            parsed = frames.parse(linktype, data)
+        except frames.MalformedFrame:
+            c.malformed += 1
+            return
+        if ts >= self._next_tick:
+            self.tick(ts)
+        if parsed is None:
+            return
+        ta, _subtype, dbm = parsed
+        c.client += 1
+        self.footfall.observe(ta, dbm, ts)
+        subject = self.roster.lookup(ta)
+        if subject is None:
+            return  # unknown device: dropped at once, nothing kept
+        c.matched += 1
+        for event in self.tracker.feed(subject, dbm, ts):
+            self._emit(event)
+
+    def tick(self, now: float) -> None:
+        self._next_tick = now + TICK_S
+        for event in self.tracker.tick(now):
+            self._emit(event)
+
+    def _emit(self, event: PresenceEvent) -> None:
+        self.counters.events += 1
+        self.emit(event)
+
+
+def to_message(event: PresenceEvent, roster_version: int) -> PresenceMessage:
+    return PresenceMessage(
+        event_id=uuid.uuid4().hex,
+        type=event.type,  # type: ignore[arg-type]
+        subject=event.subject,
+        ts=event.ts,
+        first_seen=event.first_seen,
+        last_seen=max(event.last_seen, event.first_seen),
+        rssi=Rssi(max=event.rssi_max, median=event.rssi_median),
+        frames=event.frames,
+        dwell_s=max(0.0, event.dwell_s),
+        roster_version=roster_version,
+    )
+
+
+def load_roster_file(settings: EdgeSettings) -> Roster:
+    """The last-good signed roster from disk, or an empty one (nothing matches) if none yet."""
+    path = settings.roster_path()
+    site_key = settings.site_key_bytes()
+    if not path.exists():
+        log.warning("no roster at %s yet: no device will match until one is delivered", path)
+        return Roster.empty(settings.store_id, site_key)
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.roster_public_key))
+    except ValueError as exc:
+        raise ConfigError(f"roster_public_key is not a 32-byte hex Ed25519 key: {exc}") from None
+    try:
+        return load_roster(path.read_bytes(), public, site_key, store_id=settings.store_id)
+    except RosterError as exc:
+        raise RosterError(f"{path}: {exc}") from None
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    client: int = 0
+    matched: int = 0
+    malformed: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    truncated: bool = False
+    delivered: bool = False
+    outbox_depth: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+
+
+def _disk_free_mb(path: Path) -> float | None:
+    try:
+        return shutil.disk_usage(path).free / (1 << 20)
+    except OSError:
+        return None
+
+
+def _cpu_temp_c() -> float | None:
+    try:
+        return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000.0
+    except (OSError, ValueError):
+        return None
+
+
+def run_capture(
+    settings: EdgeSettings,
+    records: Iterable[tuple[float, int, bytes]],
+    *,
+    speed: float = 0.0,
+    rebase: bool = True,
+    drain_timeout_s: float = 30.0,
+    stop: threading.Event | None = None,
+    is_truncated: Callable[[], bool] = lambda: False,
+) -> RunSummary:
+    """Run the whole edge chain over capture records and wait for the broker to ack the events.
+
+    ``speed`` 0 replays as fast as possible, 1 as recorded. ``rebase`` shifts capture timestamps
+    so the first frame is "now", which makes a replayed capture look live to the bridge.
+    """
+    from edge_agent.uplink import Uplink  # paho is only needed when we actually publish
+
+    stop = stop or threading.Event()
+    roster = load_roster_file(settings)
+    p = settings.presence
+    tracker = PresenceTracker(
+        PresenceConfig(
+            enter_dbm=p.enter_dbm,
+            leave_dbm=p.leave_dbm,
+            absence_timeout_s=p.absence_timeout_s,
+            visit_dwell_s=p.visit_dwell_s,
+            window_s=p.window_s,
+            max_subjects=p.max_subjects,
+        )
+    )
+    footfall = Footfall(secrets.token_bytes(16), visit_dwell_s=p.visit_dwell_s, near_dbm=p.enter_dbm)
+    outbox = Outbox(settings.data_dir / "outbox.db", limit=settings.outbox_limit)
+    uplink = Uplink(
+        settings.mqtt, settings.store_id, settings.sensor_id, outbox, lambda: roster.version
+    )
+    events_topic = topic(settings.store_id, settings.sensor_id, "events")
+    summary = RunSummary()
+
+    def emit(event: PresenceEvent) -> None:
+        msg = to_message(event, roster.version)
+        outbox.add(events_topic, msg.to_json(), msg.event_id)
+        summary.events[event.type] = summary.events.get(event.type, 0) + 1
+        uplink.kick()
+
+    pipe = Pipeline(roster, tracker, footfall, emit)
+    started_wall = time.time()
+    started_mono = time.monotonic()
+    uplink.start()
+    if not uplink.wait_connected(10.0):
+        log.warning(
+            "broker %s:%s not reachable yet (%s); events are kept in the outbox",
+            settings.mqtt.host,
+            settings.mqtt.port,
+            uplink.last_connect_error or "no answer",
+        )
+    offset: float | None = None
+    first_ts = last_ts = 0.0
+    next_stats = time.monotonic() + settings.stats_interval_s
+    frames_at_stats = 0
+    try:
+        for ts, linktype, data in records:
+            if stop.is_set():
+                break
+            if offset is None:
+                first_ts = ts
+                offset = (started_wall - ts) if rebase else 0.0
+            if speed > 0:
+                due = started_mono + (ts - first_ts) / speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+            last_ts = ts + offset
+            pipe.feed(last_ts, linktype, data)
+            if pipe.counters.frames & 0x3FF == 0 and time.monotonic() >= next_stats:
+                interval = settings.stats_interval_s
+                rate = (pipe.counters.frames - frames_at_stats) / interval
+                frames_at_stats = pipe.counters.frames
+                next_stats = time.monotonic() + interval
+                uplink.publish_stats(_stats(settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts))
+        if offset is not None and not stop.is_set():
+            # The capture ended: the silence after it times out whoever was still present.
+            pipe.tick(last_ts + p.absence_timeout_s + TICK_S)
+        uplink.publish_stats(_stats(settings, pipe, outbox, roster, footfall, 0.0, started_mono, time.time()))
+        summary.delivered = uplink.wait_drained(drain_timeout_s)
+    finally:
+        uplink.stop()
+        c = pipe.counters
+        summary.frames, summary.client, summary.matched = c.frames, c.client, c.matched
+        summary.malformed = c.malformed
+        summary.truncated = is_truncated()
+        summary.outbox_depth = outbox.depth()
+        summary.dropped = outbox.dropped
+        summary.seconds = time.monotonic() - started_mono
+        outbox.close()
+    return summary
+
+
+def _stats(
+    settings: EdgeSettings,
+    pipe: Pipeline,
+    outbox: Outbox,
+    roster: Roster,
+    footfall: Footfall,
+    rate: float,
+    started_mono: float,
+    now: float,
+) -> str:
+    c = pipe.counters
+    return StatsMessage(
+        ts=time.time(),
+        uptime_s=time.monotonic() - started_mono,
+        agent_version=__version__,
+        frames=c.frames,
+        frames_per_s=rate,
+        client_frames=c.client,
+        matched=c.matched,
+        malformed=c.malformed,
+        outbox_depth=outbox.depth(),
+        dropped=outbox.dropped,
+        roster_version=roster.version,
+        channel=settings.channel,
+        iface_state="replay",
+        cpu_temp_c=_cpu_temp_c(),
+        disk_free_mb=_disk_free_mb(settings.data_dir),
+        footfall={k: int(v) for k, v in footfall.snapshot(now).items()},
+    ).to_json()

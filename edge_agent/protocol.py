@@ -1,0 +1,159 @@
+"""The MQTT wire protocol (topics and JSON payloads) shared by the edge agent and the bridge.
+
+Every topic has exactly one payload model (zigbee2mqtt's lesson: the topic map is code).
+No raw MAC, phone number or name may ever appear in a payload: subjects are keyed hashes.
+
+Topic root: ``passby/v1/{store_id}/{sensor_id}/``
+
+| leaf           | direction | QoS / retain | model          |
+|----------------|-----------|--------------|----------------|
+| ``status``     | up        | 1 / retained | StatusMessage  |
+| ``events``     | up        | 1            | PresenceMessage|
+| ``stats``      | up        | 0            | StatsMessage   |
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "EVENT_SCHEMA",
+    "TOPIC_ROOT",
+    "ID_PATTERN",
+    "SUBJECT_PATTERN",
+    "Rssi",
+    "PresenceMessage",
+    "StatusMessage",
+    "StatsMessage",
+    "TopicError",
+    "topic",
+    "parse_topic",
+    "json_schemas",
+]
+
+PROTOCOL_VERSION = 1
+EVENT_SCHEMA = "passby.event/1"
+TOPIC_ROOT = f"passby/v{PROTOCOL_VERSION}"
+# Store and sensor ids are path segments: no MQTT wildcards, separators or spaces.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# A subject is a 64-bit keyed hash of a CRM id, hex encoded; never a MAC or phone.
+SUBJECT_PATTERN = r"^[0-9a-f]{16}$"
+_ID_RE = re.compile(ID_PATTERN)
+LEAVES = ("status", "events", "stats")
+
+
+class TopicError(ValueError):
+    """A topic that is not ``passby/v1/{store}/{sensor}/{leaf}``."""
+
+
+def topic(store_id: str, sensor_id: str, leaf: str) -> str:
+    """Build a topic under a sensor's subtree, refusing ids that would escape it."""
+    for name, value in (("store_id", store_id), ("sensor_id", sensor_id)):
+        if not _ID_RE.match(value):
+            raise TopicError(f"{name} {value!r} does not match {ID_PATTERN}")
+    return f"{TOPIC_ROOT}/{store_id}/{sensor_id}/{leaf}"
+
+
+def parse_topic(name: str) -> tuple[str, str, str]:
+    """Split a topic into (store_id, sensor_id, leaf); raise TopicError if it is not ours."""
+    parts = name.split("/")
+    if len(parts) < 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise TopicError(f"topic {name!r} is not under {TOPIC_ROOT}/{{store}}/{{sensor}}/")
+    store_id, sensor_id, leaf = parts[2], parts[3], "/".join(parts[4:])
+    if not _ID_RE.match(store_id) or not _ID_RE.match(sensor_id):
+        raise TopicError(f"topic {name!r} has an invalid store or sensor id")
+    return store_id, sensor_id, leaf
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+class Rssi(_Model):
+    """Received signal over the stay so far, in dBm (None when the capture has no radio header)."""
+
+    max: int | None = Field(description="strongest smoothed-window sample, dBm", ge=-127, le=20)
+    median: int | None = Field(description="median of the stay's samples, dBm", ge=-127, le=20)
+
+
+class PresenceMessage(_Model):
+    """An enrolled subject arrived near the store, visited (dwelled), or left."""
+
+    schema_: Literal["passby.event/1"] = Field(
+        EVENT_SCHEMA, alias="schema", description="payload schema id"
+    )
+    event_id: str = Field(
+        description="unique id (hex); the bridge drops duplicates by it",
+        pattern=r"^[0-9a-f]{32}$",
+    )
+    type: Literal["arrive", "visit", "leave"] = Field(description="presence transition")
+    subject: str = Field(description="pseudonymous subject id", pattern=SUBJECT_PATTERN)
+    ts: float = Field(description="when the transition happened, epoch seconds UTC", gt=0)
+    first_seen: float = Field(description="first frame of this stay, epoch seconds", gt=0)
+    last_seen: float = Field(description="latest frame of this stay, epoch seconds", gt=0)
+    rssi: Rssi = Field(description="signal summary of the stay")
+    frames: int = Field(description="frames heard from the subject during the stay", ge=0)
+    dwell_s: float = Field(description="seconds near the store so far", ge=0)
+    roster_version: int = Field(0, description="roster version that matched the subject", ge=0)
+
+    @field_validator("last_seen")
+    @classmethod
+    def _ordered(cls, v: float, info: Any) -> float:
+        first = info.data.get("first_seen")
+        if first is not None and v < first:
+            raise ValueError("last_seen is before first_seen")
+        return v
+
+
+class StatusMessage(_Model):
+    """Retained birth (online) and last will (offline) of a sensor."""
+
+    state: Literal["online", "offline"] = Field(description="online birth or offline last will")
+    agent_version: str = Field("", description="edge agent version")
+    protocol: int = Field(PROTOCOL_VERSION, description="wire protocol version")
+    roster_version: int = Field(0, description="roster version loaded", ge=0)
+    ts: float = Field(0.0, description="when the state was published, epoch seconds", ge=0)
+
+
+class StatsMessage(_Model):
+    """Periodic health and anonymous footfall counters of a sensor."""
+
+    ts: float = Field(description="epoch seconds", gt=0)
+    uptime_s: float = Field(description="seconds since agent start", ge=0)
+    agent_version: str = Field(description="edge agent version")
+    frames: int = Field(description="frames read since start", ge=0)
+    frames_per_s: float = Field(description="frames per second over the last interval", ge=0)
+    client_frames: int = Field(description="client-originated frames since start", ge=0)
+    matched: int = Field(description="frames from enrolled devices since start", ge=0)
+    malformed: int = Field(description="malformed frames since start", ge=0)
+    outbox_depth: int = Field(description="events waiting for the broker's ack", ge=0)
+    dropped: int = Field(description="events dropped because the outbox was full", ge=0)
+    roster_version: int = Field(description="roster version loaded", ge=0)
+    channel: int | None = Field(None, description="Wi-Fi channel the sensor listens on")
+    iface_state: str = Field("", description="capture source state, e.g. 'replay', 'up', 'down'")
+    cpu_temp_c: float | None = Field(None, description="CPU temperature, Celsius")
+    disk_free_mb: float | None = Field(None, description="free space on the data disk, MiB")
+    footfall: dict[str, int] = Field(
+        default_factory=dict, description="anonymous unique-device counts for the current hour"
+    )
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of every payload, for third parties."""
+    return {
+        "events": PresenceMessage.model_json_schema(by_alias=True),
+        "status": StatusMessage.model_json_schema(by_alias=True),
+        "stats": StatsMessage.model_json_schema(by_alias=True),
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience export
+    print(json.dumps(json_schemas(), indent=2))

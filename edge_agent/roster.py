@@ -1,0 +1,203 @@
+"""Roster: the enrolled devices as keyed hashes, signed by the bridge, looked up per frame.
+
+A roster never holds a MAC. Each entry maps ``blake2b(mac, key=site_key, digest_size=8)`` to a
+pseudonymous subject id (a 64-bit keyed hash of the CRM id made with a key only the bridge has).
+Without the site key the hashes cannot be tested against MACs; without the bridge's subject key
+the subjects cannot be linked to customers.
+
+File format (``passby.roster/1``)::
+
+    b"PBROSTER1\\n"  header JSON (one line, UTF-8) b"\\n"  body  signature(64)
+
+``body`` is ``count`` sorted big-endian pairs ``(mac_hash u64, subject u64)``; the Ed25519
+signature covers everything before it. Sorted 64-bit arrays keep 1 M entries in 16 MB and a
+lookup is a C-level binary search; a small memo answers the MACs seen a moment ago.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = [
+    "FORMAT",
+    "RosterError",
+    "RosterHeader",
+    "Roster",
+    "mac_hash",
+    "subject_id",
+    "build_roster",
+    "load_roster",
+]
+
+FORMAT = "passby.roster/1"
+MAGIC = b"PBROSTER1\n"
+SIG_LEN = 64
+_LITTLE_ENDIAN = array("Q", [1]).tobytes()[0] == 1
+MEMO_LIMIT = 4096  # recently seen MACs; a busy channel has a few hundred distinct transmitters
+
+
+class RosterError(ValueError):
+    """A roster file that is malformed, unsigned, signed by another key, or for another store."""
+
+
+def mac_hash(site_key: bytes, mac: bytes) -> int:
+    """The 64-bit keyed hash of a 6-byte MAC under a store's site key."""
+    return int.from_bytes(hashlib.blake2b(mac, key=site_key, digest_size=8).digest(), "big")
+
+
+def subject_id(subject_key: bytes, crm_id: str) -> str:
+    """The pseudonymous subject id of a customer: 16 hex chars, meaningless without the key."""
+    return hashlib.blake2b(crm_id.encode("utf-8"), key=subject_key, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RosterHeader:
+    format: str
+    store_id: str
+    version: int
+    created: float
+    count: int
+
+
+class Roster:
+    """Sorted keyed-hash -> subject table with a memo of recently seen MACs."""
+
+    __slots__ = ("header", "_site_key", "_keys", "_subjects", "_memo")
+
+    def __init__(self, header: RosterHeader, site_key: bytes, keys: array, subjects: array) -> None:
+        if len(keys) != len(subjects):
+            raise RosterError("roster keys and subjects differ in length")
+        self.header = header
+        self._site_key = site_key
+        self._keys = keys
+        self._subjects = subjects
+        self._memo: dict[bytes, str | None] = {}
+
+    @classmethod
+    def empty(cls, store_id: str = "", site_key: bytes = b"\0" * 16) -> Roster:
+        header = RosterHeader(FORMAT, store_id, 0, 0.0, 0)
+        return cls(header, site_key, array("Q"), array("Q"))
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def lookup(self, mac: bytes) -> str | None:
+        """Subject id of an enrolled MAC, or None. Unknown MACs are forgotten, never stored."""
+        memo = self._memo
+        if mac in memo:
+            return memo[mac]
+        key = mac_hash(self._site_key, mac)
+        keys = self._keys
+        i = bisect_left(keys, key)
+        subject = f"{self._subjects[i]:016x}" if i < len(keys) and keys[i] == key else None
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()  # cheaper than LRU bookkeeping on the hot path; refills in a moment
+        memo[mac] = subject
+        return subject
+
+    def nbytes(self) -> int:
+        """Approximate memory held by the table itself."""
+        return self._keys.itemsize * len(self._keys) * 2
+
+
+def build_roster(
+    private_key: Ed25519PrivateKey,
+    store_id: str,
+    version: int,
+    created: float,
+    entries: list[tuple[int, str]],
+) -> bytes:
+    """Serialise and sign a roster from (mac_hash, subject_id) pairs."""
+    pairs = sorted({(k, int(s, 16)) for k, s in entries})
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise RosterError("one device hash maps to two subjects")
+    header = {
+        "format": FORMAT,
+        "store_id": store_id,
+        "version": version,
+        "created": created,
+        "count": len(pairs),
+    }
+    body = array("Q")
+    for k, s in pairs:
+        body.append(k)
+        body.append(s)
+    if _LITTLE_ENDIAN:
+        body.byteswap()  # the file is big-endian whatever the host
+    signed = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body.tobytes()
+    return signed + private_key.sign(signed)
+
+
+def _header_from(raw: dict[str, Any]) -> RosterHeader:
+    try:
+        header = RosterHeader(
+            format=str(raw["format"]),
+            store_id=str(raw["store_id"]),
+            version=int(raw["version"]),
+            created=float(raw["created"]),
+            count=int(raw["count"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RosterError(f"roster header is incomplete or mistyped: {exc}") from None
+    if header.format != FORMAT:
+        raise RosterError(f"roster format {header.format!r} is not {FORMAT!r}")
+    if header.version < 1:
+        raise RosterError(f"roster version {header.version} must be >= 1")
+    return header
+
+
+def load_roster(
+    data: bytes,
+    public_key: Ed25519PublicKey,
+    site_key: bytes,
+    store_id: str | None = None,
+    min_version: int = 0,
+) -> Roster:
+    """Verify and load a roster; refuse a bad signature, another store, or a version not newer
+    than ``min_version`` (pass the loaded version to refuse rollbacks)."""
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + SIG_LEN + 2:
+        raise RosterError("not a passby roster file (bad magic or too short)")
+    signed, signature = data[:-SIG_LEN], data[-SIG_LEN:]
+    try:
+        public_key.verify(signature, signed)
+    except InvalidSignature:
+        raise RosterError("roster signature does not verify with the configured public key") from None
+    nl = signed.find(b"\n", len(MAGIC))
+    if nl < 0:
+        raise RosterError("roster header line is not terminated")
+    try:
+        raw = json.loads(signed[len(MAGIC) : nl])
+    except ValueError as exc:
+        raise RosterError(f"roster header is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise RosterError("roster header is not a JSON object")
+    header = _header_from(raw)
+    if store_id is not None and header.store_id != store_id:
+        raise RosterError(f"roster is for store {header.store_id!r}, this sensor is in {store_id!r}")
+    if header.version <= min_version:
+        raise RosterError(
+            f"roster version {header.version} is not newer than the loaded version {min_version}"
+        )
+    body = signed[nl + 1 :]
+    if len(body) != header.count * 16:
+        raise RosterError(f"roster body has {len(body)} bytes, header says {header.count} entries")
+    pairs = array("Q")
+    pairs.frombytes(body)
+    if _LITTLE_ENDIAN:
+        pairs.byteswap()
+    keys, subjects = pairs[0::2], pairs[1::2]
+    if any(keys[i] >= keys[i + 1] for i in range(len(keys) - 1)):
+        raise RosterError("roster entries are not strictly sorted")
+    return Roster(header, site_key, keys, subjects)

@@ -1,0 +1,202 @@
+"""MQTT uplink: publishes the outbox with QoS 1 and forgets an event only on the broker's PUBACK.
+
+A stable client id with a persistent MQTT v5 session (``clean_start=False`` + session expiry),
+a retained ``online`` birth and an ``offline`` last will on ``status``. On every (re)connect all
+unacknowledged outbox rows are sent again; the bridge drops duplicates by ``event_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent import __version__
+from edge_agent.config import MqttSettings
+from edge_agent.outbox import Outbox
+from edge_agent.protocol import StatusMessage, topic
+
+__all__ = ["Uplink"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 200  # rows read from the outbox per pass
+
+
+def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
+    """A paho v2 client configured for MQTT v5, TLS and credentials as settings say."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if settings.tls:
+        ctx = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None
+        )
+        if settings.cert_file:
+            ctx.load_cert_chain(
+                str(settings.cert_file), str(settings.key_file) if settings.key_file else None
+            )
+        client.tls_set_context(ctx)
+    password = settings.password_value()
+    if settings.username or password:
+        client.username_pw_set(settings.username, password)
+    client.reconnect_delay_set(
+        min_delay=max(1, int(settings.reconnect_min_s)), max_delay=int(settings.reconnect_max_s)
+    )
+    return client
+
+
+def session_properties(expiry_s: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    return props
+
+
+class Uplink:
+    """Drains an Outbox to the broker in a background thread."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        store_id: str,
+        sensor_id: str,
+        outbox: Outbox,
+        roster_version: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.settings = settings
+        self.outbox = outbox
+        self.status_topic = topic(store_id, sensor_id, "status")
+        self.stats_topic = topic(store_id, sensor_id, "stats")
+        self._roster_version = roster_version
+        self._client = make_client(settings, client_id=f"passby-edge-{store_id}-{sensor_id}")
+        will = StatusMessage(state="offline", agent_version=__version__).to_json()
+        self._client.will_set(self.status_topic, will, qos=1, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._lock = threading.Lock()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        self._sent_upto = 0  # highest outbox id handed to paho since the last connect
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self.last_connect_error: str | None = None
+
+    # paho callbacks (network thread) -------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        if reason_code.is_failure:
+            self.last_connect_error = str(reason_code)
+            log.error("broker refused the connection: %s", reason_code)
+            return
+        self.last_connect_error = None
+        log.info("connected to broker %s:%s", self.settings.host, self.settings.port)
+        birth = StatusMessage(
+            state="online",
+            agent_version=__version__,
+            roster_version=self._roster_version(),
+            ts=time.time(),
+        ).to_json()
+        client.publish(self.status_topic, birth, qos=1, retain=True)
+        with self._lock:
+            self._inflight.clear()
+            self._sent_upto = 0  # resend everything not yet acknowledged
+        self._connected.set()
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from broker: %s; will reconnect", reason_code)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            item_id = self._inflight.pop(mid, None)
+        if item_id is None:
+            return
+        if reason_code.is_failure:
+            log.error("broker refused event %s: %s; kept in outbox", item_id, reason_code)
+            return
+        self.outbox.ack(item_id)
+
+    # sender thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._connected.is_set():
+                self._send_pending()
+
+    def _send_pending(self) -> None:
+        while self._connected.is_set() and not self._stop.is_set():
+            with self._lock:
+                after = self._sent_upto
+            items = self.outbox.pending(after_id=after, limit=BATCH)
+            if not items:
+                return
+            for item in items:
+                with self._lock:
+                    info = self._client.publish(item.topic, item.payload, qos=1)
+                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                        return  # not connected any more; resent after reconnect
+                    self._inflight[info.mid] = item.id
+                    self._sent_upto = item.id
+
+    # public --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=session_properties(self.settings.session_expiry_s),
+        )
+        self._client.loop_start()
+        self._thread.start()
+
+    def kick(self) -> None:
+        """New rows are in the outbox."""
+        self._wake.set()
+
+    def publish_stats(self, payload: str) -> None:
+        if self._connected.is_set():
+            self._client.publish(self.stats_topic, payload, qos=0)
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Until every outbox row is acknowledged (True) or the timeout passes (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.depth() == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return self.outbox.depth() == 0
+
+    def stop(self) -> None:
+        """Leave cleanly: a clean disconnect does not fire the will, so publish offline first."""
+        self._stop.set()
+        self._wake.set()
+        if self._connected.is_set():
+            offline = StatusMessage(
+                state="offline", agent_version=__version__, ts=time.time()
+            ).to_json()
+            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._thread.join(timeout=2.0)
