@@ -1,0 +1,208 @@
+"""Run the whole chain on one machine: Mosquitto, the bridge, and the agent replaying a capture.
+
+Every process it starts is stopped on exit or Ctrl-C. State lives under ``var/demo/`` and is
+reset at each run so the demo always tells the same story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.rosters import build_store_roster, write_roster
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.web import mask_phone
+
+__all__ = ["DEMO_DIR", "run_demo"]
+
+DEMO_DIR = Path(__file__).parent
+TENANT = DEMO_DIR / "tenant.toml"
+CAPTURE = DEMO_DIR / "demo.pcap"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    fh = open(log, "wb")  # noqa: SIM115 - handed to the child for its lifetime
+    return subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the bridge exited early (code {proc.returncode}); see {log}:\n"
+                            + log.read_text(errors="replace")[-2000:])
+        try:
+            if httpx.get(url, timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise DemoError(f"the bridge console did not answer at {url} within {timeout:.0f} s; see {log}")
+
+
+def write_configs(workdir: Path, broker_port: int, web_port: int, store_id: str, sensor_id: str,
+                  site_key_hex: str, public_key_hex: str) -> tuple[Path, Path]:
+    bridge_toml = workdir / "bridge.toml"
+    bridge_toml.write_text(
+        f'data_dir = "{workdir / "bridge"}"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n\n'
+        f'[provider]\nkind = "sandbox"\n\n[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
+    )
+    edge_dir = workdir / "edge"
+    edge_dir.mkdir(parents=True, exist_ok=True)
+    key_file = edge_dir / "site.key"
+    key_file.write_text(site_key_hex + "\n")
+    key_file.chmod(0o600)
+    edge_toml = workdir / "edge.toml"
+    edge_toml.write_text(
+        f'store_id = "{store_id}"\nsensor_id = "{sensor_id}"\ndata_dir = "{edge_dir}"\n'
+        f'site_key_file = "{key_file}"\nroster_public_key = "{public_key_hex}"\nchannel = 6\n'
+        f'stats_interval_s = 5\n\n[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
+    )
+    return bridge_toml, edge_toml
+
+
+def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = db.query("SELECT count(*) AS n, sum(state='new') AS pending FROM events")[0]
+        if row["n"] >= expected and not row["pending"]:
+            return
+        time.sleep(0.1)
+    raise DemoError(f"the bridge did not process {expected} events within {timeout:.0f} s")
+
+
+def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
+    console.rule("[bold]What happened")
+    console.print(
+        f"Sensor read [bold]{summary['frames']}[/] frames: {summary['client']} client frames, "
+        f"{summary['matched']} from enrolled devices, {summary['malformed']} malformed (skipped). "
+        f"Unknown devices were dropped at once."
+    )
+    ev = summary["events"]
+    console.print(
+        f"Presence events published: arrive {ev.get('arrive', 0)}, visit {ev.get('visit', 0)}, "
+        f"leave {ev.get('leave', 0)}"
+    )
+    t = Table(title="Decisions (one per arrive/visit event)")
+    for col in ("event", "customer", "outcome", "reason"):
+        t.add_column(col)
+    rows = db.query(
+        "SELECT e.type, c.name, d.outcome, d.reason, d.detail FROM decisions d "
+        "JOIN events e ON e.event_id=d.event_id LEFT JOIN customers c ON c.id=d.customer_id "
+        "ORDER BY e.ts, d.id"
+    )
+    for r in rows:
+        style = "green" if r["outcome"] == "send" else "yellow"
+        t.add_row(r["type"], r["name"] or "unknown", f"[{style}]{r['outcome']}[/]",
+                  f"{r['reason']} ({r['detail']})")
+    console.print(t)
+    t = Table(title="SMS in the sandbox provider")
+    for col in ("to", "from", "text"):
+        t.add_column(col)
+    for m in db.query("SELECT to_phone, sender, body FROM sandbox_messages ORDER BY id"):
+        t.add_row(mask_phone(m["to_phone"]), m["sender"], m["body"])
+    console.print(t)
+    console.print(f"Console: [link={url}]{url}[/link]")
+
+
+def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
+    console = Console()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    tenant = load_tenant(TENANT)
+    procs: list[subprocess.Popen[bytes]] = []
+    broker = LocalMosquitto(workdir / "mosquitto")
+    try:
+        with console.status("starting Mosquitto"):
+            broker.start()
+        console.print(f"Mosquitto {broker.host}:{broker.port} (config {broker.config_path})")
+        db = BridgeStore(workdir / "bridge" / "bridge.db")
+        keys = BridgeKeys(workdir / "bridge")
+        now = time.time()
+        seed(db, keys, tenant, now)
+        roster, version = build_store_roster(db, keys, tenant.store.id, now)
+        site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0]["site_key"]
+        web_port = free_port()
+        bridge_toml, edge_toml = write_configs(
+            workdir, broker.port, web_port, tenant.store.id, tenant.sensor.id, site_key,
+            keys.public_key_hex(),
+        )
+        write_roster(workdir / "edge" / "roster.bin", roster)
+        console.print(
+            f"Seeded store {tenant.store.id!r}: {len(tenant.customers)} customers, "
+            f"{len(tenant.campaigns)} campaign(s); roster v{version} delivered to the sensor"
+        )
+        url = f"http://127.0.0.1:{web_port}"
+        bridge_log = workdir / "bridge.log"
+        bridge = _spawn([sys.executable, "-m", "cloud_bridge.cli", "run", "--config", str(bridge_toml)], bridge_log)
+        procs.append(bridge)
+        with console.status("starting the bridge"):
+            _wait_http(url + "/healthz", bridge, bridge_log)
+        console.print(f"Bridge running, console at {url}")
+        total: dict = {}
+        for i in range(replays):
+            agent_log = workdir / f"agent-{i + 1}.log"
+            before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
+            with console.status(f"sensor replaying {CAPTURE.name}"):
+                agent = subprocess.run(
+                    [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml),
+                     "--capture", str(CAPTURE)],
+                    stdout=subprocess.PIPE, stderr=open(agent_log, "wb"), timeout=300,  # noqa: SIM115
+                )
+            if agent.returncode != 0:
+                raise DemoError(f"the agent failed (code {agent.returncode}); see {agent_log}:\n"
+                                + agent_log.read_text(errors="replace")[-2000:])
+            summary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
+            total = summary
+            _wait_processed(db, before + sum(summary["events"].values()))
+        report(console, db, total, url)
+        if keep_running:
+            console.print("Press Ctrl-C to stop Mosquitto, the bridge and the console.")
+            try:
+                while bridge.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+        return 0
+    except DemoError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        return 1
+    finally:
+        for p in procs:
+            _stop(p)
+        broker.stop()
+        if keep_running:
+            console.print("stopped every process the demo started")
+
+
+def main() -> None:  # pragma: no cover - `cloud-bridge demo` is the entry point
+    sys.exit(run_demo(Path(os.environ.get("PASSBY_DEMO_DIR", "var/demo")), sys.stdin.isatty()))

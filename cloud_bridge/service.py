@@ -1,0 +1,88 @@
+"""The running bridge: MQTT ingest, decision worker and console in one process."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+
+from cloud_bridge.config import BridgeSettings
+from cloud_bridge.decide import Policy
+from cloud_bridge.ingest import Ingest
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.providers import make_provider
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.web import create_app
+from cloud_bridge.worker import DecisionWorker
+
+__all__ = ["BridgeService", "WebServer"]
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """uvicorn in a background thread, on a socket we bind ourselves (port 0 = pick one)."""
+
+    def __init__(self, app, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="web", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"console did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5.0)
+        self.sock.close()
+
+
+class BridgeService:
+    def __init__(self, settings: BridgeSettings, web: bool = True) -> None:
+        self.settings = settings
+        self.store = BridgeStore(settings.database_path())
+        self.keys = BridgeKeys(settings.data_dir)
+        p = settings.policy
+        self.worker = DecisionWorker(
+            self.store,
+            make_provider(settings.provider.kind, self.store),
+            Policy(overall_cap=p.overall_cap, overall_days=p.overall_days, offer_ttl_s=p.offer_ttl_s),
+        )
+        self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
+        self.web = (
+            WebServer(create_app(self.store), settings.web.host, settings.web.port) if web else None
+        )
+
+    def start(self) -> None:
+        if self.web:
+            self.web.start()
+            log.info("console at %s", self.web.url)
+        self.worker.start()
+        self.ingest.start()
+
+    def stop(self) -> None:
+        self.ingest.stop()
+        self.worker.stop()
+        if self.web:
+            self.web.stop()
+        self.store.close()
