@@ -1,0 +1,132 @@
+"""The thin chain, real at every hop: capture -> agent -> Mosquitto -> bridge -> sandbox SMS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.demo.run import CAPTURE, TENANT, write_configs
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.rosters import build_store_roster, write_roster
+from cloud_bridge.service import BridgeService
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+from edge_agent.config import EdgeSettings, load_settings
+from cloud_bridge.config import BridgeSettings
+
+pytestmark = pytest.mark.integration
+
+CONSENTING = {"+79161234501": "Anna", "+79161234502": "Boris", "+79161234503": "Carmen"}
+NO_CONSENT = "+79161234504"
+
+
+@pytest.fixture()
+def chain(tmp_path: Path):
+    broker = LocalMosquitto(tmp_path / "mosquitto")
+    broker.start()
+    tenant = load_tenant(TENANT)
+    keys = BridgeKeys(tmp_path / "bridge")
+    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
+    now = time.time()
+    seed(store, keys, tenant, now)
+    data, _ = build_store_roster(store, keys, tenant.store.id, now)
+    site_key = store.query("SELECT site_key FROM stores")[0]["site_key"]
+    bridge_toml, edge_toml = write_configs(
+        tmp_path, broker.port, 0, tenant.store.id, tenant.sensor.id, site_key, keys.public_key_hex()
+    )
+    write_roster(tmp_path / "edge" / "roster.bin", data)
+    service = BridgeService(load_settings(BridgeSettings, bridge_toml), web=False)
+    service.start()
+    assert service.ingest.connected.wait(10), "bridge could not connect to Mosquitto"
+    yield store, edge_toml, service
+    service.stop()
+    store.close()
+    broker.stop()
+
+
+def replay(edge_toml: Path) -> dict:
+    """Run the real agent CLI as a separate process, as the demo does."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml), "--capture", str(CAPTURE)],
+        capture_output=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def wait_processed(store: BridgeStore, n: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = store.query("SELECT count(*) AS n, sum(state='new') AS p FROM events")[0]
+        if row["n"] >= n and not row["p"]:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"bridge processed {store.query('SELECT count(*) AS n FROM events')[0]['n']} of {n} events")
+
+
+def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
+    store, edge_toml, _ = chain
+    summary = replay(edge_toml)
+    assert summary["delivered"] and summary["outbox_depth"] == 0
+    assert summary["frames"] > 1000 and summary["matched"] > 0
+    published = sum(summary["events"].values())
+    wait_processed(store, published)
+
+    msgs = store.query("SELECT to_phone, sender, body FROM sandbox_messages ORDER BY id")
+    by_phone: dict[str, list[str]] = {}
+    for m in msgs:
+        by_phone.setdefault(m["to_phone"], []).append(m["body"])
+        assert m["sender"] == "MainStCafe"
+    assert set(by_phone) == set(CONSENTING), by_phone
+    favourites = {"Anna": "espresso beans", "Boris": "almond croissants", "Carmen": "green tea"}
+    for phone, name in CONSENTING.items():
+        assert len(by_phone[phone]) == 1
+        assert by_phone[phone][0].startswith(f"{name}, 15% off {favourites[name]} today at Main St. Coffee")
+    assert NO_CONSENT not in by_phone
+
+    # Unknown devices produce nothing: every stored event belongs to an enrolled customer.
+    subjects = {r["subject"] for r in store.query("SELECT DISTINCT subject FROM events")}
+    known = {r["subject"] for r in store.query("SELECT subject FROM customers")}
+    assert subjects <= known
+    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert "unknown_subject" not in reasons
+    assert "no_sms_consent" in reasons  # Dmitri was seen and refused
+
+    # Replaying the same capture again sends nothing new: the frequency cap holds.
+    before = store.query("SELECT count(*) AS n FROM events")[0]["n"]
+    summary2 = replay(edge_toml)
+    wait_processed(store, before + sum(summary2["events"].values()))
+    assert store.query("SELECT count(*) AS n FROM events")[0]["n"] > before  # new events arrived
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
+    second = store.query(
+        "SELECT d.reason FROM decisions d JOIN events e ON e.event_id=d.event_id "
+        "WHERE e.received > (SELECT max(ts) FROM sandbox_messages)"
+    )
+    assert second and {r["reason"] for r in second} <= {"campaign_cap", "no_sms_consent"}
+
+
+def test_no_pii_on_the_wire_or_edge_disk(chain, tmp_path: Path) -> None:
+    """Payloads in the bridge's event log and every file on the edge's disk hold no MAC or phone."""
+    store, edge_toml, _ = chain
+    replay(edge_toml)
+    tenant = load_tenant(TENANT)
+    secrets_ = []
+    for c in tenant.customers:
+        secrets_ += [c.phone, c.name] + c.macs + [m.replace(":", "") for m in c.macs]
+    for r in store.query("SELECT payload FROM events"):
+        for s in secrets_:
+            assert s.lower() not in r["payload"].lower()
+    for f in (tmp_path / "edge").rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes().lower()
+            for s in secrets_:
+                assert s.lower().encode() not in blob, f"{s!r} found in {f}"
+            for c in tenant.customers:
+                for mac in c.macs:
+                    assert bytes.fromhex(mac.replace(":", "")) not in f.read_bytes()

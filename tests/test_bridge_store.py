@@ -1,0 +1,136 @@
+"""Bridge store + ingest + worker without a broker: dedupe, dead letters, atomic caps."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.worker import DecisionWorker
+from edge_agent.roster import subject_id
+
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TOPIC = "passby/v1/main-st/door-1/events"
+
+
+@pytest.fixture()
+def bridge(tmp_path: Path):
+    store = BridgeStore(tmp_path / "bridge.db")
+    keys = BridgeKeys(tmp_path)
+    seed(store, keys, load_tenant(TENANT), time.time())
+    yield store, keys
+    store.close()
+
+
+def event(keys: BridgeKeys, crm_id: str, type_: str = "arrive", ts: float | None = None) -> bytes:
+    ts = ts or time.time()
+    return json.dumps(
+        {
+            "schema": "passby.event/1", "event_id": uuid.uuid4().hex, "type": type_,
+            "subject": subject_id(keys.subject_key, crm_id), "ts": ts, "first_seen": ts - 10,
+            "last_seen": ts, "rssi": {"max": -60, "median": -65}, "frames": 9, "dwell_s": 0,
+        }
+    ).encode()
+
+
+def test_seed_is_idempotent(bridge, tmp_path: Path) -> None:
+    store, keys = bridge
+    before = store.query("SELECT count(*) AS n FROM consents")[0]["n"]
+    seed(store, keys, load_tenant(TENANT), time.time())
+    assert store.query("SELECT count(*) AS n FROM consents")[0]["n"] == before
+    assert store.query("SELECT count(*) AS n FROM customers")[0]["n"] == 4
+
+
+def test_duplicate_event_dropped(bridge) -> None:
+    store, keys = bridge
+    c = IngestCounters()
+    payload = event(keys, "C-1001")
+    assert handle_message(store, TOPIC, payload, time.time(), c) == "event"
+    assert handle_message(store, TOPIC, payload, time.time(), c) == "duplicate"
+    assert (c.events, c.duplicates) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "topic,payload,needle",
+    [
+        (TOPIC, b"{not json", "invalid events message"),
+        (TOPIC, b"\xff\xfe", "not UTF-8"),
+        (TOPIC, json.dumps({"schema": "passby.event/1"}).encode(), "event_id"),
+        ("passby/v1/main-st/door-1/bogus", b"{}", "unexpected topic leaf"),
+        ("elsewhere/x", b"{}", "not under passby/v1"),
+    ],
+)
+def test_bad_messages_dead_lettered_with_reason(bridge, topic: str, payload: bytes, needle: str) -> None:
+    store, _ = bridge
+    c = IngestCounters()
+    assert handle_message(store, topic, payload, time.time(), c) == "dead"
+    row = store.query("SELECT * FROM dead_letters")[0]
+    assert needle in row["reason"]
+    assert row["payload_bytes"] == len(payload)
+    assert "payload" not in row  # only a hash of the bad payload is kept
+
+
+def test_consenting_customer_gets_one_sms_per_campaign_window(bridge) -> None:
+    store, keys = bridge
+    worker = DecisionWorker(store, SandboxProvider(store))
+    c = IngestCounters()
+    for _ in range(3):
+        handle_message(store, TOPIC, event(keys, "C-1001"), time.time(), c)
+    handle_message(store, TOPIC, event(keys, "C-1004"), time.time(), c)  # Dmitri: no consent
+    assert worker.process_pending() == 4
+    msgs = store.query("SELECT * FROM sandbox_messages")
+    assert len(msgs) == 1
+    assert msgs[0]["to_phone"] == "+79161234501"
+    assert msgs[0]["body"].startswith("Anna, 15% off espresso beans")
+    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions ORDER BY id")]
+    assert reasons.count("sent") == 1
+    assert reasons.count("campaign_cap") == 2
+    assert "no_sms_consent" in reasons
+
+
+def test_concurrent_events_never_exceed_cap(bridge, tmp_path: Path) -> None:
+    """8 threads with their own connections race for one customer: exactly one send."""
+    store, keys = bridge
+    c = IngestCounters()
+    for _ in range(16):
+        handle_message(store, TOPIC, event(keys, "C-1002"), time.time(), c)
+    rows = store.next_new_events(100)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def work(chunk: list[dict]) -> None:
+        own = BridgeStore(tmp_path / "bridge.db")
+        w = DecisionWorker(own, SandboxProvider(own))
+        barrier.wait()
+        try:
+            for row in chunk:
+                w.process(row, time.time())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=work, args=(rows[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 1
+    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 1
+
+
+def test_roster_only_has_consenting_devices(bridge) -> None:
+    store, _ = bridge
+    macs = {m for m, _ in store.roster_entries(time.time())}
+    assert "3a:e0:91:6d:2f:55" not in macs  # Dmitri
+    assert {"da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3", "ae:44:02:9b:10:c4"} <= macs
