@@ -20,10 +20,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-roster_app = typer.Typer(help="Build and publish signed rosters of enrolled devices.", no_args_is_help=True)
+roster_app = typer.Typer(
+    help="Build and publish signed rosters of enrolled devices.", no_args_is_help=True
+)
 app.add_typer(roster_app, name="roster")
 
-CONFIG_OPT = typer.Option(None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG")
+CONFIG_OPT = typer.Option(
+    None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG"
+)
 
 
 def _logging(verbose: bool) -> None:
@@ -83,7 +87,9 @@ def seed(
         raise typer.Exit(2) from None
     store = BridgeStore(settings.database_path())
     do_seed(store, BridgeKeys(settings.data_dir), t, time.time())
-    typer.echo(f"seeded store {t.store.id}: {len(t.customers)} customers, {len(t.campaigns)} campaigns")
+    typer.echo(
+        f"seeded store {t.store.id}: {len(t.customers)} customers, {len(t.campaigns)} campaigns"
+    )
 
 
 @roster_app.command("build")
@@ -100,7 +106,10 @@ def roster_build(
 
     try:
         data, version = build_store_roster(
-            BridgeStore(settings.database_path()), BridgeKeys(settings.data_dir), store_id, time.time()
+            BridgeStore(settings.database_path()),
+            BridgeKeys(settings.data_dir),
+            store_id,
+            time.time(),
         )
     except RosterBuildError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -121,7 +130,8 @@ def roster_public_key(config: Path | None = CONFIG_OPT) -> None:
 def demo(
     workdir: Path = typer.Option(Path("var/demo"), help="demo state directory (reset each run)"),
     keep_running: bool = typer.Option(
-        None, "--keep-running/--exit",
+        None,
+        "--keep-running/--exit",
         help="keep the console up until Ctrl-C (default: only when run in a terminal)",
     ),
     replays: int = typer.Option(1, help="replay the capture this many times", min=1, max=10),

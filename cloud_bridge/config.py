@@ -9,7 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings
 
-__all__ = ["BridgeSettings", "ProviderSettings", "PolicySettings", "WebSettings", "ConfigError", "load_settings"]
+__all__ = [
+    "BridgeSettings",
+    "ProviderSettings",
+    "PolicySettings",
+    "WebSettings",
+    "ConfigError",
+    "load_settings",
+]
 
 
 class _Section(BaseModel):

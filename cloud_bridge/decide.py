@@ -8,7 +8,8 @@ The cap check here is advisory; the store re-checks it atomically when it reserv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time as dtime
+from datetime import datetime
+from datetime import time as dtime
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -147,15 +148,22 @@ def decide(
     if not customer.consent_recognition:
         return Skip("no_recognition_consent", "recognition consent is missing or revoked")
     if now - event.ts > policy.offer_ttl_s:
-        return Skip("stale_event", f"event is {now - event.ts:.0f} s old (limit {policy.offer_ttl_s:.0f} s)")
+        return Skip(
+            "stale_event", f"event is {now - event.ts:.0f} s old (limit {policy.offer_ttl_s:.0f} s)"
+        )
     eligible = [
-        c for c in campaigns
-        if c.status == "active" and c.trigger == event.type and (not c.stores or store.id in c.stores)
+        c
+        for c in campaigns
+        if c.status == "active"
+        and c.trigger == event.type
+        and (not c.stores or store.id in c.stores)
     ]
     if not eligible:
         return Skip("no_campaign", f"no active campaign for trigger {event.type!r} in this store")
     if not within_hours(store, now):
-        return Skip("quiet_hours", f"store hours {store.send_start}-{store.send_end} {store.timezone}")
+        return Skip(
+            "quiet_hours", f"store hours {store.send_start}-{store.send_end} {store.timezone}"
+        )
     recent_all = [ts for _, ts in history if ts >= now - policy.overall_days * 86400]
     if len(recent_all) >= policy.overall_cap:
         return Skip("overall_cap", f"{len(recent_all)} SMS in {policy.overall_days} days")
@@ -165,7 +173,9 @@ def decide(
         got = sum(1 for cid, ts in history if cid == campaign.id and ts >= window)
         if got >= campaign.cap_count:
             capped = capped or Skip(
-                "campaign_cap", f"{got} of {campaign.cap_count} in {campaign.cap_days} days", campaign.id
+                "campaign_cap",
+                f"{got} of {campaign.cap_count} in {campaign.cap_days} days",
+                campaign.id,
             )
             continue
         variables = {

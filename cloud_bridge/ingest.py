@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
 from cloud_bridge.store import BridgeStore
@@ -94,7 +93,11 @@ def handle_message(
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
             store.sensor_seen(
-                store_id, sensor_id, now, state=status.state, agent_version=status.agent_version,
+                store_id,
+                sensor_id,
+                now,
+                state=status.state,
+                agent_version=status.agent_version,
                 roster_version=status.roster_version,
             )
             return "status"
@@ -102,8 +105,12 @@ def handle_message(
             stats = StatsMessage.model_validate_json(text)
             counters.stats += 1
             store.sensor_seen(
-                store_id, sensor_id, now, last_stats=json.dumps(stats.model_dump()),
-                roster_version=stats.roster_version, agent_version=stats.agent_version,
+                store_id,
+                sensor_id,
+                now,
+                last_stats=json.dumps(stats.model_dump()),
+                roster_version=stats.roster_version,
+                agent_version=stats.agent_version,
             )
             return "stats"
     except ValidationError as exc:
@@ -115,7 +122,10 @@ class Ingest:
     """Subscribes with an MQTT v5 shared subscription so several bridges share the events."""
 
     def __init__(
-        self, settings: MqttSettings, store: BridgeStore, on_event: Callable[[], None],
+        self,
+        settings: MqttSettings,
+        store: BridgeStore,
+        on_event: Callable[[], None],
         client_id: str = "passby-bridge-1",
     ) -> None:
         self.settings = settings
@@ -142,7 +152,9 @@ class Ingest:
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
         try:
-            kind = handle_message(self.store, message.topic, message.payload, time.time(), self.counters)
+            kind = handle_message(
+                self.store, message.topic, message.payload, time.time(), self.counters
+            )
         except Exception:  # e.g. database locked or disk full: not acknowledged, redelivered
             log.exception("failed to store message on %s; not acknowledged", message.topic)
             return
@@ -153,8 +165,11 @@ class Ingest:
 
     def start(self) -> None:
         self._client.connect_async(
-            self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s,
-            clean_start=False, properties=session_properties(self.settings.session_expiry_s),
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=session_properties(self.settings.session_expiry_s),
         )
         self._client.loop_start()
 

@@ -42,6 +42,8 @@ class BridgeKeys:
         self.subject_key = subject.read_bytes()
 
     def public_key_hex(self) -> str:
-        return self.signing_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        ).hex()
+        return (
+            self.signing_key.public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            .hex()
+        )

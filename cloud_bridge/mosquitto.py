@@ -18,7 +18,11 @@ class BrokerError(RuntimeError):
 
 
 def find_mosquitto() -> str:
-    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
+    for candidate in (
+        shutil.which("mosquitto"),
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise BrokerError(
@@ -36,8 +40,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class LocalMosquitto:
     """A broker owned by this process: ``start()``, ``stop()``, ``restart()`` on the same port."""
 
-    def __init__(self, workdir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 extra_config: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        extra_config: str = "",
+    ) -> None:
         self.binary = find_mosquitto()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -88,8 +97,10 @@ class LocalMosquitto:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise BrokerError(f"mosquitto did not accept connections on {self.host}:{self.port} "
-                          f"within {timeout:.0f} s. {self.log_tail()}")
+        raise BrokerError(
+            f"mosquitto did not accept connections on {self.host}:{self.port} "
+            f"within {timeout:.0f} s. {self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -66,7 +66,9 @@ class BridgeService:
         self.worker = DecisionWorker(
             self.store,
             make_provider(settings.provider.kind, self.store),
-            Policy(overall_cap=p.overall_cap, overall_days=p.overall_days, offer_ttl_s=p.offer_ttl_s),
+            Policy(
+                overall_cap=p.overall_cap, overall_days=p.overall_days, offer_ttl_s=p.offer_ttl_s
+            ),
         )
         self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
         self.web = (

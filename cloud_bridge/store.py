@@ -271,14 +271,23 @@ class BridgeStore:
 
     def bump_roster_version(self, store_id: str) -> int:
         with self.transaction() as db:
-            db.execute("UPDATE stores SET roster_version = roster_version + 1 WHERE id=?", [store_id])
+            db.execute(
+                "UPDATE stores SET roster_version = roster_version + 1 WHERE id=?", [store_id]
+            )
             row = db.execute("SELECT roster_version FROM stores WHERE id=?", [store_id]).fetchone()
             return int(row[0])
 
     # ingest -------------------------------------------------------------------------------
     def insert_event(
-        self, event_id: str, store_id: str, sensor_id: str, type_: str, subject: str,
-        ts: float, payload: str, now: float,
+        self,
+        event_id: str,
+        store_id: str,
+        sensor_id: str,
+        type_: str,
+        subject: str,
+        ts: float,
+        payload: str,
+        now: float,
     ) -> bool:
         """Store a new event; False if the event_id was already seen (a duplicate)."""
         with self._lock:
@@ -321,8 +330,13 @@ class BridgeStore:
         return [(r["campaign_id"], r["ts"]) for r in rows]
 
     def record_skip(
-        self, event_id: str, customer_id: int | None, campaign_id: str | None,
-        reason: str, detail: str, now: float,
+        self,
+        event_id: str,
+        customer_id: int | None,
+        campaign_id: str | None,
+        reason: str,
+        detail: str,
+        now: float,
     ) -> int:
         with self._lock:
             cur = self.db.execute(
@@ -333,9 +347,19 @@ class BridgeStore:
             return int(cur.lastrowid or 0)
 
     def reserve_send(
-        self, event_id: str, customer_id: int, campaign_id: str, store_id: str,
-        cap_count: int, cap_days: int, overall_cap: int, overall_days: int,
-        sender: str, body: str, provider: str, now: float,
+        self,
+        event_id: str,
+        customer_id: int,
+        campaign_id: str,
+        store_id: str,
+        cap_count: int,
+        cap_days: int,
+        overall_cap: int,
+        overall_days: int,
+        sender: str,
+        body: str,
+        provider: str,
+        now: float,
     ) -> tuple[int | None, str]:
         """Atomically re-check caps and reserve a send. (send id, "") or (None, skip reason)."""
         with self.transaction() as db:
@@ -354,8 +378,15 @@ class BridgeStore:
                 db.execute(
                     "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
                     "detail, ts) VALUES (?,?,?,?,?,?,?)",
-                    [event_id, customer_id, campaign_id, "skip", reason,
-                     "cap reached when reserving (another event got there first)", now],
+                    [
+                        event_id,
+                        customer_id,
+                        campaign_id,
+                        "skip",
+                        reason,
+                        "cap reached when reserving (another event got there first)",
+                        now,
+                    ],
                 )
                 return None, reason
             cur = db.execute(
@@ -367,12 +398,23 @@ class BridgeStore:
             cur = db.execute(
                 "INSERT INTO sends(decision_id, customer_id, campaign_id, store_id, ts, state, "
                 "provider, sender, body) VALUES (?,?,?,?,?,?,?,?,?)",
-                [decision_id, customer_id, campaign_id, store_id, now, "reserved", provider, sender, body],
+                [
+                    decision_id,
+                    customer_id,
+                    campaign_id,
+                    store_id,
+                    now,
+                    "reserved",
+                    provider,
+                    sender,
+                    body,
+                ],
             )
             return int(cur.lastrowid or 0), ""
 
-    def update_send(self, send_id: int, state: str, provider_id: str | None = None,
-                    error: str | None = None) -> None:
+    def update_send(
+        self, send_id: int, state: str, provider_id: str | None = None, error: str | None = None
+    ) -> None:
         with self._lock:
             self.db.execute(
                 "UPDATE sends SET state=?, provider_id=coalesce(?, provider_id), error=? WHERE id=?",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from jinja2 import StrictUndefined, TemplateError as JinjaTemplateError
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = ["VARIABLES", "TemplateError", "render", "validate"]
@@ -20,7 +21,9 @@ VARIABLES: Final[dict[str, str]] = {
     "store_name": "the store's display name",
 }
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+_env = SandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False
+)
 
 
 class TemplateError(ValueError):

@@ -10,13 +10,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from edge_agent.frames import parse_mac
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.templates import TemplateError, validate
 from edge_agent.config import ConfigError
-from edge_agent.frames import parse_mac
 from edge_agent.protocol import ID_PATTERN
 from edge_agent.roster import subject_id
 
@@ -141,15 +141,24 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
     site_key = existing[0]["site_key"] if existing else secrets.token_hex(16)
     store.upsert_store(
         {
-            "id": s.id, "name": s.name, "timezone": s.timezone, "country": s.country,
-            "sender_name": s.sender_name, "send_start": s.sending_hours[0],
-            "send_end": s.sending_hours[1], "site_key": site_key,
+            "id": s.id,
+            "name": s.name,
+            "timezone": s.timezone,
+            "country": s.country,
+            "sender_name": s.sender_name,
+            "send_start": s.sending_hours[0],
+            "send_end": s.sending_hours[1],
+            "site_key": site_key,
         }
     )
     for c in tenant.customers:
         cid = store.upsert_customer(
-            c.crm_id, subject_id(keys.subject_key, c.crm_id), c.name, c.phone,
-            c.favourite_product, now,
+            c.crm_id,
+            subject_id(keys.subject_key, c.crm_id),
+            c.name,
+            c.phone,
+            c.favourite_product,
+            now,
         )
         for mac in c.macs:
             store.add_device(cid, mac, now, expires=None)
@@ -161,14 +170,24 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
         for kind in ("sms", "recognition"):
             if latest.get(kind) != status and (c.consent or kind in latest):
                 store.record_consent(
-                    cid, kind, status, now, text_version="tenant-import",
+                    cid,
+                    kind,
+                    status,
+                    now,
+                    text_version="tenant-import",
                     proof={"source": "tenant file import", "imported_at": now},
                 )
     for camp in tenant.campaigns:
         store.upsert_campaign(
             {
-                "id": camp.id, "name": camp.name, "trigger": camp.trigger,
-                "template": camp.template, "stores": camp.stores or [s.id], "status": "active",
-                "cap_count": camp.cap_count, "cap_days": camp.cap_days, "priority": camp.priority,
+                "id": camp.id,
+                "name": camp.name,
+                "trigger": camp.trigger,
+                "template": camp.template,
+                "stores": camp.stores or [s.id],
+                "status": "active",
+                "cap_count": camp.cap_count,
+                "cap_days": camp.cap_days,
+                "priority": camp.priority,
             }
         )

@@ -85,7 +85,9 @@ def create_app(store: BridgeStore) -> FastAPI:
 
     @app.get("/api/sandbox/messages")
     def api_sandbox() -> list[dict[str, Any]]:
-        rows = store.query("SELECT sid, to_phone, sender, body, ts FROM sandbox_messages ORDER BY id")
+        rows = store.query(
+            "SELECT sid, to_phone, sender, body, ts FROM sandbox_messages ORDER BY id"
+        )
         for m in rows:
             m["to_phone"] = mask_phone(m["to_phone"])
         return rows

@@ -47,7 +47,9 @@ class DecisionWorker:
         history = (
             self.store.send_history(customer.id, now - 400 * 86400) if customer is not None else []
         )
-        outcome = decide(event, store_info, customer, self.store.campaigns(), history, now, self.policy)
+        outcome = decide(
+            event, store_info, customer, self.store.campaigns(), history, now, self.policy
+        )
         if not isinstance(outcome, Send) or customer is None or store_info is None:
             self.store.record_skip(
                 event.event_id,
@@ -61,10 +63,18 @@ class DecisionWorker:
             self.store.mark_event(event.event_id, "done")
             return
         send_id, reason = self.store.reserve_send(
-            event.event_id, customer.id, outcome.campaign.id, store_info.id,
-            outcome.campaign.cap_count, outcome.campaign.cap_days,
-            self.policy.overall_cap, self.policy.overall_days,
-            outcome.sender, outcome.text, self.provider.name, now,
+            event.event_id,
+            customer.id,
+            outcome.campaign.id,
+            store_info.id,
+            outcome.campaign.cap_count,
+            outcome.campaign.cap_days,
+            self.policy.overall_cap,
+            self.policy.overall_days,
+            outcome.sender,
+            outcome.text,
+            self.provider.name,
+            now,
         )
         self.store.mark_event(event.event_id, "done")
         if send_id is None:

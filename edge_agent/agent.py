@@ -177,7 +177,9 @@ def run_capture(
             max_subjects=p.max_subjects,
         )
     )
-    footfall = Footfall(secrets.token_bytes(16), visit_dwell_s=p.visit_dwell_s, near_dbm=p.enter_dbm)
+    footfall = Footfall(
+        secrets.token_bytes(16), visit_dwell_s=p.visit_dwell_s, near_dbm=p.enter_dbm
+    )
     outbox = Outbox(settings.data_dir / "outbox.db", limit=settings.outbox_limit)
     uplink = Uplink(
         settings.mqtt, settings.store_id, settings.sensor_id, outbox, lambda: roster.version
@@ -225,11 +227,15 @@ def run_capture(
                 rate = (pipe.counters.frames - frames_at_stats) / interval
                 frames_at_stats = pipe.counters.frames
                 next_stats = time.monotonic() + interval
-                uplink.publish_stats(_stats(settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts))
+                uplink.publish_stats(
+                    _stats(settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts)
+                )
         if offset is not None and not stop.is_set():
             # The capture ended: the silence after it times out whoever was still present.
             pipe.tick(last_ts + p.absence_timeout_s + TICK_S)
-        uplink.publish_stats(_stats(settings, pipe, outbox, roster, footfall, 0.0, started_mono, time.time()))
+        uplink.publish_stats(
+            _stats(settings, pipe, outbox, roster, footfall, 0.0, started_mono, time.time())
+        )
         summary.delivered = uplink.wait_drained(drain_timeout_s)
     finally:
         uplink.stop()

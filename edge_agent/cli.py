@@ -22,7 +22,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-CONFIG_OPT = typer.Option(..., "--config", "-c", help="edge TOML config file", envvar="PASSBY_EDGE_CONFIG")
+CONFIG_OPT = typer.Option(
+    ..., "--config", "-c", help="edge TOML config file", envvar="PASSBY_EDGE_CONFIG"
+)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -123,7 +123,9 @@ class EdgeSettings(PassbySettings):
     data_dir: Path = Field(Path("var/edge"), description="outbox and last-good roster live here")
     site_key: SecretStr | None = Field(None, description="store's MAC hashing key, hex")
     site_key_file: Path | None = Field(None, description="file holding the site key, hex")
-    roster_file: Path | None = Field(None, description="signed roster (default data_dir/roster.bin)")
+    roster_file: Path | None = Field(
+        None, description="signed roster (default data_dir/roster.bin)"
+    )
     roster_public_key: str = Field(description="bridge's Ed25519 roster-signing public key, hex")
     channel: int | None = Field(None, description="Wi-Fi channel of the store AP", ge=1, le=196)
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")

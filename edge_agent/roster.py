@@ -173,7 +173,9 @@ def load_roster(
     try:
         public_key.verify(signature, signed)
     except InvalidSignature:
-        raise RosterError("roster signature does not verify with the configured public key") from None
+        raise RosterError(
+            "roster signature does not verify with the configured public key"
+        ) from None
     nl = signed.find(b"\n", len(MAGIC))
     if nl < 0:
         raise RosterError("roster header line is not terminated")
@@ -185,7 +187,9 @@ def load_roster(
         raise RosterError("roster header is not a JSON object")
     header = _header_from(raw)
     if store_id is not None and header.store_id != store_id:
-        raise RosterError(f"roster is for store {header.store_id!r}, this sensor is in {store_id!r}")
+        raise RosterError(
+            f"roster is for store {header.store_id!r}, this sensor is in {store_id!r}"
+        )
     if header.version <= min_version:
         raise RosterError(
             f"roster version {header.version} is not newer than the loaded version {min_version}"

@@ -7,6 +7,7 @@ unacknowledged outbox rows are sent again; the bridge drops duplicates by ``even
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -38,9 +39,7 @@ def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False
         manual_ack=manual_ack,
     )
     if settings.tls:
-        ctx = ssl.create_default_context(
-            cafile=str(settings.ca_file) if settings.ca_file else None
-        )
+        ctx = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
         if settings.cert_file:
             ctx.load_cert_chain(
                 str(settings.cert_file), str(settings.key_file) if settings.key_file else None
@@ -193,10 +192,8 @@ class Uplink:
                 state="offline", agent_version=__version__, ts=time.time()
             ).to_json()
             info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2.0)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
         self._thread.join(timeout=2.0)

@@ -35,9 +35,16 @@ def event(keys: BridgeKeys, crm_id: str, type_: str = "arrive", ts: float | None
     ts = ts or time.time()
     return json.dumps(
         {
-            "schema": "passby.event/1", "event_id": uuid.uuid4().hex, "type": type_,
-            "subject": subject_id(keys.subject_key, crm_id), "ts": ts, "first_seen": ts - 10,
-            "last_seen": ts, "rssi": {"max": -60, "median": -65}, "frames": 9, "dwell_s": 0,
+            "schema": "passby.event/1",
+            "event_id": uuid.uuid4().hex,
+            "type": type_,
+            "subject": subject_id(keys.subject_key, crm_id),
+            "ts": ts,
+            "first_seen": ts - 10,
+            "last_seen": ts,
+            "rssi": {"max": -60, "median": -65},
+            "frames": 9,
+            "dwell_s": 0,
         }
     ).encode()
 
@@ -69,7 +76,9 @@ def test_duplicate_event_dropped(bridge) -> None:
         ("elsewhere/x", b"{}", "not under passby/v1"),
     ],
 )
-def test_bad_messages_dead_lettered_with_reason(bridge, topic: str, payload: bytes, needle: str) -> None:
+def test_bad_messages_dead_lettered_with_reason(
+    bridge, topic: str, payload: bytes, needle: str
+) -> None:
     store, _ = bridge
     c = IngestCounters()
     assert handle_message(store, topic, payload, time.time(), c) == "dead"

@@ -25,10 +25,15 @@ def _commands(app) -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("module,app", [("edge_agent.cli", edge_app), ("cloud_bridge.cli", bridge_app)])
+@pytest.mark.parametrize(
+    "module,app", [("edge_agent.cli", edge_app), ("cloud_bridge.cli", bridge_app)]
+)
 def test_help_lists_and_describes_every_subcommand(module: str, app) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", module, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
@@ -49,10 +54,14 @@ def test_readme_mentions_every_command() -> None:
 
 def test_bad_edge_config_names_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('store_id = "s 1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nenter_dbm = -90\nfoo = 1\n')
+    cfg.write_text(
+        'store_id = "s 1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nenter_dbm = -90\nfoo = 1\n'
+    )
     out = subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "validate-config", "-c", str(cfg)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "store_id" in out.stderr
@@ -66,6 +75,8 @@ def test_bad_toml_syntax_is_reported(tmp_path: Path) -> None:
     cfg.write_text("[mqtt\nport = 1\n")
     out = subprocess.run(
         [sys.executable, "-m", "cloud_bridge.cli", "validate-config", str(cfg)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2 and "not valid TOML" in out.stderr and "line 1" in out.stderr

@@ -21,7 +21,9 @@ from cloud_bridge.decide import (
 
 STORE = StoreInfo("main-st", "Main St.", "Europe/Moscow", "RU", "MainSt")
 ANNA = Customer(1, "C-1", "Anna Petrova", "+79160000001", "espresso beans", True, True)
-CAMP = Campaign("fav", "Fav", "arrive", "{{ first_name }}: {{ favourite_product }} -15% at {{ store_name }}")
+CAMP = Campaign(
+    "fav", "Fav", "arrive", "{{ first_name }}: {{ favourite_product }} -15% at {{ store_name }}"
+)
 # 12:00 Moscow = 09:00 UTC
 NOON = datetime(2026, 3, 14, 12, 0, tzinfo=ZoneInfo("Europe/Moscow")).timestamp()
 EV = Event("e1", "arrive", "main-st", "0123456789abcdef", NOON - 5)
@@ -47,14 +49,19 @@ def test_send_with_personal_text() -> None:
         ({"campaigns": [Campaign("o", "O", "arrive", "x", stores=("other",))]}, "no_campaign"),
         ({"now": NOON + 3600}, "stale_event"),
         ({"history": [("fav", NOON - 86400)]}, "campaign_cap"),
-        ({"history": [("a", NOON - 1), ("b", NOON - 2), ("c", NOON - 3), ("d", NOON - 4)]}, "overall_cap"),
+        (
+            {"history": [("a", NOON - 1), ("b", NOON - 2), ("c", NOON - 3), ("d", NOON - 4)]},
+            "overall_cap",
+        ),
         ({"campaigns": [Campaign("t", "T", "arrive", "{{ nickname }}")]}, "template_error"),
     ],
 )
 def test_skip_reasons(kwargs: dict, reason: str) -> None:
     args = {"store": STORE, "customer": ANNA, "campaigns": [CAMP], "history": [], "now": NOON}
     args.update(kwargs)
-    out = decide(EV, args["store"], args["customer"], args["campaigns"], args["history"], args["now"])
+    out = decide(
+        EV, args["store"], args["customer"], args["campaigns"], args["history"], args["now"]
+    )
     assert isinstance(out, Skip)
     assert out.reason == reason
     assert reason in REASONS

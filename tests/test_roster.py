@@ -63,7 +63,10 @@ def test_bad_signature_refused() -> None:
 def test_older_or_same_version_refused() -> None:
     with pytest.raises(RosterError, match="not newer"):
         load_roster(_roster(MACS, version=3), KEY.public_key(), SITE, "s1", min_version=3)
-    assert load_roster(_roster(MACS, version=4), KEY.public_key(), SITE, "s1", min_version=3).version == 4
+    assert (
+        load_roster(_roster(MACS, version=4), KEY.public_key(), SITE, "s1", min_version=3).version
+        == 4
+    )
 
 
 def test_other_store_refused() -> None:

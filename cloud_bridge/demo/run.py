@@ -57,8 +57,10 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise DemoError(f"the bridge exited early (code {proc.returncode}); see {log}:\n"
-                            + log.read_text(errors="replace")[-2000:])
+            raise DemoError(
+                f"the bridge exited early (code {proc.returncode}); see {log}:\n"
+                + log.read_text(errors="replace")[-2000:]
+            )
         try:
             if httpx.get(url, timeout=0.5).status_code == 200:
                 return
@@ -68,8 +70,15 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise DemoError(f"the bridge console did not answer at {url} within {timeout:.0f} s; see {log}")
 
 
-def write_configs(workdir: Path, broker_port: int, web_port: int, store_id: str, sensor_id: str,
-                  site_key_hex: str, public_key_hex: str) -> tuple[Path, Path]:
+def write_configs(
+    workdir: Path,
+    broker_port: int,
+    web_port: int,
+    store_id: str,
+    sensor_id: str,
+    site_key_hex: str,
+    public_key_hex: str,
+) -> tuple[Path, Path]:
     bridge_toml = workdir / "bridge.toml"
     bridge_toml.write_text(
         f'data_dir = "{workdir / "bridge"}"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n\n'
@@ -121,8 +130,12 @@ def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
     )
     for r in rows:
         style = "green" if r["outcome"] == "send" else "yellow"
-        t.add_row(r["type"], r["name"] or "unknown", f"[{style}]{r['outcome']}[/]",
-                  f"{r['reason']} ({r['detail']})")
+        t.add_row(
+            r["type"],
+            r["name"] or "unknown",
+            f"[{style}]{r['outcome']}[/]",
+            f"{r['reason']} ({r['detail']})",
+        )
     console.print(t)
     t = Table(title="SMS in the sandbox provider")
     for col in ("to", "from", "text"):
@@ -150,10 +163,17 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         now = time.time()
         seed(db, keys, tenant, now)
         roster, version = build_store_roster(db, keys, tenant.store.id, now)
-        site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0]["site_key"]
+        site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0][
+            "site_key"
+        ]
         web_port = free_port()
         bridge_toml, edge_toml = write_configs(
-            workdir, broker.port, web_port, tenant.store.id, tenant.sensor.id, site_key,
+            workdir,
+            broker.port,
+            web_port,
+            tenant.store.id,
+            tenant.sensor.id,
+            site_key,
             keys.public_key_hex(),
         )
         write_roster(workdir / "edge" / "roster.bin", roster)
@@ -163,7 +183,10 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         )
         url = f"http://127.0.0.1:{web_port}"
         bridge_log = workdir / "bridge.log"
-        bridge = _spawn([sys.executable, "-m", "cloud_bridge.cli", "run", "--config", str(bridge_toml)], bridge_log)
+        bridge = _spawn(
+            [sys.executable, "-m", "cloud_bridge.cli", "run", "--config", str(bridge_toml)],
+            bridge_log,
+        )
         procs.append(bridge)
         with console.status("starting the bridge"):
             _wait_http(url + "/healthz", bridge, bridge_log)
@@ -174,13 +197,25 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
             before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
             with console.status(f"sensor replaying {CAPTURE.name}"):
                 agent = subprocess.run(
-                    [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml),
-                     "--capture", str(CAPTURE)],
-                    stdout=subprocess.PIPE, stderr=open(agent_log, "wb"), timeout=300,  # noqa: SIM115
+                    [
+                        sys.executable,
+                        "-m",
+                        "edge_agent.cli",
+                        "run",
+                        "--config",
+                        str(edge_toml),
+                        "--capture",
+                        str(CAPTURE),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=open(agent_log, "wb"),
+                    timeout=300,  # noqa: SIM115
                 )
             if agent.returncode != 0:
-                raise DemoError(f"the agent failed (code {agent.returncode}); see {agent_log}:\n"
-                                + agent_log.read_text(errors="replace")[-2000:])
+                raise DemoError(
+                    f"the agent failed (code {agent.returncode}); see {agent_log}:\n"
+                    + agent_log.read_text(errors="replace")[-2000:]
+                )
             summary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
             total = summary
             _wait_processed(db, before + sum(summary["events"].values()))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_bridge.config import BridgeSettings
 from cloud_bridge.demo.run import CAPTURE, TENANT, write_configs
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.mosquitto import LocalMosquitto
@@ -17,8 +18,7 @@ from cloud_bridge.rosters import build_store_roster, write_roster
 from cloud_bridge.service import BridgeService
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from edge_agent.config import EdgeSettings, load_settings
-from cloud_bridge.config import BridgeSettings
+from edge_agent.config import load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,18 @@ def chain(tmp_path: Path):
 def replay(edge_toml: Path) -> dict:
     """Run the real agent CLI as a separate process, as the demo does."""
     proc = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml), "--capture", str(CAPTURE)],
-        capture_output=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "run",
+            "--config",
+            str(edge_toml),
+            "--capture",
+            str(CAPTURE),
+        ],
+        capture_output=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -67,7 +77,9 @@ def wait_processed(store: BridgeStore, n: int, timeout: float = 30.0) -> None:
         if row["n"] >= n and not row["p"]:
             return
         time.sleep(0.1)
-    pytest.fail(f"bridge processed {store.query('SELECT count(*) AS n FROM events')[0]['n']} of {n} events")
+    pytest.fail(
+        f"bridge processed {store.query('SELECT count(*) AS n FROM events')[0]['n']} of {n} events"
+    )
 
 
 def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
@@ -87,7 +99,9 @@ def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
     favourites = {"Anna": "espresso beans", "Boris": "almond croissants", "Carmen": "green tea"}
     for phone, name in CONSENTING.items():
         assert len(by_phone[phone]) == 1
-        assert by_phone[phone][0].startswith(f"{name}, 15% off {favourites[name]} today at Main St. Coffee")
+        assert by_phone[phone][0].startswith(
+            f"{name}, 15% off {favourites[name]} today at Main St. Coffee"
+        )
     assert NO_CONSENT not in by_phone
 
     # Unknown devices produce nothing: every stored event belongs to an enrolled customer.
