@@ -109,6 +109,28 @@ def inspect(
     raise typer.Exit(inspect_run(capture, jsonl))
 
 
+@app.command()
+def doctor(
+    iface: str = typer.Option(..., "--iface", "-i", help="the monitor-mode Wi-Fi interface"),
+    channel: int | None = typer.Option(None, help="the store AP's channel, to check we are on it"),
+    listen: float = typer.Option(3.0, help="seconds to listen for frames"),
+) -> None:
+    """Check the capture interface (exists, monitor mode, driver, channel, permissions, frames)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_agent.doctor import diagnose, gather
+
+    checks = diagnose(gather(iface, channel, listen))
+    table = Table(title=f"edge-agent doctor: {iface}")
+    for col in ("check", "result", "what we saw", "fix"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.message, c.fix)
+    Console(width=160).print(table)
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
 @app.command("validate-config")
 def validate_config(config: Path = CONFIG_OPT) -> None:
     """Check an edge config file and say exactly which setting is wrong."""
