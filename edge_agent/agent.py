@@ -52,6 +52,7 @@ class Pipeline:
         self.emit = emit
         self.counters = Counters()
         self._next_tick = 0.0
+        self._day: int | None = None
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:
         c = self.counters
@@ -77,6 +78,11 @@ class Pipeline:
 
     def tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
+        day = int(now // 86400)
+        if self._day is not None and day != self._day:
+            # A new UTC day: forget yesterday's footfall identities with the salt.
+            self.footfall.rotate_salt(secrets.token_bytes(16), now)
+        self._day = day
         for event in self.tracker.tick(now):
             self._emit(event)
 

@@ -131,6 +131,91 @@ def doctor(
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
+@app.command()
+def calibrate(
+    config: Path | None = typer.Option(None, "--config", "-c", help="edge TOML config (needed for --subject)"),
+    iface: str | None = typer.Option(None, "--iface", "-i", help="live monitor-mode interface"),
+    capture: str | None = typer.Option(None, "--capture", "-r", help="or a capture file to read"),
+    subject: str | None = typer.Option(
+        None, help="an enrolled customer's subject id (from the console); default: strongest devices, anonymously"
+    ),
+    top: int = typer.Option(5, help="devices to show in anonymous mode", min=1, max=50),
+    seconds: float = typer.Option(0.0, help="stop after this many seconds (0 = until Ctrl-C / end of file)"),
+    jsonl: bool = typer.Option(False, "--jsonl", help="print one JSON line per second instead of a live table"),
+) -> None:
+    """Show live smoothed RSSI to set the store's thresholds ("stand at the door, press Enter")."""
+    import secrets as _secrets
+
+    from edge_agent import frames
+    from edge_agent.calibrate import Calibrator, suggest_thresholds
+    from edge_agent.capture import CaptureError, LiveCapture
+    from edge_agent.pcapfile import CaptureFormatError, open_capture
+
+    if (iface is None) == (capture is None):
+        typer.echo("error: give exactly one of --iface or --capture", err=True)
+        raise typer.Exit(2)
+    roster = None
+    window = 15.0
+    if subject is not None:
+        if config is None:
+            typer.echo("error: --subject needs --config (the roster and site key)", err=True)
+            raise typer.Exit(2)
+        settings = _load(config)
+        from edge_agent.agent import load_roster_file
+
+        roster = load_roster_file(settings)
+        window = settings.presence.window_s
+    try:
+        source = LiveCapture(iface) if iface else open_capture(capture or "-")
+    except (CaptureError, CaptureFormatError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    cal = Calibrator(_secrets.token_bytes(16), window_s=window, subject=subject)
+    marks: list[float] = []
+    interactive = not jsonl and sys.stdin.isatty()
+    if interactive:
+        def _enter() -> None:
+            for _ in range(2):
+                sys.stdin.readline()
+                best = cal.readings(last[0], 1)
+                if best and best[0].smoothed_dbm is not None:
+                    marks.append(best[0].smoothed_dbm)
+        threading.Thread(target=_enter, daemon=True).start()
+        typer.echo("Stand at the door with the phone and press Enter; then stand where offers "
+                   "should stop and press Enter again. Ctrl-C to quit.")
+    last = [0.0]
+    start = None
+    next_print = 0.0
+    try:
+        for ts, linktype, data in source:
+            start = ts if start is None else start
+            last[0] = ts
+            try:
+                parsed = frames.parse(linktype, data)
+            except frames.MalformedFrame:
+                continue
+            if parsed is not None:
+                ta, _st, dbm = parsed
+                cal.feed(ta, roster.lookup(ta) if roster else None, dbm, ts)
+            if ts >= next_print:
+                next_print = ts + 1.0
+                rows = cal.readings(ts, top)
+                if jsonl:
+                    typer.echo(json.dumps({"t": round(ts - start, 1), "readings": [
+                        {"label": r.label, "dbm": None if r.smoothed_dbm is None else round(r.smoothed_dbm, 1),
+                         "frames": r.frames} for r in rows]}))
+                else:
+                    shown = "  ".join(f"{r.label}: {r.smoothed_dbm:.0f} dBm" for r in rows if r.smoothed_dbm is not None)
+                    typer.echo(f"{ts - start:7.1f}s  {shown or 'no signal yet'}")
+            if len(marks) >= 2 or (seconds and ts - start >= seconds):
+                break
+    except KeyboardInterrupt:
+        pass
+    if marks:
+        enter, leave = suggest_thresholds(marks[0], marks[1] if len(marks) > 1 else None)
+        typer.echo(f"Suggested settings for edge.toml:\n[presence]\nenter_dbm = {enter}\nleave_dbm = {leave}")
+
+
 @app.command("validate-config")
 def validate_config(config: Path = CONFIG_OPT) -> None:
     """Check an edge config file and say exactly which setting is wrong."""
