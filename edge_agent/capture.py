@@ -51,6 +51,7 @@ ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
+PACKET_OUTGOING = 4
 SNAPLEN = 4096
 
 
@@ -153,16 +154,18 @@ class LiveCapture:
         return packets, drops
 
     def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
-        recv = self.sock.recv
+        recvfrom = self.sock.recvfrom
         linktype = self.linktype
         now = time.time
         while not self.stop.is_set():
             try:
-                data = recv(SNAPLEN)
+                data, addr = recvfrom(SNAPLEN)
             except TimeoutError:
                 continue
             except OSError as exc:
                 raise CaptureError(f"capture on {self.iface!r} failed: {exc.strerror}") from None
+            if addr[2] == PACKET_OUTGOING:
+                continue  # frames this host transmits (injection) are not observations
             self.records += 1
             yield now(), linktype, data
 
