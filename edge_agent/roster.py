@@ -9,6 +9,10 @@ File format (``passby.roster/1``)::
 
     b"PBROSTER1\\n"  header JSON (one line, UTF-8) b"\\n"  body  signature(64)
 
+The header holds ``format``, ``store_id``, ``version`` (strictly increasing per store),
+``created`` (epoch seconds), ``count`` and ``key_id`` (first 16 hex of the SHA-256 of the
+signing public key, so a sensor names the key it expected when a roster is refused).
+
 ``body`` is ``count`` sorted big-endian pairs ``(mac_hash u64, subject u64)``; the Ed25519
 signature covers everything before it. Sorted 64-bit arrays keep 1 M entries in 16 MB and a
 lookup is a C-level binary search; a small memo answers the MACs seen a moment ago.
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "subject_id",
     "build_roster",
     "load_roster",
+    "key_id",
 ]
 
 FORMAT = "passby.roster/1"
@@ -65,6 +71,13 @@ class RosterHeader:
     version: int
     created: float
     count: int
+    key_id: str
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Short id of a signing key (first 16 hex of SHA-256 of the raw public key)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 class Roster:
@@ -83,7 +96,7 @@ class Roster:
 
     @classmethod
     def empty(cls, store_id: str = "", site_key: bytes = b"\0" * 16) -> Roster:
-        header = RosterHeader(FORMAT, store_id, 0, 0.0, 0)
+        header = RosterHeader(FORMAT, store_id, 0, 0.0, 0, "")
         return cls(header, site_key, array("Q"), array("Q"))
 
     @property
@@ -129,6 +142,7 @@ def build_roster(
         "version": version,
         "created": created,
         "count": len(pairs),
+        "key_id": key_id(private_key.public_key()),
     }
     body = array("Q")
     for k, s in pairs:
@@ -148,6 +162,7 @@ def _header_from(raw: dict[str, Any]) -> RosterHeader:
             version=int(raw["version"]),
             created=float(raw["created"]),
             count=int(raw["count"]),
+            key_id=str(raw["key_id"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RosterError(f"roster header is incomplete or mistyped: {exc}") from None
@@ -170,12 +185,6 @@ def load_roster(
     if not data.startswith(MAGIC) or len(data) < len(MAGIC) + SIG_LEN + 2:
         raise RosterError("not a passby roster file (bad magic or too short)")
     signed, signature = data[:-SIG_LEN], data[-SIG_LEN:]
-    try:
-        public_key.verify(signature, signed)
-    except InvalidSignature:
-        raise RosterError(
-            "roster signature does not verify with the configured public key"
-        ) from None
     nl = signed.find(b"\n", len(MAGIC))
     if nl < 0:
         raise RosterError("roster header line is not terminated")
@@ -186,6 +195,15 @@ def load_roster(
     if not isinstance(raw, dict):
         raise RosterError("roster header is not a JSON object")
     header = _header_from(raw)
+    expected = key_id(public_key)
+    if header.key_id != expected:
+        raise RosterError(
+            f"roster is signed by key {header.key_id}, this sensor trusts key {expected}"
+        )
+    try:
+        public_key.verify(signature, signed)
+    except InvalidSignature:
+        raise RosterError("roster signature does not verify (tampered or truncated file)") from None
     if store_id is not None and header.store_id != store_id:
         raise RosterError(
             f"roster is for store {header.store_id!r}, this sensor is in {store_id!r}"

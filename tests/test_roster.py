@@ -11,6 +11,7 @@ from edge_agent.roster import (
     Roster,
     RosterError,
     build_roster,
+    key_id,
     load_roster,
     mac_hash,
     subject_id,
@@ -55,8 +56,16 @@ def test_bad_signature_refused() -> None:
     data[40] ^= 0x01
     with pytest.raises(RosterError, match="signature"):
         load_roster(bytes(data), KEY.public_key(), SITE, "s1")
-    other = Ed25519PrivateKey.generate()
     with pytest.raises(RosterError, match="signature"):
+        load_roster(_roster(MACS)[:-10], KEY.public_key(), SITE, "s1")  # truncated
+
+
+def test_other_signing_key_named_in_refusal() -> None:
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(
+        RosterError,
+        match=f"signed by key {key_id(other.public_key())}, this sensor trusts key {key_id(KEY.public_key())}",
+    ):
         load_roster(_roster(MACS, key=other), KEY.public_key(), SITE, "s1")
 
 
