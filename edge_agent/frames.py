@@ -25,12 +25,10 @@ Client-originated (the one definition used downstream)
 * never a frame whose radio header says the FCS is bad.
 
 ``type_subtype`` is ``(type << 4) | subtype``, as tshark's ``wlan.fc.type_subtype``.
-The equivalent tshark display filter (checked by tests/integration/test_tshark_parity.py)::
-
-    (((wlan.fc.type == 0 && wlan.fc.type_subtype in {0,2,4,10,11,12,13})
-       && wlan.ta != wlan.bssid) || (wlan.fc.type == 2 && wlan.fc.ds == 1))
-    && wlan.ta && !(wlan.ta[0] & 1)
-    && !(radiotap.flags.badfcs == 1) && !(ppi.80211-common.flags.fcs-invalid == 1)
+The equivalent tshark display filter is ``TSHARK_FILTER`` (tests/integration/
+test_tshark_parity.py checks it frame by frame, and lists where tshark reads a malformed
+header differently).  ``wlan.ta`` must exist (tshark 4's ``!=`` is true when a side is
+absent) and ``!(wlan.ta[0] & 1)`` drops group transmitters.
 
 Well-formed means: the radio header is consistent and the 802.11 header is complete up to
 and including Sequence Control (24 bytes; +6 for a four-address data frame, +2 QoS Control
@@ -74,11 +72,19 @@ __all__ = [
     "FrameStats",
     "MalformedFrame",
     "Parsed",
+    "TSHARK_FILTER",
     "classify",
     "format_mac",
     "parse",
     "parse_mac",
 ]
+
+TSHARK_FILTER: Final = (
+    "(((wlan.fc.type == 0 && wlan.fc.type_subtype in {0,2,4,10,11,12,13})"
+    " && wlan.ta != wlan.bssid) || (wlan.fc.type == 2 && wlan.fc.ds == 1))"
+    " && wlan.ta && !(wlan.ta[0] & 1)"
+    " && !(radiotap.flags.badfcs == 1) && !(ppi.80211-common.flags.fcs-invalid == 1)"
+)
 
 LINKTYPE_IEEE802_11: Final = 105
 LINKTYPE_PRISM: Final = 119
