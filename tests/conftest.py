@@ -1,0 +1,60 @@
+"""Shared test setup: repository paths, the shared reference data, and a run-something guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Reference material that lives next to the repository (not in it): design notes and
+# third-party captures under data/pcaps. Tests that need it use the fixtures below.
+SHARED_DATA = REPO_ROOT.parent / "shared"
+SHARED_PCAPS = SHARED_DATA / "data" / "pcaps"
+DEMO_DIR = REPO_ROOT / "cloud_bridge" / "demo"
+
+
+def require(path: Path, what: str) -> Path:
+    """``path`` if it exists, else fail the test saying what is missing and where."""
+    if not path.exists():
+        pytest.fail(
+            f"{what} not found at {path} (expected next to the repository, "
+            f"at {REPO_ROOT.parent}/shared)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return require(SHARED_DATA, "the shared reference data directory")
+
+
+@pytest.fixture(scope="session")
+def shared_pcaps() -> Path:
+    return require(SHARED_PCAPS, "the shared reference captures")
+
+
+# A run where nothing executed (everything skipped or deselected) is not a pass.
+_ran = 0
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    global _ran
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        _ran += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.option.collectonly or exitstatus != pytest.ExitCode.OK or _ran:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line("no test ran (all skipped or deselected): exit status 5", red=True)
+    session.exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
