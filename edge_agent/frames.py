@@ -10,10 +10,10 @@ Results
 ``None`` for any other well-formed frame (bad-FCS frames included) and raises
 ``MalformedFrame`` for anything truncated or inconsistent; it never raises anything else.
 
-``classify(linktype, buf)`` is the same but returns the sentinel ``BAD_FCS`` instead of
-``None`` for a frame its radio header marks as failing the FCS check, so callers can count
-those apart.  ``FrameStats.feed`` wraps it with the counters ``frames``, ``client``, ``other``,
-``malformed`` and ``bad_fcs``.
+``classify(linktype, buf)`` (= ``parse(linktype, buf, BAD_FCS)``) is the same but returns the
+sentinel ``BAD_FCS`` instead of ``None`` for a frame its radio header marks as failing the
+FCS check, so callers can count those apart.  ``FrameStats.feed`` does that and keeps the
+counters ``frames``, ``client``, ``other``, ``malformed`` and ``bad_fcs``.
 
 Client-originated (the one definition used downstream)
 ------------------------------------------------------
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, overload
 
 __all__ = [
     "BAD_FCS",
@@ -167,8 +167,21 @@ def _rt_layout(mask: int, base: int) -> tuple[int, int, int]:
 _RT_LAYOUT: Final = tuple(_rt_layout(i & 0x3F, (i >> 4) & 4) for i in range(128))
 
 
-def classify(linktype: int, buf: bytes) -> Parsed | _BadFcs | None:
-    """Like parse(), but returns BAD_FCS instead of None for a bad-FCS frame."""
+@overload
+def parse(linktype: int, buf: bytes) -> Parsed | None: ...
+
+
+@overload
+def parse(linktype: int, buf: bytes, bad_fcs: _BadFcs) -> Parsed | _BadFcs | None: ...
+
+
+def parse(linktype: int, buf: bytes, bad_fcs: _BadFcs | None = None) -> Parsed | _BadFcs | None:
+    """(ta, type_subtype, dbm) of a client-originated frame, None for any other frame.
+
+    Raises MalformedFrame (only) for truncated or inconsistent input.  A frame whose radio
+    header says the FCS is bad gives `bad_fcs` (None; classify() passes BAD_FCS): one
+    function rather than a wrapper, as every call here is on the per-frame path.
+    """
     try:
         dbm: int | None = None
         end = len(buf)
@@ -199,7 +212,7 @@ def classify(linktype: int, buf: bytes) -> Parsed | _BadFcs | None:
             if present & _RT_ZERO_LEN_PSDU:
                 return None  # a PHY report with no frame after it
             if flags & _RT_BAD_FCS:
-                return BAD_FCS
+                return bad_fcs
             if flags & _RT_FCS:
                 end -= 4
         elif linktype == 105:
@@ -209,7 +222,7 @@ def classify(linktype: int, buf: bytes) -> Parsed | _BadFcs | None:
             if off < 0:
                 return None  # PPI around something other than 802.11
             if fcs_flags & 4:
-                return BAD_FCS
+                return bad_fcs
             if fcs_flags & 1:
                 end -= 4
         elif linktype == 119 or linktype == 163:
@@ -255,15 +268,9 @@ def classify(linktype: int, buf: bytes) -> Parsed | _BadFcs | None:
         raise MalformedFrame("frame truncated") from None
 
 
-def parse(linktype: int, buf: bytes) -> Parsed | None:
-    """(ta, type_subtype, dbm) of a client-originated frame, None for any other frame.
-
-    Raises MalformedFrame (only) for truncated or inconsistent input.
-    """
-    result = classify(linktype, buf)
-    if isinstance(result, _BadFcs):
-        return None
-    return result
+def classify(linktype: int, buf: bytes) -> Parsed | _BadFcs | None:
+    """Like parse(), but BAD_FCS instead of None for a frame that failed the FCS check."""
+    return parse(linktype, buf, BAD_FCS)
 
 
 def _ppi(buf: bytes, end: int) -> tuple[int, int | None, int]:
@@ -344,7 +351,7 @@ class FrameStats:
     def feed(self, linktype: int, buf: bytes) -> Parsed | None:
         self.frames += 1
         try:
-            result = classify(linktype, buf)
+            result = parse(linktype, buf, BAD_FCS)
         except MalformedFrame:
             self.malformed += 1
             return None

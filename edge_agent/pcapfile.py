@@ -186,16 +186,17 @@ class CaptureReader:
         ifaces: list[tuple[int, float, float, int]] = []
         last_ts = 0.0
         while True:
-            if not self._fill(12):
+            if len(self._buf) - self._pos < 12 and not self._fill(12):
                 self.truncated = len(self._buf) > self._pos
                 return
             buf, pos = self._buf, self._pos
-            if buf[pos : pos + 4] == _PCAPNG_SHB:
+            btype, blen = head(buf, pos)
+            if btype == _SHB:  # same bytes in either order; it sets the order that follows
                 order = self._section_order()
                 head = struct.Struct(order + "II").unpack_from
                 epb = struct.Struct(order + "IIIII").unpack_from
                 ifaces = []
-            btype, blen = head(buf, pos)
+                btype, blen = head(buf, pos)
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 raise self._error(f"pcapng block of type {btype:#x} with bad length {blen}")
             if len(buf) - pos < blen:
