@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -72,7 +72,7 @@ class LocalMosquitto:
         ]
         if os.geteuid() == 0:
             # As root Mosquitto would drop to the 'mosquitto' user, which cannot write here.
-            lines.append(f"user {getpass.getuser()}")
+            lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
         self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config)
 
     def start(self, timeout: float = 10.0) -> None:

@@ -42,11 +42,12 @@ class Outbox:
         self.db.enable_wal()
         self.db.execute("PRAGMA synchronous=FULL")
         if "outbox" not in self.db.table_names():
-            self.db["outbox"].create(
-                {"id": int, "event_id": str, "topic": str, "payload": str, "created": float},
-                pk="id",
+            # AUTOINCREMENT: ids must never be reused after an ack deletes the newest row, or
+            # the uplink's "sent up to id N" cursor would skip a new event that got an old id.
+            self.db.execute(
+                "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL "
+                "UNIQUE, topic TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL)"
             )
-            self.db["outbox"].create_index(["event_id"], unique=True)
         if "meta" not in self.db.table_names():
             self.db["meta"].create({"key": str, "value": int}, pk="key")
         self._depth, self._bytes = self._measure()

@@ -48,6 +48,7 @@ def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False
     password = settings.password_value()
     if settings.username or password:
         client.username_pw_set(settings.username, password)
+    client.enable_logger(logging.getLogger("paho.mqtt"))  # DEBUG shows every packet
     client.reconnect_delay_set(
         min_delay=max(1, int(settings.reconnect_min_s)), max_delay=int(settings.reconnect_max_s)
     )
@@ -84,6 +85,10 @@ class Uplink:
         self._client.on_publish = self._on_publish
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
+        # PUBACKs that beat publish() back to the sender thread (mid -> failed?). paho calls
+        # on_publish under its own lock, so we must not hold ours across publish().
+        self._early: dict[int, bool] = {}
+        self._untracked: set[int] = set()  # mids of status messages: nothing to ack
         self._sent_upto = 0  # highest outbox id handed to paho since the last connect
         self._connected = threading.Event()
         self._wake = threading.Event()
@@ -105,9 +110,11 @@ class Uplink:
             roster_version=self._roster_version(),
             ts=time.time(),
         ).to_json()
-        client.publish(self.status_topic, birth, qos=1, retain=True)
+        info = client.publish(self.status_topic, birth, qos=1, retain=True)
         with self._lock:
+            self._untracked.add(info.mid)
             self._inflight.clear()
+            self._early.clear()
             self._sent_upto = 0  # resend everything not yet acknowledged
         self._connected.set()
         self._wake.set()
@@ -119,10 +126,18 @@ class Uplink:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
+            if mid in self._untracked:
+                self._untracked.discard(mid)
+                return
             item_id = self._inflight.pop(mid, None)
-        if item_id is None:
-            return
-        if reason_code.is_failure:
+            if item_id is None:
+                self._early[mid] = reason_code.is_failure
+                return
+        self._acked(item_id, reason_code)
+
+    def _acked(self, item_id: int, reason_code: mqtt.ReasonCode | None) -> None:
+        log.debug("outbox row %s acknowledged (%s)", item_id, reason_code)
+        if reason_code is not None and reason_code.is_failure:
             log.error("broker refused event %s: %s; kept in outbox", item_id, reason_code)
             return
         self.outbox.ack(item_id)
@@ -143,12 +158,19 @@ class Uplink:
             if not items:
                 return
             for item in items:
+                info = self._client.publish(item.topic, item.payload, qos=1)
+                log.debug("outbox row %s published as mid %s (rc %s)", item.id, info.mid, info.rc)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    return  # not connected any more; resent after reconnect
                 with self._lock:
-                    info = self._client.publish(item.topic, item.payload, qos=1)
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        return  # not connected any more; resent after reconnect
-                    self._inflight[info.mid] = item.id
                     self._sent_upto = item.id
+                    failed = self._early.pop(info.mid, None)
+                    if failed is None:
+                        self._inflight[info.mid] = item.id
+                if failed is False:
+                    self.outbox.ack(item.id)
+                elif failed:
+                    log.error("broker refused event %s; kept in outbox", item.id)
 
     # public --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -166,9 +188,19 @@ class Uplink:
         """New rows are in the outbox."""
         self._wake.set()
 
+    def _publish_untracked(
+        self, topic_: str, payload: str, qos: int, retain: bool
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish something that is not an outbox row, so its ack is not mistaken for one."""
+        info = self._client.publish(topic_, payload, qos=qos, retain=retain)
+        with self._lock:
+            if self._early.pop(info.mid, None) is None:
+                self._untracked.add(info.mid)
+        return info
+
     def publish_stats(self, payload: str) -> None:
         if self._connected.is_set():
-            self._client.publish(self.stats_topic, payload, qos=0)
+            self._publish_untracked(self.stats_topic, payload, qos=0, retain=False)
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -191,7 +223,7 @@ class Uplink:
             offline = StatusMessage(
                 state="offline", agent_version=__version__, ts=time.time()
             ).to_json()
-            info = self._client.publish(self.status_topic, offline, qos=1, retain=True)
+            info = self._publish_untracked(self.status_topic, offline, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout=2.0)
         self._client.disconnect()

@@ -42,6 +42,16 @@ if [ -z "$py" ]; then
   done
 fi
 [ -n "$py" ] || { echo "setup: Python >= 3.11 is required" >&2; exit 1; }
+if ! "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  # Debian splits venv/ensurepip into python3-venv.
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing python3-venv"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv >/dev/null
+  else
+    echo "setup: Python's venv module is missing: sudo apt-get install python3-venv" >&2
+    exit 1
+  fi
+fi
 
 stamp=.venv/.passby-installed
 if [ ! -x .venv/bin/python ]; then

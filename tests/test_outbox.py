@@ -59,3 +59,14 @@ def test_byte_bound(tmp_path: Path) -> None:
 def test_rejects_silly_limits(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Outbox(tmp_path / "o.db", limit=0)
+
+
+def test_ids_never_reused_after_ack(tmp_path: Path) -> None:
+    """The uplink sends rows with id > its cursor; a reused id would never be sent."""
+    ob = Outbox(tmp_path / "o.db")
+    first = ob.add("t", "a", "e1")
+    ob.ack(first)
+    second = ob.add("t", "b", "e2")
+    assert second > first
+    ob.close()
+    assert Outbox(tmp_path / "o.db").add("t", "c", "e3") > second
