@@ -219,6 +219,8 @@ class CaptureReader:
                 self.records += 1
                 yield last_ts, linktype, buf[body + 20 : body + 20 + cap]
             elif btype == _SPB:
+                if blen < 16:
+                    raise self._error("pcapng simple packet block too short", pos)
                 if not ifaces:
                     raise self._error("pcapng simple packet block before any interface", pos)
                 orig = struct.unpack_from(order + "I", buf, body)[0]

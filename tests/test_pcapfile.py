@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scapy.layers.dot11 import Dot11, Dot11ProbeReq, RadioTap
 from scapy.utils import PcapNgWriter, RawPcapReader
 
@@ -310,3 +312,53 @@ def test_real_captures_match_scapy(path: Path) -> None:
     assert [r[0] for r in records] == pytest.approx([e[0] for e in expected], abs=1e-6)
     assert not reader.truncated
     assert os.path.getsize(path) >= 24
+
+
+# -- robustness ----------------------------------------------------------------------------------
+
+REAL_PCAP = (PCAPS / "aircrack__zn2i.pcap").read_bytes()
+REAL_NG = shb("<") + idb("<", 127) + b"".join(epb("<", 0, i, f) for i, f in enumerate(FRAMES))
+
+
+@pytest.mark.parametrize("data", [REAL_PCAP, REAL_NG], ids=["pcap", "pcapng"])
+def test_every_cut_point_ends_cleanly(data: bytes) -> None:
+    _, full = read_all(data)
+    for cut in range(24 if data is REAL_PCAP else 28, len(data)):
+        reader, records = read_all(data[:cut])
+        assert records == full[: len(records)]
+        assert reader.truncated == (cut not in _record_ends(data))
+
+
+def _record_ends(data: bytes) -> set[int]:
+    """Offsets at which a record (pcap) or block (pcapng) ends."""
+    ends = set()
+    if data[:4] == b"\x0a\x0d\x0d\x0a":
+        pos = 0
+        while pos < len(data):
+            pos += struct.unpack_from("<I", data, pos + 4)[0]
+            ends.add(pos)
+    else:
+        pos = 24
+        ends.add(pos)
+        while pos < len(data):
+            pos += 16 + struct.unpack_from("<I", data, pos + 8)[0]
+            ends.add(pos)
+    return ends
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from([REAL_PCAP, REAL_NG]), st.lists(st.integers(0, 10_000), min_size=1, max_size=8)
+)
+def test_corrupted_captures_raise_only_capture_format_error(
+    data: bytes, positions: list[int]
+) -> None:
+    mutated = bytearray(data)
+    for position in positions:
+        mutated[position % len(mutated)] ^= 0xFF
+    try:
+        reader = CaptureReader(io.BytesIO(bytes(mutated)))
+        for _ts, _linktype, frame in reader:
+            assert isinstance(frame, bytes)
+    except CaptureFormatError as exc:
+        assert "byte offset" in str(exc)
