@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import struct
 import subprocess
@@ -362,3 +363,46 @@ def test_corrupted_captures_raise_only_capture_format_error(
             assert isinstance(frame, bytes)
     except CaptureFormatError as exc:
         assert "byte offset" in str(exc)
+
+
+# -- edge-agent inspect ----------------------------------------------------------------------------
+
+
+def test_inspect_table_summary_and_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge_agent import inspect as inspect_cmd
+
+    path = PCAPS / "aircrack__test1.pcap"
+    assert inspect_cmd.run(str(path), jsonl=False) == 0
+    out, err = capsys.readouterr()
+    assert "1c:cd:e5:57:56:2a" in out and "7 transmitter(s)" in out  # not read as an :emoji:
+    summary = json.loads(err.split("summary: ", 1)[1])
+    assert summary == {
+        "records": 192, "client": 53, "other": 139, "malformed": 0, "bad_fcs": 0,
+        "truncated": False, "linktypes": [127],
+    }  # fmt: skip
+
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(path.read_bytes()[:-5])
+    assert inspect_cmd.run(str(cut), jsonl=True) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 52  # the record cut short was a client frame
+    assert json.loads(err.split("summary: ", 1)[1])["truncated"] is True
+
+    assert inspect_cmd.run(str(PCAPS / "README.md"), jsonl=True) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "not a pcap or pcapng file" in err and "byte offset 0" in err
+    assert inspect_cmd.run(str(tmp_path / "missing.pcap"), jsonl=False) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_inspect_module_entry_point_reads_stdin() -> None:
+    data = (PCAPS / "zeek__radiotap.pcap").read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent.inspect", "-", "--jsonl"],
+        input=data, capture_output=True, check=True, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 1 and set(lines[0]) == {"ts", "ta", "subtype", "dbm"}
+    assert b'"records": 3' in proc.stderr
