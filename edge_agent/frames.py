@@ -231,18 +231,15 @@ def parse(linktype: int, buf: bytes, bad_fcs: _BadFcs | None = None) -> Parsed |
             return None
 
         # 802.11 MAC header.
-        if end - off < 10:
-            if end - off < 2:
-                raise MalformedFrame("802.11 frame shorter than its frame control")
-            if buf[off] & 3:
-                raise MalformedFrame(f"802.11 protocol version {buf[off] & 3}")
-            raise MalformedFrame("802.11 header truncated")
+        size = end - off
+        if size < 2:
+            raise MalformedFrame("802.11 frame shorter than its frame control")
         fc0 = buf[off]
         if fc0 & 3:
             raise MalformedFrame(f"802.11 protocol version {fc0 & 3}")
         ftype = fc0 & 0x0C
         if ftype == 0:  # management
-            if end - off < 24:
+            if size < 24:
                 raise MalformedFrame("802.11 management header truncated")
             subtype = fc0 >> 4
             if not _CLIENT_MGMT >> subtype & 1 or buf[off + 10] & 1:
@@ -253,16 +250,16 @@ def parse(linktype: int, buf: bytes, bad_fcs: _BadFcs | None = None) -> Parsed |
             return ta, subtype, dbm
         if ftype == 8:  # data
             ds = buf[off + 1] & 3
-            need = 24
-            if ds == 3:
-                need = 30
+            need = 30 if ds == 3 else 24
             if fc0 & 0x80:
                 need += 2  # QoS Control
-            if end - off < need:
+            if size < need:
                 raise MalformedFrame("802.11 data header truncated")
             if ds != 1 or buf[off + 10] & 1:
                 return None
             return buf[off + 10 : off + 16], 0x20 | fc0 >> 4, dbm
+        if size < 10:
+            raise MalformedFrame("802.11 header truncated")
         return None  # control (4) or extension (12)
     except (struct.error, IndexError):
         raise MalformedFrame("frame truncated") from None
