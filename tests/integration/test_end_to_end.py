@@ -130,22 +130,76 @@ def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
     assert "campaign_cap" in {r["reason"] for r in second}
 
 
-def test_no_pii_on_the_wire_or_edge_disk(chain, tmp_path: Path) -> None:
-    """Payloads in the bridge's event log and every file on the edge's disk hold no MAC or phone."""
-    store, edge_toml, _ = chain
-    replay(edge_toml)
+def _notations(mac: str) -> list[str]:
+    """A MAC in every common spelling: colons, dashes, bare hex, Cisco dotted."""
+    h = mac.replace(":", "").lower()
+    forms = [mac.lower(), mac.lower().replace(":", "-"), h, f"{h[0:4]}.{h[4:8]}.{h[8:12]}"]
+    return forms + [f.upper() for f in forms]
+
+
+def test_no_pii_on_the_wire_in_logs_or_on_edge_disk(chain, tmp_path: Path) -> None:
+    """Every MQTT payload (subscribed to '#'), every log line of both sides and every file the
+    agent wrote: none holds a demo MAC (any notation), phone number or customer name."""
+    import logging
+
+    import paho.mqtt.client as mqtt
+
+    store, edge_toml, service = chain
+    seen: list[bytes] = []
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="pii-spy", protocol=mqtt.MQTTv5)
+    spy.on_message = lambda c, u, m: seen.append(m.topic.encode() + b" " + m.payload)
+    spy.connect(service.settings.mqtt.host, service.settings.mqtt.port)
+    spy.subscribe("#", qos=1)
+    spy.loop_start()
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml),
+             "--capture", str(CAPTURE), "--verbose"],
+            capture_output=True, timeout=240,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        wait_processed(store, sum(json.loads(proc.stdout.decode().splitlines()[-1])["events"].values()))
+        time.sleep(0.5)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        spy.loop_stop()
+        spy.disconnect()
+    assert any(b"/events " in p for p in seen), "the spy saw no event: the test would be vacuous"
+    assert any("edge_agent" in line for line in proc.stderr.decode().splitlines())
+    assert records, "no bridge log line was captured"
+
     tenant = load_tenant(TENANT)
-    secrets_ = []
+    text_needles = []
+    byte_needles = []
     for c in tenant.customers:
-        secrets_ += [c.phone, c.name] + c.macs + [m.replace(":", "") for m in c.macs]
-    for r in store.query("SELECT payload FROM events"):
-        for s in secrets_:
-            assert s.lower() not in r["payload"].lower()
+        text_needles += [c.phone, c.phone.lstrip("+"), c.name]
+        for mac in c.macs:
+            text_needles += _notations(mac)
+            byte_needles.append(bytes.fromhex(mac.replace(":", "")))
+    haystacks = {
+        "mqtt": b"\n".join(seen),
+        "agent log": proc.stderr,
+        "agent stdout": proc.stdout,
+        "bridge log": "\n".join(records).encode(),
+    }
     for f in (tmp_path / "edge").rglob("*"):
-        if f.is_file():
-            blob = f.read_bytes().lower()
-            for s in secrets_:
-                assert s.lower().encode() not in blob, f"{s!r} found in {f}"
-            for c in tenant.customers:
-                for mac in c.macs:
-                    assert bytes.fromhex(mac.replace(":", "")) not in f.read_bytes()
+        if f.is_file() and f.name != "site.key":
+            haystacks[f"edge file {f.name}"] = f.read_bytes()
+    for where, blob in haystacks.items():
+        for needle in text_needles:
+            assert needle.encode() not in blob, f"{needle!r} found in {where}"
+        if where.startswith("edge file") or where == "mqtt":
+            for raw in byte_needles:
+                assert raw not in blob, f"a raw MAC found in {where}"
