@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.frames import parse_mac
-
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.store import BridgeStore
+from edge_agent.frames import parse_mac
 from edge_agent.roster import build_roster, mac_hash
 
 __all__ = ["build_store_roster", "RosterBuildError"]

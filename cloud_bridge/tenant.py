@@ -10,13 +10,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from edge_agent.frames import parse_mac
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.templates import TemplateError, validate
 from edge_agent.config import ConfigError
+from edge_agent.frames import parse_mac
 from edge_agent.protocol import ID_PATTERN
 from edge_agent.roster import subject_id
 

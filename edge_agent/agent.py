@@ -25,6 +25,10 @@ __all__ = ["Pipeline", "RunSummary", "load_roster_file", "run_capture"]
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # presence absence checks, in capture time
+# A received signal outside this range is a driver artefact (Prism's RSSI item reads 0 when
+# unknown, fuzzed headers claim +48 dBm): it counts as "no RSSI", never as "very close".
+MIN_DBM, MAX_DBM = -120, -1
+BAD_FCS = frames.BAD_FCS
 
 
 @dataclass
@@ -33,6 +37,7 @@ class Counters:
     client: int = 0
     matched: int = 0
     malformed: int = 0
+    bad_fcs: int = 0
     events: int = 0
 
 
@@ -58,7 +63,7 @@ class Pipeline:
         c = self.counters
         c.frames += 1
         try:
-            parsed = frames.parse(linktype, data)
+            parsed = frames.parse(linktype, data, BAD_FCS)
         except frames.MalformedFrame:
             c.malformed += 1
             return
@@ -66,7 +71,12 @@ class Pipeline:
             self.tick(ts)
         if parsed is None:
             return
+        if parsed is BAD_FCS:
+            c.bad_fcs += 1
+            return
         ta, _subtype, dbm = parsed
+        if dbm is not None and not MIN_DBM <= dbm <= MAX_DBM:
+            dbm = None
         c.client += 1
         self.footfall.observe(ta, dbm, ts)
         subject = self.roster.lookup(ta)
@@ -131,6 +141,7 @@ class RunSummary:
     client: int = 0
     matched: int = 0
     malformed: int = 0
+    bad_fcs: int = 0
     events: dict[str, int] = field(default_factory=dict)
     truncated: bool = False
     delivered: bool = False
@@ -248,6 +259,7 @@ def run_capture(
         c = pipe.counters
         summary.frames, summary.client, summary.matched = c.frames, c.client, c.matched
         summary.malformed = c.malformed
+        summary.bad_fcs = c.bad_fcs
         summary.truncated = is_truncated()
         summary.outbox_depth = outbox.depth()
         summary.dropped = outbox.dropped

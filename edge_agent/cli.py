@@ -133,15 +133,22 @@ def doctor(
 
 @app.command()
 def calibrate(
-    config: Path | None = typer.Option(None, "--config", "-c", help="edge TOML config (needed for --subject)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="edge TOML config (needed for --subject)"
+    ),
     iface: str | None = typer.Option(None, "--iface", "-i", help="live monitor-mode interface"),
     capture: str | None = typer.Option(None, "--capture", "-r", help="or a capture file to read"),
     subject: str | None = typer.Option(
-        None, help="an enrolled customer's subject id (from the console); default: strongest devices, anonymously"
+        None,
+        help="an enrolled customer's subject id (from the console); default: strongest devices, anonymously",
     ),
     top: int = typer.Option(5, help="devices to show in anonymous mode", min=1, max=50),
-    seconds: float = typer.Option(0.0, help="stop after this many seconds (0 = until Ctrl-C / end of file)"),
-    jsonl: bool = typer.Option(False, "--jsonl", help="print one JSON line per second instead of a live table"),
+    seconds: float = typer.Option(
+        0.0, help="stop after this many seconds (0 = until Ctrl-C / end of file)"
+    ),
+    jsonl: bool = typer.Option(
+        False, "--jsonl", help="print one JSON line per second instead of a live table"
+    ),
 ) -> None:
     """Show live smoothed RSSI to set the store's thresholds ("stand at the door, press Enter")."""
     import secrets as _secrets
@@ -174,15 +181,19 @@ def calibrate(
     marks: list[float] = []
     interactive = not jsonl and sys.stdin.isatty()
     if interactive:
+
         def _enter() -> None:
             for _ in range(2):
                 sys.stdin.readline()
                 best = cal.readings(last[0], 1)
                 if best and best[0].smoothed_dbm is not None:
                     marks.append(best[0].smoothed_dbm)
+
         threading.Thread(target=_enter, daemon=True).start()
-        typer.echo("Stand at the door with the phone and press Enter; then stand where offers "
-                   "should stop and press Enter again. Ctrl-C to quit.")
+        typer.echo(
+            "Stand at the door with the phone and press Enter; then stand where offers "
+            "should stop and press Enter again. Ctrl-C to quit."
+        )
     last = [0.0]
     start = None
     next_print = 0.0
@@ -201,11 +212,29 @@ def calibrate(
                 next_print = ts + 1.0
                 rows = cal.readings(ts, top)
                 if jsonl:
-                    typer.echo(json.dumps({"t": round(ts - start, 1), "readings": [
-                        {"label": r.label, "dbm": None if r.smoothed_dbm is None else round(r.smoothed_dbm, 1),
-                         "frames": r.frames} for r in rows]}))
+                    typer.echo(
+                        json.dumps(
+                            {
+                                "t": round(ts - start, 1),
+                                "readings": [
+                                    {
+                                        "label": r.label,
+                                        "dbm": None
+                                        if r.smoothed_dbm is None
+                                        else round(r.smoothed_dbm, 1),
+                                        "frames": r.frames,
+                                    }
+                                    for r in rows
+                                ],
+                            }
+                        )
+                    )
                 else:
-                    shown = "  ".join(f"{r.label}: {r.smoothed_dbm:.0f} dBm" for r in rows if r.smoothed_dbm is not None)
+                    shown = "  ".join(
+                        f"{r.label}: {r.smoothed_dbm:.0f} dBm"
+                        for r in rows
+                        if r.smoothed_dbm is not None
+                    )
                     typer.echo(f"{ts - start:7.1f}s  {shown or 'no signal yet'}")
             if len(marks) >= 2 or (seconds and ts - start >= seconds):
                 break
@@ -213,7 +242,9 @@ def calibrate(
         pass
     if marks:
         enter, leave = suggest_thresholds(marks[0], marks[1] if len(marks) > 1 else None)
-        typer.echo(f"Suggested settings for edge.toml:\n[presence]\nenter_dbm = {enter}\nleave_dbm = {leave}")
+        typer.echo(
+            f"Suggested settings for edge.toml:\n[presence]\nenter_dbm = {enter}\nleave_dbm = {leave}"
+        )
 
 
 @app.command("validate-config")

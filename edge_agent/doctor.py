@@ -74,8 +74,12 @@ def _iw(*args: str) -> str:
     return res.stdout if res.returncode == 0 else ""
 
 
-def gather(iface: str, want_channel: int | None, listen_s: float = 3.0,
-           sys_class_net: Path = Path("/sys/class/net")) -> Facts:
+def gather(
+    iface: str,
+    want_channel: int | None,
+    listen_s: float = 3.0,
+    sys_class_net: Path = Path("/sys/class/net"),
+) -> Facts:
     """Look at the interface without changing anything."""
     f = Facts(iface=iface, want_channel=want_channel, listen_s=listen_s)
     base = sys_class_net / iface
@@ -127,53 +131,112 @@ def diagnose(f: Facts) -> list[Check]:
     """Turn facts into checks, in the order a person would fix them; stop at the first blocker."""
     checks: list[Check] = []
     if not f.exists:
-        checks.append(Check("interface", False, f"interface {f.iface} does not exist",
-                            "plug in the USB Wi-Fi adapter and check `ip link`; the udev rule "
-                            "names it wlan-mon"))
+        checks.append(
+            Check(
+                "interface",
+                False,
+                f"interface {f.iface} does not exist",
+                "plug in the USB Wi-Fi adapter and check `ip link`; the udev rule "
+                "names it wlan-mon",
+            )
+        )
         return checks
     checks.append(Check("interface", True, f"interface {f.iface} exists"))
     if not f.wireless:
-        checks.append(Check("wireless", False, f"{f.iface} is not a Wi-Fi interface",
-                            "pass the monitor adapter's interface, e.g. --iface wlan1"))
+        checks.append(
+            Check(
+                "wireless",
+                False,
+                f"{f.iface} is not a Wi-Fi interface",
+                "pass the monitor adapter's interface, e.g. --iface wlan1",
+            )
+        )
         return checks
     checks.append(Check("wireless", True, f"{f.iface} is a Wi-Fi interface"))
     if f.driver in KNOWN_BAD:
-        checks.append(Check("driver", False, f"driver {f.driver}: {KNOWN_BAD[f.driver]}",
-                            "use an adapter from hardware/README.md (e.g. MT7612U, AR9271)"))
+        checks.append(
+            Check(
+                "driver",
+                False,
+                f"driver {f.driver}: {KNOWN_BAD[f.driver]}",
+                "use an adapter from hardware/README.md (e.g. MT7612U, AR9271)",
+            )
+        )
     elif f.driver in KNOWN_GOOD:
-        checks.append(Check("driver", True, f"driver {f.driver} ({KNOWN_GOOD[f.driver]}) is known good"))
+        checks.append(
+            Check("driver", True, f"driver {f.driver} ({KNOWN_GOOD[f.driver]}) is known good")
+        )
     else:
-        checks.append(Check("driver", True, f"driver {f.driver or 'unknown'} is not on the tested list; "
-                            "it may work", "prefer an adapter from hardware/README.md"))
+        checks.append(
+            Check(
+                "driver",
+                True,
+                f"driver {f.driver or 'unknown'} is not on the tested list; it may work",
+                "prefer an adapter from hardware/README.md",
+            )
+        )
     if f.monitor_supported is False:
-        checks.append(Check("monitor-capable", False, f"{f.iface}'s chip cannot do monitor mode",
-                            "use an adapter from hardware/README.md"))
+        checks.append(
+            Check(
+                "monitor-capable",
+                False,
+                f"{f.iface}'s chip cannot do monitor mode",
+                "use an adapter from hardware/README.md",
+            )
+        )
         return checks
     if f.arphrd != 803:
-        checks.append(Check("monitor-mode", False, f"{f.iface} is not in monitor mode",
-                            f"ip link set {f.iface} down && iw dev {f.iface} set type monitor && "
-                            f"ip link set {f.iface} up (the passby-monitor service does this)"))
+        checks.append(
+            Check(
+                "monitor-mode",
+                False,
+                f"{f.iface} is not in monitor mode",
+                f"ip link set {f.iface} down && iw dev {f.iface} set type monitor && "
+                f"ip link set {f.iface} up (the passby-monitor service does this)",
+            )
+        )
     else:
         checks.append(Check("monitor-mode", True, f"{f.iface} is in monitor mode (radiotap)"))
     if f.want_channel is not None:
         if f.channel == f.want_channel:
             checks.append(Check("channel", True, f"listening on channel {f.channel}"))
         else:
-            checks.append(Check("channel", False,
-                                f"listening on channel {f.channel or 'unknown'}, the store AP is on {f.want_channel}",
-                                f"iw dev {f.iface} set channel {f.want_channel}"))
+            checks.append(
+                Check(
+                    "channel",
+                    False,
+                    f"listening on channel {f.channel or 'unknown'}, the store AP is on {f.want_channel}",
+                    f"iw dev {f.iface} set channel {f.want_channel}",
+                )
+            )
     if not f.can_raw:
-        checks.append(Check("permissions", False, f"cannot open a raw socket: {f.raw_error}",
-                            "run as root or give the agent CAP_NET_RAW and CAP_NET_ADMIN"))
+        checks.append(
+            Check(
+                "permissions",
+                False,
+                f"cannot open a raw socket: {f.raw_error}",
+                "run as root or give the agent CAP_NET_RAW and CAP_NET_ADMIN",
+            )
+        )
         return checks
     checks.append(Check("permissions", True, "raw capture allowed (CAP_NET_RAW)"))
     if f.frames_seen is not None:
         if f.frames_seen == 0:
-            checks.append(Check("frames", False,
-                                f"no frames in {f.listen_s:.0f} s on the channel",
-                                "check the antenna and the channel; move the box nearer the entrance"))
+            checks.append(
+                Check(
+                    "frames",
+                    False,
+                    f"no frames in {f.listen_s:.0f} s on the channel",
+                    "check the antenna and the channel; move the box nearer the entrance",
+                )
+            )
         else:
-            checks.append(Check("frames", True,
-                                f"{f.frames_seen} frames in {f.listen_s:.0f} s "
-                                f"({f.frames_seen / max(f.listen_s, 0.001):.0f}/s)"))
+            checks.append(
+                Check(
+                    "frames",
+                    True,
+                    f"{f.frames_seen} frames in {f.listen_s:.0f} s "
+                    f"({f.frames_seen / max(f.listen_s, 0.001):.0f}/s)",
+                )
+            )
     return checks

@@ -39,6 +39,7 @@ __all__ = ["HOUR_S", "Footfall"]
 HOUR_S: Final = 3600
 _NOT_NEAR: Final = math.inf  # device heard, never near this hour
 _VISITOR: Final = -math.inf  # device already counted as a visitor this hour
+_ID_CACHE: Final = 4096  # recently heard transmitters whose hash is kept in memory
 _SALT_MIN, _SALT_MAX = 16, 64  # blake2b keys are at most 64 bytes
 
 
@@ -60,6 +61,8 @@ class Footfall:
         "_visitors",
         "_untracked",
         "_prev",
+        "_next_hour",
+        "_ids",
     )
 
     def __init__(
@@ -88,14 +91,25 @@ class Footfall:
         self._visitors = 0
         self._untracked = 0
         self._prev = (0, 0)  # (unique, visitors) of the previous hour
+        self._next_hour = -math.inf  # fast path: no roll needed while now < this
+        # mac -> keyed hash for the transmitters heard a moment ago (memory only, bounded,
+        # dropped with the salt): hashing every frame would cost a fifth of the hot path.
+        self._ids: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         return f"<Footfall hour={self._hour} unique={self._unique} visitors={self._visitors}>"
 
     def observe(self, mac: bytes, dbm: int | None, now: float) -> None:
         """One frame from transmitter ``mac`` at ``now``; the MAC is hashed and not kept."""
-        self._roll(now)
-        h = int.from_bytes(hashlib.blake2b(mac, key=self._salt, digest_size=8).digest(), "big")
+        if now >= self._next_hour:
+            self._roll(now)
+        ids = self._ids
+        h = ids.get(mac)
+        if h is None:
+            h = int.from_bytes(hashlib.blake2b(mac, key=self._salt, digest_size=8).digest(), "big")
+            if len(ids) >= _ID_CACHE:
+                ids.clear()
+            ids[mac] = h
         near = dbm is None or dbm >= self._near
         devices = self._first_near
         first = devices.get(h)
@@ -119,6 +133,7 @@ class Footfall:
         new = _checked_salt(salt)
         self._roll(now)
         self._salt = new
+        self._ids = {}
         self._first_near = {}  # counts so far stay; identities do not
 
     def snapshot(self, now: float) -> dict[str, int]:
@@ -141,12 +156,14 @@ class Footfall:
         hour = _hour_of(now)
         if self._hour is None:
             self._hour = hour
+            self._next_hour = hour + HOUR_S
             return
         if hour <= self._hour:
             return  # same hour, or time went backwards: keep counting into the current hour
         adjacent = hour - self._hour == HOUR_S
         self._prev = (self._unique, self._visitors) if adjacent else (0, 0)
         self._hour = hour
+        self._next_hour = hour + HOUR_S
         self._first_near = {}
         self._unique = self._visitors = self._untracked = 0
 

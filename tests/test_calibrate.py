@@ -48,12 +48,24 @@ def test_suggestions_keep_hysteresis() -> None:
 
 def test_cli_on_demo_capture_prints_no_mac() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "calibrate", "--capture", str(CAPTURE), "--jsonl", "--seconds", "120"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "calibrate",
+            "--capture",
+            str(CAPTURE),
+            "--jsonl",
+            "--seconds",
+            "120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) >= 100
-    strongest = max((r["dbm"] for line in lines for r in line["readings"] if r["dbm"] is not None))
+    strongest = max(r["dbm"] for line in lines for r in line["readings"] if r["dbm"] is not None)
     assert -75 < strongest < -30
     assert "da:a1:19" not in out.stdout and "daa119" not in out.stdout

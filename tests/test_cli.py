@@ -63,14 +63,18 @@ def _validate(cfg: Path) -> subprocess.CompletedProcess[str]:
 
 def test_bad_edge_config_names_the_field(tmp_path: Path) -> None:
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('store_id = "s 1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nfoo = 1\n')
+    cfg.write_text(
+        'store_id = "s 1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nfoo = 1\n'
+    )
     out = _validate(cfg)
     assert out.returncode == 2
     assert "store_id" in out.stderr
     assert "presence.foo" in out.stderr
     assert str(cfg) in out.stderr
     # enter below leave breaks hysteresis: refused, naming both settings
-    cfg.write_text('store_id = "s1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nenter_dbm = -90\n')
+    cfg.write_text(
+        'store_id = "s1"\nsensor_id = "d1"\nroster_public_key = "00"\n[presence]\nenter_dbm = -90\n'
+    )
     out = _validate(cfg)
     assert out.returncode == 2
     assert "leave_dbm (-80) must be below enter_dbm (-90)" in out.stderr

@@ -9,8 +9,18 @@ import pytest
 
 from edge_agent.doctor import Facts, diagnose, gather
 
-GOOD = dict(exists=True, wireless=True, arphrd=803, driver="mt76x2u", monitor_supported=True,
-            channel=6, want_channel=6, can_raw=True, frames_seen=1200, listen_s=3.0)
+GOOD = dict(
+    exists=True,
+    wireless=True,
+    arphrd=803,
+    driver="mt76x2u",
+    monitor_supported=True,
+    channel=6,
+    want_channel=6,
+    can_raw=True,
+    frames_seen=1200,
+    listen_s=3.0,
+)
 
 
 def names(checks):
@@ -20,7 +30,15 @@ def names(checks):
 def test_all_green() -> None:
     checks = diagnose(Facts(iface="wlan1", **GOOD))
     assert all(c.ok for c in checks), checks
-    assert {"interface", "wireless", "driver", "monitor-mode", "channel", "permissions", "frames"} == set(names(checks))
+    assert {
+        "interface",
+        "wireless",
+        "driver",
+        "monitor-mode",
+        "channel",
+        "permissions",
+        "frames",
+    } == set(names(checks))
 
 
 @pytest.mark.parametrize(
@@ -51,7 +69,11 @@ def test_gather_on_real_interfaces() -> None:
 
 
 def test_cli_exit_code_and_message() -> None:
-    out = subprocess.run([sys.executable, "-m", "edge_agent.cli", "doctor", "--iface", "lo"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "doctor", "--iface", "lo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "not a Wi-Fi interface" in out.stdout

@@ -26,7 +26,7 @@ from edge_agent.frames import (
 )
 from edge_agent.pcapfile import open_capture
 
-PCAPS = Path("/work/shared/data/pcaps")
+PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
 
 # -- builders -------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from scapy.utils import PcapNgWriter, RawPcapReader
 
 from edge_agent.pcapfile import CaptureFormatError, CaptureReader, open_capture
 
-PCAPS = Path("/work/shared/data/pcaps")
+PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
 FRAMES = [bytes([i]) * (20 + i) for i in range(1, 8)]
 TIMES = [1_700_000_000 + i * 0.25 for i in range(len(FRAMES))]
 

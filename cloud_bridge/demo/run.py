@@ -195,7 +195,7 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         for i in range(replays):
             agent_log = workdir / f"agent-{i + 1}.log"
             before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
-            with console.status(f"sensor replaying {CAPTURE.name}"):
+            with console.status(f"sensor replaying {CAPTURE.name}"), open(agent_log, "wb") as err:
                 agent = subprocess.run(
                     [
                         sys.executable,
@@ -208,8 +208,8 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
                         str(CAPTURE),
                     ],
                     stdout=subprocess.PIPE,
-                    stderr=open(agent_log, "wb"),
-                    timeout=300,  # noqa: SIM115
+                    stderr=err,
+                    timeout=300,
                 )
             if agent.returncode != 0:
                 raise DemoError(

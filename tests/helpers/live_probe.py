@@ -27,10 +27,18 @@ def main() -> None:
     t = threading.Thread(target=lambda: [got.append(d) for _, _, d in cap], daemon=True)
     t.start()
     kinds = {
-        "probe": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-61) / Dot11(type=0, subtype=4, addr1="ff:ff:ff:ff:ff:ff", addr2=PHONE, addr3="ff:ff:ff:ff:ff:ff") / Dot11ProbeReq(),
-        "beacon": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-40) / Dot11(type=0, subtype=8, addr1="ff:ff:ff:ff:ff:ff", addr2=AP, addr3=AP) / Dot11Beacon(),
-        "null_tods": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-66) / Dot11(type=2, subtype=4, FCfield="to_DS", addr1=AP, addr2=PHONE, addr3=AP),
-        "data_fromds": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-45) / Dot11(type=2, subtype=0, FCfield="from_DS", addr1=PHONE, addr2=AP, addr3=AP),
+        "probe": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-61)
+        / Dot11(
+            type=0, subtype=4, addr1="ff:ff:ff:ff:ff:ff", addr2=PHONE, addr3="ff:ff:ff:ff:ff:ff"
+        )
+        / Dot11ProbeReq(),
+        "beacon": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-40)
+        / Dot11(type=0, subtype=8, addr1="ff:ff:ff:ff:ff:ff", addr2=AP, addr3=AP)
+        / Dot11Beacon(),
+        "null_tods": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-66)
+        / Dot11(type=2, subtype=4, FCfield="to_DS", addr1=AP, addr2=PHONE, addr3=AP),
+        "data_fromds": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-45)
+        / Dot11(type=2, subtype=0, FCfield="from_DS", addr1=PHONE, addr2=AP, addr3=AP),
     }
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind(("lo", 0))
@@ -41,11 +49,15 @@ def main() -> None:
     cap.close()
     t.join(2)
     parsed = [frames.parse(127, d) for d in got]
-    print(json.dumps({
-        "filtered": cap.filtered,
-        "received": len(got),
-        "client": [[frames.format_mac(p[0]), p[1], p[2]] for p in parsed if p],
-    }))
+    print(
+        json.dumps(
+            {
+                "filtered": cap.filtered,
+                "received": len(got),
+                "client": [[frames.format_mac(p[0]), p[1], p[2]] for p in parsed if p],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

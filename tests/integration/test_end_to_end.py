@@ -164,12 +164,24 @@ def test_no_pii_on_the_wire_in_logs_or_on_edge_disk(chain, tmp_path: Path) -> No
     root.addHandler(handler)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(edge_toml),
-             "--capture", str(CAPTURE), "--verbose"],
-            capture_output=True, timeout=240,
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "run",
+                "--config",
+                str(edge_toml),
+                "--capture",
+                str(CAPTURE),
+                "--verbose",
+            ],
+            capture_output=True,
+            timeout=240,
         )
         assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-        wait_processed(store, sum(json.loads(proc.stdout.decode().splitlines()[-1])["events"].values()))
+        wait_processed(
+            store, sum(json.loads(proc.stdout.decode().splitlines()[-1])["events"].values())
+        )
         time.sleep(0.5)
     finally:
         root.removeHandler(handler)

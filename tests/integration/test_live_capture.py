@@ -29,7 +29,10 @@ def netns():
 def _probe(ns: str, mode: str) -> dict:
     out = subprocess.run(
         ["ip", "netns", "exec", ns, sys.executable, str(PROBE), mode],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])

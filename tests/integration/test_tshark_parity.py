@@ -1,6 +1,6 @@
 """tshark parity: our client-originated frames equal tshark's, frame by frame.
 
-For every capture under /work/shared/data/pcaps (malformed/ included) and for captures
+For every capture under ../shared/data/pcaps (malformed/ included) and for captures
 generated here (scapy-built radiotap frames of many kinds, FCS and bad FCS, extended
 bitmaps and namespaces, pcapng, PPI, Prism, AVS, plain 802.11, and a seeded random mix),
 tshark is run with ``frames.TSHARK_FILTER`` and the (transmitter, type_subtype, dBm)
@@ -88,7 +88,7 @@ from test_frames import (  # noqa: E402 - shared frame builders
 
 pytestmark = pytest.mark.integration
 
-PCAPS = Path("/work/shared/data/pcaps")
+PCAPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pcaps"
 SHARED = sorted(p for p in PCAPS.rglob("*") if p.suffix in (".pcap", ".cap", ".pcapng"))
 
 # Client frames per shared capture (tshark and we agree; pinned so a vacuous pass shows).
