@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
-EVENT_SCHEMA = "passby.event/1"
+EVENT_SCHEMA: Final = "passby.event/1"
 TOPIC_ROOT = f"passby/v{PROTOCOL_VERSION}"
 # Store and sensor ids are path segments: no MQTT wildcards, separators or spaces.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

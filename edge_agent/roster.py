@@ -85,7 +85,9 @@ class Roster:
 
     __slots__ = ("header", "_site_key", "_keys", "_subjects", "_memo")
 
-    def __init__(self, header: RosterHeader, site_key: bytes, keys: array, subjects: array) -> None:
+    def __init__(
+        self, header: RosterHeader, site_key: bytes, keys: array[int], subjects: array[int]
+    ) -> None:
         if len(keys) != len(subjects):
             raise RosterError("roster keys and subjects differ in length")
         self.header = header
