@@ -221,7 +221,10 @@ class Uplink:
         self._wake.set()
         if self._connected.is_set():
             offline = StatusMessage(
-                state="offline", agent_version=__version__, ts=time.time()
+                state="offline",
+                agent_version=__version__,
+                roster_version=self._roster_version(),
+                ts=time.time(),
             ).to_json()
             info = self._publish_untracked(self.status_topic, offline, qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):

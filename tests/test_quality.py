@@ -26,7 +26,10 @@ PURE = [
 def test_ruff_clean() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "ruff", "check", "edge_agent", "cloud_bridge", "tests"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stdout[-4000:]
 
@@ -34,7 +37,10 @@ def test_ruff_clean() -> None:
 def test_pure_cores_mypy_strict() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", *PURE],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-4000:]
 

@@ -1,0 +1,80 @@
+"""The demo's console in a real Chromium: the SMS that landed in the sandbox are visible."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.config import BridgeSettings, load_settings
+from cloud_bridge.demo.run import TENANT, write_configs
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.rosters import build_store_roster, write_roster
+from cloud_bridge.service import BridgeService
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+
+from .test_end_to_end import replay, wait_processed
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Debian's chromium is not installed (scripts/setup.sh test installs it)")
+    return path
+
+
+def test_console_shows_sandbox_sms_in_chromium(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    broker = LocalMosquitto(tmp_path / "mosquitto")
+    broker.start()
+    tenant = load_tenant(TENANT)
+    keys = BridgeKeys(tmp_path / "bridge")
+    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
+    now = time.time()
+    seed(store, keys, tenant, now)
+    data, _ = build_store_roster(store, keys, tenant.store.id, now)
+    site_key = store.query("SELECT site_key FROM stores")[0]["site_key"]
+    bridge_toml, edge_toml = write_configs(
+        tmp_path, broker.port, 0, tenant.store.id, tenant.sensor.id, site_key, keys.public_key_hex()
+    )
+    write_roster(tmp_path / "edge" / "roster.bin", data)
+    service = BridgeService(load_settings(BridgeSettings, bridge_toml))
+    service.start()
+    try:
+        assert service.ingest.connected.wait(10)
+        summary = replay(edge_toml)
+        wait_processed(store, sum(summary["events"].values()))
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(service.web.url + "/")
+            messages = page.locator("#messages")
+            for name in ("Anna", "Boris", "Carmen"):
+                assert messages.get_by_text(f"{name}, 15% off").count() == 1
+            assert "Dmitri" not in page.content()
+            assert page.locator("#count-sent b").inner_text() == "3"
+            # phone numbers are masked on the page
+            assert "+79161234501" not in page.content()
+            assert page.locator("#sensors").get_by_text("door-1").count() == 1
+            page.screenshot(path=str(tmp_path / "console.png"), full_page=True)
+            browser.close()
+    finally:
+        service.stop()
+        store.close()
+        broker.stop()
