@@ -166,13 +166,14 @@ def _cpu_temp_c() -> float | None:
 
 def run_capture(
     settings: EdgeSettings,
-    records: Iterable[tuple[float, int, bytes]],
+    records: Iterable[tuple[float, int, bytes | None]],
     *,
     speed: float = 0.0,
     rebase: bool = True,
     drain_timeout_s: float = 30.0,
     stop: threading.Event | None = None,
     is_truncated: Callable[[], bool] = lambda: False,
+    iface_state: str = "replay",
 ) -> RunSummary:
     """Run the whole edge chain over capture records and wait for the broker to ack the events.
 
@@ -225,10 +226,32 @@ def run_capture(
     first_ts = last_ts = 0.0
     next_stats = time.monotonic() + settings.stats_interval_s
     frames_at_stats = 0
+
+    def maybe_stats() -> None:
+        nonlocal next_stats, frames_at_stats
+        mono = time.monotonic()
+        if mono < next_stats:
+            return
+        interval = settings.stats_interval_s + (mono - next_stats)
+        rate = (pipe.counters.frames - frames_at_stats) / interval
+        frames_at_stats = pipe.counters.frames
+        next_stats = mono + settings.stats_interval_s
+        uplink.publish_stats(
+            _stats(
+                settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts, iface_state
+            )
+        )
+
     try:
         for ts, linktype, data in records:
             if stop.is_set():
                 break
+            if data is None:
+                # A live source with nothing to read: time still passes for presence and stats.
+                last_ts = ts
+                pipe.tick(ts)
+                maybe_stats()
+                continue
             if offset is None:
                 first_ts = ts
                 offset = (started_wall - ts) if rebase else 0.0
@@ -239,19 +262,23 @@ def run_capture(
                     stop.wait(delay)
             last_ts = ts + offset
             pipe.feed(last_ts, linktype, data)
-            if pipe.counters.frames & 0x3FF == 0 and time.monotonic() >= next_stats:
-                interval = settings.stats_interval_s
-                rate = (pipe.counters.frames - frames_at_stats) / interval
-                frames_at_stats = pipe.counters.frames
-                next_stats = time.monotonic() + interval
-                uplink.publish_stats(
-                    _stats(settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts)
-                )
-        if offset is not None and not stop.is_set():
+            if pipe.counters.frames & 0x3FF == 0:
+                maybe_stats()
+        if offset is not None and not stop.is_set() and iface_state == "replay":
             # The capture ended: the silence after it times out whoever was still present.
             pipe.tick(last_ts + p.absence_timeout_s + TICK_S)
         uplink.publish_stats(
-            _stats(settings, pipe, outbox, roster, footfall, 0.0, started_mono, time.time())
+            _stats(
+                settings,
+                pipe,
+                outbox,
+                roster,
+                footfall,
+                0.0,
+                started_mono,
+                time.time(),
+                iface_state,
+            )
         )
         summary.delivered = uplink.wait_drained(drain_timeout_s)
     finally:
@@ -277,6 +304,7 @@ def _stats(
     rate: float,
     started_mono: float,
     now: float,
+    iface_state: str,
 ) -> str:
     c = pipe.counters
     return StatsMessage(
@@ -292,7 +320,7 @@ def _stats(
         dropped=outbox.dropped,
         roster_version=roster.version,
         channel=settings.channel,
-        iface_state="replay",
+        iface_state=iface_state,
         cpu_temp_c=_cpu_temp_c(),
         disk_free_mb=_disk_free_mb(settings.data_dir),
         footfall={k: int(v) for k, v in footfall.snapshot(now).items()},

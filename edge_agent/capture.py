@@ -153,7 +153,9 @@ class LiveCapture:
         packets, drops = struct.unpack("II", raw)
         return packets, drops
 
-    def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
+    def __iter__(self) -> Iterator[tuple[float, int, bytes | None]]:
+        """Frames as they arrive; ``(now, linktype, None)`` after ``poll_s`` of silence so the
+        caller's clock (presence timeouts, stats) keeps running on a quiet channel."""
         recvfrom = self.sock.recvfrom
         linktype = self.linktype
         now = time.time
@@ -161,6 +163,7 @@ class LiveCapture:
             try:
                 data, addr = recvfrom(SNAPLEN)
             except TimeoutError:
+                yield now(), linktype, None
                 continue
             except OSError as exc:
                 raise CaptureError(f"capture on {self.iface!r} failed: {exc.strerror}") from None

@@ -46,9 +46,23 @@ def _load(config: Path) -> EdgeSettings:
 @app.command()
 def run(
     config: Path = CONFIG_OPT,
-    capture: str = typer.Option(
-        ..., "--capture", "-r", help="pcap/pcapng file to replay, or '-' for a pcap stream on stdin"
+    capture: str | None = typer.Option(
+        None,
+        "--capture",
+        "-r",
+        help="pcap/pcapng file to replay, or '-' for a pcap stream on stdin",
     ),
+    iface: str | None = typer.Option(
+        None,
+        "--iface",
+        "-i",
+        help="live capture from this monitor-mode interface (kernel BPF filter)",
+    ),
+    hop: str | None = typer.Option(
+        None,
+        help="live only: channel hop plan, e.g. '1,6,11' (default: stay on the config's channel)",
+    ),
+    dwell: float = typer.Option(0.5, help="live only: seconds per channel when hopping"),
     speed: float = typer.Option(
         0.0, help="replay speed: 0 = as fast as possible, 1 = as recorded, 10 = ten times faster"
     ),
@@ -60,18 +74,37 @@ def run(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
 ) -> None:
-    """Run the detection chain over a capture and publish presence events."""
+    """Run the detection chain live on an interface, or over a capture, and publish presence events."""
     _setup_logging(verbose)
     settings = _load(config)
     from edge_agent.agent import run_capture
+    from edge_agent.capture import CaptureError, ChannelHopper, LiveCapture
     from edge_agent.pcapfile import CaptureFormatError, open_capture
 
+    if (capture is None) == (iface is None):
+        typer.echo("error: give exactly one of --capture or --iface", err=True)
+        raise typer.Exit(2)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    hopper = None
     try:
-        reader = open_capture(capture)
-    except (OSError, CaptureFormatError) as exc:
-        typer.echo(f"error: cannot read capture {capture}: {exc}", err=True)
+        if iface is not None:
+            plan = (
+                [int(c) for c in hop.split(",")]
+                if hop
+                else ([settings.channel] if settings.channel else [])
+            )
+            reader = LiveCapture(iface, stop=stop)
+            if plan:
+                hopper = ChannelHopper(iface, plan, dwell_s=dwell, stop=stop)
+                hopper.start()
+            state, truncated = "up", lambda: False
+            rebase = False
+        else:
+            reader = open_capture(capture or "-")
+            state, truncated = "replay", lambda: reader.truncated
+    except (OSError, CaptureError, CaptureFormatError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     try:
         summary = run_capture(
@@ -81,13 +114,17 @@ def run(
             rebase=rebase,
             drain_timeout_s=drain_timeout,
             stop=stop,
-            is_truncated=lambda: reader.truncated,
+            is_truncated=truncated,
+            iface_state=state,
         )
-    except (ConfigError, RosterError) as exc:
+    except (ConfigError, RosterError, CaptureError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    finally:
+        if hopper:
+            hopper.close()
     typer.echo(json.dumps(summary.__dict__, sort_keys=True))
     if not summary.delivered:
         typer.echo(
@@ -202,7 +239,7 @@ def calibrate(
             start = ts if start is None else start
             last[0] = ts
             try:
-                parsed = frames.parse(linktype, data)
+                parsed = frames.parse(linktype, data) if data is not None else None
             except frames.MalformedFrame:
                 continue
             if parsed is not None:

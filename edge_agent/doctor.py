@@ -119,8 +119,9 @@ def _count_frames(iface: str, seconds: float) -> int:
     cap = LiveCapture(iface, bpf=False, stop=stop, poll_s=0.2)
     n = 0
     deadline = time.monotonic() + seconds
-    for _ in cap:
-        n += 1
+    for _ts, _lt, data in cap:
+        if data is not None:
+            n += 1
         if time.monotonic() > deadline:
             break
     cap.close()

@@ -24,7 +24,9 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     cap = LiveCapture("lo", linktype=frames.LINKTYPE_RADIOTAP, bpf=bpf, poll_s=0.1)
     got: list[bytes] = []
-    t = threading.Thread(target=lambda: [got.append(d) for _, _, d in cap], daemon=True)
+    t = threading.Thread(
+        target=lambda: [got.append(d) for _, _, d in cap if d is not None], daemon=True
+    )
     t.start()
     kinds = {
         "probe": RadioTap(present="dBm_AntSignal", dBm_AntSignal=-61)
