@@ -64,6 +64,7 @@ import enum
 import math
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -294,6 +295,27 @@ class PresenceTracker:
         for sid in expired:
             self._end(sid, self._subjects[sid], Signal.SILENT, out)
         return out
+
+    def tracked(self) -> list[str]:
+        """Subject ids tracked now (e.g. to check them against a new roster)."""
+        return list(self._subjects)
+
+    def forget(self, subjects: Iterable[str]) -> int:
+        """Drop subjects at once, with no event: they left the roster (erasure, consent
+        withdrawn), so nothing more about them may be reported. Returns how many were tracked."""
+        n = 0
+        for sid in subjects:
+            s = self._subjects.pop(sid, None)
+            if s is not None:
+                n += 1
+                if s.last_seen > self._floor:
+                    self._floor = s.last_seen
+        return n
+
+    def reconfigure(self, config: PresenceConfig) -> None:
+        """New thresholds from now on; subjects keep their state and their RSSI window."""
+        self._config = config
+        self._min_gap = config.window_s / config.window_max_frames
 
     def flush(self, now: float) -> list[PresenceEvent]:
         """End of input: a leave for every subject that has arrived; forget everyone."""

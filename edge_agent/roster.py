@@ -24,6 +24,7 @@ import hashlib
 import json
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,14 @@ class Roster:
             memo.clear()  # cheaper than LRU bookkeeping on the hot path; refills in a moment
         memo[mac] = subject
         return subject
+
+    def missing_subjects(self, subjects: Iterable[str]) -> set[str]:
+        """Which of these subject ids this roster does not contain (one pass over the table)."""
+        wanted = {int(sid, 16): sid for sid in subjects}
+        if not wanted:
+            return set()
+        present = {v for v in self._subjects if v in wanted}
+        return {sid for v, sid in wanted.items() if v not in present}
 
     def nbytes(self) -> int:
         """Approximate memory held by the table itself."""
