@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_agent import __version__, frames
 from edge_agent.config import ConfigError, EdgeSettings
@@ -19,6 +20,9 @@ from edge_agent.outbox import Outbox
 from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
 from edge_agent.protocol import PresenceMessage, Rssi, StatsMessage, topic
 from edge_agent.roster import Roster, RosterError, load_roster
+
+if TYPE_CHECKING:
+    from edge_agent.commands import CommandWorker
 
 __all__ = ["Pipeline", "RunSummary", "load_roster_file", "run_capture"]
 
@@ -58,6 +62,30 @@ class Pipeline:
         self.counters = Counters()
         self._next_tick = 0.0
         self._day: int | None = None
+        # Set by the command thread, applied by the frame loop between frames (see tick).
+        self._new_roster: Roster | None = None
+        self._new_presence: PresenceConfig | None = None
+        self.forgotten = 0
+
+    def request_swap(self, roster: Roster) -> None:
+        self._new_roster = roster
+        self._next_tick = 0.0  # apply at the next frame or heartbeat
+
+    def request_reconfigure(self, config: PresenceConfig) -> None:
+        self._new_presence = config
+        self._next_tick = 0.0
+
+    def _apply_pending(self) -> None:
+        roster, self._new_roster = self._new_roster, None
+        if roster is not None:
+            # Subjects that left the roster (erased, consent withdrawn) are forgotten at once,
+            # with no leave: nothing more about them may reach the bridge.
+            gone = roster.missing_subjects(self.tracker.tracked())
+            self.forgotten += self.tracker.forget(gone)
+            self.roster = roster
+        config, self._new_presence = self._new_presence, None
+        if config is not None:
+            self.tracker.reconfigure(config)
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:
         c = self.counters
@@ -88,6 +116,8 @@ class Pipeline:
 
     def tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
+        if self._new_roster is not None or self._new_presence is not None:
+            self._apply_pending()
         day = int(now // 86400)
         if self._day is not None and day != self._day:
             # A new UTC day: forget yesterday's footfall identities with the salt.
@@ -180,40 +210,57 @@ def run_capture(
     ``speed`` 0 replays as fast as possible, 1 as recorded. ``rebase`` shifts capture timestamps
     so the first frame is "now", which makes a replayed capture look live to the bridge.
     """
+    from edge_agent.commands import CommandWorker, RemoteConfig, presence_config
     from edge_agent.uplink import Uplink  # paho is only needed when we actually publish
 
     stop = stop or threading.Event()
-    roster = load_roster_file(settings)
-    p = settings.presence
-    tracker = PresenceTracker(
-        PresenceConfig(
-            enter_dbm=p.enter_dbm,
-            leave_dbm=p.leave_dbm,
-            absence_timeout_s=p.absence_timeout_s,
-            visit_dwell_s=p.visit_dwell_s,
-            window_s=p.window_s,
-            max_subjects=p.max_subjects,
-        )
-    )
+    remote = RemoteConfig(settings)
+    p = remote.presence
+    tracker = PresenceTracker(presence_config(p))
     footfall = Footfall(
         secrets.token_bytes(16), visit_dwell_s=p.visit_dwell_s, near_dbm=p.enter_dbm
     )
     outbox = Outbox(settings.data_dir / "outbox.db", limit=settings.outbox_limit)
-    uplink = Uplink(
-        settings.mqtt, settings.store_id, settings.sensor_id, outbox, lambda: roster.version
-    )
     events_topic = topic(settings.store_id, settings.sensor_id, "events")
     summary = RunSummary()
+    pipe = Pipeline(load_roster_file(settings), tracker, footfall, lambda e: emit(e))
+    started_wall = time.time()
+    started_mono = time.monotonic()
+
+    def status() -> dict[str, object]:
+        return {
+            "agent_version": __version__,
+            "uptime_s": round(time.monotonic() - started_mono, 1),
+            "roster_version": pipe.roster.version,
+            "outbox_depth": outbox.depth(),
+            "frames": pipe.counters.frames,
+        }
+
+    commands = CommandWorker(
+        settings,
+        remote,
+        current_roster=lambda: pipe.roster,
+        swap_roster=pipe.request_swap,
+        reconfigure=pipe.request_reconfigure,
+        reply=lambda name, body: uplink.publish_reply(name, body),
+        status=status,
+    )
+    uplink = Uplink(
+        settings.mqtt,
+        settings.store_id,
+        settings.sensor_id,
+        outbox,
+        lambda: pipe.roster.version,
+        on_command=commands.submit,
+    )
 
     def emit(event: PresenceEvent) -> None:
-        msg = to_message(event, roster.version)
+        msg = to_message(event, pipe.roster.version)
         outbox.add(events_topic, msg.to_json(), msg.event_id)
         summary.events[event.type] = summary.events.get(event.type, 0) + 1
         uplink.kick()
 
-    pipe = Pipeline(roster, tracker, footfall, emit)
-    started_wall = time.time()
-    started_mono = time.monotonic()
+    commands.start()
     uplink.start()
     if not uplink.wait_connected(10.0):
         log.warning(
@@ -224,7 +271,7 @@ def run_capture(
         )
     offset: float | None = None
     first_ts = last_ts = 0.0
-    next_stats = time.monotonic() + settings.stats_interval_s
+    next_stats = time.monotonic() + remote.stats_interval_s
     frames_at_stats = 0
 
     def maybe_stats() -> None:
@@ -232,13 +279,13 @@ def run_capture(
         mono = time.monotonic()
         if mono < next_stats:
             return
-        interval = settings.stats_interval_s + (mono - next_stats)
+        interval = remote.stats_interval_s + (mono - next_stats)
         rate = (pipe.counters.frames - frames_at_stats) / interval
         frames_at_stats = pipe.counters.frames
-        next_stats = mono + settings.stats_interval_s
+        next_stats = mono + remote.stats_interval_s
         uplink.publish_stats(
             _stats(
-                settings, pipe, outbox, roster, footfall, rate, started_mono, last_ts, iface_state
+                settings, pipe, outbox, commands, footfall, rate, started_mono, last_ts, iface_state
             )
         )
 
@@ -272,7 +319,7 @@ def run_capture(
                 settings,
                 pipe,
                 outbox,
-                roster,
+                commands,
                 footfall,
                 0.0,
                 started_mono,
@@ -283,6 +330,7 @@ def run_capture(
         summary.delivered = uplink.wait_drained(drain_timeout_s)
     finally:
         uplink.stop()
+        commands.stop()
         c = pipe.counters
         summary.frames, summary.client, summary.matched = c.frames, c.client, c.matched
         summary.malformed = c.malformed
@@ -299,7 +347,7 @@ def _stats(
     settings: EdgeSettings,
     pipe: Pipeline,
     outbox: Outbox,
-    roster: Roster,
+    commands: CommandWorker,
     footfall: Footfall,
     rate: float,
     started_mono: float,
@@ -318,7 +366,9 @@ def _stats(
         malformed=c.malformed,
         outbox_depth=outbox.depth(),
         dropped=outbox.dropped,
-        roster_version=roster.version,
+        roster_version=pipe.roster.version,
+        roster_refused=commands.roster_refused,
+        bad_fcs=c.bad_fcs,
         channel=settings.channel,
         iface_state=iface_state,
         cpu_temp_c=_cpu_temp_c(),

@@ -129,10 +129,15 @@ class EdgeSettings(PassbySettings):
     roster_public_key: str = Field(description="bridge's Ed25519 roster-signing public key, hex")
     channel: int | None = Field(None, description="Wi-Fi channel of the store AP", ge=1, le=196)
     bridge_url: str | None = Field(
-        None, description="bridge HTTP(S) base URL for roster downloads, e.g. https://bridge.example"
+        None,
+        description="bridge HTTP(S) base URL for roster downloads, e.g. https://bridge.example",
     )
-    api_token: SecretStr | None = Field(None, description="sensor's bridge API token (prefer api_token_file)")
-    api_token_file: Path | None = Field(None, description="file holding the sensor's bridge API token")
+    api_token: SecretStr | None = Field(
+        None, description="sensor's bridge API token (prefer api_token_file)"
+    )
+    api_token_file: Path | None = Field(
+        None, description="file holding the sensor's bridge API token"
+    )
     ca_file: Path | None = Field(None, description="CA bundle for the bridge's HTTPS certificate")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")
     presence: PresenceSettings = Field(default_factory=PresenceSettings, description="presence")

@@ -10,6 +10,12 @@ Topic root: ``passby/v1/{store_id}/{sensor_id}/``
 | ``status``     | up        | 1 / retained | StatusMessage  |
 | ``events``     | up        | 1            | PresenceMessage|
 | ``stats``      | up        | 0            | StatsMessage   |
+| ``cmd/{name}`` | down      | 1            | COMMANDS[name] |
+| ``reply/{name}``| up       | 1            | ReplyMessage   |
+
+Every command carries a ``request_id`` that its reply echoes. Commands: ``ping``, ``roster``
+(a new signed roster exists: version, URL, SHA-256), ``config`` (change presence thresholds or
+the stats interval; validated by the agent, a bad change is refused with the reason).
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ __all__ = [
     "topic",
     "parse_topic",
     "json_schemas",
+    "PingCommand",
+    "RosterCommand",
+    "ConfigCommand",
+    "COMMANDS",
+    "ReplyMessage",
 ]
 
 PROTOCOL_VERSION = 1
@@ -137,6 +148,10 @@ class StatsMessage(_Model):
     outbox_depth: int = Field(description="events waiting for the broker's ack", ge=0)
     dropped: int = Field(description="events dropped because the outbox was full", ge=0)
     roster_version: int = Field(description="roster version loaded", ge=0)
+    roster_refused: int = Field(
+        0, description="roster downloads refused (signature, version...)", ge=0
+    )
+    bad_fcs: int = Field(0, description="frames dropped for a failed FCS since start", ge=0)
     channel: int | None = Field(None, description="Wi-Fi channel the sensor listens on")
     iface_state: str = Field("", description="capture source state, e.g. 'replay', 'up', 'down'")
     cpu_temp_c: float | None = Field(None, description="CPU temperature, Celsius")
@@ -146,13 +161,66 @@ class StatsMessage(_Model):
     )
 
 
+_REQUEST_ID = Field(description="id the reply echoes (hex)", pattern=r"^[0-9a-f]{8,64}$")
+
+
+class PingCommand(_Model):
+    """Are you there? The reply carries uptime, versions and outbox depth."""
+
+    request_id: str = _REQUEST_ID
+    ts: float = Field(0.0, description="when the command was sent, epoch seconds", ge=0)
+
+
+class RosterCommand(_Model):
+    """A new signed roster is available: download it, verify it, swap it in."""
+
+    request_id: str = _REQUEST_ID
+    ts: float = Field(0.0, description="when the command was sent, epoch seconds", ge=0)
+    version: int = Field(description="roster version on offer", ge=1)
+    url: str = Field(description="HTTP(S) URL of the roster file", pattern=r"^https?://")
+    sha256: str = Field(description="SHA-256 of the file, hex", pattern=r"^[0-9a-f]{64}$")
+
+
+class ConfigCommand(_Model):
+    """Change run-time settings. Only the keys below may change remotely."""
+
+    request_id: str = _REQUEST_ID
+    ts: float = Field(0.0, description="when the command was sent, epoch seconds", ge=0)
+    presence: dict[str, float] = Field(
+        default_factory=dict,
+        description="presence settings to change (enter_dbm, leave_dbm, absence_timeout_s, visit_dwell_s, window_s)",
+    )
+    stats_interval_s: float | None = Field(None, description="new stats interval, seconds", gt=0)
+
+
+COMMANDS: dict[str, type[_Model]] = {
+    "ping": PingCommand,
+    "roster": RosterCommand,
+    "config": ConfigCommand,
+}
+
+
+class ReplyMessage(_Model):
+    """The agent's answer to a command, on ``reply/{name}``."""
+
+    request_id: str = Field(description="the command's request_id", pattern=r"^[0-9a-f]{8,64}$|^$")
+    ok: bool = Field(description="whether the command was carried out")
+    detail: str = Field("", description="what happened, or why it was refused", max_length=500)
+    ts: float = Field(description="when the agent answered, epoch seconds", gt=0)
+    data: dict[str, Any] = Field(default_factory=dict, description="command-specific results")
+
+
 def json_schemas() -> dict[str, Any]:
     """JSON Schema of every payload, for third parties."""
-    return {
+    schemas: dict[str, Any] = {
         "events": PresenceMessage.model_json_schema(by_alias=True),
         "status": StatusMessage.model_json_schema(by_alias=True),
         "stats": StatsMessage.model_json_schema(by_alias=True),
+        "reply/{name}": ReplyMessage.model_json_schema(by_alias=True),
     }
+    for name, model in COMMANDS.items():
+        schemas[f"cmd/{name}"] = model.model_json_schema(by_alias=True)
+    return schemas
 
 
 if __name__ == "__main__":  # pragma: no cover - convenience export

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import ssl
 import threading
 import time
@@ -71,11 +72,15 @@ class Uplink:
         sensor_id: str,
         outbox: Outbox,
         roster_version: Callable[[], int] = lambda: 0,
+        on_command: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self.settings = settings
         self.outbox = outbox
         self.status_topic = topic(store_id, sensor_id, "status")
         self.stats_topic = topic(store_id, sensor_id, "stats")
+        self.cmd_prefix = topic(store_id, sensor_id, "cmd/")
+        self.reply_prefix = topic(store_id, sensor_id, "reply/")
+        self._on_command = on_command
         self._roster_version = roster_version
         self._client = make_client(settings, client_id=f"passby-edge-{store_id}-{sensor_id}")
         will = StatusMessage(state="offline", agent_version=__version__).to_json()
@@ -83,6 +88,9 @@ class Uplink:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
+        self._client.on_connect_fail = self._on_connect_fail
+        self._attempt = 0
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         # PUBACKs that beat publish() back to the sender thread (mid -> failed?). paho calls
@@ -103,7 +111,11 @@ class Uplink:
             log.error("broker refused the connection: %s", reason_code)
             return
         self.last_connect_error = None
+        self._attempt = 0
         log.info("connected to broker %s:%s", self.settings.host, self.settings.port)
+        if self._on_command is not None:
+            # Renewed on every connect: a broker that lost our session must not lose our commands.
+            client.subscribe(self.cmd_prefix + "#", qos=1)
         birth = StatusMessage(
             state="online",
             agent_version=__version__,
@@ -122,7 +134,36 @@ class Uplink:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         self._connected.clear()
         if not self._stop.is_set():
-            log.warning("disconnected from broker: %s; will reconnect", reason_code)
+            delay = self._next_delay()
+            log.warning("disconnected from broker: %s; reconnecting in %.1f s", reason_code, delay)
+
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        delay = self._next_delay()
+        log.warning(
+            "cannot reach broker %s:%s; retrying in %.1f s",
+            self.settings.host,
+            self.settings.port,
+            delay,
+        )
+
+    def _next_delay(self) -> float:
+        """Capped exponential backoff with full jitter, so a fleet does not reconnect in step
+        after a broker restart. paho waits ``min_delay`` before its next attempt."""
+        cap = min(self.settings.reconnect_max_s, self.settings.reconnect_min_s * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 30)
+        delay = random.uniform(
+            self.settings.reconnect_min_s, max(cap, self.settings.reconnect_min_s)
+        )
+        self._client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        return delay
+
+    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+        if self._on_command is not None and message.topic.startswith(self.cmd_prefix):
+            self._on_command(message.topic[len(self.cmd_prefix) :], message.payload)
+
+    def publish_reply(self, name: str, payload: str) -> None:
+        """Answer a command on reply/{name} (QoS 1)."""
+        self._publish_untracked(self.reply_prefix + name, payload, qos=1, retain=False)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:

@@ -72,5 +72,5 @@ def test_event_rejects(field: str, value: object) -> None:
 
 def test_json_schema_export() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"events", "status", "stats"}
+    assert {"events", "status", "stats", "reply/{name}", "cmd/ping", "cmd/roster", "cmd/config"} == set(schemas)
     assert "subject" in schemas["events"]["properties"]
