@@ -50,6 +50,11 @@ class BridgeSettings(PassbySettings):
     policy: PolicySettings = Field(default_factory=PolicySettings, description="offer policy")
     web: WebSettings = Field(default_factory=WebSettings, description="console and API")
     workers: int = Field(1, description="decision worker threads", ge=1, le=64)
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="base URL sensors use to reach this bridge's API (roster downloads, pairing)",
+        pattern=r"^https?://",
+    )
 
     def database_path(self) -> Path:
         return self.database or self.data_dir / "bridge.db"

@@ -72,7 +72,9 @@ class BridgeService:
         )
         self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
         self.web = (
-            WebServer(create_app(self.store), settings.web.host, settings.web.port) if web else None
+            WebServer(create_app(self.store, settings), settings.web.host, settings.web.port)
+            if web
+            else None
         )
 
     def start(self) -> None:

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from cloud_bridge import __version__
+from cloud_bridge.config import BridgeSettings
 from cloud_bridge.decide import REASONS
 from cloud_bridge.store import BridgeStore
 
@@ -62,8 +63,12 @@ def overview(store: BridgeStore, limit: int = 50) -> dict[str, Any]:
     }
 
 
-def create_app(store: BridgeStore) -> FastAPI:
+def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
     app = FastAPI(title="passby console", version=__version__)
+    if settings is not None:
+        from cloud_bridge.roster_api import roster_router
+
+        app.include_router(roster_router(store, settings))
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
