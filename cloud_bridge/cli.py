@@ -118,6 +118,143 @@ def roster_build(
     typer.echo(f"roster v{version} for {store_id}: {out} ({len(data)} bytes)")
 
 
+@roster_app.command("publish")
+def roster_publish(
+    store_id: str = typer.Option(..., "--store", help="store id"),
+    config: Path | None = CONFIG_OPT,
+    timeout: float = typer.Option(15.0, help="seconds to wait for the sensors' replies"),
+) -> None:
+    """Build the next roster version, serve it for download and announce it to the store's sensors."""
+    settings = _load(config)
+    from cloud_bridge.commands import CommandError
+    from cloud_bridge.keys import BridgeKeys
+    from cloud_bridge.roster_delivery import publish_roster
+    from cloud_bridge.rosters import RosterBuildError
+    from cloud_bridge.store import BridgeStore
+
+    try:
+        pub = publish_roster(
+            settings,
+            BridgeStore(settings.database_path()),
+            BridgeKeys(settings.data_dir),
+            store_id,
+            timeout=timeout,
+        )
+    except (RosterBuildError, CommandError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"roster v{pub.version} for {store_id}: {pub.size} bytes, sha256 {pub.sha256[:16]}..., {pub.url}"
+    )
+    _print_outcomes(pub.outcomes)
+    if any(o.reply is None or not o.reply.ok for o in pub.outcomes):
+        raise typer.Exit(1)
+
+
+def _print_outcomes(outcomes: list) -> None:  # type: ignore[type-arg]
+    for o in outcomes:
+        if o.reply is None:
+            typer.echo(f"  {o.store_id}/{o.sensor_id}: no reply (offline?)")
+        else:
+            extra = f" {o.reply.data}" if o.reply.data else ""
+            typer.echo(
+                f"  {o.store_id}/{o.sensor_id}: {'ok' if o.reply.ok else 'REFUSED'}: {o.reply.detail}{extra}"
+            )
+
+
+cmd_app = typer.Typer(
+    help="Send a command to sensors over MQTT and show their replies.", no_args_is_help=True
+)
+app.add_typer(cmd_app, name="cmd")
+
+
+def _targets(
+    store_id: str, sensor_id: str | None, settings: BridgeSettings
+) -> list[tuple[str, str]]:
+    if sensor_id:
+        return [(store_id, sensor_id)]
+    from cloud_bridge.store import BridgeStore
+
+    rows = BridgeStore(settings.database_path()).query(
+        "SELECT store_id, sensor_id FROM sensors WHERE store_id=?", [store_id]
+    )
+    return [(r["store_id"], r["sensor_id"]) for r in rows]
+
+
+@cmd_app.command("ping")
+def cmd_ping(
+    store_id: str = typer.Option(..., "--store", help="store id"),
+    sensor_id: str | None = typer.Option(
+        None, "--sensor", help="one sensor (default: every sensor of the store)"
+    ),
+    config: Path | None = CONFIG_OPT,
+    timeout: float = typer.Option(10.0, help="seconds to wait for replies"),
+) -> None:
+    """Ask sensors if they are alive; prints uptime, versions and outbox depth."""
+    settings = _load(config)
+    from cloud_bridge.commands import CommandError, send_commands
+
+    try:
+        outcomes = send_commands(
+            settings.mqtt, "ping", _targets(store_id, sensor_id, settings), {}, timeout
+        )
+    except CommandError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print_outcomes(outcomes)
+    if not outcomes or any(o.reply is None for o in outcomes):
+        raise typer.Exit(1)
+
+
+@cmd_app.command("config")
+def cmd_config(
+    store_id: str = typer.Option(..., "--store", help="store id"),
+    sensor_id: str | None = typer.Option(
+        None, "--sensor", help="one sensor (default: every sensor of the store)"
+    ),
+    set_: list[str] = typer.Option(
+        ..., "--set", help="presence.enter_dbm=-65, presence.leave_dbm=-78, stats_interval_s=30 ..."
+    ),
+    config: Path | None = CONFIG_OPT,
+    timeout: float = typer.Option(10.0, help="seconds to wait for replies"),
+) -> None:
+    """Change sensors' presence thresholds or stats interval; a bad change is refused by the sensor."""
+    settings = _load(config)
+    from cloud_bridge.commands import CommandError, send_commands
+
+    body: dict = {"presence": {}}  # type: ignore[type-arg]
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            typer.echo(f"error: --set {item!r} is not KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        try:
+            number = float(value)
+        except ValueError:
+            typer.echo(f"error: --set {item!r}: {value!r} is not a number", err=True)
+            raise typer.Exit(2) from None
+        if key.startswith("presence."):
+            body["presence"][key.removeprefix("presence.")] = number
+        elif key == "stats_interval_s":
+            body["stats_interval_s"] = number
+        else:
+            typer.echo(
+                f"error: {key!r} cannot be changed remotely (presence.* or stats_interval_s)",
+                err=True,
+            )
+            raise typer.Exit(2)
+    try:
+        outcomes = send_commands(
+            settings.mqtt, "config", _targets(store_id, sensor_id, settings), body, timeout
+        )
+    except CommandError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    _print_outcomes(outcomes)
+    if not outcomes or any(o.reply is None or not o.reply.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
 @roster_app.command("public-key")
 def roster_public_key(config: Path | None = CONFIG_OPT) -> None:
     """Print the roster-signing public key (hex) that sensors verify rosters with."""
