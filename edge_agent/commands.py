@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 REMOTE_CONFIG = "remote-config.json"  # accepted remote changes, re-applied at start
 MAX_ROSTER_BYTES = 256 << 20
+# Presence settings a bridge may change remotely (memory bounds stay local).
+REMOTE_PRESENCE_KEYS = frozenset(
+    {"enter_dbm", "leave_dbm", "absence_timeout_s", "visit_dwell_s", "window_s"}
+)
 
 
 def presence_config(p: PresenceSettings) -> PresenceConfig:
@@ -82,8 +86,7 @@ class RemoteConfig:
 
     def apply(self, presence: dict[str, Any], stats_interval_s: float | None) -> None:
         """Validate and adopt; raises ValueError with the reason (the old values are kept)."""
-        allowed = {"enter_dbm", "leave_dbm", "absence_timeout_s", "visit_dwell_s", "window_s"}
-        unknown = set(presence) - allowed
+        unknown = set(presence) - REMOTE_PRESENCE_KEYS
         if unknown:
             raise ValueError(f"presence settings {sorted(unknown)} cannot be changed remotely")
         merged = {**self.presence.model_dump(), **presence}
@@ -106,7 +109,10 @@ class RemoteConfig:
             self.stats_interval_s = float(stats_interval_s)
 
     def save(self) -> None:
-        body = {"presence": self.presence.model_dump(), "stats_interval_s": self.stats_interval_s}
+        presence = {
+            k: v for k, v in self.presence.model_dump().items() if k in REMOTE_PRESENCE_KEYS
+        }
+        body = {"presence": presence, "stats_interval_s": self.stats_interval_s}
         write_atomic(self.path, json.dumps(body, indent=2).encode())
 
 
