@@ -8,17 +8,21 @@ statements with unique keys or ``BEGIN IMMEDIATE`` transactions.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from cloud_bridge.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.decide import Campaign, Customer, StoreInfo
+from edge_agent.frames import parse_mac
 
 __all__ = ["BridgeStore", "MIGRATIONS"]
 
@@ -83,7 +87,77 @@ MIGRATIONS: list[str] = [
         sender TEXT NOT NULL, body TEXT NOT NULL, ts REAL NOT NULL
     );
     """,
+    # 2: enrolment and consent proof, MACs encrypted at rest, CRM segments, erasure.
+    # The Python step _encrypt_v1_devices moves plaintext MACs of devices_v1 into devices.
+    """
+    ALTER TABLE devices RENAME TO devices_v1;
+    CREATE TABLE devices (
+        id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id),
+        mac_hmac TEXT NOT NULL, mac_enc BLOB NOT NULL, first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL, expires REAL, source TEXT NOT NULL DEFAULT 'import',
+        store_id TEXT, UNIQUE (customer_id, mac_hmac)
+    );
+    CREATE INDEX devices_mac ON devices(mac_hmac);
+    ALTER TABLE customers ADD COLUMN first_purchase TEXT;
+    ALTER TABLE customers ADD COLUMN visits INTEGER;
+    ALTER TABLE customers ADD COLUMN loyalty_tier TEXT;
+    ALTER TABLE customers ADD COLUMN source TEXT;
+    ALTER TABLE customers ADD COLUMN erased REAL;
+    CREATE INDEX customers_phone ON customers(phone);
+    CREATE TABLE enrolments (
+        id TEXT PRIMARY KEY, store_id TEXT NOT NULL, phone TEXT NOT NULL,
+        phone_hmac TEXT NOT NULL, name TEXT NOT NULL, crm_id TEXT, language TEXT NOT NULL,
+        consent_sms INTEGER NOT NULL, consent_recognition INTEGER NOT NULL,
+        text_version TEXT NOT NULL, text_sha256 TEXT NOT NULL, mac_hmac TEXT, mac_enc BLOB,
+        source TEXT NOT NULL, ip TEXT, user_agent TEXT, code_hash TEXT, code_message_id TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, created REAL NOT NULL,
+        expires REAL NOT NULL, confirmed REAL, customer_id INTEGER
+    );
+    CREATE INDEX enrolments_phone ON enrolments(phone_hmac, created);
+    CREATE INDEX enrolments_ip ON enrolments(ip, created);
+    CREATE TABLE suppressions (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, hmac TEXT NOT NULL, reason TEXT NOT NULL,
+        ts REAL NOT NULL, UNIQUE (kind, hmac)
+    );
+    CREATE TABLE bridge_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
 ]
+
+
+def _encrypt_v1_devices(store: BridgeStore) -> None:
+    """Migration 2: move plaintext MACs of the first schema into encrypted rows, then drop them."""
+    db = store.db
+    rows = db.execute(
+        "SELECT customer_id, mac, first_seen, last_seen, expires FROM devices_v1"
+    ).fetchall()
+    if rows:
+        cipher = store.cipher
+        for customer_id, mac, first_seen, last_seen, expires in rows:
+            raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
+            db.execute(
+                "INSERT OR IGNORE INTO devices(customer_id, mac_hmac, mac_enc, first_seen, "
+                "last_seen, expires, source) VALUES (?,?,?,?,?,?,'import')",
+                [
+                    customer_id,
+                    cipher.mac_lookup(raw),
+                    cipher.encrypt_mac(raw),
+                    first_seen,
+                    last_seen,
+                    expires,
+                ],
+            )
+    db.execute("DROP TABLE devices_v1")
+
+
+# Python steps that run inside a migration's transaction, after its SQL.
+_MIGRATION_STEPS: dict[int, Callable[[BridgeStore], None]] = {2: _encrypt_v1_devices}
+
+SEGMENT_FIELDS = ("first_purchase", "visits", "loyalty_tier")
+
+
+def _mac_text(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
 
 # Sends in these states count against caps (a failed send never reached the customer).
 CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
@@ -92,18 +166,24 @@ CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
 class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, data_key: bytes | None = None) -> None:
+        """``data_key`` encrypts MACs at rest; by default ``PASSBY_DATA_KEY`` or the key file in
+        ``keys/`` next to the database (the bridge's data_dir), created on first use."""
         self.path = Path(path)
-        if str(path) != ":memory:":
+        self._memory = str(path) == ":memory:"
+        if not self._memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             str(path), check_same_thread=False, isolation_level=None, timeout=30.0
         )
         self.db = sqlite_utils.Database(conn)
-        if str(path) != ":memory:":
+        if not self._memory:
             self.db.enable_wal()
         self.db.execute("PRAGMA foreign_keys=ON")
         self._lock = threading.RLock()
+        self._depth = 0
+        self._data_key = data_key
+        self._cipher: DataCipher | None = None
         self.migrate()
 
     # plumbing -----------------------------------------------------------------------------
@@ -117,11 +197,13 @@ class BridgeStore:
             for number, sql in enumerate(MIGRATIONS, start=1):
                 if number in done:
                     continue
-                with self.db.conn:
-                    self.db.execute("BEGIN IMMEDIATE")
+                with self.transaction():
                     for statement in sql.split(";"):
                         if statement.strip():
                             self.db.execute(statement)
+                    step = _MIGRATION_STEPS.get(number)
+                    if step is not None:
+                        step(self)
                     self.db.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?)", [number, time.time()]
                     )
@@ -129,10 +211,62 @@ class BridgeStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """An exclusive write transaction (serialises writers across threads and processes)."""
-        with self._lock, self.db.conn:
-            self.db.execute("BEGIN IMMEDIATE")
-            yield self.db
+        """An exclusive write transaction (serialises writers across threads and processes).
+
+        Nested use joins the outer transaction through a savepoint, so store methods that write
+        can be composed into one atomic unit (e.g. a whole CRM import)."""
+        with self._lock:
+            if self._depth:
+                name = f"sp{self._depth}"
+                self.db.execute(f"SAVEPOINT {name}")
+                self._depth += 1
+                try:
+                    yield self.db
+                except BaseException:
+                    self.db.execute(f"ROLLBACK TO {name}")
+                    self.db.execute(f"RELEASE {name}")
+                    raise
+                else:
+                    self.db.execute(f"RELEASE {name}")
+                finally:
+                    self._depth -= 1
+                return
+            with self.db.conn:
+                self.db.execute("BEGIN IMMEDIATE")
+                self._depth = 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth = 0
+
+    @property
+    def cipher(self) -> DataCipher:
+        """The MAC cipher, checked against the key id recorded when the database first used one."""
+        with self._lock:
+            if self._cipher is None:
+                key = self._data_key
+                if key is None:
+                    if self._memory and not os.environ.get(ENV_VAR):
+                        key = secrets.token_bytes(32)  # nothing outlives an in-memory db
+                    else:
+                        key = load_data_key(self.path.parent / "keys")
+                cipher = DataCipher(key)
+                with self.transaction() as db:
+                    row = db.execute(
+                        "SELECT value FROM bridge_meta WHERE name='data_key_id'"
+                    ).fetchone()
+                    if row is None:
+                        db.execute(
+                            "INSERT INTO bridge_meta(name, value) VALUES ('data_key_id', ?)",
+                            [cipher.key_id],
+                        )
+                    elif row[0] != cipher.key_id:
+                        raise DataKeyError(
+                            f"{self.path}: data key {cipher.key_id} is not the key this "
+                            f"database was written with ({row[0]}); check {ENV_VAR} or keys/{KEY_FILE}"
+                        )
+                self._cipher = cipher
+            return self._cipher
 
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -170,25 +304,105 @@ class BridgeStore:
         phone: str,
         favourite_product: str | None,
         now: float,
+        segments: dict[str, Any] | None = None,
+        source: str | None = None,
     ) -> int:
+        """Insert or update a customer by CRM id; ``segments`` may set first_purchase, visits,
+        loyalty_tier (absent keys keep their value)."""
+        seg = {k: v for k, v in (segments or {}).items() if k in SEGMENT_FIELDS}
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO customers(crm_id, subject, name, phone, favourite_product, created) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(crm_id) DO UPDATE SET name=excluded.name, "
-                "phone=excluded.phone, favourite_product=excluded.favourite_product",
-                [crm_id, subject, name, phone, favourite_product, now],
+                "INSERT INTO customers(crm_id, subject, name, phone, favourite_product, created, "
+                "source) VALUES (?,?,?,?,?,?,?) ON CONFLICT(crm_id) DO UPDATE SET "
+                "name=excluded.name, phone=excluded.phone, "
+                "favourite_product=excluded.favourite_product",
+                [crm_id, subject, name, phone, favourite_product, now, source],
             )
             row = db.execute("SELECT id FROM customers WHERE crm_id=?", [crm_id]).fetchone()
+            if seg:
+                db.execute(
+                    f"UPDATE customers SET {', '.join(f'{k}=?' for k in seg)} WHERE id=?",
+                    [*seg.values(), row[0]],
+                )
             return int(row[0])
 
-    def add_device(self, customer_id: int, mac: str, now: float, expires: float | None) -> None:
+    def customer_row(self, crm_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM customers WHERE crm_id=? AND erased IS NULL", [crm_id])
+        return rows[0] if rows else None
+
+    def customers_by_phone(self, phone: str) -> list[dict[str, Any]]:
+        """Live customers with this E.164 number, oldest first."""
+        if not phone:
+            return []
+        return self.query(
+            "SELECT * FROM customers WHERE phone=? AND erased IS NULL ORDER BY id", [phone]
+        )
+
+    def set_crm_id(self, customer_id: int, crm_id: str) -> None:
+        """Adopt a CRM id for a customer first known from the portal (the subject stays)."""
         with self.transaction() as db:
-            db.execute(
-                "INSERT INTO devices(customer_id, mac, first_seen, last_seen, expires) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(customer_id, mac) DO UPDATE SET "
-                "last_seen=excluded.last_seen, expires=excluded.expires",
-                [customer_id, mac.lower(), now, now, expires],
+            db.execute("UPDATE customers SET crm_id=? WHERE id=?", [crm_id, customer_id])
+
+    def add_device(
+        self,
+        customer_id: int,
+        mac: str | bytes,
+        now: float,
+        expires: float | None,
+        *,
+        source: str = "import",
+        store_id: str | None = None,
+        refresh: bool = True,
+        take_over: bool = False,
+    ) -> bool:
+        """Enrol a MAC (stored encrypted, found by keyed hash). True if the row is new.
+
+        ``refresh`` updates last_seen and expiry of a known device (portal logins); an import
+        leaves it alone so re-importing changes nothing. ``take_over`` moves the MAC away from
+        any other customer (a confirmed enrolment is the newest word on whose phone it is)."""
+        raw = parse_mac(mac) if isinstance(mac, str) else bytes(mac)
+        cipher = self.cipher
+        lookup = cipher.mac_lookup(raw)
+        with self.transaction() as db:
+            if take_over:
+                db.execute(
+                    "DELETE FROM devices WHERE mac_hmac=? AND customer_id<>?",
+                    [lookup, customer_id],
+                )
+            cur = db.execute(
+                "INSERT OR IGNORE INTO devices(customer_id, mac_hmac, mac_enc, first_seen, "
+                "last_seen, expires, source, store_id) VALUES (?,?,?,?,?,?,?,?)",
+                [customer_id, lookup, cipher.encrypt_mac(raw), now, now, expires, source, store_id],
             )
+            if cur.rowcount == 1:
+                return True
+            if refresh:
+                db.execute(
+                    "UPDATE devices SET last_seen=?, expires=? WHERE customer_id=? AND mac_hmac=?",
+                    [now, expires, customer_id, lookup],
+                )
+            return False
+
+    def device_owners(self, mac: bytes) -> list[int]:
+        """Ids of live customers who enrolled this MAC."""
+        rows = self.query(
+            "SELECT d.customer_id FROM devices d JOIN customers c ON c.id=d.customer_id "
+            "WHERE d.mac_hmac=? AND c.erased IS NULL",
+            [self.cipher.mac_lookup(mac)],
+        )
+        return [r["customer_id"] for r in rows]
+
+    def devices_of(self, customer_id: int) -> list[dict[str, Any]]:
+        """A customer's devices with the MAC decrypted (``mac`` as aa:bb:..)."""
+        rows = self.query(
+            "SELECT id, mac_enc, first_seen, last_seen, expires, source, store_id FROM devices "
+            "WHERE customer_id=? ORDER BY id",
+            [customer_id],
+        )
+        cipher = self.cipher
+        for r in rows:
+            r["mac"] = _mac_text(cipher.decrypt_mac(r.pop("mac_enc")))
+        return rows
 
     def record_consent(
         self,
@@ -203,8 +417,127 @@ class BridgeStore:
             db.execute(
                 "INSERT INTO consents(customer_id, kind, status, text_version, proof, ts) "
                 "VALUES (?,?,?,?,?,?)",
-                [customer_id, kind, status, text_version, json.dumps(proof or {}), now],
+                [
+                    customer_id,
+                    kind,
+                    status,
+                    text_version,
+                    json.dumps(proof or {}, ensure_ascii=False, sort_keys=True),
+                    now,
+                ],
             )
+
+    def latest_consents(self, customer_id: int) -> dict[str, str]:
+        """kind -> latest status of a customer's consents."""
+        rows = self.query(
+            "SELECT kind, status FROM consents WHERE customer_id=? ORDER BY ts, id", [customer_id]
+        )
+        return {r["kind"]: r["status"] for r in rows}
+
+    def consents_of(self, customer_id: int) -> list[dict[str, Any]]:
+        rows = self.query(
+            "SELECT kind, status, text_version, proof, ts FROM consents WHERE customer_id=? "
+            "ORDER BY ts, id",
+            [customer_id],
+        )
+        for r in rows:
+            r["proof"] = json.loads(r["proof"] or "{}")
+        return rows
+
+    # suppression and erasure --------------------------------------------------------------
+    def suppression(self, kind: str, hmac_hex: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM suppressions WHERE kind=? AND hmac=?", [kind, hmac_hex])
+        return rows[0] if rows else None
+
+    def clear_suppression(self, kind: str, hmac_hex: str) -> int:
+        with self.transaction() as db:
+            return db.execute(
+                "DELETE FROM suppressions WHERE kind=? AND hmac=?", [kind, hmac_hex]
+            ).rowcount
+
+    def erase_customer(self, customer_id: int, now: float) -> None:
+        """Remove a customer's phone, name, MACs, segments, consents and message texts; keep a
+        suppression entry (keyed hashes of phone and CRM id) and an anonymous row so past
+        decisions and sends still add up."""
+        cipher = self.cipher
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT crm_id, phone FROM customers WHERE id=?", [customer_id]
+            ).fetchone()
+            if row is None:
+                return
+            crm_id, phone = row
+            for kind, value in (("crm", crm_id), ("phone", phone)):
+                if value:
+                    db.execute(
+                        "INSERT INTO suppressions(kind, hmac, reason, ts) VALUES (?,?,?,?) "
+                        "ON CONFLICT(kind, hmac) DO UPDATE SET ts=excluded.ts",
+                        [kind, cipher.lookup(kind, value), "erased", now],
+                    )
+            db.execute("DELETE FROM devices WHERE customer_id=?", [customer_id])
+            db.execute("DELETE FROM consents WHERE customer_id=?", [customer_id])
+            tomb = f"erased:{customer_id}"
+            db.execute(
+                "UPDATE customers SET crm_id=?, subject=?, name='', phone='', "
+                "favourite_product=NULL, first_purchase=NULL, visits=NULL, loyalty_tier=NULL, "
+                "erased=? WHERE id=?",
+                [tomb, tomb, now, customer_id],
+            )
+            db.execute("UPDATE sends SET body='[erased]' WHERE customer_id=?", [customer_id])
+            if phone:
+                db.execute(
+                    "UPDATE sandbox_messages SET to_phone='', body='[erased]' WHERE to_phone=?",
+                    [phone],
+                )
+                db.execute(
+                    "UPDATE enrolments SET phone='', name='', crm_id=NULL, mac_hmac=NULL, "
+                    "mac_enc=NULL, ip=NULL, user_agent=NULL, code_hash=NULL, "
+                    "status=CASE WHEN status='pending' THEN 'erased' ELSE status END "
+                    "WHERE phone_hmac=? OR customer_id=?",
+                    [cipher.lookup("phone", phone), customer_id],
+                )
+
+    # enrolments ---------------------------------------------------------------------------
+    def insert_enrolment(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db["enrolments"].insert(row)
+
+    def enrolment(self, enrolment_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM enrolments WHERE id=?", [enrolment_id])
+        return rows[0] if rows else None
+
+    def update_enrolment(self, enrolment_id: str, **fields: Any) -> None:
+        with self.transaction() as db:
+            db.execute(
+                f"UPDATE enrolments SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                [*fields.values(), enrolment_id],
+            )
+
+    def count_enrolments(
+        self, since: float, phone_hmac: str | None = None, ip: str | None = None
+    ) -> int:
+        """Enrolments started since ``since`` for a phone (keyed hash) or from an IP."""
+        if phone_hmac is not None:
+            sql, arg = "phone_hmac=?", phone_hmac
+        elif ip is not None:
+            sql, arg = "ip=?", ip
+        else:
+            raise ValueError("count_enrolments needs phone_hmac or ip")
+        return int(
+            self.query(
+                f"SELECT count(*) AS n FROM enrolments WHERE {sql} AND created>=?", [arg, since]
+            )[0]["n"]
+        )
+
+    def expire_enrolments(self, now: float) -> int:
+        """Finish enrolments past their expiry and drop the phone, name and device they held."""
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE enrolments SET status=CASE WHEN status='pending' THEN 'expired' "
+                "ELSE status END, phone='', name='', mac_hmac=NULL, mac_enc=NULL, code_hash=NULL "
+                "WHERE expires<? AND phone<>''",
+                [now],
+            ).rowcount
 
     def upsert_campaign(self, row: dict[str, Any]) -> None:
         row = dict(row)
@@ -252,22 +585,31 @@ class BridgeStore:
         )
 
     def roster_entries(self, now: float) -> list[tuple[str, str]]:
-        """(mac, subject) of every unexpired device whose owner consented to recognition."""
-        rows = self.query(
-            "SELECT d.mac, c.subject, c.id FROM devices d JOIN customers c ON c.id=d.customer_id "
-            "WHERE d.expires IS NULL OR d.expires > ?",
-            [now],
-        )
-        out = []
-        for r in rows:
-            latest = self.query(
-                "SELECT status FROM consents WHERE customer_id=? AND kind='recognition' "
-                "ORDER BY ts DESC, id DESC LIMIT 1",
-                [r["id"]],
+        """(mac, subject) of every unexpired device whose owner consented to recognition.
+
+        MACs are decrypted here, in memory, for the roster builder; a MAC claimed by two
+        customers goes to the one who used it last."""
+        with self._lock:
+            cur = self.db.execute(
+                "SELECT d.mac_hmac, d.mac_enc, c.subject FROM devices d "
+                "JOIN customers c ON c.id=d.customer_id "
+                "WHERE (d.expires IS NULL OR d.expires > ?) AND c.erased IS NULL AND ("
+                "SELECT k.status FROM consents k WHERE k.customer_id=d.customer_id "
+                "AND k.kind='recognition' ORDER BY k.ts DESC, k.id DESC LIMIT 1) = 'active' "
+                "ORDER BY d.last_seen, d.id",
+                [now],
             )
-            if latest and latest[0]["status"] == "active":
-                out.append((r["mac"], r["subject"]))
-        return out
+            latest = {lookup: (enc, subject) for lookup, enc, subject in cur}
+        decrypt = self.cipher.decrypt_mac
+        return [(_mac_text(decrypt(enc)), subject) for enc, subject in latest.values()]
+
+    def site_key(self, store_id: str) -> str | None:
+        rows = self.query("SELECT site_key FROM stores WHERE id=?", [store_id])
+        return rows[0]["site_key"] if rows else None
+
+    def set_site_key(self, store_id: str, site_key_hex: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE stores SET site_key=? WHERE id=?", [site_key_hex, store_id])
 
     def bump_roster_version(self, store_id: str) -> int:
         with self.transaction() as db:
