@@ -7,6 +7,7 @@ import threading
 import time
 
 from cloud_bridge.decide import Event, Policy, Send, decide
+from cloud_bridge.deliver import Deliverer
 from cloud_bridge.providers import Provider
 from cloud_bridge.store import BridgeStore
 
@@ -21,6 +22,7 @@ class DecisionWorker:
     def __init__(self, store: BridgeStore, provider: Provider, policy: Policy = Policy()) -> None:
         self.store = store
         self.provider = provider
+        self.deliverer = Deliverer(store, provider)
         self.policy = policy
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -80,9 +82,7 @@ class DecisionWorker:
         if send_id is None:
             log.info("event %s: skip (%s at reservation)", event.event_id, reason)
             return
-        self.store.update_send(send_id, "sending")
-        result = self.provider.send(customer.phone, outcome.sender, outcome.text)
-        self.store.update_send(send_id, result.status, result.provider_id, result.error)
+        result = self.deliverer.deliver(send_id, customer.phone, outcome.sender, outcome.text)
         log.info("event %s: send %s -> %s", event.event_id, send_id, result.status)
 
     # thread -------------------------------------------------------------------------------
