@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from cloud_bridge.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
+    PROTOCOL_VERSION,
     TOPIC_ROOT,
     PresenceMessage,
     StatsMessage,
@@ -92,11 +93,22 @@ def handle_message(
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
+            state = status.state
+            if status.protocol != PROTOCOL_VERSION:
+                # Refuse the peer loudly: its events would not be understood.
+                state = "incompatible"
+                log.error(
+                    "sensor %s/%s speaks protocol v%s, this bridge speaks v%s: upgrade one of them",
+                    store_id,
+                    sensor_id,
+                    status.protocol,
+                    PROTOCOL_VERSION,
+                )
             store.sensor_seen(
                 store_id,
                 sensor_id,
                 now,
-                state=status.state,
+                state=state,
                 agent_version=status.agent_version,
                 roster_version=status.roster_version,
             )

@@ -143,3 +143,17 @@ def test_roster_only_has_consenting_devices(bridge) -> None:
     macs = {m for m, _ in store.roster_entries(time.time())}
     assert "3a:e0:91:6d:2f:55" not in macs  # Dmitri
     assert {"da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3", "ae:44:02:9b:10:c4"} <= macs
+
+
+def test_incompatible_protocol_marks_sensor(bridge) -> None:
+    store, _ = bridge
+    c = IngestCounters()
+    status = json.dumps(
+        {"state": "online", "agent_version": "9.0", "protocol": 2, "ts": time.time()}
+    )
+    assert (
+        handle_message(store, "passby/v1/main-st/door-9/status", status.encode(), time.time(), c)
+        == "status"
+    )
+    row = store.query("SELECT state FROM sensors WHERE sensor_id='door-9'")[0]
+    assert row["state"] == "incompatible"
