@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings
 
@@ -14,6 +14,7 @@ __all__ = [
     "ProviderSettings",
     "PolicySettings",
     "WebSettings",
+    "EnrolSettings",
     "ConfigError",
     "load_settings",
 ]
@@ -40,6 +41,37 @@ class WebSettings(_Section):
     port: int = Field(8080, description="console/API port (0 = pick a free one)", ge=0, le=65535)
 
 
+class EnrolSettings(_Section):
+    portal_mac_param: str | None = Field(
+        None,
+        description="extra captive-portal redirect parameter carrying the client MAC, besides "
+        "UniFi 'id', openNDS 'clientmac', Meraki 'client_mac' and Aruba 'mac'",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$",
+    )
+    consent_version: str = Field(
+        "v1",
+        description="consent text version new enrolments read (cloud_bridge/consent_texts/)",
+        pattern=r"^v\d+$",
+    )
+    device_ttl_days: float = Field(
+        90.0, description="an enrolled MAC expires this long after its last portal login", gt=0
+    )
+    code_ttl_s: float = Field(600.0, description="an SMS code is valid this long, seconds", gt=0)
+    code_attempts: int = Field(5, description="wrong codes allowed before the code dies", ge=1)
+    codes_per_phone_per_hour: int = Field(
+        3, description="codes sent to one phone number per hour", ge=1
+    )
+    enrolments_per_ip_per_hour: int = Field(
+        30,
+        description="enrolments started from one IP per hour (a store's guests share one IP)",
+        ge=1,
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="bearer token for the customer admin API (erasure); unset: the API refuses",
+    )
+
+
 class BridgeSettings(PassbySettings):
     """Everything the cloud bridge needs to run."""
 
@@ -56,5 +88,34 @@ class BridgeSettings(PassbySettings):
         pattern=r"^https?://",
     )
 
+    enrol: EnrolSettings = Field(
+        default_factory=EnrolSettings, description="enrolment page, consent codes, devices"
+    )
+    data_key: SecretStr | None = Field(
+        None,
+        description="64 hex digits encrypting MACs at rest (env PASSBY_DATA_KEY); "
+        "default: data_dir/keys/data.key, created with mode 0600 on first use",
+    )
+
+    @field_validator("data_key")
+    @classmethod
+    def _data_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            try:
+                ok = len(bytes.fromhex(v.get_secret_value().strip())) == 32
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError("must be 64 hex digits (32 bytes)")
+        return v
+
     def database_path(self) -> Path:
         return self.database or self.data_dir / "bridge.db"
+
+    def data_key_bytes(self) -> bytes:
+        """The data key: this setting (or PASSBY_DATA_KEY), else the key file under data_dir."""
+        from cloud_bridge.datakey import load_data_key
+
+        if self.data_key is not None:
+            return bytes.fromhex(self.data_key.get_secret_value().strip())
+        return load_data_key(self.data_dir / "keys", env={})
