@@ -63,6 +63,10 @@ def run(
         help="live only: channel hop plan, e.g. '1,6,11' (default: stay on the config's channel)",
     ),
     dwell: float = typer.Option(0.5, help="live only: seconds per channel when hopping"),
+    linktype: int | None = typer.Option(
+        None,
+        help="live only: override the interface's link type (127 radiotap; for unusual drivers and tests)",
+    ),
     speed: float = typer.Option(
         0.0, help="replay speed: 0 = as fast as possible, 1 = as recorded, 10 = ten times faster"
     ),
@@ -94,7 +98,7 @@ def run(
                 if hop
                 else ([settings.channel] if settings.channel else [])
             )
-            reader = LiveCapture(iface, stop=stop)
+            reader = LiveCapture(iface, linktype=linktype, stop=stop)
             if plan:
                 hopper = ChannelHopper(iface, plan, dwell_s=dwell, stop=stop)
                 hopper.start()

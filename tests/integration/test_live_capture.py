@@ -80,3 +80,27 @@ def test_channel_hopper_runs_iw_plan() -> None:
     assert hop.errors >= 1
     with pytest.raises(ValueError):
         ChannelHopper("wlan1", [15])
+
+
+def test_live_chain_in_netns(netns: str) -> None:
+    """The agent on a live interface (kernel BPF) publishes arrive then leave through Mosquitto;
+    the stranger's frames and the AP's beacons produce nothing."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, str(PROBE.parent / "live_chain.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["rc"] == 0, res["stderr"]
+    assert [e["type"] for e in res["events"]] == ["arrive", "leave"], res
+    assert {e["subject"] for e in res["events"]} == {res["subject"]}
+    s = res["summary"]
+    assert s["matched"] == 30 and s["client"] == 60
+    # The kernel filter kept the 30 beacons out: nothing well-formed but non-client reached us.
+    # (The namespace's loopback also carries the agent's own MQTT packets, whose zeroed
+    # Ethernet header passes the filter's byte test; the parser rejects them as malformed.
+    # A monitor-mode interface carries only 802.11 frames.)
+    assert s["frames"] - s["client"] - s["malformed"] - s["bad_fcs"] == 0
