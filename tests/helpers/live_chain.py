@@ -77,7 +77,7 @@ def main() -> None:
     time.sleep(2.0)  # agent connected and capturing
     tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     tx.bind(("lo", 0))
-    for i in range(30):
+    for _ in range(30):
         for dbm, ta in ((-50, PHONE), (-45, STRANGER)):
             frame = RadioTap(present="dBm_AntSignal", dBm_AntSignal=dbm) / Dot11(
                 type=2, subtype=4, FCfield="to_DS", addr1=AP, addr2=ta, addr3=AP
