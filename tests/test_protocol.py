@@ -72,5 +72,13 @@ def test_event_rejects(field: str, value: object) -> None:
 
 def test_json_schema_export() -> None:
     schemas = json_schemas()
-    assert {"events", "status", "stats", "reply/{name}", "cmd/ping", "cmd/roster", "cmd/config"} == set(schemas)
+    assert {
+        "events",
+        "status",
+        "stats",
+        "reply/{name}",
+        "cmd/ping",
+        "cmd/roster",
+        "cmd/config",
+    } == set(schemas)
     assert "subject" in schemas["events"]["properties"]

@@ -44,7 +44,9 @@ def live_agent(tmp_path: Path):
     service.start()
     agent = subprocess.Popen(
         [sys.executable, "-m", "edge_agent.cli", "run", "-c", str(edge_toml), "--capture", "-"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert agent.stdin is not None
     agent.stdin.write(PCAP_HEADER)
@@ -74,12 +76,18 @@ def test_ping_and_config_through_the_broker(live_agent) -> None:
     assert ping.reply is not None and ping.reply.ok
     assert ping.reply.data["roster_version"] == 1 and ping.reply.data["outbox_depth"] == 0
 
-    [bad] = send_commands(settings.mqtt, "config", target, {"presence": {"enter_dbm": -95}}, timeout=10)
+    [bad] = send_commands(
+        settings.mqtt, "config", target, {"presence": {"enter_dbm": -95}}, timeout=10
+    )
     assert bad.reply is not None and not bad.reply.ok
     assert "must be below enter_dbm" in bad.reply.detail
 
     [good] = send_commands(
-        settings.mqtt, "config", target, {"presence": {"enter_dbm": -66}, "stats_interval_s": 20}, timeout=10
+        settings.mqtt,
+        "config",
+        target,
+        {"presence": {"enter_dbm": -66}, "stats_interval_s": 20},
+        timeout=10,
     )
     assert good.reply is not None and good.reply.ok, good.reply
     assert good.reply.data["presence"]["enter_dbm"] == -66
