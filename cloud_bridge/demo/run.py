@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,7 @@ from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.mosquitto import LocalMosquitto, free_port
 from cloud_bridge.rosters import build_store_roster, write_roster
 from cloud_bridge.store import BridgeStore
-from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.tenant import Tenant, load_tenant, seed
 from cloud_bridge.web import mask_phone
 
 __all__ = ["DEMO_DIR", "run_demo"]
@@ -98,6 +99,40 @@ def write_configs(
     return bridge_toml, edge_toml
 
 
+@dataclass
+class DemoSite:
+    """The demo tenant seeded into a bridge store, its roster on the sensor, both configs."""
+
+    db: BridgeStore
+    keys: BridgeKeys
+    tenant: Tenant
+    bridge_toml: Path
+    edge_toml: Path
+    roster_version: int
+
+
+def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
+    """Seed the demo tenant, sign its roster, hand it to the sensor, write both configs."""
+    tenant = load_tenant(TENANT)
+    db = BridgeStore(workdir / "bridge" / "bridge.db")
+    keys = BridgeKeys(workdir / "bridge")
+    now = time.time()
+    seed(db, keys, tenant, now)
+    roster, version = build_store_roster(db, keys, tenant.store.id, now)
+    site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0]["site_key"]
+    bridge_toml, edge_toml = write_configs(
+        workdir,
+        broker_port,
+        web_port,
+        tenant.store.id,
+        tenant.sensor.id,
+        site_key,
+        keys.public_key_hex(),
+    )
+    write_roster(workdir / "edge" / "roster.bin", roster)
+    return DemoSite(db, keys, tenant, bridge_toml, edge_toml, version)
+
+
 def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -158,25 +193,14 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         with console.status("starting Mosquitto"):
             broker.start()
         console.print(f"Mosquitto {broker.host}:{broker.port} (config {broker.config_path})")
-        db = BridgeStore(workdir / "bridge" / "bridge.db")
-        keys = BridgeKeys(workdir / "bridge")
-        now = time.time()
-        seed(db, keys, tenant, now)
-        roster, version = build_store_roster(db, keys, tenant.store.id, now)
-        site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0][
-            "site_key"
-        ]
         web_port = free_port()
-        bridge_toml, edge_toml = write_configs(
-            workdir,
-            broker.port,
-            web_port,
-            tenant.store.id,
-            tenant.sensor.id,
-            site_key,
-            keys.public_key_hex(),
+        site = prepare_site(workdir, broker.port, web_port)
+        db, bridge_toml, edge_toml, version = (
+            site.db,
+            site.bridge_toml,
+            site.edge_toml,
+            site.roster_version,
         )
-        write_roster(workdir / "edge" / "roster.bin", roster)
         console.print(
             f"Seeded store {tenant.store.id!r}: {len(tenant.customers)} customers, "
             f"{len(tenant.campaigns)} campaign(s); roster v{version} delivered to the sensor"

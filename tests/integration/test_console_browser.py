@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import TENANT, write_configs
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.demo.run import prepare_site
 from cloud_bridge.mosquitto import LocalMosquitto
-from cloud_bridge.rosters import build_store_roster, write_roster
 from cloud_bridge.service import BridgeService
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.tenant import load_tenant, seed
 
 from .test_end_to_end import replay, wait_processed
 
@@ -43,17 +38,8 @@ def test_console_shows_sandbox_sms_in_chromium(tmp_path: Path) -> None:
 
     broker = LocalMosquitto(tmp_path / "mosquitto")
     broker.start()
-    tenant = load_tenant(TENANT)
-    keys = BridgeKeys(tmp_path / "bridge")
-    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
-    now = time.time()
-    seed(store, keys, tenant, now)
-    data, _ = build_store_roster(store, keys, tenant.store.id, now)
-    site_key = store.query("SELECT site_key FROM stores")[0]["site_key"]
-    bridge_toml, edge_toml = write_configs(
-        tmp_path, broker.port, 0, tenant.store.id, tenant.sensor.id, site_key, keys.public_key_hex()
-    )
-    write_roster(tmp_path / "edge" / "roster.bin", data)
+    site = prepare_site(tmp_path, broker.port, 0)
+    store, bridge_toml, edge_toml = site.db, site.bridge_toml, site.edge_toml
     service = BridgeService(load_settings(BridgeSettings, bridge_toml))
     service.start()
     try:

@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.demo.run import CAPTURE, TENANT, write_configs
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.demo.run import CAPTURE, TENANT, prepare_site
 from cloud_bridge.mosquitto import LocalMosquitto
-from cloud_bridge.rosters import build_store_roster, write_roster
 from cloud_bridge.service import BridgeService
 from cloud_bridge.store import BridgeStore
-from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.tenant import load_tenant
 from edge_agent.config import load_settings
 
 pytestmark = pytest.mark.integration
@@ -30,17 +28,8 @@ NO_CONSENT = "+79161234504"
 def chain(tmp_path: Path):
     broker = LocalMosquitto(tmp_path / "mosquitto")
     broker.start()
-    tenant = load_tenant(TENANT)
-    keys = BridgeKeys(tmp_path / "bridge")
-    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
-    now = time.time()
-    seed(store, keys, tenant, now)
-    data, _ = build_store_roster(store, keys, tenant.store.id, now)
-    site_key = store.query("SELECT site_key FROM stores")[0]["site_key"]
-    bridge_toml, edge_toml = write_configs(
-        tmp_path, broker.port, 0, tenant.store.id, tenant.sensor.id, site_key, keys.public_key_hex()
-    )
-    write_roster(tmp_path / "edge" / "roster.bin", data)
+    site = prepare_site(tmp_path, broker.port, 0)
+    store, bridge_toml, edge_toml = site.db, site.bridge_toml, site.edge_toml
     service = BridgeService(load_settings(BridgeSettings, bridge_toml), web=False)
     service.start()
     assert service.ingest.connected.wait(10), "bridge could not connect to Mosquitto"

@@ -13,13 +13,9 @@ import pytest
 
 from cloud_bridge.commands import send_commands
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import TENANT, write_configs
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.demo.run import prepare_site
 from cloud_bridge.mosquitto import LocalMosquitto
-from cloud_bridge.rosters import build_store_roster, write_roster
 from cloud_bridge.service import BridgeService
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.tenant import load_tenant, seed
 
 pytestmark = pytest.mark.integration
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
@@ -29,16 +25,8 @@ PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
 def live_agent(tmp_path: Path):
     broker = LocalMosquitto(tmp_path / "mosquitto")
     broker.start()
-    tenant = load_tenant(TENANT)
-    keys = BridgeKeys(tmp_path / "bridge")
-    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
-    seed(store, keys, tenant, time.time())
-    data, _ = build_store_roster(store, keys, tenant.store.id, time.time())
-    site_key = store.query("SELECT site_key FROM stores")[0]["site_key"]
-    bridge_toml, edge_toml = write_configs(
-        tmp_path, broker.port, 0, tenant.store.id, tenant.sensor.id, site_key, keys.public_key_hex()
-    )
-    write_roster(tmp_path / "edge" / "roster.bin", data)
+    site = prepare_site(tmp_path, broker.port, 0)
+    store, bridge_toml, edge_toml = site.db, site.bridge_toml, site.edge_toml
     settings = load_settings(BridgeSettings, bridge_toml)
     service = BridgeService(settings, web=False)
     service.start()
