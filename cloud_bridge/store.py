@@ -7,6 +7,8 @@ statements with unique keys or ``BEGIN IMMEDIATE`` transactions.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -120,6 +122,23 @@ MIGRATIONS: list[str] = [
         ts REAL NOT NULL, UNIQUE (kind, hmac)
     );
     CREATE TABLE bridge_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 3: sensor provisioning. Only hashes of credentials are kept: the broker password as the
+    # Mosquitto PBKDF2 hash the password file needs, the API token as the SHA-256 of its secret
+    # part. A pairing code is stored as a keyed hash; the credentials it hands out once are
+    # sealed with the data key and deleted when the code is used.
+    """
+    CREATE TABLE sensor_credentials (
+        store_id TEXT NOT NULL, sensor_id TEXT NOT NULL, mqtt_username TEXT NOT NULL UNIQUE,
+        mqtt_password_hash TEXT NOT NULL, token_id TEXT NOT NULL UNIQUE,
+        token_sha256 TEXT NOT NULL, channel INTEGER, created REAL NOT NULL, rotated REAL,
+        revoked REAL, PRIMARY KEY (store_id, sensor_id)
+    );
+    CREATE TABLE pairing_codes (
+        code_hash TEXT PRIMARY KEY, store_id TEXT NOT NULL, sensor_id TEXT NOT NULL,
+        sealed BLOB, created REAL NOT NULL, expires REAL NOT NULL, used REAL, used_by TEXT
+    );
+    CREATE INDEX pairing_codes_sensor ON pairing_codes(store_id, sensor_id);
     """,
 ]
 
@@ -770,3 +789,132 @@ class BridgeStore:
                 "INSERT INTO sandbox_messages(sid, to_phone, sender, body, ts) VALUES (?,?,?,?,?)",
                 [sid, to_phone, sender, body, now],
             )
+
+    # sensor provisioning (migration 3) ----------------------------------------------------
+    def save_sensor_credentials(self, row: dict[str, Any], rotate: bool = False) -> None:
+        """Create a sensor's credentials (or replace them with ``rotate``), voiding its old codes.
+
+        Raises ``sqlite3.IntegrityError`` when the sensor exists and ``rotate`` is false, or when
+        its broker user name is taken by another sensor."""
+        with self.transaction() as db:
+            key = [row["store_id"], row["sensor_id"]]
+            if rotate:
+                db.execute(
+                    "UPDATE sensor_credentials SET mqtt_username=?, mqtt_password_hash=?, "
+                    "token_id=?, token_sha256=?, channel=coalesce(?, channel), rotated=?, "
+                    "revoked=NULL WHERE store_id=? AND sensor_id=?",
+                    [
+                        row["mqtt_username"],
+                        row["mqtt_password_hash"],
+                        row["token_id"],
+                        row["token_sha256"],
+                        row.get("channel"),
+                        row["created"],
+                        *key,
+                    ],
+                )
+                if db.execute("SELECT changes()").fetchone()[0] == 0:
+                    raise sqlite3.IntegrityError(f"no sensor {key[0]}/{key[1]} to rotate")
+            else:
+                db["sensor_credentials"].insert(row)
+            db.execute(
+                "UPDATE pairing_codes SET sealed=NULL, used=coalesce(used, -1) "
+                "WHERE store_id=? AND sensor_id=? AND used IS NULL",
+                key,
+            )
+            db.execute("INSERT OR IGNORE INTO sensors(store_id, sensor_id) VALUES (?, ?)", key)
+
+    def add_pairing_code(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db["pairing_codes"].insert(row)
+
+    def redeem_pairing_code(
+        self, code_hash: str, now: float, used_by: str | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """Use a pairing code exactly once: (row with ``sealed``, "") or (None, why not).
+
+        Why not: "unknown", "used", "void" or "expired". Atomic across threads and processes."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "SELECT store_id, sensor_id, sealed, expires, used FROM pairing_codes "
+                "WHERE code_hash=?",
+                [code_hash],
+            )
+            found = cur.fetchone()
+            if found is None:
+                return None, "unknown"
+            row = dict(zip([c[0] for c in cur.description], found, strict=True))
+            if row["used"] == -1:
+                return None, "void"  # replaced by a newer code, or the sensor was revoked
+            if row["used"] is not None or row["sealed"] is None:
+                return None, "used"
+            if row["expires"] <= now:
+                db.execute("UPDATE pairing_codes SET sealed=NULL WHERE code_hash=?", [code_hash])
+                return None, "expired"
+            db.execute(
+                "UPDATE pairing_codes SET sealed=NULL, used=?, used_by=? WHERE code_hash=?",
+                [now, used_by, code_hash],
+            )
+            return row, ""
+
+    def purge_pairing_codes(self, now: float) -> int:
+        """Forget the sealed credentials of expired codes (the rows stay for the record)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE pairing_codes SET sealed=NULL WHERE sealed IS NOT NULL AND expires<=?",
+                [now],
+            )
+            return cur.rowcount
+
+    def sensor_credentials(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        where = "" if include_revoked else "WHERE revoked IS NULL"
+        return self.query(f"SELECT * FROM sensor_credentials {where} ORDER BY store_id, sensor_id")
+
+    def sensor_registry(self) -> list[dict[str, Any]]:
+        """Provisioned sensors with their live state and latest pairing code's fate."""
+        return self.query(
+            "SELECT c.store_id, c.sensor_id, c.mqtt_username, c.channel, c.created, c.rotated, "
+            "c.revoked, s.state, s.last_seen, s.agent_version, "
+            "(SELECT max(created) FROM pairing_codes p WHERE p.store_id=c.store_id AND "
+            "p.sensor_id=c.sensor_id) AS code_created, "
+            "(SELECT used FROM pairing_codes p WHERE p.store_id=c.store_id AND "
+            "p.sensor_id=c.sensor_id ORDER BY created DESC LIMIT 1) AS code_used, "
+            "(SELECT expires FROM pairing_codes p WHERE p.store_id=c.store_id AND "
+            "p.sensor_id=c.sensor_id ORDER BY created DESC LIMIT 1) AS code_expires "
+            "FROM sensor_credentials c LEFT JOIN sensors s ON s.store_id=c.store_id AND "
+            "s.sensor_id=c.sensor_id ORDER BY c.store_id, c.sensor_id"
+        )
+
+    def revoke_sensor(self, store_id: str, sensor_id: str, now: float) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE sensor_credentials SET revoked=? WHERE store_id=? AND sensor_id=? "
+                "AND revoked IS NULL",
+                [now, store_id, sensor_id],
+            )
+            db.execute(
+                "UPDATE pairing_codes SET sealed=NULL, used=coalesce(used, -1) "
+                "WHERE store_id=? AND sensor_id=? AND used IS NULL",
+                [store_id, sensor_id],
+            )
+            return cur.rowcount == 1
+
+    def sensor_by_token(self, token: str) -> tuple[str, str] | None:
+        """(store_id, sensor_id) of the live sensor holding this API token, else None.
+
+        A token is ``pbt1.<id>.<secret>``: the id finds the row, the SHA-256 of the secret is
+        compared in constant time with the stored one."""
+        prefix, _, rest = token.partition(".")
+        token_id, _, secret = rest.partition(".")
+        if prefix != "pbt1" or not token_id or not secret:
+            return None
+        rows = self.query(
+            "SELECT store_id, sensor_id, token_sha256 FROM sensor_credentials "
+            "WHERE token_id=? AND revoked IS NULL",
+            [token_id],
+        )
+        given = hashlib.sha256(secret.encode("utf-8")).hexdigest()
+        stored = rows[0]["token_sha256"] if rows else "0" * 64
+        if hmac.compare_digest(given, stored) and rows:
+            return rows[0]["store_id"], rows[0]["sensor_id"]
+        return None
