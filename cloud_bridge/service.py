@@ -60,7 +60,7 @@ class WebServer:
 class BridgeService:
     def __init__(self, settings: BridgeSettings, web: bool = True) -> None:
         self.settings = settings
-        self.store = BridgeStore(settings.database_path())
+        self.store = BridgeStore(settings.database_path(), settings.data_key_bytes())
         self.keys = BridgeKeys(settings.data_dir)
         p = settings.policy
         self.worker = DecisionWorker(
