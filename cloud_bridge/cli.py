@@ -294,6 +294,126 @@ def version() -> None:
     typer.echo(__version__)
 
 
+sensors_app = typer.Typer(
+    help="Provision sensors: broker credentials, API token, one-time pairing code.",
+    no_args_is_help=True,
+)
+app.add_typer(sensors_app, name="sensors")
+
+
+def _broker_report(update) -> None:  # type: ignore[no-untyped-def]
+    for path in update.written:
+        typer.echo(f"broker file updated: {path}")
+    if update.reloaded_pid:
+        typer.echo(f"Mosquitto (pid {update.reloaded_pid}) reloaded")
+    for note in update.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+@sensors_app.command("add")
+def sensors_add(
+    store_id: str = typer.Option(..., "--store", help="store id (must exist)"),
+    sensor_id: str | None = typer.Option(None, "--sensor", help="sensor id (default: sensor-N)"),
+    channel: int | None = typer.Option(None, help="Wi-Fi channel of the store AP", min=1, max=196),
+    rotate: bool = typer.Option(
+        False, "--rotate", help="existing sensor: new credentials and a new pairing code"
+    ),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Create a sensor with broker credentials and print its one-time pairing code."""
+    from datetime import UTC, datetime
+
+    from cloud_bridge.provisioning import ProvisioningError, add_sensor, render_acl
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    try:
+        done = add_sensor(store, settings, store_id, sensor_id, channel=channel, rotate=rotate)
+    except ProvisioningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    until = datetime.fromtimestamp(done.expires, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    typer.echo(f"sensor {done.store_id}/{done.sensor_id}: broker user {done.username}")
+    typer.echo(f"pairing code: {done.code}  (single use, valid until {until})")
+    typer.echo(f"on the sensor: edge-agent enroll {done.code} --bridge {settings.public_url}")
+    _broker_report(done.broker)
+    p = settings.provisioning
+    if p.password_file is None:
+        row = store.query(
+            "SELECT mqtt_password_hash FROM sensor_credentials WHERE mqtt_username=?",
+            [done.username],
+        )[0]
+        typer.echo("add this line to the Mosquitto password file, then reload Mosquitto:")
+        typer.echo(f"{done.username}:{row['mqtt_password_hash']}")
+    if p.acl_file is None:
+        typer.echo("and this block to its ACL file:")
+        typer.echo(
+            render_acl(p.bridge_username, [(done.store_id, done.sensor_id)]).split("\n\n", 2)[-1]
+        )
+
+
+@sensors_app.command("list")
+def sensors_list(config: Path | None = CONFIG_OPT) -> None:
+    """Provisioned sensors: broker user, pairing state, last seen."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    rows = BridgeStore(settings.database_path()).sensor_registry()
+    now = time.time()
+
+    def when(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+    table = Table(title=f"{len(rows)} provisioned sensor(s)")
+    for column in ("store", "sensor", "broker user", "pairing", "state", "last seen"):
+        table.add_column(column)
+    for r in rows:
+        if r["revoked"]:
+            pairing = f"revoked {when(r['revoked'])}"
+        elif r["code_used"] and r["code_used"] > 0:
+            pairing = f"paired {when(r['code_used'])}"
+        elif r["code_expires"] and r["code_expires"] > now and not r["code_used"]:
+            pairing = f"code open until {when(r['code_expires'])}"
+        else:
+            pairing = "code expired: sensors add --rotate"
+        table.add_row(
+            r["store_id"],
+            r["sensor_id"],
+            r["mqtt_username"],
+            pairing,
+            r["state"] or "-",
+            when(r["last_seen"]),
+        )
+    Console().print(table)
+
+
+@sensors_app.command("revoke")
+def sensors_revoke(
+    store_id: str = typer.Option(..., "--store", help="store id"),
+    sensor_id: str = typer.Option(..., "--sensor", help="sensor id"),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Withdraw a sensor's broker account, API token and open pairing codes."""
+    from cloud_bridge.provisioning import ProvisioningError, revoke_sensor
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    try:
+        update = revoke_sensor(store, settings, store_id, sensor_id)
+    except ProvisioningError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"sensor {store_id}/{sensor_id} revoked")
+    _broker_report(update)
+
+
 def main() -> None:
     app()
 

@@ -15,6 +15,7 @@ __all__ = [
     "PolicySettings",
     "WebSettings",
     "EnrolSettings",
+    "ProvisioningSettings",
     "ConfigError",
     "load_settings",
 ]
@@ -72,6 +73,37 @@ class EnrolSettings(_Section):
     )
 
 
+class ProvisioningSettings(_Section):
+    """Sensor provisioning (``cloud-bridge sensors``): broker files and what sensors are told."""
+
+    password_file: Path | None = Field(
+        None,
+        description="Mosquitto password_file to keep in step with provisioned sensors "
+        "(unset: sensors add prints the line to add)",
+    )
+    acl_file: Path | None = Field(
+        None, description="Mosquitto acl_file, rewritten from the sensor list (unset: not written)"
+    )
+    bridge_username: str = Field(
+        "bridge", description="broker account of the bridge: reads passby/v1/#, writes commands"
+    )
+    broker_pid_file: Path | None = Field(
+        None,
+        description="Mosquitto pid file; the broker gets SIGHUP to reload the files after a change",
+    )
+    mqtt_host: str | None = Field(
+        None, description="broker host name sensors connect to (default: mqtt.host)"
+    )
+    mqtt_port: int = Field(8883, description="broker port sensors connect to", ge=1, le=65535)
+    mqtt_tls: bool = Field(True, description="sensors connect to the broker with TLS")
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate handed to sensors to verify the broker (private CA)"
+    )
+    pairing_ttl_s: float = Field(
+        3 * 86400.0, description="how long a sensor pairing code stays valid, seconds", gt=0
+    )
+
+
 class BridgeSettings(PassbySettings):
     """Everything the cloud bridge needs to run."""
 
@@ -88,6 +120,9 @@ class BridgeSettings(PassbySettings):
         pattern=r"^https?://",
     )
 
+    provisioning: ProvisioningSettings = Field(
+        default_factory=ProvisioningSettings, description="sensor credentials and pairing"
+    )
     enrol: EnrolSettings = Field(
         default_factory=EnrolSettings, description="enrolment page, consent codes, devices"
     )

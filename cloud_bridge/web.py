@@ -15,6 +15,7 @@ from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.decide import REASONS
 from cloud_bridge.enrol import router as enrol_router
+from cloud_bridge.provisioning import pairing_router as _pairing_router
 from cloud_bridge.store import BridgeStore
 
 __all__ = ["create_app"]
@@ -71,6 +72,7 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         from cloud_bridge.roster_api import roster_router
 
         app.include_router(roster_router(store, settings))
+        app.include_router(_pairing_router(store, settings))
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:

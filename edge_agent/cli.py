@@ -314,6 +314,36 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def enroll(
+    code: str = typer.Argument(..., help="pairing code from 'cloud-bridge sensors add'"),
+    bridge: str = typer.Option(
+        ..., "--bridge", help="bridge base URL, e.g. https://bridge.example"
+    ),
+    out: Path = typer.Option(
+        Path("/etc/passby"), "--out", help="directory for edge.toml and the secret files (0700)"
+    ),
+    ca_file: Path | None = typer.Option(
+        None, "--ca-file", help="CA certificate of the bridge's HTTPS (private CA)"
+    ),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="outbox and roster directory (default: OUT/data)"
+    ),
+    force: bool = typer.Option(False, "--force", help="replace an existing edge.toml"),
+) -> None:
+    """Fetch this sensor's configuration and credentials with a one-time pairing code."""
+    from edge_agent.enroll import EnrollError
+    from edge_agent.enroll import enroll as do_enroll
+
+    try:
+        path, cfg = do_enroll(code, bridge, out, ca_file=ca_file, data_dir=data_dir, force=force)
+    except EnrollError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"enrolled as {cfg.store_id}/{cfg.sensor_id}: wrote {path} and its secret files")
+    typer.echo(f"start it with: edge-agent run -c {path} --iface <monitor interface>")
+
+
 def main() -> None:
     app()
 
