@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from cloud_bridge import __version__
+from cloud_bridge.cli_customers import customers_app, stores_app
 from cloud_bridge.config import BridgeSettings, ConfigError, load_settings
 
 app = typer.Typer(
@@ -24,6 +25,8 @@ roster_app = typer.Typer(
     help="Build and publish signed rosters of enrolled devices.", no_args_is_help=True
 )
 app.add_typer(roster_app, name="roster")
+app.add_typer(customers_app, name="customers")
+app.add_typer(stores_app, name="stores")
 
 CONFIG_OPT = typer.Option(
     None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG"

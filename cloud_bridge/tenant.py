@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cloud_bridge.erasure import suppressed
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.templates import TemplateError, validate
@@ -135,7 +136,8 @@ def load_tenant(path: Path) -> Tenant:
 
 
 def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> None:
-    """Upsert the tenant. Consent in a tenant file is recorded as imported evidence."""
+    """Upsert the tenant. Consent in a tenant file is recorded as imported evidence; MACs are
+    stored encrypted; customers erased on request (suppressed) are skipped."""
     s = tenant.store
     existing = store.query("SELECT site_key FROM stores WHERE id=?", [s.id])
     site_key = existing[0]["site_key"] if existing else secrets.token_hex(16)
@@ -152,6 +154,8 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
         }
     )
     for c in tenant.customers:
+        if suppressed(store, c.phone, c.crm_id):
+            continue  # erased on request: a tenant file cannot bring them back (see erasure.py)
         cid = store.upsert_customer(
             c.crm_id,
             subject_id(keys.subject_key, c.crm_id),
