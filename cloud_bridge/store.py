@@ -140,6 +140,64 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairing_codes_sensor ON pairing_codes(store_id, sensor_id);
     """,
+    # 4: delivery. The send outbox's state machine (reserved -> sending -> accepted ->
+    # delivered / undelivered / failed / expired / unknown) with its unique key, attempts,
+    # expiry, lease and cost; a log of every transition; confirmations of inbound keywords
+    # (replies, same state machine); one-click opt-out links; inbound messages and receipts
+    # seen (replays refused); numbers a provider called invalid. No phone number or inbound
+    # text is stored here: inbound senders are kept as keyed hashes.
+    """
+    ALTER TABLE sends ADD COLUMN idem_key TEXT;
+    ALTER TABLE sends ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sends ADD COLUMN expires_at REAL;
+    ALTER TABLE sends ADD COLUMN next_at REAL;
+    ALTER TABLE sends ADD COLUMN lease_until REAL;
+    ALTER TABLE sends ADD COLUMN attempt_at REAL;
+    ALTER TABLE sends ADD COLUMN encoding TEXT;
+    ALTER TABLE sends ADD COLUMN parts INTEGER;
+    ALTER TABLE sends ADD COLUMN cost REAL;
+    ALTER TABLE sends ADD COLUMN currency TEXT;
+    ALTER TABLE sends ADD COLUMN language TEXT;
+    ALTER TABLE sends ADD COLUMN updated REAL;
+    ALTER TABLE sends ADD COLUMN accepted_at REAL;
+    ALTER TABLE sends ADD COLUMN final_at REAL;
+    CREATE UNIQUE INDEX sends_idem_key ON sends(idem_key);
+    CREATE INDEX sends_state_next ON sends(state, next_at);
+    CREATE INDEX sends_provider_id ON sends(provider, provider_id);
+    CREATE TABLE replies (
+        id INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, customer_id INTEGER NOT NULL,
+        action TEXT NOT NULL, ts REAL NOT NULL, state TEXT NOT NULL, provider TEXT NOT NULL,
+        provider_id TEXT, error TEXT, sender TEXT NOT NULL, body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, expires_at REAL, next_at REAL, lease_until REAL,
+        attempt_at REAL, encoding TEXT, parts INTEGER, cost REAL, currency TEXT, language TEXT,
+        updated REAL, accepted_at REAL, final_at REAL
+    );
+    CREATE INDEX replies_state_next ON replies(state, next_at);
+    CREATE INDEX replies_provider_id ON replies(provider, provider_id);
+    CREATE TABLE send_log (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, send_id INTEGER NOT NULL, ts REAL NOT NULL,
+        state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX send_log_send ON send_log(kind, send_id);
+    CREATE TABLE optout_links (
+        token TEXT PRIMARY KEY, customer_id INTEGER NOT NULL, send_id INTEGER,
+        created REAL NOT NULL, used REAL
+    );
+    CREATE INDEX optout_links_send ON optout_links(send_id);
+    CREATE TABLE inbound_messages (
+        id INTEGER PRIMARY KEY, provider TEXT NOT NULL, message_id TEXT NOT NULL,
+        phone_hmac TEXT, keyword TEXT, action TEXT, customers INTEGER NOT NULL DEFAULT 0,
+        received REAL NOT NULL, UNIQUE (provider, message_id)
+    );
+    CREATE TABLE delivery_receipts (
+        id INTEGER PRIMARY KEY, provider TEXT NOT NULL, provider_id TEXT NOT NULL,
+        status TEXT NOT NULL, error TEXT, received REAL NOT NULL,
+        UNIQUE (provider, provider_id, status)
+    );
+    CREATE TABLE number_flags (
+        customer_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, code TEXT, ts REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -918,3 +976,254 @@ class BridgeStore:
         if hmac.compare_digest(given, stored) and rows:
             return rows[0]["store_id"], rows[0]["sensor_id"]
         return None
+
+    # delivery (migration 4) ---------------------------------------------------------------
+    def _outbox(self, table: str) -> str:
+        if table not in ("sends", "replies"):
+            raise ValueError(f"not a send outbox: {table!r}")
+        return table
+
+    @staticmethod
+    def _log_send(
+        db: sqlite_utils.Database, table: str, send_id: int, now: float, state: str, detail: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO send_log(kind, send_id, ts, state, detail) VALUES (?,?,?,?,?)",
+            ["offer" if table == "sends" else "reply", send_id, now, state, detail],
+        )
+
+    def delivery_job(self, table: str, send_id: int) -> dict[str, Any] | None:
+        """A send (or reply) with what sending it needs: the customer's phone (never logged),
+        erasure, latest marketing consent, number flag; for sends the event time and store."""
+        t = self._outbox(table)
+        common = (
+            "c.phone AS phone, c.erased AS erased, "
+            "(SELECT k.status FROM consents k WHERE k.customer_id=s.customer_id AND k.kind='sms' "
+            "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS sms_consent, "
+            "(SELECT f.reason FROM number_flags f WHERE f.customer_id=s.customer_id) AS number_flag"
+        )
+        if t == "sends":
+            sql = (
+                f"SELECT s.*, {common}, e.ts AS event_ts, st.name AS store_name, "
+                "st.country AS store_country FROM sends s "
+                "JOIN customers c ON c.id=s.customer_id "
+                "LEFT JOIN decisions d ON d.id=s.decision_id "
+                "LEFT JOIN events e ON e.event_id=d.event_id "
+                "LEFT JOIN stores st ON st.id=s.store_id WHERE s.id=?"
+            )
+        else:
+            sql = (
+                f"SELECT s.*, {common} FROM replies s JOIN customers c ON c.id=s.customer_id "
+                "WHERE s.id=?"
+            )
+        rows = self.query(sql, [send_id])
+        return rows[0] if rows else None
+
+    def prepare_send(
+        self, send_id: int, fields: dict[str, Any], optout: tuple[str, int, float] | None = None
+    ) -> bool:
+        """Fix a reserved send's final text, key, expiry and cost once (False if it already
+        was prepared or is no longer reserved); ``optout`` = (token, customer id, now) adds the
+        send's one-click opt-out link in the same transaction."""
+        with self.transaction() as db:
+            cur = db.execute(
+                f"UPDATE sends SET {', '.join(f'{k}=?' for k in fields)} "
+                "WHERE id=? AND idem_key IS NULL AND state='reserved'",
+                [*fields.values(), send_id],
+            )
+            if cur.rowcount != 1:
+                return False
+            if optout is not None:
+                token, customer_id, now = optout
+                db.execute(
+                    "INSERT INTO optout_links(token, customer_id, send_id, created) VALUES (?,?,?,?)",
+                    [token, customer_id, send_id, now],
+                )
+            self._log_send(
+                db, "sends", send_id, fields.get("updated") or time.time(), "reserved", "prepared"
+            )
+            return True
+
+    def claim_send(self, table: str, send_id: int, now: float, lease_until: float) -> int | None:
+        """reserved -> sending, atomically: one claimant across threads and processes. Returns
+        the attempt number, or None if the row is not (or no longer) reserved."""
+        t = self._outbox(table)
+        with self.transaction() as db:
+            cur = db.execute(
+                f"UPDATE {t} SET state='sending', attempts=attempts+1, attempt_at=?, "
+                "lease_until=?, next_at=NULL, updated=? WHERE id=? AND state='reserved'",
+                [now, lease_until, now, send_id],
+            )
+            if cur.rowcount != 1:
+                return None
+            attempt = int(
+                db.execute(f"SELECT attempts FROM {t} WHERE id=?", [send_id]).fetchone()[0]
+            )
+            self._log_send(db, t, send_id, now, "sending", f"attempt {attempt}")
+            return attempt
+
+    def move_send(
+        self,
+        table: str,
+        send_id: int,
+        from_states: tuple[str, ...],
+        state: str,
+        now: float,
+        detail: str = "",
+        attempt: int | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Guarded transition of a send or reply: only from one of ``from_states`` (and, with
+        ``attempt``, only if that is still the latest attempt); logged with ``detail``."""
+        t = self._outbox(table)
+        values = {"state": state, "updated": now, **fields}
+        where = f"id=? AND state IN ({','.join('?' * len(from_states))})"
+        args: list[Any] = [send_id, *from_states]
+        if attempt is not None:
+            where += " AND attempts=?"
+            args.append(attempt)
+        with self.transaction() as db:
+            cur = db.execute(
+                f"UPDATE {t} SET {', '.join(f'{k}=?' for k in values)} WHERE {where}",
+                [*values.values(), *args],
+            )
+            if cur.rowcount != 1:
+                return False
+            self._log_send(db, t, send_id, now, state, detail)
+            return True
+
+    def sends_in_state(
+        self, table: str, state: str, due_by: float | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """Rows in ``state`` (oldest first); with ``due_by`` only those whose next_at has come."""
+        t = self._outbox(table)
+        if due_by is None:
+            return self.query(
+                f"SELECT * FROM {t} WHERE state=? ORDER BY id LIMIT ?", [state, limit]
+            )
+        return self.query(
+            f"SELECT * FROM {t} WHERE state=? AND (next_at IS NULL OR next_at<=?) "
+            "ORDER BY next_at, id LIMIT ?",
+            [state, due_by, limit],
+        )
+
+    def stale_sending(self, table: str, now: float) -> list[dict[str, Any]]:
+        """'sending' rows whose lease ran out: their sender died (kill -9) or hangs."""
+        t = self._outbox(table)
+        return self.query(
+            f"SELECT * FROM {t} WHERE state='sending' AND (lease_until IS NULL OR lease_until<?)",
+            [now],
+        )
+
+    def find_send(
+        self, provider: str, provider_id: str | None = None, key: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(table, row) of the send or reply with this provider id or our unique key."""
+        for t in ("sends", "replies"):
+            if key:
+                rows = self.query(f"SELECT * FROM {t} WHERE idem_key=?", [key])
+            elif provider_id:
+                rows = self.query(
+                    f"SELECT * FROM {t} WHERE provider=? AND provider_id=?", [provider, provider_id]
+                )
+            else:
+                return None
+            if rows:
+                return t, rows[0]
+        return None
+
+    def record_receipt(
+        self, provider: str, provider_id: str, status: str, error: str | None, now: float
+    ) -> bool:
+        """Remember a delivery receipt; False if this exact one was seen before (a replay)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO delivery_receipts(provider, provider_id, status, error, "
+                "received) VALUES (?,?,?,?,?)",
+                [provider, provider_id, status, error, now],
+            )
+            return cur.rowcount == 1
+
+    def record_inbound(
+        self,
+        provider: str,
+        message_id: str,
+        phone_hmac: str | None,
+        keyword: str | None,
+        action: str | None,
+        now: float,
+    ) -> bool:
+        """Remember an inbound message by the provider's id; False if it was seen (a replay)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO inbound_messages(provider, message_id, phone_hmac, keyword, "
+                "action, received) VALUES (?,?,?,?,?,?)",
+                [provider, message_id, phone_hmac, keyword, action, now],
+            )
+            return cur.rowcount == 1
+
+    def set_inbound_customers(self, provider: str, message_id: str, customers: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE inbound_messages SET customers=? WHERE provider=? AND message_id=?",
+                [customers, provider, message_id],
+            )
+
+    def insert_reply(self, row: dict[str, Any]) -> int | None:
+        """Queue a confirmation reply; None if one with this idem_key exists already."""
+        with self.transaction() as db:
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO replies({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                list(row.values()),
+            )
+            if cur.rowcount != 1:
+                return None
+            reply_id = int(cur.lastrowid or 0)
+            self._log_send(db, "replies", reply_id, row["ts"], row["state"], row.get("action", ""))
+            return reply_id
+
+    def flag_number(self, customer_id: int, reason: str, code: str | None, now: float) -> None:
+        """A provider said this customer's number cannot take SMS (invalid, landline)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO number_flags(customer_id, reason, code, ts) VALUES (?,?,?,?) "
+                "ON CONFLICT(customer_id) DO UPDATE SET reason=excluded.reason, "
+                "code=excluded.code, ts=excluded.ts",
+                [customer_id, reason, code, now],
+            )
+
+    def number_flag(self, customer_id: int) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM number_flags WHERE customer_id=?", [customer_id])
+        return rows[0] if rows else None
+
+    def optout_link_row(self, token: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM optout_links WHERE token=?", [token])
+        return rows[0] if rows else None
+
+    def use_optout_link(self, token: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE optout_links SET used=coalesce(used, ?) WHERE token=?", [now, token])
+
+    def customer_language(self, customer_id: int) -> str | None:
+        """The language the customer chose when enrolling (latest enrolment), if any."""
+        rows = self.query(
+            "SELECT language FROM enrolments WHERE customer_id=? ORDER BY created DESC LIMIT 1",
+            [customer_id],
+        )
+        return rows[0]["language"] if rows else None
+
+    def customer_brand(self, customer_id: int) -> dict[str, Any] | None:
+        """Store (name, sender_name, country) of the customer's latest send, else the first store."""
+        rows = self.query(
+            "SELECT st.name, st.sender_name, st.country FROM sends s JOIN stores st "
+            "ON st.id=s.store_id WHERE s.customer_id=? ORDER BY s.id DESC LIMIT 1",
+            [customer_id],
+        ) or self.query("SELECT name, sender_name, country FROM stores ORDER BY id LIMIT 1")
+        return rows[0] if rows else None
+
+    def send_log(self, table: str, send_id: int) -> list[dict[str, Any]]:
+        kind = "offer" if self._outbox(table) == "sends" else "reply"
+        return self.query(
+            "SELECT ts, state, detail FROM send_log WHERE kind=? AND send_id=? ORDER BY id",
+            [kind, send_id],
+        )
