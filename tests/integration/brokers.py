@@ -12,12 +12,24 @@ that user can write neither the log file nor the persistence database in the
 root-owned tmp directory, so there is no log and retained messages die with a
 restart. The launcher therefore writes ``user <current user>`` (``user root``) when
 euid is 0; Mosquitto then only logs a warning.
+
+Secure brokers (``SecureBroker``, ``start_secure_broker``) run the shipped configuration
+``deploy/mosquitto/passby.conf.example`` itself, with its paths pointed at a temporary
+directory and its TLS listener moved to a loopback port: TLS with a test CA and server
+certificate made here with ``cryptography`` (``make_test_pki``), no anonymous access, a
+password file and an ACL file.
 """
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import os
+import pwd
 import queue
+import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +38,21 @@ import pytest
 
 from cloud_bridge.mosquitto import BrokerError, LocalMosquitto
 
-__all__ = ["Broker", "Messages", "connect", "disconnect", "start_broker"]
+__all__ = [
+    "Broker",
+    "Messages",
+    "SecureBroker",
+    "TestPki",
+    "connect",
+    "disconnect",
+    "make_test_pki",
+    "start_broker",
+    "start_secure_broker",
+]
 
 CONNECT_TIMEOUT_S = 10.0
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_CONF = REPO / "deploy" / "mosquitto" / "passby.conf.example"
 
 
 class Broker(LocalMosquitto):
@@ -136,3 +160,195 @@ def connect(
 def disconnect(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
+
+
+# -- TLS, passwords and ACL: the shipped configuration on a loopback port ----------------------
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A throw-away CA and a server certificate for 127.0.0.1 / localhost (PEM files)."""
+
+    __test__ = False  # not a pytest test class
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    other_ca_file: Path  # a CA that did NOT sign the server certificate
+
+
+def _key_pem(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _ca(name: str, now: datetime.datetime) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def make_test_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TestPki:
+    """A test CA, a server certificate it signed for ``hosts``, and an unrelated second CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, ca_cert = _ca("passby test CA", now)
+    _, other_cert = _ca("some other CA", now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    pki = TestPki(
+        ca_file=directory / "ca.crt",
+        cert_file=directory / "broker.crt",
+        key_file=directory / "broker.key",
+        other_ca_file=directory / "other-ca.crt",
+    )
+    pki.ca_file.write_bytes(ca_cert.public_bytes(pem))
+    pki.other_ca_file.write_bytes(other_cert.public_bytes(pem))
+    pki.cert_file.write_bytes(cert.public_bytes(pem))
+    pki.key_file.write_bytes(_key_pem(key))
+    os.chmod(pki.key_file, 0o600)
+    return pki
+
+
+def render_deploy_config(
+    port: int, host: str, pki: TestPki, password_file: Path, acl_file: Path
+) -> str:
+    """deploy/mosquitto/passby.conf.example with its paths and listener made local."""
+    text = DEPLOY_CONF.read_text()
+    replacements = {
+        "listener 8883\n": f"listener {port} {host}\n",
+        "/etc/mosquitto/passby.passwd": str(password_file),
+        "/etc/mosquitto/passby.acl": str(acl_file),
+        "/etc/mosquitto/certs/broker.crt": str(pki.cert_file),
+        "/etc/mosquitto/certs/broker.key": str(pki.key_file),
+        "/etc/mosquitto/certs/ca.crt": str(pki.ca_file),
+    }
+    for old, new in replacements.items():
+        if old not in text:
+            raise AssertionError(f"{DEPLOY_CONF} no longer contains {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+class SecureBroker(Broker):
+    """The shipped TLS + password + ACL configuration on a free loopback port.
+
+    Extra attributes: ``pki`` (``TestPki``), ``password_file``, ``acl_file``, ``pid_file``
+    (for provisioning's SIGHUP). ``reload()`` sends SIGHUP (Mosquitto re-reads both files).
+    """
+
+    def __init__(
+        self, workdir: Path, pki: TestPki, password_file: Path, acl_file: Path, **kw: Any
+    ) -> None:
+        super().__init__(workdir, **kw)
+        self.pki = pki
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.pid_file = self.workdir / "mosquitto.pid"
+
+    def write_config(self) -> None:
+        lines = [
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            f"pid_file {self.pid_file}",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+        ]
+        if os.geteuid() == 0:
+            lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        body = render_deploy_config(
+            self.port, self.host, self.pki, self.password_file, self.acl_file
+        )
+        self.config_path.write_text("\n".join(lines) + "\n" + body + self.extra_config)
+
+    def start(self, timeout: float = 10.0) -> None:
+        if not self.password_file.exists():
+            self.password_file.write_text("")
+        if not self.acl_file.exists():
+            self.acl_file.write_text("")
+        super().start(timeout)
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads the password and ACL files."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://{self.host}:{self.port}"
+
+
+def start_secure_broker(
+    workdir: Path, password_file: Path, acl_file: Path, pki: TestPki | None = None
+) -> SecureBroker:
+    """Start the shipped configuration in ``workdir``; fails the running test if it cannot."""
+    pki = pki or make_test_pki(workdir / "pki")
+    try:
+        broker = SecureBroker(workdir, pki, password_file, acl_file)
+    except BrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    broker.start()
+    return broker
