@@ -257,6 +257,9 @@ class BridgeStore:
         if not self._memory:
             self.db.enable_wal()
         self.db.execute("PRAGMA foreign_keys=ON")
+        # Deleted or overwritten content (erased customers, plaintext moved by migration 2,
+        # finished enrolments) is zeroed on disk, not left in free pages.
+        self.db.execute("PRAGMA secure_delete=ON")
         self._lock = threading.RLock()
         self._depth = 0
         self._data_key = data_key
@@ -284,6 +287,8 @@ class BridgeStore:
                     self.db.execute(
                         "INSERT INTO schema_migrations VALUES (?, ?)", [number, time.time()]
                     )
+                if number == 2:
+                    self.checkpoint()  # the plaintext MACs of schema 1 must not stay in the WAL
             return len(MIGRATIONS)
 
     @contextmanager
@@ -573,6 +578,14 @@ class BridgeStore:
                     "WHERE phone_hmac=? OR customer_id=?",
                     [cipher.lookup("phone", phone), customer_id],
                 )
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so old page images (e.g. of an erased
+        customer) do not linger in the -wal file."""
+        with self._lock:
+            if not self._memory and not self._depth:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # enrolments ---------------------------------------------------------------------------
     def insert_enrolment(self, row: dict[str, Any]) -> None:
