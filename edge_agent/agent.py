@@ -20,6 +20,7 @@ from edge_agent.outbox import Outbox
 from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
 from edge_agent.protocol import PresenceMessage, Rssi, StatsMessage, topic
 from edge_agent.roster import Roster, RosterError, load_roster
+from edge_agent.sdnotify import SdNotifier
 
 if TYPE_CHECKING:
     from edge_agent.commands import CommandWorker
@@ -269,6 +270,8 @@ def run_capture(
             settings.mqtt.port,
             uplink.last_connect_error or "no answer",
         )
+    systemd = SdNotifier()
+    systemd.ready(f"capturing ({iface_state}), roster v{pipe.roster.version}")
     offset: float | None = None
     first_ts = last_ts = 0.0
     next_stats = time.monotonic() + remote.stats_interval_s
@@ -277,6 +280,7 @@ def run_capture(
     def maybe_stats() -> None:
         nonlocal next_stats, frames_at_stats
         mono = time.monotonic()
+        systemd.watchdog(mono)  # the frame loop is alive (systemd's WatchdogSec)
         if mono < next_stats:
             return
         interval = remote.stats_interval_s + (mono - next_stats)
@@ -287,6 +291,9 @@ def run_capture(
             _stats(
                 settings, pipe, outbox, commands, footfall, rate, started_mono, last_ts, iface_state
             )
+        )
+        systemd.status(
+            f"{rate:.0f} frames/s, roster v{pipe.roster.version}, outbox {outbox.depth()}"
         )
 
     try:
@@ -329,6 +336,7 @@ def run_capture(
         )
         summary.delivered = uplink.wait_drained(drain_timeout_s)
     finally:
+        systemd.stopping()
         uplink.stop()
         commands.stop()
         c = pipe.counters
