@@ -31,10 +31,7 @@ def build_store_roster(
     if not rows:
         raise RosterBuildError(f"store {store_id!r} is not configured")
     site_key = bytes.fromhex(rows[0]["site_key"])
-    entries = [
-        (mac_hash(site_key, bytes.fromhex(mac.replace(":", ""))), subject)
-        for mac, subject in store.roster_entries(now)
-    ]
+    entries = [(mac_hash(site_key, mac), subject) for mac, subject in store.roster_devices(now)]
     version = store.bump_roster_version(store_id)
     return build_roster(keys.signing_key, store_id, version, now, entries), version
 

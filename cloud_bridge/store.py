@@ -675,23 +675,30 @@ class BridgeStore:
         )
 
     def roster_entries(self, now: float) -> list[tuple[str, str]]:
-        """(mac, subject) of every unexpired device whose owner consented to recognition.
+        """(mac as aa:bb:.., subject) of every device that goes into a roster."""
+        return [(_mac_text(mac), subject) for mac, subject in self.roster_devices(now)]
+
+    def roster_devices(self, now: float) -> list[tuple[bytes, str]]:
+        """(raw MAC, subject) of every unexpired device whose owner consented to recognition.
 
         MACs are decrypted here, in memory, for the roster builder; a MAC claimed by two
         customers goes to the one who used it last."""
         with self._lock:
-            cur = self.db.execute(
-                "SELECT d.mac_hmac, d.mac_enc, c.subject FROM devices d "
+            rows = self.db.execute(
+                "SELECT d.mac_hmac, d.mac_enc, c.subject, d.last_seen, d.id FROM devices d "
                 "JOIN customers c ON c.id=d.customer_id "
                 "WHERE (d.expires IS NULL OR d.expires > ?) AND c.erased IS NULL AND ("
                 "SELECT k.status FROM consents k WHERE k.customer_id=d.customer_id "
-                "AND k.kind='recognition' ORDER BY k.ts DESC, k.id DESC LIMIT 1) = 'active' "
-                "ORDER BY d.last_seen, d.id",
+                "AND k.kind='recognition' ORDER BY k.ts DESC, k.id DESC LIMIT 1) = 'active'",
                 [now],
-            )
-            latest = {lookup: (enc, subject) for lookup, enc, subject in cur}
+            ).fetchall()
+        latest = {r[0]: r for r in rows}
+        if len(latest) != len(rows):  # rare: resolve shared MACs by (last_seen, id)
+            for r in rows:
+                if r[3:] > latest[r[0]][3:]:
+                    latest[r[0]] = r
         decrypt = self.cipher.decrypt_mac
-        return [(_mac_text(decrypt(enc)), subject) for enc, subject in latest.values()]
+        return [(decrypt(r[1]), r[2]) for r in latest.values()]
 
     def site_key(self, store_id: str) -> str | None:
         rows = self.query("SELECT site_key FROM stores WHERE id=?", [store_id])
