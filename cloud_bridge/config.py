@@ -5,13 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings
+from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings, read_secret
 
 __all__ = [
     "BridgeSettings",
     "ProviderSettings",
+    "TwilioSettings",
+    "SmscSettings",
+    "HttpGatewaySettings",
+    "DeliverySettings",
     "PolicySettings",
     "WebSettings",
     "EnrolSettings",
@@ -25,9 +29,193 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TwilioSettings(_Section):
+    """Twilio Messages API (Basic auth with the account SID and auth token)."""
+
+    account_sid: str | None = Field(
+        None, description="Twilio Account SID (AC...)", pattern=r"^AC[0-9a-fA-F]{32}$"
+    )
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Twilio auth token (prefer auth_token_file); also checks X-Twilio-Signature",
+    )
+    auth_token_file: Path | None = Field(None, description="file holding the Twilio auth token")
+    messaging_service_sid: str | None = Field(
+        None,
+        description="send through this Messaging Service (MG...) instead of From = sender name",
+        pattern=r"^MG[0-9a-fA-F]{32}$",
+    )
+    base_url: str = Field(
+        "https://api.twilio.com", description="Twilio API base URL", pattern=r"^https?://"
+    )
+
+    def auth_token_value(self) -> str | None:
+        return read_secret(self.auth_token, self.auth_token_file, "Twilio auth token")
+
+
+class SmscSettings(_Section):
+    """SMSC.ru HTTP API (login and password; the password also checks callbacks)."""
+
+    login: str | None = Field(None, description="SMSC.ru login")
+    password: SecretStr | None = Field(
+        None, description="SMSC.ru API password (prefer password_file); also checks callbacks"
+    )
+    password_file: Path | None = Field(None, description="file holding the SMSC.ru password")
+    base_url: str = Field("https://smsc.ru", description="SMSC API base URL", pattern=r"^https?://")
+
+    def password_value(self) -> str | None:
+        return read_secret(self.password, self.password_file, "SMSC password")
+
+
+class HttpGatewaySettings(_Section):
+    """Any HTTP SMS gateway: placeholders {to} {sender} {body} {key} {id} {validity_s}."""
+
+    url: str | None = Field(
+        None, description="send URL, placeholders allowed (URL-encoded)", pattern=r"^https?://"
+    )
+    method: Literal["POST", "PUT", "GET"] = Field("POST", description="HTTP method of a send")
+    body_format: Literal["json", "form", "none"] = Field(
+        "json", description="how placeholder values are escaped in body_template"
+    )
+    body_template: str = Field(
+        '{"to": "{to}", "from": "{sender}", "text": "{body}", "reference": "{key}"}',
+        description="request body with placeholders",
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    token: SecretStr | None = Field(
+        None, description="sent as 'Authorization: Bearer' (prefer token_file)"
+    )
+    token_file: Path | None = Field(None, description="file holding the gateway token")
+    account: str = Field("", description="rate-limit account name (default: the URL's host)")
+    success_status: list[int] = Field(
+        [200, 201, 202], description="HTTP statuses that can mean 'accepted'"
+    )
+    success_regex: str | None = Field(
+        None, description="and the response body must match this regex (unset: status alone)"
+    )
+    id_regex: str | None = Field(
+        r'"(?:id|message_id|messageId)"\s*:\s*"?([A-Za-z0-9_.:-]+)',
+        description="regex whose first group is the gateway's message id",
+    )
+    retry_status: list[int] = Field(
+        [429, 500, 502, 503],
+        description="HTTP statuses that surely mean 'not accepted, try later'",
+    )
+    status_url: str | None = Field(
+        None,
+        description="GET URL of one message's status ({key}, {provider_id}, {id}); "
+        "404 = never accepted. Unset: ambiguous sends wait for a receipt",
+        pattern=r"^https?://",
+    )
+    delivered_regex: str | None = Field(
+        r"(?i)delivered", description="status response matching this: delivered"
+    )
+    failed_regex: str | None = Field(
+        r"(?i)failed|undeliverable|rejected", description="status response matching this: failed"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the gateway's receipts and inbound SMS "
+        "(X-Passby-Signature: t=UNIX,v1=HEX over 't.body'); prefer webhook_secret_file",
+    )
+    webhook_secret_file: Path | None = Field(None, description="file holding the webhook secret")
+
+    def token_value(self) -> str | None:
+        return read_secret(self.token, self.token_file, "gateway token")
+
+    def webhook_secret_value(self) -> str | None:
+        return read_secret(self.webhook_secret, self.webhook_secret_file, "gateway webhook secret")
+
+
 class ProviderSettings(_Section):
-    kind: Literal["sandbox"] = Field(
-        "sandbox", description="SMS provider: 'sandbox' records messages in the store (demo)"
+    kind: Literal["sandbox", "twilio", "smsc", "http"] = Field(
+        "sandbox",
+        description="SMS provider: 'twilio', 'smsc' (SMSC.ru), 'http' (generic gateway) or "
+        "'sandbox' (records messages in the store: demo and tests)",
+    )
+    rate_per_s: float = Field(
+        10.0,
+        description="messages per second for this provider account: one token bucket shared "
+        "by every sender of the process",
+        gt=0,
+        le=10_000,
+    )
+    burst: int = Field(1, description="tokens the bucket may hold (messages sent at once)", ge=1)
+    connect_timeout_s: float = Field(
+        3.0, description="no connection by then: surely not sent, retried", gt=0
+    )
+    read_timeout_s: float = Field(
+        10.0,
+        description="no answer by then: outcome unknown, reconciled, never resent blindly",
+        gt=0,
+    )
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings, description="Twilio account")
+    smsc: SmscSettings = Field(default_factory=SmscSettings, description="SMSC.ru account")
+    http: HttpGatewaySettings = Field(
+        default_factory=HttpGatewaySettings, description="generic HTTP gateway"
+    )
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ProviderSettings:
+        if self.kind == "twilio" and not self.twilio.account_sid:
+            raise ValueError("kind 'twilio' needs twilio.account_sid and an auth token")
+        if self.kind == "twilio" and not (self.twilio.auth_token or self.twilio.auth_token_file):
+            raise ValueError("kind 'twilio' needs twilio.auth_token or twilio.auth_token_file")
+        if self.kind == "smsc" and not (
+            self.smsc.login and (self.smsc.password or self.smsc.password_file)
+        ):
+            raise ValueError("kind 'smsc' needs smsc.login and smsc.password or password_file")
+        if self.kind == "http" and not self.http.url:
+            raise ValueError("kind 'http' needs http.url")
+        return self
+
+
+class DeliverySettings(_Section):
+    """The send outbox: expiry, queue, retries, cost, mandatory parts."""
+
+    offer_ttl_s: float = Field(
+        600.0,
+        description="an offer not accepted by the provider this long after the customer was "
+        "seen expires and is never sent (proximity is now)",
+        gt=0,
+    )
+    queue_size: int = Field(
+        1000, description="sends waiting for a token at most; more are shed with a reason", ge=1
+    )
+    senders: int = Field(8, description="concurrent provider requests", ge=1, le=256)
+    max_attempts: int = Field(
+        6, description="attempts of one send that surely failed to reach the provider", ge=1
+    )
+    retry_base_s: float = Field(
+        0.5, description="first retry delay (doubles, with jitter; Retry-After wins)", gt=0
+    )
+    retry_max_s: float = Field(30.0, description="longest delay between retries", gt=0)
+    reconcile_after_s: float = Field(
+        5.0,
+        description="after an ambiguous attempt, ask the provider's status API this much later",
+        gt=0,
+    )
+    max_parts: int = Field(
+        2, description="most SMS parts a campaign text may take (checked at save)", ge=1, le=10
+    )
+    transliterate: bool = Field(
+        False, description="send Cyrillic in Latin letters (GSM-7: 160 characters, not 70)"
+    )
+    prices: dict[str, float] = Field(
+        default_factory=lambda: {"*": 0.05},
+        description="price of one SMS part by recipient country (ISO code); '*' for the rest",
+    )
+    currency: str = Field("USD", description="currency of prices", pattern=r"^[A-Z]{3}$")
+    default_language: Literal["en", "ru", "hy"] = Field(
+        "en", description="opt-out language when neither customer nor text tells"
+    )
+    optout_base_url: str | None = Field(
+        None,
+        description="base URL of one-click opt-out links (default public_url); keep it short",
+        pattern=r"^https?://",
+    )
+    webhook_max_age_s: float = Field(
+        300.0, description="signed webhooks older than this are refused as replays", gt=0
     )
 
 
@@ -111,6 +299,9 @@ class BridgeSettings(PassbySettings):
     database: Path | None = Field(None, description="SQLite file (default data_dir/bridge.db)")
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")
     provider: ProviderSettings = Field(default_factory=ProviderSettings, description="SMS provider")
+    delivery: DeliverySettings = Field(
+        default_factory=DeliverySettings, description="send outbox, retries, cost, opt-out"
+    )
     policy: PolicySettings = Field(default_factory=PolicySettings, description="offer policy")
     web: WebSettings = Field(default_factory=WebSettings, description="console and API")
     workers: int = Field(1, description="decision worker threads", ge=1, le=64)

@@ -11,6 +11,7 @@ import uvicorn
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.decide import Policy
+from cloud_bridge.deliver import Deliverer, DeliveryOptions
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.providers import make_provider
@@ -63,30 +64,35 @@ class BridgeService:
         self.store = BridgeStore(settings.database_path(), settings.data_key_bytes())
         self.keys = BridgeKeys(settings.data_dir)
         p = settings.policy
+        provider = make_provider(settings.provider, self.store)
+        self.deliverer = Deliverer(self.store, provider, DeliveryOptions.from_settings(settings))
         self.worker = DecisionWorker(
             self.store,
-            make_provider(settings.provider.kind, self.store),
+            provider,
             Policy(
                 overall_cap=p.overall_cap, overall_days=p.overall_days, offer_ttl_s=p.offer_ttl_s
             ),
+            self.deliverer,
         )
         self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
-        self.web = (
-            WebServer(create_app(self.store, settings), settings.web.host, settings.web.port)
-            if web
-            else None
-        )
+        self.web = None
+        if web:
+            app = create_app(self.store, settings)
+            app.state.deliverer = self.deliverer  # receipts and STOP replies use the live one
+            self.web = WebServer(app, settings.web.host, settings.web.port)
 
     def start(self) -> None:
         if self.web:
             self.web.start()
             log.info("console at %s", self.web.url)
+        self.deliverer.start()
         self.worker.start()
         self.ingest.start()
 
     def stop(self) -> None:
         self.ingest.stop()
         self.worker.stop()
+        self.deliverer.stop()
         if self.web:
             self.web.stop()
         self.store.close()

@@ -1123,7 +1123,7 @@ class BridgeStore:
             )
         return self.query(
             f"SELECT * FROM {t} WHERE state=? AND (next_at IS NULL OR next_at<=?) "
-            "ORDER BY next_at, id LIMIT ?",
+            "AND final_at IS NULL ORDER BY next_at, id LIMIT ?",
             [state, due_by, limit],
         )
 

@@ -15,6 +15,7 @@ from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.decide import REASONS
 from cloud_bridge.enrol import router as enrol_router
+from cloud_bridge.inbound import inbound_router
 from cloud_bridge.provisioning import pairing_router as _pairing_router
 from cloud_bridge.store import BridgeStore
 
@@ -68,6 +69,7 @@ def overview(store: BridgeStore, limit: int = 50) -> dict[str, Any]:
 def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
     app = FastAPI(title="passby console", version=__version__)
     app.include_router(enrol_router(store, settings))
+    app.include_router(inbound_router(store, settings))
     if settings is not None:
         from cloud_bridge.roster_api import roster_router
 

@@ -19,10 +19,16 @@ TRIGGER_TYPES = ("arrive", "visit")  # 'leave' is recorded for reports but never
 
 
 class DecisionWorker:
-    def __init__(self, store: BridgeStore, provider: Provider, policy: Policy = Policy()) -> None:
+    def __init__(
+        self,
+        store: BridgeStore,
+        provider: Provider,
+        policy: Policy = Policy(),
+        deliverer: Deliverer | None = None,
+    ) -> None:
         self.store = store
         self.provider = provider
-        self.deliverer = Deliverer(store, provider)
+        self.deliverer = deliverer or Deliverer(store, provider)
         self.policy = policy
         self.wake = threading.Event()
         self._stop = threading.Event()

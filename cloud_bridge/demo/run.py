@@ -136,8 +136,11 @@ def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
 def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = db.query("SELECT count(*) AS n, sum(state='new') AS pending FROM events")[0]
-        if row["n"] >= expected and not row["pending"]:
+        row = db.query(
+            "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
+            "WHERE state IN ('reserved','sending')) AS unsent FROM events"
+        )[0]
+        if row["n"] >= expected and not row["pending"] and not row["unsent"]:
             return
         time.sleep(0.1)
     raise DemoError(f"the bridge did not process {expected} events within {timeout:.0f} s")

@@ -62,8 +62,11 @@ def replay(edge_toml: Path) -> dict:
 def wait_processed(store: BridgeStore, n: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = store.query("SELECT count(*) AS n, sum(state='new') AS p FROM events")[0]
-        if row["n"] >= n and not row["p"]:
+        row = store.query(
+            "SELECT count(*) AS n, sum(state='new') AS p, (SELECT count(*) FROM sends "
+            "WHERE state IN ('reserved','sending')) AS unsent FROM events"
+        )[0]
+        if row["n"] >= n and not row["p"] and not row["unsent"]:
             return
         time.sleep(0.1)
     pytest.fail(
