@@ -159,12 +159,12 @@ def run() -> dict[str, float | int | bool]:
         populate_s = time.perf_counter() - start
 
         start = time.perf_counter()
-        entries = store.roster_entries(time.time())
-        query_s = time.perf_counter() - start
-        del entries
-        start = time.perf_counter()
         data, version = build_store_roster(store, keys, "bench", time.time())
         build_s = time.perf_counter() - start
+        start = time.perf_counter()  # the build's first step again, for the breakdown
+        entries = store.roster_devices(time.time())
+        query_s = time.perf_counter() - start
+        del entries
         store.close()
 
         path = work / "bench.roster"
@@ -220,8 +220,8 @@ def run() -> dict[str, float | int | bool]:
     table.add_column("goal", justify="right")
     rows = [
         ("bridge: fill store (set-up, bulk)", f"{populate_s:.2f} s", ""),
-        ("bridge: query + decrypt MACs", f"{query_s:.2f} s", ""),
         ("bridge: build (query, decrypt, hash, sort, sign)", f"{build_s:.2f} s", ""),
+        ("  of which query + decrypt MACs (warm cache)", f"{query_s:.2f} s", ""),
         ("file size", f"{size / 2**20:.1f} MB ({size:,} B)", ""),
         ("agent: load (read, verify, parse), cold", f"{child['load_s']:.3f} s", "<= 2 s"),
         ("agent: load, warm", f"{child['warm_load_s']:.3f} s", ""),
