@@ -198,6 +198,48 @@ MIGRATIONS: list[str] = [
         customer_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, code TEXT, ts REAL NOT NULL
     );
     """,
+    # 5: the offer engine. Campaigns get audience rules, schedule, variants, holdout %, budget,
+    # status draft/active/paused/ended (with why a guard paused one), minimum dwell and RSSI
+    # (JSON columns hold the validated structures of cloud_bridge/campaigns.py); stores a daily
+    # SMS budget; decisions their variant, holdout flag, store, segment and the chain of checks
+    # (``explain``); sends their variant; imported CRM purchases (revenue); engine alerts.
+    """
+    ALTER TABLE stores ADD COLUMN daily_budget INTEGER;
+    ALTER TABLE campaigns ADD COLUMN variants TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE campaigns ADD COLUMN holdout_pct REAL NOT NULL DEFAULT 0;
+    ALTER TABLE campaigns ADD COLUMN budget INTEGER;
+    ALTER TABLE campaigns ADD COLUMN audience TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE campaigns ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE campaigns ADD COLUMN min_dwell_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE campaigns ADD COLUMN min_rssi REAL;
+    ALTER TABLE campaigns ADD COLUMN rssi_stat TEXT NOT NULL DEFAULT 'median';
+    ALTER TABLE campaigns ADD COLUMN source TEXT;
+    ALTER TABLE campaigns ADD COLUMN created REAL;
+    ALTER TABLE campaigns ADD COLUMN updated REAL;
+    ALTER TABLE campaigns ADD COLUMN paused_reason TEXT;
+    ALTER TABLE campaigns ADD COLUMN paused_at REAL;
+    ALTER TABLE decisions ADD COLUMN variant TEXT;
+    ALTER TABLE decisions ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE decisions ADD COLUMN store_id TEXT;
+    ALTER TABLE decisions ADD COLUMN segment TEXT;
+    ALTER TABLE decisions ADD COLUMN checks TEXT;
+    ALTER TABLE sends ADD COLUMN variant TEXT;
+    CREATE INDEX decisions_customer ON decisions(customer_id, outcome, campaign_id, ts);
+    CREATE INDEX decisions_campaign ON decisions(campaign_id, outcome);
+    CREATE INDEX events_subject ON events(subject, type, ts);
+    CREATE INDEX sends_campaign ON sends(campaign_id, state);
+    CREATE INDEX sends_store ON sends(store_id, ts);
+    CREATE TABLE purchases (
+        id INTEGER PRIMARY KEY, ref TEXT NOT NULL UNIQUE, customer_id INTEGER NOT NULL,
+        store_id TEXT, ts REAL NOT NULL, amount REAL NOT NULL, currency TEXT,
+        imported REAL NOT NULL
+    );
+    CREATE INDEX purchases_customer ON purchases(customer_id, ts);
+    CREATE TABLE engine_alerts (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, campaign_id TEXT, detail TEXT NOT NULL,
+        ts REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -1246,4 +1288,428 @@ class BridgeStore:
         return self.query(
             "SELECT ts, state, detail FROM send_log WHERE kind=? AND send_id=? ORDER BY id",
             [kind, send_id],
+        )
+
+    # offer engine (migration 5) -----------------------------------------------------------
+    def campaign_rows(self, campaign_id: str | None = None) -> list[dict[str, Any]]:
+        """Campaign rows (JSON columns still text), highest priority first."""
+        if campaign_id is not None:
+            return self.query("SELECT * FROM campaigns WHERE id=?", [campaign_id])
+        return self.query("SELECT * FROM campaigns ORDER BY priority DESC, id")
+
+    def campaigns_stamp(self) -> tuple[Any, ...]:
+        """Changes whenever a campaign is added, edited or changes status (cache key)."""
+        row = self.db.execute(
+            "SELECT count(*), max(updated), total(length(status)), group_concat(status, '') "
+            "FROM campaigns"
+        ).fetchone()
+        return tuple(row)
+
+    def save_campaign(self, row: dict[str, Any], now: float) -> bool:
+        """Insert or replace a campaign (JSON-able values are stored as JSON). True if new."""
+        row = dict(row)
+        for key in ("stores", "variants", "audience", "schedule"):
+            if key in row and not isinstance(row[key], str):
+                row[key] = json.dumps(row[key], ensure_ascii=False, sort_keys=True)
+        with self.transaction() as db:
+            old = db.execute("SELECT created FROM campaigns WHERE id=?", [row["id"]]).fetchone()
+            row["created"] = old[0] if old and old[0] else now
+            row["updated"] = now
+            if row.get("status") == "active":
+                row.setdefault("paused_reason", None)
+                row.setdefault("paused_at", None)
+            db["campaigns"].upsert(row, pk="id")
+            return old is None
+
+    def set_campaign_status(
+        self, campaign_id: str, status: str, now: float, reason: str | None = None
+    ) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE campaigns SET status=?, updated=?, paused_reason=?, paused_at=? WHERE id=?",
+                [status, now, reason, now if status == "paused" else None, campaign_id],
+            )
+            return cur.rowcount == 1
+
+    def delete_campaign(self, campaign_id: str) -> str:
+        """'deleted', 'missing', or 'used' (it has decisions: end it instead)."""
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM campaigns WHERE id=?", [campaign_id]).fetchone():
+                return "missing"
+            if db.execute(
+                "SELECT 1 FROM decisions WHERE campaign_id=? LIMIT 1", [campaign_id]
+            ).fetchone():
+                return "used"
+            db.execute("DELETE FROM campaigns WHERE id=?", [campaign_id])
+            return "deleted"
+
+    def store_rows(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT id, name, timezone, country, sender_name, send_start, send_end, "
+            "daily_budget FROM stores ORDER BY id"
+        )
+
+    def set_store_budget(self, store_id: str, daily_budget: int | None) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE stores SET daily_budget=? WHERE id=?", [daily_budget, store_id]
+            )
+            return cur.rowcount == 1
+
+    def engine_customer(self, subject: str, before: float, since: float) -> dict[str, Any] | None:
+        """The customer with this subject, latest consents, last purchase and the times of the
+        visits the sensors saw in [since, before) (``visit_times``, newest first, at most 500)."""
+        rows = self.query(
+            "SELECT c.id, c.crm_id, c.name, c.phone, c.favourite_product, c.loyalty_tier, "
+            "c.visits, c.first_purchase, c.erased, "
+            "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='sms' "
+            "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS sms, "
+            "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='recognition' "
+            "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS recognition, "
+            "(SELECT max(p.ts) FROM purchases p WHERE p.customer_id=c.id) AS last_purchase "
+            "FROM customers c WHERE c.subject=?",
+            [subject],
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        with self._lock:
+            row["visit_times"] = tuple(
+                r[0]
+                for r in self.db.execute(
+                    "SELECT ts FROM events WHERE subject=? AND type='visit' AND ts>=? AND ts<? "
+                    "ORDER BY ts DESC LIMIT 500",
+                    [subject, since, before],
+                )
+            )
+        return row
+
+    def engine_history(
+        self, customer_id: int, since: float
+    ) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
+        """(sends that count against caps, holdout would-be sends) since ``since``."""
+        placeholders = ",".join("?" * len(CAPPED_STATES))
+        with self._lock:
+            sends = tuple(
+                (r[0], r[1])
+                for r in self.db.execute(
+                    f"SELECT campaign_id, ts FROM sends WHERE customer_id=? AND ts>=? "
+                    f"AND state IN ({placeholders})",
+                    [customer_id, since, *CAPPED_STATES],
+                )
+            )
+            holdouts = tuple(
+                (r[0], r[1])
+                for r in self.db.execute(
+                    "SELECT campaign_id, ts FROM decisions WHERE customer_id=? "
+                    "AND outcome='holdout' AND ts>=?",
+                    [customer_id, since],
+                )
+            )
+        return sends, holdouts
+
+    def campaign_send_counts(self, campaign_ids: list[str]) -> dict[str, int]:
+        """Lifetime sends (counting against budgets) of these campaigns."""
+        if not campaign_ids:
+            return {}
+        placeholders = ",".join("?" * len(CAPPED_STATES))
+        rows = self.query(
+            f"SELECT campaign_id, count(*) AS n FROM sends WHERE campaign_id IN "
+            f"({','.join('?' * len(campaign_ids))}) AND state IN ({placeholders}) "
+            "GROUP BY campaign_id",
+            [*campaign_ids, *CAPPED_STATES],
+        )
+        return {r["campaign_id"]: r["n"] for r in rows}
+
+    def store_sends_since(self, store_id: str, since: float) -> int:
+        placeholders = ",".join("?" * len(CAPPED_STATES))
+        return int(
+            self.query(
+                f"SELECT count(*) AS n FROM sends WHERE store_id=? AND ts>=? "
+                f"AND state IN ({placeholders})",
+                [store_id, since, *CAPPED_STATES],
+            )[0]["n"]
+        )
+
+    def record_decision(
+        self,
+        event_id: str,
+        customer_id: int | None,
+        campaign_id: str | None,
+        store_id: str | None,
+        outcome: str,
+        reason: str,
+        detail: str,
+        now: float,
+        *,
+        variant: str | None = None,
+        holdout: bool = False,
+        segment: str | None = None,
+        checks: str | None = None,
+    ) -> int:
+        """Store one decision (``checks``: the chain of checks as JSON)."""
+        with self._lock:
+            cur = self.db.execute(
+                "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
+                "detail, ts, variant, holdout, store_id, segment, checks) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    event_id,
+                    customer_id,
+                    campaign_id,
+                    outcome,
+                    reason,
+                    detail,
+                    now,
+                    variant,
+                    int(holdout),
+                    store_id,
+                    segment,
+                    checks,
+                ],
+            )
+            return int(cur.lastrowid or 0)
+
+    def reserve_offer(
+        self,
+        event_id: str,
+        customer_id: int,
+        campaign_id: str,
+        variant: str,
+        store_id: str,
+        now: float,
+        *,
+        cap_count: int,
+        cap_days: int,
+        overall_cap: int,
+        overall_days: int,
+        budget: int | None = None,
+        store_budget: int | None = None,
+        day_start: float = 0.0,
+        holdout: bool = False,
+        sender: str = "",
+        body: str = "",
+        provider: str = "",
+        segment: str | None = None,
+        checks: str | None = None,
+    ) -> tuple[int | None, str]:
+        """Atomically re-check every cap and budget, then record the decision and (unless the
+        customer is in the holdout) reserve the send. Returns (send id or, for a holdout, the
+        decision id; "") or (None, skip reason). Holdout would-be sends count against the
+        campaign's own cap only, so the holdout is exposed as often as the treatment."""
+        placeholders = ",".join("?" * len(CAPPED_STATES))
+        with self.transaction() as db:
+            n_campaign = db.execute(
+                f"SELECT count(*) FROM sends WHERE customer_id=? AND campaign_id=? AND ts>=? "
+                f"AND state IN ({placeholders})",
+                [customer_id, campaign_id, now - cap_days * 86400, *CAPPED_STATES],
+            ).fetchone()[0]
+            n_campaign += db.execute(
+                "SELECT count(*) FROM decisions WHERE customer_id=? AND outcome='holdout' "
+                "AND campaign_id=? AND ts>=?",
+                [customer_id, campaign_id, now - cap_days * 86400],
+            ).fetchone()[0]
+            reason, detail = "", ""
+            if n_campaign >= cap_count:
+                reason, detail = "campaign_cap", f"{n_campaign} of {cap_count} in {cap_days} days"
+            elif budget is not None:
+                used = db.execute(
+                    f"SELECT count(*) FROM sends WHERE campaign_id=? AND state IN ({placeholders})",
+                    [campaign_id, *CAPPED_STATES],
+                ).fetchone()[0]
+                if used >= budget:
+                    reason, detail = "campaign_budget", f"{used} of {budget} SMS used"
+            if not reason and not holdout:
+                n_all = db.execute(
+                    f"SELECT count(*) FROM sends WHERE customer_id=? AND ts>=? "
+                    f"AND state IN ({placeholders})",
+                    [customer_id, now - overall_days * 86400, *CAPPED_STATES],
+                ).fetchone()[0]
+                if n_all >= overall_cap:
+                    reason, detail = "overall_cap", f"{n_all} SMS in {overall_days} days"
+                elif store_budget is not None:
+                    today = db.execute(
+                        f"SELECT count(*) FROM sends WHERE store_id=? AND ts>=? "
+                        f"AND state IN ({placeholders})",
+                        [store_id, day_start, *CAPPED_STATES],
+                    ).fetchone()[0]
+                    if today >= store_budget:
+                        reason, detail = "store_budget", f"{today} of {store_budget} SMS today"
+            if reason:
+                self.record_decision(
+                    event_id,
+                    customer_id,
+                    campaign_id,
+                    store_id,
+                    "skip",
+                    reason,
+                    f"{detail} (when reserving: another event got there first)",
+                    now,
+                    segment=segment,
+                    checks=checks,
+                )
+                return None, reason
+            decision_id = self.record_decision(
+                event_id,
+                customer_id,
+                campaign_id,
+                store_id,
+                "holdout" if holdout else "send",
+                "holdout" if holdout else "sent",
+                "in the holdout group: no SMS" if holdout else "all checks passed",
+                now,
+                variant=None if holdout else variant,
+                holdout=holdout,
+                segment=segment,
+                checks=checks,
+            )
+            if holdout:
+                return decision_id, ""
+            cur = db.execute(
+                "INSERT INTO sends(decision_id, customer_id, campaign_id, store_id, ts, state, "
+                "provider, sender, body, variant) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    decision_id,
+                    customer_id,
+                    campaign_id,
+                    store_id,
+                    now,
+                    "reserved",
+                    provider,
+                    sender,
+                    body,
+                    variant,
+                ],
+            )
+            return int(cur.lastrowid or 0), ""
+
+    def mark_events(self, event_ids: list[str], state: str) -> None:
+        with self._lock:
+            self.db.executemany(
+                "UPDATE events SET state=? WHERE event_id=?", [(state, e) for e in event_ids]
+            )
+
+    def optout_stats(
+        self, campaign_ids: list[str], window_days: float
+    ) -> dict[str, tuple[int, int]]:
+        """campaign -> (sends, opt-outs): an opt-out is a revoked marketing consent within
+        ``window_days`` after one of the campaign's sends to that customer."""
+        if not campaign_ids:
+            return {}
+        placeholders = ",".join("?" * len(CAPPED_STATES))
+        ids = ",".join("?" * len(campaign_ids))
+        rows = self.query(
+            f"SELECT s.campaign_id, count(*) AS sends, count(DISTINCT CASE WHEN EXISTS ("
+            "SELECT 1 FROM consents k WHERE k.customer_id=s.customer_id AND k.kind='sms' "
+            "AND k.status='revoked' AND k.ts>=s.ts AND k.ts<=s.ts+?) THEN s.customer_id END) "
+            f"AS optouts FROM sends s WHERE s.campaign_id IN ({ids}) "
+            f"AND s.state IN ({placeholders}) GROUP BY s.campaign_id",
+            [window_days * 86400, *campaign_ids, *CAPPED_STATES],
+        )
+        return {r["campaign_id"]: (r["sends"], r["optouts"]) for r in rows}
+
+    def add_engine_alert(self, kind: str, campaign_id: str | None, detail: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO engine_alerts(kind, campaign_id, detail, ts) VALUES (?,?,?,?)",
+                [kind, campaign_id, detail, now],
+            )
+
+    def pause_for_guard(self, campaign_id: str, detail: str, now: float) -> bool:
+        """Pause an active campaign and raise an alert, atomically; False if not active."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE campaigns SET status='paused', paused_reason=?, paused_at=?, updated=? "
+                "WHERE id=? AND status='active'",
+                [f"optout_guard: {detail}", now, now, campaign_id],
+            )
+            if cur.rowcount != 1:
+                return False
+            db.execute(
+                "INSERT INTO engine_alerts(kind, campaign_id, detail, ts) VALUES (?,?,?,?)",
+                ["optout_guard", campaign_id, detail, now],
+            )
+            return True
+
+    def engine_alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM engine_alerts ORDER BY id DESC LIMIT ?", [limit])
+
+    def engine_stats(self) -> dict[str, Any]:
+        """Counters the console and stats show: campaigns by status, guard pauses, alerts."""
+        by_status = {
+            r["status"]: r["n"]
+            for r in self.query("SELECT status, count(*) AS n FROM campaigns GROUP BY status")
+        }
+        row = self.query(
+            "SELECT (SELECT count(*) FROM engine_alerts WHERE kind='optout_guard') AS guard, "
+            "(SELECT count(*) FROM campaigns WHERE paused_reason LIKE 'optout_guard%' "
+            "AND status='paused') AS paused_by_guard, "
+            "(SELECT count(*) FROM decisions WHERE outcome='holdout') AS holdouts"
+        )[0]
+        return {
+            "campaigns": by_status,
+            "optout_guard_pauses": row["guard"],
+            "paused_by_guard": row["paused_by_guard"],
+            "holdout_decisions": row["holdouts"],
+        }
+
+    def event_row(self, event_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM events WHERE event_id=?", [event_id])
+        return rows[0] if rows else None
+
+    def decisions_of_event(self, event_id: str) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT d.*, c.crm_id, s.id AS send_id, s.state AS send_state FROM decisions d "
+            "LEFT JOIN customers c ON c.id=d.customer_id LEFT JOIN sends s ON s.decision_id=d.id "
+            "WHERE d.event_id=? ORDER BY d.id",
+            [event_id],
+        )
+
+    def decisions_of_customer(self, customer_id: int, limit: int = 20) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT d.*, e.type AS event_type, e.store_id AS event_store, e.ts AS event_ts, "
+            "s.state AS send_state FROM decisions d LEFT JOIN events e ON e.event_id=d.event_id "
+            "LEFT JOIN sends s ON s.decision_id=d.id WHERE d.customer_id=? "
+            "ORDER BY d.id DESC LIMIT ?",
+            [customer_id, limit],
+        )
+
+    def add_purchases(self, rows: list[dict[str, Any]], now: float) -> tuple[int, int]:
+        """Insert purchases (``ref`` unique); one transaction. (added, already known)."""
+        added = 0
+        with self.transaction() as db:
+            for r in rows:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO purchases(ref, customer_id, store_id, ts, amount, "
+                    "currency, imported) VALUES (?,?,?,?,?,?,?)",
+                    [
+                        r["ref"],
+                        r["customer_id"],
+                        r.get("store_id"),
+                        r["ts"],
+                        r["amount"],
+                        r.get("currency"),
+                        now,
+                    ],
+                )
+                added += cur.rowcount
+        return added, len(rows) - added
+
+    def exposures(self, return_days: float, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every send and holdout would-be send with whether the customer came back: a
+        ``visit`` event of the same subject within ``return_days`` after it; revenue is the
+        sum of the customer's imported purchases in that window. SMS cost from the send."""
+        window = return_days * 86400
+        return self.query(
+            "SELECT d.id, d.campaign_id, d.variant, d.store_id, d.holdout, d.ts, d.customer_id, "
+            "EXISTS (SELECT 1 FROM events e WHERE e.subject=c.subject AND e.type='visit' "
+            "AND e.ts>d.ts AND e.ts<=d.ts+?) AS returned, "
+            "(SELECT total(p.amount) FROM purchases p WHERE p.customer_id=d.customer_id "
+            "AND p.ts>d.ts AND p.ts<=d.ts+?) AS revenue, "
+            "s.cost AS cost, s.state AS send_state "
+            "FROM decisions d JOIN customers c ON c.id=d.customer_id "
+            "LEFT JOIN sends s ON s.decision_id=d.id "
+            "WHERE d.outcome IN ('send', 'holdout') AND d.ts>=? "
+            "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired'))",
+            [window, window, since],
         )

@@ -6,9 +6,10 @@ not when an SMS would go out.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final
 
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -30,9 +31,16 @@ class TemplateError(ValueError):
     """A template that does not parse or uses something it may not."""
 
 
+@lru_cache(maxsize=4096)
+def _compiled(template: str) -> Template:
+    """Compiling is ~1000x slower than rendering: each campaign text is compiled once."""
+    return _env.from_string(template)
+
+
 def render(template: str, variables: dict[str, Any]) -> str:
     try:
-        return _env.from_string(template).render(**variables).strip()
+        text: str = _compiled(template).render(**variables)
+        return text.strip()
     except JinjaTemplateError as exc:
         raise TemplateError(f"template error: {exc}") from None
 
