@@ -459,7 +459,8 @@ class Deliverer:
             store.move_send(
                 table, row_id, ("sending",), "unknown", now,
                 f"{label}: {result.error}; will ask the provider", attempt=attempt,
-                error=result.error, next_at=now + o.reconcile_after_s, lease_until=None,
+                error=result.error, lease_until=None,
+                next_at=now + max(o.reconcile_after_s, result.retry_after or 0.0),
             )  # fmt: skip
             self._wake.set()
         log.info(

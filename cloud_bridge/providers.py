@@ -454,7 +454,12 @@ class SmscProvider(_OneOff):
     can_reconcile = True
 
     def __init__(
-        self, client: httpx.Client, login: str, password: str, base_url: str = "https://smsc.ru"
+        self,
+        client: httpx.Client,
+        login: str,
+        password: str,
+        base_url: str = "https://smsc.ru",
+        duplicate_window_s: float = 60.0,
     ) -> None:
         if not login or not password:
             raise ProviderConfigError("smsc needs provider.smsc.login and password")
@@ -463,6 +468,8 @@ class SmscProvider(_OneOff):
         self.password = password
         self.base = base_url.rstrip("/")
         self.account = f"smsc:{login}"
+        # SMSC refuses an identical send within a minute (error 9): ask after that.
+        self.duplicate_window_s = duplicate_window_s
 
     def _auth(self) -> dict[str, str]:
         return {"login": self.login, "psw": self.password, "fmt": "3", "charset": "utf-8"}
@@ -490,7 +497,7 @@ class SmscProvider(_OneOff):
         if r.status_code != 200 or not body:
             return SendResult("unknown", error=f"HTTP {r.status_code} without a JSON answer")
         if "error_code" in body:
-            return self._error(int(body["error_code"]))
+            return self._error(int(body["error_code"]), self.duplicate_window_s)
         if "id" in body:
             cnt = body.get("cnt")
             return SendResult(
@@ -501,14 +508,14 @@ class SmscProvider(_OneOff):
         return SendResult("unknown", error="answer without id or error_code")
 
     @staticmethod
-    def _error(code: int) -> SendResult:
+    def _error(code: int, window_s: float = 60.0) -> SendResult:
         reason = f"SMSC {code}: {SMSC_ERRORS.get(code, 'unknown error')}"
         if code == 4:
             return SendResult("retry", error=reason, retry_after=60.0, code=str(code))
         if code == 9:
             # "Identical request within a minute": an earlier identical request reached SMSC,
-            # so the message may be on its way. Ask, never resend blindly.
-            return SendResult("unknown", error=reason, code=str(code))
+            # so the message may be on its way. Ask (after the window), never resend blindly.
+            return SendResult("unknown", error=reason, code=str(code), retry_after=window_s)
         action: Action | None = "invalid_number" if code in (7, 8) else None
         return SendResult("failed", error=reason, code=str(code), action=action)
 

@@ -10,10 +10,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud_bridge.erasure import suppressed
+from cloud_bridge.errors import SenderError, TemplateCostError
 from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.templates import TemplateError, validate
 from edge_agent.config import ConfigError
@@ -36,12 +38,21 @@ class StoreDef(_M):
     timezone: str = Field(description="IANA time zone, e.g. Europe/Moscow")
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO country code")
     sender_name: str = Field(
-        pattern=r"^[A-Za-z0-9 .&-]{1,11}$", description="alphanumeric sender id (<= 11 chars)"
+        description="sender: alphanumeric id (1-11 characters, a letter at least) or a number"
     )
     sending_hours: tuple[str, str] = Field(("09:00", "21:00"), description="local sending hours")
     ap_bssid: str | None = Field(None, description="store access point BSSID")
     ap_ssid: str | None = Field(None, description="store Wi-Fi name")
     channel: int | None = Field(None, ge=1, le=196, description="store AP channel")
+
+    @field_validator("sender_name")
+    @classmethod
+    def _sender(cls, v: str) -> str:
+        try:
+            sender_kind(v)
+        except SenderError as exc:
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("timezone")
     @classmethod
@@ -119,6 +130,18 @@ class Tenant(_M):
     sensor: SensorDef
     customers: list[CustomerDef] = Field(default_factory=list)
     campaigns: list[CampaignDef] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cost(self) -> Tenant:
+        # Each text with brand and opt-out must fit the maximum SMS parts (sms_text).
+        for i, camp in enumerate(self.campaigns):
+            try:
+                validate_template_cost(
+                    camp.template, store_name=self.store.name, sender=self.store.sender_name
+                )
+            except TemplateCostError as exc:
+                raise ValueError(f"campaigns[{i}].template: {exc}") from None
+        return self
 
 
 def load_tenant(path: Path) -> Tenant:

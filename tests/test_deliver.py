@@ -1,0 +1,334 @@
+"""The send outbox's state machine with a scripted provider: at most one SMS per intent."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterable
+
+import pytest
+from delivery_helpers import BRAND, add_customer, new_store, reserve, states
+
+from cloud_bridge.deliver import FROM, Deliverer, DeliveryOptions
+from cloud_bridge.providers import Outgoing, SendResult, StatusResult
+from cloud_bridge.ratelimit import TokenBucket
+from cloud_bridge.store import BridgeStore
+
+
+class Scripted:
+    """Answers sends from a script (then ``accepted``); keeps what it 'really' took."""
+
+    name = "sandbox"
+    account = "scripted"
+    can_reconcile = True
+
+    def __init__(self, script: Iterable[str] = ()) -> None:
+        self.script = collections.deque(script)
+        self.calls: list[Outgoing] = []
+        self.taken: dict[str, str] = {}  # key -> provider id, what the provider really has
+        self.takes: collections.Counter[str] = collections.Counter()  # key -> times taken
+        self.status_calls = 0
+
+    def submit(self, msg: Outgoing) -> SendResult:
+        self.calls.append(msg)
+        step = self.script.popleft() if self.script else "accepted"
+        pid = f"P{len(self.calls)}"
+        if step in ("accepted", "timeout_taken"):
+            self.takes[msg.key] += 1
+        if step == "accepted":
+            self.taken[msg.key] = pid
+            return SendResult("accepted", provider_id=pid)
+        if step == "timeout_taken":  # the provider took it, the answer was lost
+            self.taken[msg.key] = pid
+            return SendResult("unknown", error="no answer: ReadTimeout")
+        if step == "timeout_lost":
+            return SendResult("unknown", error="no answer: RemoteProtocolError")
+        if step == "retry":
+            return SendResult("retry", error="HTTP 503", retry_after=0.0)
+        if step == "opt_out":
+            return SendResult("failed", error="21610", code="21610", action="opt_out")
+        if step == "invalid":
+            return SendResult("failed", error="21211", code="21211", action="invalid_number")
+        if step == "crash":
+            raise RuntimeError("adapter bug")
+        raise AssertionError(step)
+
+    def status(self, msg: Outgoing) -> StatusResult:
+        self.status_calls += 1
+        if msg.key in self.taken:
+            return StatusResult("accepted", provider_id=self.taken[msg.key])
+        return StatusResult("not_found")
+
+    def send(self, to: str, sender: str, body: str) -> SendResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def sent_per_key(self) -> collections.Counter[str]:
+        return self.takes
+
+
+def deliverer(store: BridgeStore, provider: Scripted, **opts: object) -> Deliverer:
+    options = DeliveryOptions(**{"reconcile_after_s": 0.0, "retry_base_s": 0.0, **opts})  # type: ignore[arg-type]
+    return Deliverer(store, provider, options, bucket=TokenBucket(rate=10_000, burst=100))
+
+
+@pytest.fixture()
+def store() -> BridgeStore:
+    s = new_store()
+    yield s
+    s.close()
+
+
+def row(store: BridgeStore, send_id: int) -> dict:
+    return store.query("SELECT * FROM sends WHERE id=?", [send_id])[0]
+
+
+def test_accepted_send_is_final_text_with_key_cost_and_opt_out_link(store: BridgeStore) -> None:
+    now = time.time()
+    cid = add_customer(store, 1, now)
+    sid = reserve(store, cid, now)
+    p = Scripted()
+    result = deliverer(store, p, prices={"RU": 0.04}, currency="USD").deliver(sid, "x", "y", "z")
+    assert result.status == "accepted"
+    r = row(store, sid)
+    assert r["state"] == "accepted" and r["provider_id"] == "P1" and r["attempts"] == 1
+    assert r["idem_key"].startswith(f"pb{sid}-")
+    assert r["encoding"] == "GSM-7" and r["parts"] == 1 and r["cost"] == pytest.approx(0.04)
+    assert r["expires_at"] == pytest.approx(now + 600)
+    link = store.query("SELECT token FROM optout_links WHERE send_id=?", [sid])[0]["token"]
+    assert (
+        r["body"]
+        == f"Name{cid}, 15% off espresso beans today at {BRAND}. Opt out: http://127.0.0.1:8080/o/{link}"
+    )
+    msg = p.calls[0]
+    assert (msg.key, msg.to, msg.sender, msg.body) == (
+        r["idem_key"],
+        "+79160000001",
+        "MainStCafe",
+        r["body"],
+    )
+    assert 590 <= (msg.validity_s or 0) <= 600
+    log = [e["state"] for e in store.send_log("sends", sid)]
+    assert log == ["reserved", "sending", "accepted"]
+
+
+def test_retry_when_surely_not_accepted_then_accepted(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now)
+    p = Scripted(["retry", "retry"])
+    d = deliverer(store, p)
+    assert d.deliver(sid).status == "retry"
+    assert row(store, sid)["state"] == "reserved" and row(store, sid)["next_at"] is not None
+    d.pump(time.time() + 1)
+    d.pump(time.time() + 2)
+    assert row(store, sid)["state"] == "accepted" and row(store, sid)["attempts"] == 3
+    assert p.sent_per_key() == {row(store, sid)["idem_key"]: 1}
+
+
+def test_read_timeout_is_reconciled_never_resent(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now)
+    p = Scripted(["timeout_taken"])
+    d = deliverer(store, p)
+    assert d.deliver(sid).status == "unknown"
+    assert row(store, sid)["state"] == "unknown"
+    d.sweep(time.time() + 1)
+    r = row(store, sid)
+    assert r["state"] == "accepted" and r["provider_id"] == "P1"
+    assert len(p.calls) == 1 and p.status_calls == 1  # asked, not resent
+
+
+def test_lost_request_is_sent_again_once_the_provider_says_it_has_none(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now)
+    p = Scripted(["timeout_lost"])
+    d = deliverer(store, p)
+    d.deliver(sid)
+    d.sweep(time.time() + 1)  # not found -> reserved -> sent (sync mode)
+    r = row(store, sid)
+    assert r["state"] == "accepted" and r["attempts"] == 2
+    assert p.sent_per_key() == {r["idem_key"]: 1}
+    details = [e["detail"] for e in store.send_log("sends", sid)]
+    assert any("no such message" in d for d in details)
+
+
+def test_expired_intent_is_never_sent(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now, event_ts=now - 601)
+    p = Scripted()
+    result = deliverer(store, p).deliver(sid)
+    assert result.status == "failed" and not p.calls
+    r = row(store, sid)
+    assert r["state"] == "expired" and "expired" in r["error"]
+
+
+def test_retries_stop_at_expiry_with_the_reason(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now, event_ts=now - 599)
+    p = Scripted(["retry"])
+    d = deliverer(store, p, retry_base_s=5.0)
+    d.deliver(sid)
+    r = row(store, sid)
+    # Retry-After 0 but the backoff floor is the retry: the offer has ~1 s left.
+    assert r["state"] in ("expired", "reserved")
+    d.pump(now + 10)
+    r = row(store, sid)
+    assert r["state"] == "expired" and len(p.calls) == 1
+
+
+def test_consent_revoked_while_queued_stops_the_send(store: BridgeStore) -> None:
+    now = time.time()
+    cid = add_customer(store, 1, now)
+    sid = reserve(store, cid, now)
+    p = Scripted(["retry"])
+    d = deliverer(store, p)
+    d.deliver(sid)  # first attempt refused (503), a retry is scheduled
+    store.record_consent(cid, "sms", "revoked", time.time(), proof={"source": "test"})
+    d.pump(time.time() + 1)
+    r = row(store, sid)
+    assert r["state"] == "failed" and "consent revoked" in r["error"]
+    assert len(p.calls) == 1
+
+
+def test_provider_refusals_revoke_consent_or_flag_the_number(store: BridgeStore) -> None:
+    now = time.time()
+    a, b = add_customer(store, 1, now), add_customer(store, 2, now)
+    p = Scripted(["opt_out", "invalid"])
+    d = deliverer(store, p)
+    d.deliver(reserve(store, a, now))
+    assert store.latest_consents(a)["sms"] == "revoked"
+    d.deliver(reserve(store, b, now))
+    assert store.number_flag(b)["code"] == "21211"
+    # A later offer to the flagged number is not attempted.
+    store.db.execute("UPDATE sends SET state='failed'")  # free the cap for the test
+    sid = reserve(store, b, now + 1)
+    d.deliver(sid)
+    assert row(store, sid)["state"] == "failed" and "flagged" in row(store, sid)["error"]
+    assert len(p.calls) == 2
+
+
+def test_adapter_crash_leaves_no_row_sending(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now)
+    d = deliverer(store, Scripted(["crash"]))
+    assert d.deliver(sid).status == "unknown"
+    assert row(store, sid)["state"] == "unknown"
+    d.sweep(time.time() + 1)
+    assert row(store, sid)["state"] == "accepted"
+
+
+def test_text_over_max_parts_is_refused(store: BridgeStore) -> None:
+    now = time.time()
+    cid = add_customer(store, 1, now)
+    sid = reserve(store, cid, now, body="Анна, " + "очень длинное предложение " * 6)
+    p = Scripted()
+    result = deliverer(store, p).deliver(sid)
+    assert result.status == "failed" and "SMS parts" in (result.error or "")
+    assert not p.calls and row(store, sid)["parts"] >= 3
+
+
+def test_recovery_after_a_crash_mid_send(store: BridgeStore) -> None:
+    """kill -9 between 'sending' and the answer: the lease runs out, the row becomes unknown
+    and is reconciled; reserved rows are prepared and sent. Nothing twice, nothing left."""
+    now = time.time()
+    p = Scripted()
+    ids = [reserve(store, add_customer(store, i, now), now) for i in range(4)]
+    d1 = deliverer(store, p, lease_s=5.0)
+    d1.prepare(ids[0], now)
+    d1.prepare(ids[1], now)
+    # ids[0]: the crash came after the provider took it; ids[1]: before the request left.
+    for sid in ids[:2]:
+        assert store.claim_send("sends", sid, now, now + 5.0) == 1
+    p.taken[row(store, ids[0])["idem_key"]] = "P0"
+    p.takes[row(store, ids[0])["idem_key"]] += 1
+    # ids[2]: reserved and prepared; ids[3]: reserved, never prepared.
+    d1.prepare(ids[2], now)
+    d2 = deliverer(store, p, lease_s=5.0)
+    counts = d2.recover(now + 1)  # leases still valid: not touched yet
+    assert counts["unknown"] == 0 and counts["requeued"] == 2
+    assert row(store, ids[0])["state"] == "sending"
+    counts = d2.recover(now + 6)
+    assert counts["unknown"] == 2
+    d2.sweep(now + 7)
+    assert states(store) == {"accepted": 4}
+    assert sum(p.sent_per_key().values()) == 4 and max(p.sent_per_key().values()) == 1
+    assert row(store, ids[0])["provider_id"] == "P0"
+
+
+def test_receipts_move_forward_and_correct_a_scheduled_retry(store: BridgeStore) -> None:
+    now = time.time()
+    sid = reserve(store, add_customer(store, 1, now), now)
+    p = Scripted(["retry"])
+    d = deliverer(store, p, retry_base_s=60.0)
+    d.deliver(sid)
+    key = row(store, sid)["idem_key"]
+    # The provider did take it after all (it says so in a receipt): no retry may follow.
+    assert d.on_receipt(StatusResult("accepted", provider_id="P9"), now, key=key)
+    assert row(store, sid)["state"] == "accepted"
+    d.pump(now + 120)
+    assert len(p.calls) == 1
+    assert d.on_receipt(StatusResult("delivered", provider_id="P9"), now + 1, provider_id="P9")
+    assert row(store, sid)["state"] == "delivered"
+    assert not d.on_receipt(StatusResult("accepted", provider_id="P9"), now + 2, provider_id="P9")
+    assert row(store, sid)["state"] == "delivered"  # never back
+    assert not d.on_receipt(StatusResult("delivered"), now, key="unknown-key")
+
+
+def test_shed_when_the_offer_would_expire_before_its_turn(store: BridgeStore) -> None:
+    now = time.time()
+    p = Scripted()
+    d = Deliverer(
+        store,
+        p,
+        DeliveryOptions(queue_size=10, senders=1),
+        bucket=TokenBucket(rate=0.1, burst=1),  # one message every 10 s
+    )
+    d._running = True  # queue without sender threads: nothing leaves the queue
+    results = []
+    for i in range(6):
+        sid = reserve(store, add_customer(store, i, now), now, event_ts=now - 575)  # 25 s left
+        results.append((sid, d.deliver(sid)))
+    queued = [sid for sid, r in results if r.status == "queued"]
+    shed = [(sid, r) for sid, r in results if r.status != "queued"]
+    assert len(queued) == 3  # waits 0, 10 and 20 s: all before the offers expire
+    for sid, r in shed:
+        assert r.error and r.error.startswith("shed: would wait")
+        assert row(store, sid)["state"] == "expired"
+    d._running = False
+    assert not p.calls
+
+
+def test_queue_full_is_shed_with_a_reason(store: BridgeStore) -> None:
+    now = time.time()
+    d = Deliverer(store, Scripted(), DeliveryOptions(queue_size=2), bucket=TokenBucket(1000, 1))
+    d._running = True
+    out = [d.deliver(reserve(store, add_customer(store, i, now), now)) for i in range(3)]
+    assert [r.status for r in out] == ["queued", "queued", "failed"]
+    assert out[2].error == "shed: queue full (2 waiting)"
+    d._running = False
+
+
+def test_running_deliverer_sends_everything_once(store: BridgeStore) -> None:
+    now = time.time()
+    p = Scripted(["retry", "timeout_taken", "timeout_lost", "accepted"] * 5)
+    d = Deliverer(
+        store, p, DeliveryOptions(senders=4, reconcile_after_s=0.2, retry_base_s=0.05),
+        bucket=TokenBucket(rate=200, burst=5),
+    )  # fmt: skip
+    d.start()
+    try:
+        ids = [reserve(store, add_customer(store, i, now), now) for i in range(40)]
+        for sid in ids:
+            assert d.deliver(sid).status == "queued"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and states(store).get("accepted", 0) < 40:
+            time.sleep(0.05)
+    finally:
+        d.stop()
+    assert states(store) == {"accepted": 40}
+    assert max(p.sent_per_key().values()) == 1 and len(p.sent_per_key()) == 40
+
+
+def test_transition_table_is_closed() -> None:
+    known = set(FROM) | {"reserved"}
+    for target, sources in FROM.items():
+        assert set(sources) <= known, target
