@@ -228,6 +228,24 @@ class PolicySettings(_Section):
 class WebSettings(_Section):
     host: str = Field("127.0.0.1", description="console/API listen address")
     port: int = Field(8080, description="console/API port (0 = pick a free one)", ge=0, le=65535)
+    session_idle_s: float = Field(
+        4 * 3600.0, description="a console session ends after this long without a request", gt=0
+    )
+    session_max_s: float = Field(
+        24 * 3600.0, description="a console session ends this long after login, whatever", gt=0
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="mark session cookies Secure: 'auto' when the request came over https "
+        "(behind a proxy: when it sends X-Forwarded-Proto and uvicorn trusts it)",
+    )
+    login_failures_per_user: int = Field(
+        5, description="failed logins for one user name per login_window_s before 429", ge=1
+    )
+    login_failures_per_ip: int = Field(
+        20, description="failed logins from one IP per login_window_s before 429", ge=1
+    )
+    login_window_s: float = Field(900.0, description="window of the login limits, seconds", gt=0)
 
 
 class EnrolSettings(_Section):

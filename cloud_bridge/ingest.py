@@ -124,6 +124,7 @@ def handle_message(
                 roster_version=stats.roster_version,
                 agent_version=stats.agent_version,
             )
+            store.record_stats(store_id, sensor_id, stats.model_dump(), now)
             return "stats"
     except ValidationError as exc:
         return dead(f"invalid {leaf} message: {_reason(exc)}")

@@ -240,6 +240,59 @@ MIGRATIONS: list[str] = [
         ts REAL NOT NULL
     );
     """,
+    # 6: console accounts and fleet history. Users with a role (admin / marketer / owner,
+    # owners bound to stores), argon2 password hashes; sessions and API tokens kept only as
+    # SHA-256 of their random secret; login attempts for rate limiting; an append-only audit
+    # log; per-sensor stats history (bounded retention) and footfall per store hour; indexes
+    # the console's reports need.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role TEXT NOT NULL, password_hash TEXT NOT NULL, phone TEXT, created REAL NOT NULL,
+        disabled REAL, last_login REAL, password_changed REAL
+    );
+    CREATE TABLE user_stores (
+        user_id INTEGER NOT NULL REFERENCES users(id), store_id TEXT NOT NULL,
+        PRIMARY KEY (user_id, store_id)
+    );
+    CREATE TABLE sessions (
+        id_sha256 TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
+        csrf TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, last_seen REAL NOT NULL,
+        ip TEXT, user_agent TEXT
+    );
+    CREATE INDEX sessions_user ON sessions(user_id);
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL, created REAL NOT NULL, last_used REAL, revoked REAL
+    );
+    CREATE TABLE login_attempts (
+        id INTEGER PRIMARY KEY, username TEXT NOT NULL, ip TEXT, ts REAL NOT NULL, ok INTEGER NOT NULL
+    );
+    CREATE INDEX login_attempts_user ON login_attempts(username, ts);
+    CREATE INDEX login_attempts_ip ON login_attempts(ip, ts);
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, actor TEXT NOT NULL, role TEXT,
+        action TEXT NOT NULL, target TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+        ip TEXT
+    );
+    CREATE INDEX audit_log_ts ON audit_log(ts);
+    CREATE TABLE sensor_stats (
+        id INTEGER PRIMARY KEY, store_id TEXT NOT NULL, sensor_id TEXT NOT NULL,
+        received REAL NOT NULL, ts REAL NOT NULL, frames INTEGER, frames_per_s REAL,
+        client_frames INTEGER, matched INTEGER, malformed INTEGER, outbox_depth INTEGER,
+        dropped INTEGER, roster_version INTEGER, channel INTEGER, iface_state TEXT,
+        cpu_temp_c REAL, disk_free_mb REAL, uptime_s REAL
+    );
+    CREATE INDEX sensor_stats_sensor ON sensor_stats(store_id, sensor_id, received);
+    CREATE TABLE footfall_hours (
+        store_id TEXT NOT NULL, sensor_id TEXT NOT NULL, hour REAL NOT NULL,
+        unique_devices INTEGER NOT NULL, visitors INTEGER NOT NULL, passers_by INTEGER NOT NULL,
+        PRIMARY KEY (store_id, sensor_id, hour)
+    );
+    CREATE INDEX events_store_type_ts ON events(store_id, type, ts);
+    CREATE INDEX decisions_ts ON decisions(ts);
+    CREATE INDEX sends_campaign_ts ON sends(campaign_id, ts)
+    """,
 ]
 
 
@@ -1290,6 +1343,211 @@ class BridgeStore:
             [kind, send_id],
         )
 
+    # console accounts, audit, fleet history (migration 6) ----------------------------------
+    def add_user(
+        self,
+        username: str,
+        role: str,
+        password_hash: str,
+        now: float,
+        stores: list[str] | tuple[str, ...] = (),
+        phone: str | None = None,
+    ) -> int:
+        """Create a console user (``sqlite3.IntegrityError`` if the name is taken)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO users(username, role, password_hash, phone, created, "
+                "password_changed) VALUES (?,?,?,?,?,?)",
+                [username, role, password_hash, phone, now, now],
+            )
+            user_id = int(cur.lastrowid or 0)
+            for store_id in stores:
+                db.execute(
+                    "INSERT OR IGNORE INTO user_stores(user_id, store_id) VALUES (?,?)",
+                    [user_id, store_id],
+                )
+            return user_id
+
+    def _with_stores(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in rows:
+            r["stores"] = [
+                x["store_id"]
+                for x in self.query(
+                    "SELECT store_id FROM user_stores WHERE user_id=? ORDER BY store_id", [r["id"]]
+                )
+            ]
+        return rows
+
+    def user_by_name(self, username: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM users WHERE username=?", [username])
+        return self._with_stores(rows)[0] if rows else None
+
+    def user_by_id(self, user_id: int) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM users WHERE id=?", [user_id])
+        return self._with_stores(rows)[0] if rows else None
+
+    def users(self) -> list[dict[str, Any]]:
+        return self._with_stores(
+            self.query(
+                "SELECT id, username, role, phone, created, disabled, last_login FROM users "
+                "ORDER BY username"
+            )
+        )
+
+    def update_user(self, user_id: int, stores: list[str] | None = None, **fields: Any) -> None:
+        """Change a user's columns (role, password_hash, phone, disabled...) and/or stores."""
+        with self.transaction() as db:
+            if fields:
+                db.execute(
+                    f"UPDATE users SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?",
+                    [*fields.values(), user_id],
+                )
+            if stores is not None:
+                db.execute("DELETE FROM user_stores WHERE user_id=?", [user_id])
+                for store_id in stores:
+                    db.execute(
+                        "INSERT INTO user_stores(user_id, store_id) VALUES (?,?)",
+                        [user_id, store_id],
+                    )
+
+    def create_session(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db["sessions"].insert(row)
+
+    def session_row(self, id_sha256: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM sessions WHERE id_sha256=?", [id_sha256])
+        return rows[0] if rows else None
+
+    def touch_session(self, id_sha256: str, now: float, expires: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sessions SET last_seen=?, expires=? WHERE id_sha256=?",
+                [now, expires, id_sha256],
+            )
+
+    def delete_sessions(
+        self, id_sha256: str | None = None, user_id: int | None = None, before: float | None = None
+    ) -> int:
+        """Log out one session, every session of a user, or purge those expired ``before``."""
+        with self.transaction() as db:
+            if id_sha256 is not None:
+                return db.execute("DELETE FROM sessions WHERE id_sha256=?", [id_sha256]).rowcount
+            if user_id is not None:
+                return db.execute("DELETE FROM sessions WHERE user_id=?", [user_id]).rowcount
+            if before is not None:
+                return db.execute("DELETE FROM sessions WHERE expires<?", [before]).rowcount
+            return 0
+
+    def add_api_token(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db["api_tokens"].insert(row)
+
+    def api_token_row(self, token_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM api_tokens WHERE id=?", [token_id])
+        return rows[0] if rows else None
+
+    def api_tokens(self, user_id: int | None = None) -> list[dict[str, Any]]:
+        where, args = ("WHERE t.user_id=?", [user_id]) if user_id is not None else ("", [])
+        return self.query(
+            "SELECT t.id, t.name, t.created, t.last_used, t.revoked, t.user_id, u.username "
+            f"FROM api_tokens t JOIN users u ON u.id=t.user_id {where} ORDER BY t.created DESC",
+            args,
+        )
+
+    def touch_api_token(self, token_id: str, now: float) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE api_tokens SET last_used=? WHERE id=?", [now, token_id])
+
+    def revoke_api_token(self, token_id: str, now: float) -> bool:
+        with self.transaction() as db:
+            return (
+                db.execute(
+                    "UPDATE api_tokens SET revoked=? WHERE id=? AND revoked IS NULL",
+                    [now, token_id],
+                ).rowcount
+                == 1
+            )
+
+    def record_login_attempt(self, username: str, ip: str | None, ok: bool, now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO login_attempts(username, ip, ts, ok) VALUES (?,?,?,?)",
+                [username.casefold(), ip, now, int(ok)],
+            )
+            db.execute("DELETE FROM login_attempts WHERE ts<?", [now - 86400])
+
+    def login_failures(self, username: str, ip: str | None, since: float) -> tuple[int, int]:
+        """Failed logins since ``since`` for this user name and from this IP."""
+        row = self.query(
+            "SELECT (SELECT count(*) FROM login_attempts WHERE username=? AND ts>=? AND ok=0) "
+            "AS by_user, (SELECT count(*) FROM login_attempts WHERE ip=? AND ts>=? AND ok=0) "
+            "AS by_ip",
+            [username.casefold(), since, ip, since],
+        )[0]
+        return int(row["by_user"]), int(row["by_ip"])
+
+    def audit(
+        self,
+        actor: str,
+        role: str | None,
+        action: str,
+        target: str,
+        detail: str,
+        ip: str | None,
+        now: float,
+    ) -> None:
+        """Append to the audit log (never updated or deleted by the application)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO audit_log(ts, actor, role, action, target, detail, ip) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [now, actor, role, action, target, detail, ip],
+            )
+
+    def record_stats(
+        self,
+        store_id: str,
+        sensor_id: str,
+        stats: dict[str, Any],
+        now: float,
+        retention_s: float = 8 * 86400,
+    ) -> None:
+        """Keep one stats message in the sensor's history (older than ``retention_s`` goes) and
+        the footfall counts of its current and previous hour (the highest count wins: counts
+        only grow within an hour, and an agent restart starts again from zero)."""
+        cols = (
+            "ts", "frames", "frames_per_s", "client_frames", "matched", "malformed",
+            "outbox_depth", "dropped", "roster_version", "channel", "iface_state", "cpu_temp_c",
+            "disk_free_mb", "uptime_s",
+        )  # fmt: skip
+        row = {"store_id": store_id, "sensor_id": sensor_id, "received": now}
+        row.update({c: stats.get(c) for c in cols})
+        foot = stats.get("footfall") or {}
+        hours = []
+        if "hour_start" in foot:
+            hour = float(foot["hour_start"])
+            hours.append((hour, foot.get("unique", 0), foot.get("visitors", 0)))
+            if foot.get("prev_hour_unique"):
+                hours.append(
+                    (hour - 3600, foot["prev_hour_unique"], foot.get("prev_hour_visitors", 0))
+                )
+        with self.transaction() as db:
+            db["sensor_stats"].insert(row)
+            db.execute(
+                "DELETE FROM sensor_stats WHERE store_id=? AND sensor_id=? AND received<?",
+                [store_id, sensor_id, now - retention_s],
+            )
+            for hour, unique, visitors in hours:
+                db.execute(
+                    "INSERT INTO footfall_hours(store_id, sensor_id, hour, unique_devices, "
+                    "visitors, passers_by) VALUES (?,?,?,?,?,?) ON CONFLICT(store_id, sensor_id, "
+                    "hour) DO UPDATE SET unique_devices=max(unique_devices, excluded.unique_devices), "
+                    "visitors=max(visitors, excluded.visitors), "
+                    "passers_by=max(unique_devices, excluded.unique_devices)"
+                    "-max(visitors, excluded.visitors)",
+                    [store_id, sensor_id, hour, int(unique), int(visitors), int(unique - visitors)],
+                )
+
     # offer engine (migration 5) -----------------------------------------------------------
     def campaign_rows(self, campaign_id: str | None = None) -> list[dict[str, Any]]:
         """Campaign rows (JSON columns still text), highest priority first."""
@@ -1583,6 +1841,14 @@ class BridgeStore:
             )
             return int(cur.lastrowid or 0), ""
 
+    def claim_event(self, event_id: str, state: str = "done") -> bool:
+        """new -> ``state`` for one event; False if another worker took it first."""
+        with self._lock:
+            cur = self.db.execute(
+                "UPDATE events SET state=? WHERE event_id=? AND state='new'", [state, event_id]
+            )
+            return cur.rowcount == 1
+
     def mark_events(self, event_ids: list[str], state: str) -> None:
         with self._lock:
             self.db.executemany(
@@ -1713,3 +1979,15 @@ class BridgeStore:
             "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired'))",
             [window, window, since],
         )
+
+    def meta(self, name: str) -> str | None:
+        rows = self.query("SELECT value FROM bridge_meta WHERE name=?", [name])
+        return rows[0]["value"] if rows else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO bridge_meta(name, value) VALUES (?,?) "
+                "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                [name, value],
+            )
