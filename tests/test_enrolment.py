@@ -438,3 +438,29 @@ def test_the_console_app_serves_the_enrolment_page(tmp_path: Path) -> None:
         # erasure API is off until a token is configured
         assert client.delete("/api/v1/customers/C-1001").status_code == 403
     store.close()
+
+
+def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) -> None:
+    """A MAC moves to whoever confirmed it last (a phone changed hands); a MAC two customers
+    share (e.g. from two imports) goes to the one seen last: a roster never maps one device
+    hash to two subjects."""
+    from cloud_bridge.rosters import build_store_roster
+
+    store, keys, client, clock, _ = env
+    anna = store.customers_by_phone(ANNA)[0]
+    r = start(client, mac="da:a1:19:3c:4e:01")  # Anna's demo phone, now Olga's
+    code, _ = last_code(store, "+79165550001")
+    crm_id = client.post(
+        f"/api/v1/enrolments/{r.json()['enrolment_id']}/confirm", json={"code": code}
+    ).json()["crm_id"]
+    olga = store.customer_row(crm_id)
+    entries = dict(store.roster_entries(clock.now))
+    assert entries["da:a1:19:3c:4e:01"] == olga["subject"]
+    assert not store.devices_of(anna["id"])
+
+    boris = store.customer_row("C-1002")
+    store.add_device(boris["id"], NEW_MAC, clock.now - 100, None)
+    store.add_device(olga["id"], "02:11:22:33:44:55", clock.now, None)  # seen later
+    assert dict(store.roster_entries(clock.now))[NEW_MAC] == olga["subject"]
+    data, _ = build_store_roster(store, keys, "main-st", clock.now)
+    assert data
