@@ -288,7 +288,11 @@ def _next_sensor_id(store: BridgeStore, store_id: str) -> str:
         r["sensor_id"]
         for r in store.query("SELECT sensor_id FROM sensors WHERE store_id=?", [store_id])
     }
-    taken |= {r["sensor_id"] for r in store.sensor_credentials(include_revoked=True)}
+    taken |= {
+        r["sensor_id"]
+        for r in store.sensor_credentials(include_revoked=True)
+        if r["store_id"] == store_id
+    }
     n = 1
     while f"sensor-{n}" in taken:
         n += 1
