@@ -94,6 +94,15 @@ def test_consent_texts_exist_in_every_language_and_name_both_consents() -> None:
     assert "Wi-Fi" in consent_text("v1", "hy").text and "SMS" in consent_text("v1", "ru").text
 
 
+def test_opt_out_words_in_the_texts_are_the_keywords_inbound_sms_obey() -> None:
+    from cloud_bridge.inbound import parse_keyword
+
+    for lang in LANGUAGES:
+        bold = re.findall(r"\*\*(.+?)\*\*", consent_text("v1", lang).text)
+        actions = {parse_keyword(w).action for w in bold if parse_keyword(w)}
+        assert actions == {"stop", "stopall"}, (lang, bold)
+
+
 def test_consent_text_api(env) -> None:
     _, _, client, _, _ = env
     r = client.get("/api/v1/consent-text", params={"language": "hy"})
