@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Install the passby cloud side on one Debian 12 server: Mosquitto with TLS and per-sensor
+# ACLs, the bridge (console + API on 127.0.0.1:8080), nightly backups, optionally PostgreSQL.
+#
+#   sudo deploy/cloud/install.sh --domain mqtt.example.com [--public-url https://bridge.example.com] [--postgres]
+#
+# Options:
+#   --domain NAME       DNS name sensors use for the broker (goes into the TLS certificate)
+#   --public-url URL    HTTPS URL of the console/API (nginx in front, see nginx-passby.conf);
+#                       default https://DOMAIN
+#   --postgres          also install PostgreSQL 15 with a passby role and database, and its backup
+#   --dry-run           print every step and command; change nothing (no root needed)
+#   --destdir DIR       write files under DIR and print, not run, system commands (packaging, tests)
+#   -h, --help
+#
+# Layout: /opt/passby/{releases/VERSION/venv,current,lib}, /etc/passby (bridge.toml, secrets;
+# root:passby 2750), /var/lib/passby-bridge (database, keys), /var/backups/passby (0700),
+# /etc/mosquitto/conf.d/passby.conf, /etc/mosquitto/certs, /etc/mosquitto/passby (password and
+# ACL files that `cloud-bridge sensors add` maintains).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+PREFIX=/opt/passby
+ETC=/etc/passby
+STATE=/var/lib/passby-bridge
+BACKUPS=/var/backups/passby
+AUTH=/etc/mosquitto/passby
+SERVICE_USER=passby
+PACKAGES=(mosquitto mosquitto-clients sqlite3 openssl python3 python3-venv ca-certificates)
+UNITS=(passby-bridge.service passby-mosquitto-reload.path passby-mosquitto-reload.service
+  passby-backup.service passby-backup.timer passby-backup-postgres.service passby-backup-postgres.timer)
+ENABLE=(passby-mosquitto-reload.path passby-backup.timer passby-bridge.service)
+HELPERS=(backup-sqlite.sh restore-sqlite.sh backup-postgres.sh restore-postgres.sh tls-setup.sh)
+TOTAL=11
+
+dry=0
+destdir=""
+domain=""
+public_url=""
+postgres=0
+
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+warn() { echo "install.sh: warning: $*" >&2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --domain) domain="${2:?--domain needs a DNS name}"; shift 2 ;;
+    --public-url) public_url="${2:?--public-url needs a URL}"; shift 2 ;;
+    --postgres) postgres=1; shift ;;
+    --dry-run) dry=1; shift ;;
+    --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (see --help)" ;;
+  esac
+done
+[ -n "$domain" ] || die "--domain is required: the broker's DNS name, which sensors connect to"
+[[ "$domain" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain '$domain' is not a DNS name"
+public_url="${public_url:-https://$domain}"
+[[ "$public_url" =~ ^https?://[A-Za-z0-9.:-]+(/.*)?$ ]] || die "--public-url '$public_url' is not an http(s) URL"
+[ "$postgres" = 0 ] || { PACKAGES+=(postgresql); ENABLE+=(passby-backup-postgres.timer); }
+[ -z "$destdir" ] || destdir="$(mkdir -p "$destdir" && cd "$destdir" && pwd)"
+
+# --- how each action happens (same helpers as deploy/edge/install.sh) ---------------------
+pretend() { [ "$dry" = 1 ] || [ -n "$destdir" ]; }
+step_no=0
+step() { step_no=$((step_no + 1)); printf '==> [%d/%d] %s\n' "$step_no" "$TOTAL" "$*"; }
+secret=""
+show() {
+  local out="" a
+  for a in "$@"; do
+    if [ -n "$secret" ] && [ "$a" = "$secret" ]; then
+      out+=" ***"
+    elif [[ "$a" =~ ^[A-Za-z0-9_./=:+,@%^-]+$ ]] || [[ "$a" =~ ^[A-Za-z0-9_./-]+\[[a-z,]+\]$ ]]; then
+      out+=" $a"
+    else
+      out+=" $(printf '%q' "$a")"
+    fi
+  done
+  printf '%s' "${out# }"
+}
+run() {
+  if pretend; then echo "    would run: $(show "$@")"; else echo "    + $(show "$@")"; "$@"; fi
+}
+put() {
+  local src="$1" dest="$2" mode="$3" group="${4:-root}"
+  if [ "$dry" = 1 ]; then echo "    would install: $dest (mode $mode, root:$group) from ${src#"$repo"/}"; return; fi
+  install -D -m "$mode" "$src" "$destdir$dest"
+  if [ -n "$destdir" ]; then echo "    installed: $destdir$dest"; else chgrp "$group" "$dest"; echo "    installed: $dest"; fi
+}
+write() {
+  local dest="$1" mode="$2" group="$3" tmp
+  tmp="$(mktemp)"; cat >"$tmp"
+  if [ "$dry" = 1 ]; then
+    echo "    would write: $dest (mode $mode, root:$group):"
+    if [ -n "$secret" ] && grep -qF "$secret" "$tmp"; then echo "      | ***"; else sed 's/^/      | /' "$tmp"; fi
+    rm -f "$tmp"; return
+  fi
+  put "$tmp" "$dest" "$mode" "$group"; rm -f "$tmp"
+}
+dir() {
+  if [ "$dry" = 1 ]; then echo "    would create: $1/ (mode $2, $3)"; return; fi
+  install -d -m "$2" "$destdir$1"
+  if [ -z "$destdir" ]; then chown "$3" "$1"; fi
+}
+exists() { [ -e "$destdir$1" ]; }
+
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/pyproject.toml" | head -n 1)"
+bridge="$PREFIX/current/venv/bin/cloud-bridge"
+
+# --- 1 ------------------------------------------------------------------------------------
+step "preflight: Debian 12, run as root"
+if ! pretend && [ "$(id -u)" != 0 ]; then die "run as root (sudo), or try --dry-run"; fi
+# shellcheck source=/dev/null
+codename="$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)"
+[ "$codename" = bookworm ] || warn "this is '${codename:-unknown}', not Debian bookworm: package names may differ"
+echo "    broker: $domain:8883 (TLS); console/API: $public_url -> 127.0.0.1:8080"
+
+# --- 2 ------------------------------------------------------------------------------------
+step "system packages: ${PACKAGES[*]}"
+run env DEBIAN_FRONTEND=noninteractive apt-get update -q
+run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
+
+# --- 3 ------------------------------------------------------------------------------------
+step "service user '$SERVICE_USER' and directories"
+if id "$SERVICE_USER" >/dev/null 2>&1; then
+  echo "    user $SERVICE_USER exists"
+else
+  run useradd --system --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+dir "$ETC" 2750 "root:$SERVICE_USER"
+dir "$STATE" 0750 "$SERVICE_USER:$SERVICE_USER"
+dir "$BACKUPS" 0700 "$SERVICE_USER:$SERVICE_USER"
+# setgid: files provisioning writes here belong to group mosquitto, which must read them.
+dir "$AUTH" 2750 "$SERVICE_USER:mosquitto"
+dir "$PREFIX" 0755 root:root
+dir "$PREFIX/lib" 0755 root:root
+dir "$PREFIX/releases" 0755 root:root
+
+# --- 4 ------------------------------------------------------------------------------------
+step "bridge software: passby $version into $PREFIX/releases/$version/venv"
+venv="$PREFIX/releases/$version/venv"
+run python3 -m venv "$venv"
+run "$venv/bin/python" -m pip install --quiet --upgrade pip
+run "$venv/bin/python" -m pip install --quiet "${repo}[bridge]"
+printf '{"name": "passby", "version": "%s", "protocol": %s, "source": "%s"}\n' "$version" \
+  "$(sed -n 's/^PROTOCOL_VERSION = \([0-9]*\)/\1/p' "$repo/edge_agent/protocol.py")" "$repo" |
+  write "$PREFIX/releases/$version/release.json" 0644 root
+run ln -sfn "releases/$version" "$PREFIX/current"
+
+# --- 5 ------------------------------------------------------------------------------------
+step "helper scripts: ${HELPERS[*]}"
+for h in "${HELPERS[@]}"; do
+  put "$here/$h" "$PREFIX/lib/$h" 0755
+done
+put "$here/README.md" "$PREFIX/share/deploy/cloud/README.md" 0644
+
+# --- 6 ------------------------------------------------------------------------------------
+step "configuration: $ETC/bridge.toml and the bridge's broker account"
+if exists "$ETC/bridge.toml"; then
+  echo "    keeping the existing $ETC/bridge.toml"
+else
+  sed -e "s|^public_url = .*|public_url = \"$public_url\"|" -e "s|^mqtt_host = .*|mqtt_host = \"$domain\"|" \
+    "$here/bridge.toml.example" | write "$ETC/bridge.toml" 0640 "$SERVICE_USER"
+fi
+if exists "$ETC/bridge-mqtt.password"; then
+  echo "    keeping the existing bridge broker password"
+else
+  password="$(openssl rand -hex 24)"
+  secret="$password"
+  printf '%s\n' "$password" | write "$ETC/bridge-mqtt.password" 0640 "$SERVICE_USER"
+  run touch "$AUTH/passby.passwd"
+  run mosquitto_passwd -b "$AUTH/passby.passwd" bridge "$password"
+fi
+if ! exists "$AUTH/passby.acl"; then
+  # Provisioning rewrites the whole file with every sensor's block; this is the bridge's part.
+  printf '%s\n' "# passby Mosquitto ACL: generated by 'cloud-bridge sensors'; edits are overwritten." \
+    "user bridge" "topic read passby/v1/#" "topic write passby/v1/+/+/cmd/#" |
+    write "$AUTH/passby.acl" 0640 mosquitto
+fi
+run chown -R "$SERVICE_USER:mosquitto" "$AUTH"
+
+# --- 7 ------------------------------------------------------------------------------------
+step "TLS: private CA and broker certificate for $domain in /etc/mosquitto/certs"
+run "$PREFIX/lib/tls-setup.sh" --name "$domain" --out /etc/mosquitto/certs --group mosquitto
+
+# --- 8 ------------------------------------------------------------------------------------
+step "Mosquitto: deploy/mosquitto/passby.conf.example as /etc/mosquitto/conf.d/passby.conf"
+# Same file, with the password and ACL files in $AUTH, which the unprivileged bridge may write.
+sed -e "s|^password_file .*|password_file $AUTH/passby.passwd|" -e "s|^acl_file .*|acl_file $AUTH/passby.acl|" \
+  "$repo/deploy/mosquitto/passby.conf.example" | write /etc/mosquitto/conf.d/passby.conf 0644 root
+run systemctl restart mosquitto.service
+
+# --- 9 ------------------------------------------------------------------------------------
+if [ "$postgres" = 1 ]; then
+  step "PostgreSQL: role and database 'passby' (peer authentication over the local socket)"
+  put "$here/postgresql/90-passby.conf" /etc/postgresql/15/main/conf.d/90-passby.conf 0644
+  # A world-readable copy: the postgres user may not be able to read this checkout.
+  put "$here/postgresql/passby.sql" "$PREFIX/share/deploy/cloud/passby.sql" 0644
+  run systemctl restart postgresql.service
+  run runuser -u postgres -- psql -X -v ON_ERROR_STOP=1 -f "$PREFIX/share/deploy/cloud/passby.sql"
+else
+  step "PostgreSQL: skipped (SQLite store; --postgres to add it)"
+fi
+
+# --- 10 -----------------------------------------------------------------------------------
+step "check: cloud-bridge validate-config"
+run "$bridge" validate-config "$ETC/bridge.toml"
+
+# --- 11 -----------------------------------------------------------------------------------
+step "systemd units: ${UNITS[*]}"
+for unit in "${UNITS[@]}"; do
+  put "$here/systemd/$unit" "/etc/systemd/system/$unit" 0644
+done
+run systemctl daemon-reload
+run systemctl enable --now "${ENABLE[@]}"
+cat <<NEXT
+    next:
+      1. HTTPS for the console and rosters: deploy/cloud/nginx-passby.conf + certbot (README)
+      2. add a store's sensor:   sudo -u $SERVICE_USER $bridge sensors add --store STORE -c $ETC/bridge.toml
+         then on the Pi:         sudo deploy/edge/install.sh --enroll CODE
+      3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-sqlite.sh
+NEXT

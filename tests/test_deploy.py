@@ -1,0 +1,882 @@
+"""deploy/: shell scripts lint clean, systemd units verify, installers' dry runs, monitor-mode
+setup, signed agent updates, sd_notify, TLS certificates a real Mosquitto serves."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from edge_agent.doctor import KNOWN_GOOD
+from edge_agent.protocol import PROTOCOL_VERSION
+from edge_agent.sdnotify import SdNotifier, notify
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGE = ROOT / "deploy" / "edge"
+CLOUD = ROOT / "deploy" / "cloud"
+SKIP_DIRS = {".git", ".venv", "var", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}
+
+
+def need(binary: str, package: str) -> str:
+    """The path of a tool the test needs; fail (never skip) naming the Debian package."""
+    for candidate in (shutil.which(binary), f"/usr/sbin/{binary}", f"/usr/bin/{binary}"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail(
+        f"{binary} is not installed: apt-get install {package} (scripts/setup.sh test does)",
+        pytrace=False,
+    )
+
+
+def sh(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+# shell scripts --------------------------------------------------------------------------------
+def shell_scripts() -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if d not in SKIP_DIRS]
+        for name in filenames:
+            p = Path(dirpath) / name
+            if name.endswith(".sh"):
+                out.append(p)
+                continue
+            try:
+                with open(p, "rb") as fh:
+                    first = fh.readline(100)
+            except OSError:
+                continue
+            if re.match(rb"#!\s*/(usr/)?bin/(env\s+)?(ba|da)?sh\b", first):
+                out.append(p)
+    return sorted(out)
+
+
+def test_every_shell_script_is_shellcheck_clean() -> None:
+    shellcheck = need("shellcheck", "shellcheck")
+    scripts = shell_scripts()
+    names = {p.relative_to(ROOT).as_posix() for p in scripts}
+    assert {
+        "deploy/edge/install.sh",
+        "deploy/edge/monitor-setup.sh",
+        "deploy/cloud/install.sh",
+        "deploy/cloud/tls-setup.sh",
+        "deploy/cloud/backup-sqlite.sh",
+        "deploy/cloud/restore-sqlite.sh",
+        "deploy/cloud/backup-postgres.sh",
+        "deploy/cloud/restore-postgres.sh",
+    } <= names
+    res = sh(shellcheck, "--external-sources", *scripts)
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", sorted(ROOT.glob("deploy/*/*.sh")), ids=lambda p: p.name)
+def test_scripts_are_executable_and_have_help(script: Path) -> None:
+    assert os.access(script, os.X_OK), f"chmod +x {script}"
+    if script.name == "monitor-setup.sh":
+        return  # run by systemd, no options
+    res = sh(script, "--help")
+    assert res.returncode == 0 and len(res.stdout.splitlines()) >= 3, res.stderr
+
+
+# systemd units --------------------------------------------------------------------------------
+def unit_files() -> list[Path]:
+    return sorted([*EDGE.glob("systemd/*"), *CLOUD.glob("systemd/*")])
+
+
+def parse_unit(path: Path) -> dict[str, list[tuple[str, str]]]:
+    sections: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            current = sections.setdefault(line.strip("[]"), [])
+            continue
+        key, _, value = line.partition("=")
+        assert current is not None, f"{path}: {line!r} outside a section"
+        current.append((key.strip(), value.strip()))
+    return sections
+
+
+def values(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> list[str]:
+    return [v for k, v in unit.get(section, []) if k == key]
+
+
+def one(unit: dict[str, list[tuple[str, str]]], section: str, key: str) -> str:
+    got = values(unit, section, key)
+    assert len(got) == 1, f"[{section}] {key}: {got}"
+    return got[0]
+
+
+# Executables the installers do not put in place (pip and Debian do): stand-ins for verify.
+STAND_INS = {
+    "/opt/passby/current/venv/bin/edge-agent",
+    "/opt/passby/current/venv/bin/cloud-bridge",
+    "/usr/bin/python3",
+    "/usr/bin/systemctl",
+}
+
+
+@pytest.fixture(scope="module")
+def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both installers run with --destdir into one scratch root, plus the host's stock units."""
+    root = tmp_path_factory.mktemp("root")
+    res = sh(EDGE / "install.sh", "--destdir", root, "--channel", "6", "--country", "RU")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    host_units = Path("/usr/lib/systemd/system")
+    if not (host_units / "sysinit.target").exists():
+        pytest.fail("systemd's units are missing: apt-get install systemd", pytrace=False)
+    shutil.copytree(host_units, root / "usr/lib/systemd/system", symlinks=True)
+    return root
+
+
+def test_installers_put_every_unit_in_place(staged_root: Path) -> None:
+    for unit in unit_files():
+        installed = staged_root / "etc/systemd/system" / unit.name
+        assert installed.read_bytes() == unit.read_bytes(), f"{unit.name} not installed"
+
+
+def test_systemd_analyze_verify_units(staged_root: Path) -> None:
+    """Parses every setting and dependency and checks each ExecStart exists in the staged root."""
+    analyze = need("systemd-analyze", "systemd")
+    names = [u.name for u in unit_files()]
+    missing = set()
+    for name in names:
+        unit = parse_unit(staged_root / "etc/systemd/system" / name)
+        for exe in values(unit, "Service", "ExecStart"):
+            binary = exe.split()[0].lstrip("-@:+!")
+            if not (staged_root / binary.lstrip("/")).exists():
+                missing.add(binary)
+    assert missing <= STAND_INS, (
+        f"ExecStart of files the installers should install: {missing - STAND_INS}"
+    )
+    for binary in missing:
+        stub = staged_root / binary.lstrip("/")
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\nexit 0\n")
+        stub.chmod(0o755)
+    res = sh(analyze, "verify", f"--root={staged_root}", *names)
+    assert res.returncode == 0 and not res.stderr.strip() and not res.stdout.strip(), (
+        res.stdout + res.stderr
+    )
+
+
+def test_verify_catches_a_broken_unit(staged_root: Path, tmp_path: Path) -> None:
+    """The check above would notice a typo (so a clean run means something)."""
+    analyze = need("systemd-analyze", "systemd")
+    bad = staged_root / "etc/systemd/system/passby-typo.service"
+    bad.write_text("[Service]\nExecStart=/bin/true\nWatchdogSec=ninety\nProtectSystem=strictly\n")
+    try:
+        res = sh(analyze, "verify", f"--root={staged_root}", bad.name)
+    finally:
+        bad.unlink()
+    assert "WatchdogSec" in res.stderr or "ninety" in res.stderr, res.stderr
+    assert "strictly" in res.stderr
+
+
+CAPS = {"CAP_NET_RAW", "CAP_NET_ADMIN"}
+
+
+def test_agent_unit_sandbox() -> None:
+    u = parse_unit(EDGE / "systemd/passby-agent.service")
+    assert set(one(u, "Service", "AmbientCapabilities").split()) == CAPS
+    assert set(one(u, "Service", "CapabilityBoundingSet").split()) == CAPS
+    assert one(u, "Service", "NoNewPrivileges") == "yes"
+    assert one(u, "Service", "ProtectSystem") == "strict"
+    assert one(u, "Service", "ReadWritePaths") == "/var/lib/passby"
+    assert "PASSBY_DATA_DIR=/var/lib/passby" in one(u, "Service", "Environment").split()
+    assert one(u, "Service", "User") == "passby"
+    assert re.fullmatch(r"\d+[KMG]", one(u, "Service", "MemoryMax"))
+    assert one(u, "Service", "Restart") in ("always", "on-failure")
+    assert one(u, "Service", "Type") == "notify"
+    assert int(one(u, "Service", "WatchdogSec")) >= 30
+    assert "--iface wlan-mon" in one(u, "Service", "ExecStart")
+    assert "passby-monitor.service" in one(u, "Unit", "Requires")
+    assert "AF_PACKET" in one(u, "Service", "RestrictAddressFamilies")
+
+
+def test_bridge_unit_sandbox() -> None:
+    u = parse_unit(CLOUD / "systemd/passby-bridge.service")
+    assert one(u, "Service", "CapabilityBoundingSet") == ""
+    assert one(u, "Service", "NoNewPrivileges") == "yes"
+    assert one(u, "Service", "ProtectSystem") == "strict"
+    assert one(u, "Service", "User") == "passby"
+    rw = one(u, "Service", "ReadWritePaths").split()
+    assert rw == ["/var/lib/passby-bridge", "-/etc/mosquitto/passby"]
+    assert re.fullmatch(r"\d+[KMG]", one(u, "Service", "MemoryMax"))
+
+
+def test_doctor_fixes_name_what_the_installer_makes() -> None:
+    from edge_agent.doctor import Facts, diagnose
+
+    def fix(facts: Facts, name: str) -> str:
+        return next(c.fix for c in diagnose(facts) if c.name == name)
+
+    rule = (EDGE / "udev/70-passby-wlan-mon.rules").read_text()
+    assert "the udev rule names it wlan-mon" in fix(Facts("wlan-mon"), "interface")
+    assert 'NAME="wlan-mon"' in rule
+    mon = Facts("wlan-mon", exists=True, wireless=True, arphrd=1, raw_error="EPERM")
+    assert "the passby-monitor service does this" in fix(mon, "monitor-mode")
+    assert (EDGE / "systemd/passby-monitor.service").exists()
+    caps = re.findall(r"CAP_[A-Z_]+", fix(mon, "permissions"))
+    assert set(caps) == CAPS
+
+
+def test_udev_rule_names_exactly_the_known_good_adapters() -> None:
+    rule = (EDGE / "udev/70-passby-wlan-mon.rules").read_text()
+    drivers = re.search(r'DRIVERS=="([^"]+)"', rule)
+    assert drivers, "the rule must match by USB driver"
+    assert set(drivers.group(1).split("|")) == set(KNOWN_GOOD)
+    rules = "\n".join(line for line in rule.splitlines() if not line.startswith("#"))
+    assert "brcmfmac" not in rules  # the built-in Wi-Fi stays the uplink
+    assert 'ENV{SYSTEMD_WANTS}+="passby-monitor.service"' in rule
+    assert 'ENV{NM_UNMANAGED}="1"' in rule
+
+
+def test_journald_dropin_uses_real_keys() -> None:
+    """Each key of our drop-in is one systemd's own journald.conf documents (commented)."""
+    stock = Path("/etc/systemd/journald.conf")
+    if not stock.exists():
+        pytest.fail("/etc/systemd/journald.conf missing: apt-get install systemd", pytrace=False)
+    known = set(re.findall(r"^#?([A-Za-z]+)=", stock.read_text(), re.M))
+    ours = parse_unit(EDGE / "journald/90-passby.conf")
+    keys = {k for k, _ in ours["Journal"]}
+    assert keys and keys <= known, keys - known
+    assert dict(ours["Journal"])["SystemMaxUse"] == "64M"
+
+
+def test_networkmanager_leaves_the_monitor_adapter_alone() -> None:
+    text = (EDGE / "networkmanager/90-passby-unmanaged.conf").read_text()
+    assert "unmanaged-devices=interface-name:wlan-mon" in text
+
+
+# installers: dry run and staging -----------------------------------------------------------
+EDGE_STEPS = [
+    "preflight",
+    "system packages",
+    "service user",
+    "helper scripts and settings",
+    "agent software",
+    "udev rule",
+    "log rotation",
+    "systemd units",
+    "monitor mode",
+    "check: edge-agent doctor",
+    "enroll",
+]
+
+
+def steps(output: str) -> list[tuple[str, str]]:
+    """(title, body) per '==> [n/N] title' heading."""
+    parts = re.split(r"^==> \[\d+/\d+\] (.*)$", output, flags=re.M)
+    return list(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_edge_install_dry_run_prints_every_step_in_order_and_writes_nothing() -> None:
+    watched = [Path("/etc/passby"), Path("/opt/passby"), Path("/var/lib/passby")]
+    before = [p.exists() for p in watched]
+    res = sh(
+        EDGE / "install.sh", "--dry-run", "--enroll", "K7QX-93FD", "--channel", "6",
+        "--country", "RU",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert [p.exists() for p in watched] == before, "--dry-run changed the system"
+    got = steps(res.stdout)
+    assert len(got) == len(EDGE_STEPS)
+    for (title, _), want in zip(got, EDGE_STEPS, strict=True):
+        assert title.startswith(want), (title, want)
+    body = dict(got)
+    packages = next(b for t, b in got if t.startswith("system packages"))
+    for pkg in ("iw", "libpcap0.8", "python3-venv", "python3-cryptography", "wireless-regdb"):
+        assert f" {pkg} " in packages or packages.rstrip().endswith(f" {pkg}"), pkg
+    last_title, last = got[-1]
+    assert last_title.startswith("enroll")
+    assert re.search(
+        r"would run: env PASSBY_EDGE_CONFIG=/etc/passby/edge.toml \S+/edge-agent enroll \*\*\*",
+        last,
+    )
+    assert "K7QX-93FD" not in res.stdout + res.stderr, "the pairing code is a secret"
+    assert "PASSBY_CHANNEL=6" in res.stdout and "PASSBY_COUNTRY=RU" in res.stdout
+    assert "doctor --iface wlan-mon --channel 6" in res.stdout
+    for line in res.stdout.splitlines():
+        m = re.search(r"would install: \S+ .* from (\S+)$", line)
+        if m:
+            assert (ROOT / m.group(1)).is_file(), f"installer references missing {m.group(1)}"
+    units = next(b for t, b in got if t.startswith("systemd units"))
+    for unit in (EDGE / "systemd").iterdir():
+        assert f"/etc/systemd/system/{unit.name}" in units
+    assert body  # every step printed something
+
+
+def test_edge_install_without_code_tells_how_to_enroll_later() -> None:
+    res = sh(EDGE / "install.sh", "--dry-run")
+    assert res.returncode == 0
+    title, body = steps(res.stdout)[-1]
+    assert title.startswith("enroll") and "edge-agent enroll CODE" in body
+    assert "no --enroll CODE" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--bogus"], "unknown option"),
+        (["--channel", "six"], "not a channel number"),
+        (["--country", "russia"], "two-letter"),
+        (["--release", "x.tar"], "--release-key"),
+        (["--update-url", "http://x/y.tar"], "https://"),
+    ],
+)
+def test_edge_install_refuses_bad_options(args: list[str], needle: str) -> None:
+    res = sh(EDGE / "install.sh", "--dry-run", *args)
+    assert res.returncode != 0 and needle in res.stderr, res.stderr
+
+
+def test_edge_install_from_a_signed_release_verifies_it_first() -> None:
+    res = sh(
+        EDGE / "install.sh", "--dry-run", "--release", "/tmp/passby-edge-1.0.0.tar",
+        "--release-key", "ab" * 32, "--update-url", "https://releases.example/latest.tar",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    agent = next(b for t, b in steps(res.stdout) if t.startswith("agent software"))
+    assert "passby_update.py install /tmp/passby-edge-1.0.0.tar --pubkey " + "ab" * 32 in agent
+    assert "pip install" not in agent
+    assert "PASSBY_UPDATE_URL=https://releases.example/latest.tar" in res.stdout
+
+
+def test_edge_install_destdir_files_and_modes(staged_root: Path) -> None:
+    def mode(rel: str) -> int:
+        return stat.S_IMODE((staged_root / rel).stat().st_mode)
+
+    assert mode("opt/passby/lib/monitor-setup.sh") == 0o755
+    assert mode("opt/passby/lib/passby_update.py") == 0o755
+    assert mode("etc/passby/monitor.env") == 0o640
+    assert mode("etc/udev/rules.d/70-passby-wlan-mon.rules") == 0o644
+    assert mode("etc/passby/bridge-mqtt.password") == 0o640
+    env = (staged_root / "etc/passby/monitor.env").read_text()
+    assert "PASSBY_CHANNEL=6" in env and "PASSBY_COUNTRY=RU" in env
+    release = json.loads((staged_root / "opt/passby/releases/0.1.0/release.json").read_text())
+    assert release["protocol"] == PROTOCOL_VERSION
+    conf = (staged_root / "etc/mosquitto/conf.d/passby.conf").read_text()
+    assert "password_file /etc/mosquitto/passby/passby.passwd" in conf
+    assert "acl_file /etc/mosquitto/passby/passby.acl" in conf
+    ref = (ROOT / "deploy/mosquitto/passby.conf.example").read_text()
+    assert len(conf.splitlines()) == len(ref.splitlines()), "only the two paths may differ"
+
+
+CLOUD_STEPS = [
+    "preflight",
+    "system packages",
+    "service user",
+    "bridge software",
+    "helper scripts",
+    "configuration",
+    "TLS",
+    "Mosquitto",
+    "PostgreSQL",
+    "check: cloud-bridge validate-config",
+    "systemd units",
+]
+
+
+def test_cloud_install_dry_run() -> None:
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres")
+    assert res.returncode == 0, res.stderr
+    got = steps(res.stdout)
+    assert len(got) == len(CLOUD_STEPS)
+    for (title, _), want in zip(got, CLOUD_STEPS, strict=True):
+        assert title.startswith(want), (title, want)
+    assert "mosquitto_passwd -b /etc/mosquitto/passby/passby.passwd bridge ***" in res.stdout
+    assert not re.search(r"\b[0-9a-f]{48}\b", res.stdout), "a generated password was printed"
+    assert (
+        "tls-setup.sh --name mqtt.example.com --out /etc/mosquitto/certs --group mosquitto"
+        in res.stdout
+    )
+    assert 'public_url = "https://mqtt.example.com"' in res.stdout
+    assert (
+        "systemctl enable --now passby-mosquitto-reload.path passby-backup.timer passby-bridge.service passby-backup-postgres.timer"
+        in res.stdout
+    )
+    res = sh(CLOUD / "install.sh", "--dry-run")
+    assert res.returncode != 0 and "--domain is required" in res.stderr
+
+
+def test_bridge_config_example_validates() -> None:
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    s = load_settings(BridgeSettings, CLOUD / "bridge.toml.example")
+    assert str(s.data_dir) == "/var/lib/passby-bridge"
+    assert s.mqtt.tls and s.mqtt.port == 8883 and s.web.host == "127.0.0.1"
+    unit = parse_unit(CLOUD / "systemd/passby-bridge.service")
+    assert f"PASSBY_DATA_DIR={s.data_dir}" in one(unit, "Service", "Environment").split()
+    backup = parse_unit(CLOUD / "systemd/passby-backup.service")
+    assert f"--data-dir {s.data_dir}" in one(backup, "Service", "ExecStart")
+
+
+def test_compose_file_points_at_real_files() -> None:
+    text = (CLOUD / "docker-compose.yml").read_text()
+    for rel in re.findall(r"- (\.{1,2}/[^:\s]+):", text):
+        p = (CLOUD / rel).resolve()
+        if rel in ("./certs", "./certs/ca.crt", "./bridge.toml"):
+            assert rel.lstrip("./").split("/")[0] in text.split("name: passby")[0]  # made by hand
+            continue
+        assert p.exists(), f"docker-compose.yml mounts missing {rel}"
+    assert "../mosquitto/passby.conf.example" in text
+    assert (CLOUD / "Dockerfile").exists()
+
+
+# monitor-setup.sh -----------------------------------------------------------------------------
+@pytest.fixture()
+def stub_tools(tmp_path: Path) -> tuple[Path, Path]:
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in ("ip", "iw", "rfkill"):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        (bin_dir / tool).chmod(0o755)
+    return bin_dir, log
+
+
+def _monitor(bin_dir: Path, **env: str):
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PASSBY_IFACE": "lo"}
+    return sh(EDGE / "monitor-setup.sh", env={**base, **env})
+
+
+def test_monitor_setup_runs_the_commands_in_order(stub_tools: tuple[Path, Path]) -> None:
+    bin_dir, log = stub_tools
+    res = _monitor(bin_dir, PASSBY_CHANNEL="6", PASSBY_COUNTRY="RU")
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines() == [
+        "rfkill unblock wifi",
+        "iw reg set RU",
+        "ip link set dev lo down",
+        "iw dev lo set type monitor",
+        "ip link set dev lo up",
+        "iw dev lo set channel 6",
+    ]
+    assert "lo in monitor mode on channel 6" in res.stdout
+
+
+def test_monitor_setup_takes_the_channel_from_edge_toml(
+    stub_tools: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bin_dir, log = stub_tools
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('store_id = "main-st"\nchannel = 11\n[mqtt]\nport = 8883\n')
+    res = _monitor(bin_dir, PASSBY_EDGE_CONFIG=str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines()[-1] == "iw dev lo set channel 11"
+
+
+def test_monitor_setup_says_what_is_missing(stub_tools: tuple[Path, Path]) -> None:
+    bin_dir, log = stub_tools
+    res = _monitor(bin_dir, PASSBY_IFACE="wlan-nope")
+    assert res.returncode == 1 and "plug in the USB Wi-Fi adapter" in res.stdout
+    assert not log.exists()
+    res = _monitor(bin_dir, PASSBY_CHANNEL="6a")
+    assert res.returncode == 2 and "not a number" in res.stdout
+
+
+# signed updates -------------------------------------------------------------------------------
+def _load_updater() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("passby_update", EDGE / "passby_update.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["passby_update"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+upd = _load_updater()
+
+
+def fake_wheel(dest: Path, version: str, says: str | None = None) -> Path:
+    """A real, installable wheel named passby whose edge-agent prints ``says`` (its version)."""
+    files = {
+        "passby_stub_cli.py": (
+            "import sys\n"
+            f"def main():\n    print({says or version!r}) if sys.argv[1:] == ['version'] else None\n"
+        ).encode(),
+        f"passby-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: passby\nVersion: {version}\nProvides-Extra: edge\n"
+        ).encode(),
+        f"passby-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+        f"passby-{version}.dist-info/entry_points.txt": (
+            b"[console_scripts]\nedge-agent = passby_stub_cli:main\n"
+        ),
+    }
+    record = []
+    for name, data in files.items():
+        digest = hashlib.sha256(data).digest()
+        import base64
+
+        b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        record.append(f"{name},sha256={b64},{len(data)}")
+    record.append(f"passby-{version}.dist-info/RECORD,,")
+    files[f"passby-{version}.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = dest / f"passby-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture()
+def keys(tmp_path: Path) -> tuple[Path, str]:
+    key = tmp_path / "release-signing.key"
+    return key, upd.keygen(key)
+
+
+def release(tmp_path: Path, key: Path, version: str, protocol: int = 1, says=None) -> Path:
+    wheels = tmp_path / f"wheels-{version}-{says}"
+    wheels.mkdir(exist_ok=True)
+    out = tmp_path / f"passby-edge-{version}-{says}.tar"
+    upd.build(version, protocol, key, [fake_wheel(wheels, version, says)], out)
+    return out
+
+
+def test_release_signing_roundtrip_and_key_file_mode(tmp_path: Path, keys) -> None:
+    key, pub = keys
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(pub) == 64
+    rel = upd.verify(release(tmp_path, key, "1.2.3"), pub)
+    assert rel.version == "1.2.3" and rel.manifest["protocol"] == 1
+    with pytest.raises(FileExistsError):
+        upd.keygen(key)  # never overwrites a signing key
+
+
+def _rewrite(src: Path, dest: Path, change) -> Path:  # type: ignore[no-untyped-def]
+    """Copy a release tar member by member through ``change(name, data) -> [(info, data)]``."""
+    with tarfile.open(src) as tin, tarfile.open(dest, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()  # type: ignore[union-attr]
+            for info, payload in change(m, data):
+                tout.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    return dest
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+def _same(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    return [(m, data)]
+
+
+def _flip_wheel(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    if m.name.endswith(".whl"):
+        data = data[:-1] + bytes([data[-1] ^ 1])
+    return [(m, data)]
+
+
+def _extra(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    out = [(m, data)]
+    if m.name == "manifest.sig":
+        out.append((_info("wheels/evil-1.0-py3-none-any.whl", 3), b"bad"))
+    return out
+
+
+def _edit_manifest(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    if m.name == "manifest.json":
+        data = data.replace(b'"1.0.0"', b'"1.0.1"')
+        m = _info(m.name, len(data))
+    return [(m, data)]
+
+
+def _traversal(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    return (
+        [(m, data), (_info("../../etc/cron.d/x", 1), b"x")]
+        if m.name == "manifest.sig"
+        else [(m, data)]
+    )
+
+
+def _symlink(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    if m.name.endswith(".whl"):
+        link = tarfile.TarInfo(m.name)
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        return [(link, None)]
+    return [(m, data)]
+
+
+def _no_sig(m: tarfile.TarInfo, data: bytes):  # type: ignore[no-untyped-def]
+    return [] if m.name == "manifest.sig" else [(m, data)]
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (_flip_wheel, "does not match its signed SHA-256"),
+        (_extra, "files not as signed"),
+        (_edit_manifest, "bad signature"),
+        (_traversal, "unexpected release member"),
+        (_symlink, "not a regular file"),
+        (_no_sig, "no manifest.sig"),
+    ],
+)
+def test_tampered_releases_are_refused(tmp_path: Path, keys, change, needle: str) -> None:
+    key, pub = keys
+    good = release(tmp_path, key, "1.0.0")
+    bad = _rewrite(good, tmp_path / "bad.tar", change)
+    with pytest.raises(upd.ReleaseError, match=needle):
+        upd.verify(bad, pub)
+    upd.verify(_rewrite(good, tmp_path / "copy.tar", _same), pub)  # the copying itself is fine
+
+
+def test_release_signed_by_another_key_is_refused(tmp_path: Path, keys) -> None:
+    key, _ = keys
+    _, other_pub = upd.keygen(tmp_path / "other.key"), None
+    other_pub = upd.keygen(tmp_path / "third.key")
+    res = sh(sys.executable, EDGE / "passby_update.py", "verify", release(tmp_path, key, "1.0.0"),
+             "--pubkey", other_pub)  # fmt: skip
+    assert res.returncode == 1 and "bad signature" in res.stderr
+
+
+def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> None:
+    """Real venvs and pip, offline; systemctl is a stub that reports the service's health."""
+    key, pub = keys
+    prefix = tmp_path / "opt"
+    (prefix / "releases").mkdir(parents=True)
+    health = tmp_path / "health"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/systemctl.log\n'
+        f'[ "$1" = is-active ] && cat {health}\nexit 0\n'
+    )
+    systemctl.chmod(0o755)
+
+    # The first install makes a real venv (ensurepip, ~7 s); later ones use a stand-in python
+    # whose venvs borrow this interpreter's pip through a .pth file, to keep the test quick.
+    pip_dir = tmp_path / "pip-only"
+    pip_dir.mkdir()
+    import pip
+
+    (pip_dir / "pip").symlink_to(Path(pip.__file__).parent)
+    site = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
+    quick = tmp_path / "quick-python"
+    quick.write_text(
+        f'#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exec {sys.executable} "$@"\n'
+        f'{sys.executable} -m venv --without-pip "$3" && echo {pip_dir} > "$3/{site}/_pip.pth"\n'
+    )
+    quick.chmod(0o755)
+
+    def install(version: str, **kw):  # type: ignore[no-untyped-def]
+        return upd.install(
+            str(release(tmp_path, key, version, **kw.pop("rel", {}))),
+            pub,
+            prefix,
+            python=sys.executable if version == "1.0.0" else str(quick),
+            systemctl=str(systemctl),
+            health_s=5,
+            log=lambda _m: None,
+            **kw,
+        )
+
+    def current() -> str:
+        return os.readlink(prefix / "current")
+
+    assert install("1.0.0") == "1.0.0" and current() == "releases/1.0.0"
+    agent = prefix / "current/venv/bin/edge-agent"
+    assert sh(agent, "version").stdout.strip() == "1.0.0"
+    assert json.loads((prefix / "current/release.json").read_text())["version"] == "1.0.0"
+    assert install("1.0.0") == "1.0.0"  # already there: nothing to do
+
+    health.write_text("active\n")
+    assert install("1.1.0", restart="passby-agent.service") == "1.1.0"
+    assert current() == "releases/1.1.0"
+    assert "restart passby-agent.service" in (tmp_path / "systemctl.log").read_text()
+
+    health.write_text("failed\n")
+    with pytest.raises(upd.ReleaseError, match="rolled back to 1.1.0"):
+        install("1.2.0", restart="passby-agent.service")
+    assert current() == "releases/1.1.0"
+
+    with pytest.raises(upd.ReleaseError, match="refusing to downgrade"):
+        install("0.9.0")
+    with pytest.raises(upd.ReleaseError, match="upgrade the bridge first"):
+        install("2.0.0", rel={"protocol": 2})
+    with pytest.raises(upd.ReleaseError, match="smoke test"):
+        install("1.3.0", rel={"says": "1.0.0"})
+    assert current() == "releases/1.1.0"
+    assert sorted(p.name for p in (prefix / "releases").iterdir()) == ["1.0.0", "1.1.0"]
+
+    assert upd.rollback(prefix) == "1.0.0" and current() == "releases/1.0.0"
+
+
+# sd_notify ------------------------------------------------------------------------------------
+def _listener(path: str) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(2)
+    return s
+
+
+def test_sd_notify_ready_status_watchdog_stopping(tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with _listener(path) as s:
+        env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000", "WATCHDOG_PID": str(os.getpid())}
+        n = SdNotifier(env)
+        assert n.enabled and n.watchdog_s == 4.0
+        assert n.ready("capturing on wlan-mon")
+        assert s.recv(1024) == b"READY=1\nSTATUS=capturing on wlan-mon"
+        assert n.watchdog(now=100.0)
+        assert s.recv(1024) == b"WATCHDOG=1"
+        assert not n.watchdog(now=101.0)  # rate limited to half the interval
+        assert n.watchdog(now=102.5)
+        assert s.recv(1024) == b"WATCHDOG=1"
+        assert n.status("120 frames/s") and s.recv(1024) == b"STATUS=120 frames/s"
+        assert n.stopping() and s.recv(1024) == b"STOPPING=1"
+
+
+def test_sd_notify_abstract_socket() -> None:
+    name = f"passby-test-{os.getpid()}-{time.monotonic_ns()}"
+    with _listener("\0" + name) as s:
+        assert notify("READY=1", {"NOTIFY_SOCKET": "@" + name})
+        assert s.recv(64) == b"READY=1"
+
+
+def test_sd_notify_outside_systemd_is_a_quiet_no_op(tmp_path: Path) -> None:
+    n = SdNotifier({})
+    assert not n.enabled and n.watchdog_s is None
+    assert not n.ready() and not n.watchdog() and not n.status("x")
+    gone = SdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
+    assert not gone.ready()  # logged at debug, never raised
+    other = SdNotifier({"NOTIFY_SOCKET": "/x", "WATCHDOG_USEC": "1000000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_s is None  # the watchdog is for another process
+
+
+# TLS: certificates a real Mosquitto serves --------------------------------------------------
+def test_tls_setup_makes_a_ca_and_broker_cert(tmp_path: Path) -> None:
+    openssl = need("openssl", "openssl")
+    out = tmp_path / "certs"
+    res = sh(
+        CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--ip", "192.0.2.7", "--out", out
+    )
+    assert res.returncode == 0, res.stderr
+    for name, mode in (
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+        ("broker.crt", 0o644),
+        ("broker.key", 0o600),
+    ):
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode, name
+    assert sh(openssl, "verify", "-CAfile", out / "ca.crt", out / "broker.crt").returncode == 0
+    text = sh(openssl, "x509", "-in", out / "broker.crt", "-noout", "-text").stdout
+    for san in (
+        "DNS:mqtt.example.com",
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:192.0.2.7",
+    ):
+        assert san in text
+    assert "TLS Web Server Authentication" in text and "CA:FALSE" in text
+    ca_before = (out / "ca.crt").read_bytes()
+    cert_before = (out / "broker.crt").read_bytes()
+    assert sh(CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--out", out).returncode == 0
+    assert (out / "broker.crt").read_bytes() == cert_before  # kept without --renew
+    assert (
+        sh(CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--out", out, "--renew").returncode
+        == 0
+    )
+    assert (out / "ca.crt").read_bytes() == ca_before  # the CA is never replaced
+    assert (out / "broker.crt").read_bytes() != cert_before
+
+
+@pytest.mark.integration
+def test_mosquitto_serves_tls_with_the_repo_config_and_our_certs(tmp_path: Path) -> None:
+    """deploy/mosquitto's config as the cloud installer installs it, with tls-setup.sh's certs:
+    the bridge account connects over TLS verifying the host name; a wrong CA is refused."""
+    import paho.mqtt.client as mqtt
+
+    from cloud_bridge.mosquitto import find_mosquitto, free_port
+
+    binary = find_mosquitto()
+    mosquitto_passwd = need("mosquitto_passwd", "mosquitto")
+    certs = tmp_path / "certs"
+    assert sh(CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--out", certs).returncode == 0
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    assert (
+        sh(mosquitto_passwd, "-c", "-b", auth / "passby.passwd", "bridge", "s3cret").returncode == 0
+    )
+    (auth / "passby.acl").write_text(
+        "user bridge\ntopic read passby/v1/#\ntopic write passby/v1/+/+/cmd/#\n"
+    )
+    port = free_port()
+    conf = (ROOT / "deploy/mosquitto/passby.conf.example").read_text()
+    conf = re.sub(r"^password_file .*", f"password_file {auth}/passby.passwd", conf, flags=re.M)
+    conf = re.sub(r"^acl_file .*", f"acl_file {auth}/passby.acl", conf, flags=re.M)
+    conf = conf.replace("/etc/mosquitto/certs", str(certs))
+    conf = re.sub(r"^listener 8883$", f"listener {port} 127.0.0.1", conf, flags=re.M)
+    assert f"listener {port}" in conf
+    main = tmp_path / "mosquitto.conf"
+    main.write_text(
+        f"persistence false\nlog_dest file {tmp_path}/mosquitto.log\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+        + conf
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(main)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.05)
+
+        def attempt(ca: Path, password: str) -> object:
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2, client_id="bridge-test", protocol=mqtt.MQTTv5
+            )
+            client.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
+            client.username_pw_set("bridge", password)
+            done = threading.Event()
+            result: list[object] = []
+            client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+            try:
+                client.connect("localhost", port, keepalive=10)
+            except (ssl.SSLError, OSError) as exc:
+                return exc
+            client.loop_start()
+            done.wait(10)
+            client.loop_stop()
+            client.disconnect()
+            return result[0] if result else "no CONNACK"
+
+        rc = attempt(certs / "ca.crt", "s3cret")
+        assert getattr(rc, "is_failure", True) is False, rc
+        rc = attempt(certs / "ca.crt", "wrong")
+        assert getattr(rc, "is_failure", False) is True, rc
+        other = tmp_path / "other"
+        assert sh(CLOUD / "tls-setup.sh", "--name", "x.example", "--out", other).returncode == 0
+        assert isinstance(attempt(other / "ca.crt", "s3cret"), ssl.SSLError)
+    finally:
+        proc.terminate()
+        proc.wait(10)
