@@ -223,6 +223,25 @@ class PolicySettings(_Section):
     overall_cap: int = Field(4, description="SMS per customer across campaigns per window", ge=1)
     overall_days: int = Field(30, description="window of the overall cap, days", ge=1)
     offer_ttl_s: float = Field(600.0, description="an event older than this is not acted on", gt=0)
+    regular_visits: int = Field(
+        3, description="known visits (CRM count + sensed) from which a customer is a regular", ge=1
+    )
+    lapsed_days: int = Field(
+        60, description="no visit or purchase for this many days: the customer is lapsed", ge=1
+    )
+    optout_max_rate: float = Field(
+        0.02, description="opt-out guard: pause a campaign above this opt-outs/sends", gt=0, le=1
+    )
+    optout_min_sends: int = Field(
+        200, description="opt-out guard: only judge a campaign after this many sends", ge=1
+    )
+    optout_window_days: float = Field(
+        7.0, description="an opt-out this long after a campaign's SMS counts against it", gt=0
+    )
+    guard_every_s: float = Field(10.0, description="how often the opt-out guard runs", gt=0)
+    return_days: int = Field(
+        14, description="a visit this many days after an SMS (or holdout) is a return", ge=1
+    )
 
 
 class WebSettings(_Section):

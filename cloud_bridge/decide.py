@@ -62,6 +62,7 @@ __all__ = [
     "Variant",
     "assign",
     "decide",
+    "local_day_start",
     "local_time",
     "optout_guard_trips",
     "segment_of",
@@ -306,10 +307,11 @@ class CampaignBook:
     """Campaigns indexed by (store, trigger), highest priority first: a decision looks at the
     few that can apply, not at every campaign. Build once per campaign change."""
 
-    __slots__ = ("campaigns", "_by_store", "_anywhere", "_memo")
+    __slots__ = ("campaigns", "_by_id", "_by_store", "_anywhere", "_memo")
 
     def __init__(self, campaigns: Iterable[Campaign]) -> None:
         self.campaigns: tuple[Campaign, ...] = tuple(campaigns)
+        self._by_id = {c.id: c for c in self.campaigns}
         self._by_store: dict[tuple[str, str], list[Campaign]] = {}
         self._anywhere: dict[str, list[Campaign]] = {}
         for c in self.campaigns:
@@ -330,10 +332,7 @@ class CampaignBook:
         return found
 
     def get(self, campaign_id: str) -> Campaign | None:
-        for c in self.campaigns:
-            if c.id == campaign_id:
-                return c
-        return None
+        return self._by_id.get(campaign_id)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -381,6 +380,12 @@ def _zone(name: str) -> tzinfo:
 def local_time(store: StoreInfo, now: float) -> datetime:
     """``now`` on the store's wall clock (DST included, from the tz database)."""
     return datetime.fromtimestamp(now, _zone(store.timezone))
+
+
+def local_day_start(store: StoreInfo, now: float) -> float:
+    """Epoch of the store's local midnight that began the day ``now`` falls in."""
+    local = local_time(store, now)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 def within_hours(store: StoreInfo, now: float) -> bool:

@@ -389,6 +389,17 @@ class Enrolments:
             )
         else:
             customer_id, crm_id = customer["id"], customer["crm_id"]
+            if customer["phone"] != phone:
+                # An app named this CRM id with a new number: the verified number is the one
+                # offers may go to from now on.
+                store.upsert_customer(
+                    crm_id,
+                    customer["subject"],
+                    customer["name"],
+                    phone,
+                    customer["favourite_product"],
+                    now,
+                )
         device = False
         if row["mac_enc"] is not None:
             mac = cipher.decrypt_mac(row["mac_enc"])

@@ -10,14 +10,13 @@ import time
 import uvicorn
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.decide import Policy
 from cloud_bridge.deliver import Deliverer, DeliveryOptions
 from cloud_bridge.ingest import Ingest
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.providers import make_provider
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.web import create_app
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.worker import DecisionWorker, policy_from_settings
 
 __all__ = ["BridgeService", "WebServer"]
 
@@ -69,10 +68,10 @@ class BridgeService:
         self.worker = DecisionWorker(
             self.store,
             provider,
-            Policy(
-                overall_cap=p.overall_cap, overall_days=p.overall_days, offer_ttl_s=p.offer_ttl_s
-            ),
+            policy_from_settings(p),
             self.deliverer,
+            guard_every_s=p.guard_every_s,
+            guard_window_days=p.optout_window_days,
         )
         self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
         self.web = None

@@ -1851,7 +1851,7 @@ class BridgeStore:
 
     def mark_events(self, event_ids: list[str], state: str) -> None:
         with self._lock:
-            self.db.executemany(
+            self.db.conn.executemany(
                 "UPDATE events SET state=? WHERE event_id=?", [(state, e) for e in event_ids]
             )
 

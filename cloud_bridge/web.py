@@ -70,6 +70,9 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app = FastAPI(title="passby console", version=__version__)
     app.include_router(enrol_router(store, settings))
     app.include_router(inbound_router(store, settings))
+    from cloud_bridge.campaigns import campaigns_router
+
+    app.include_router(campaigns_router(store, settings))
     if settings is not None:
         from cloud_bridge.roster_api import roster_router
 

@@ -1,21 +1,130 @@
-"""Decision worker: takes stored events, decides, reserves the send atomically, delivers."""
+"""Decision worker: takes stored events, decides, reserves the send atomically, delivers.
+
+Events are taken in batches. One write transaction (``BEGIN IMMEDIATE``) covers a batch: each
+event is claimed (``new -> done``, so two workers never decide the same event), the customer,
+their history and the budgets are read inside the transaction, the pure ``decide`` runs, and
+the decision is stored with its chain of checks; a send is reserved with every cap and budget
+re-checked in the same transaction (``BridgeStore.reserve_offer``). Only after the commit are
+the reserved sends handed to the Deliverer, so a send intent is on disk before any HTTP call.
+A failing event is rolled back to its savepoint and marked ``error``; the batch goes on.
+
+Campaigns are cached as a ``CampaignBook`` until a campaign changes (a cheap stamp query per
+batch) and store settings for ``cache_s`` seconds. Every ``guard_every_s`` the opt-out guard
+pauses active campaigns whose opt-outs / sends exceed the policy (alert in the log and in
+``engine_alerts``; ``counters.auto_paused``).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
+from typing import Any
 
-from cloud_bridge.decide import Event, Policy, Send, decide
+from cloud_bridge.campaigns import load_book
+from cloud_bridge.decide import (
+    CampaignBook,
+    Counters,
+    Customer,
+    Event,
+    History,
+    Policy,
+    Send,
+    Skip,
+    StoreInfo,
+    decide,
+    local_day_start,
+    optout_guard_trips,
+)
 from cloud_bridge.deliver import Deliverer
 from cloud_bridge.providers import Provider
 from cloud_bridge.store import BridgeStore
 
-__all__ = ["DecisionWorker", "TRIGGER_TYPES"]
+__all__ = [
+    "DecisionWorker",
+    "TRIGGER_TYPES",
+    "WorkerCounters",
+    "customer_of",
+    "event_of",
+    "policy_from_settings",
+]
 
 log = logging.getLogger(__name__)
 
 TRIGGER_TYPES = ("arrive", "visit")  # 'leave' is recorded for reports but never triggers an offer
+HISTORY_DAYS = 400  # caps and segments never look further back
+
+
+@dataclass
+class WorkerCounters:
+    events: int = 0
+    sends: int = 0
+    skips: int = 0
+    holdouts: int = 0
+    errors: int = 0
+    auto_paused: int = 0
+
+
+def event_of(row: dict[str, Any]) -> Event:
+    """A stored event row (with its JSON payload) as the engine's Event."""
+    rssi_max = rssi_median = None
+    dwell = 0.0
+    try:
+        payload = json.loads(row.get("payload") or "{}")
+        rssi = payload.get("rssi") or {}
+        rssi_max, rssi_median = rssi.get("max"), rssi.get("median")
+        dwell = float(payload.get("dwell_s") or 0.0)
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return Event(
+        row["event_id"],
+        row["type"],
+        row["store_id"],
+        row["subject"],
+        row["ts"],
+        rssi_max,
+        rssi_median,
+        dwell,
+    )
+
+
+def customer_of(r: dict[str, Any] | None) -> Customer | None:
+    if r is None:
+        return None
+    return Customer(
+        id=r["id"],
+        crm_id=r["crm_id"],
+        name=r["name"],
+        phone=r["phone"],
+        favourite_product=r["favourite_product"],
+        consent_sms=r["sms"] == "active",
+        consent_recognition=r["recognition"] == "active",
+        loyalty_tier=r["loyalty_tier"],
+        visits=r["visits"],
+        first_purchase=r["first_purchase"],
+        visit_times=r.get("visit_times", ()),
+        last_purchase=r["last_purchase"],
+        erased=r["erased"] is not None,
+    )
+
+
+def policy_from_settings(p: Any) -> Policy:
+    """The engine's Policy from ``BridgeSettings.policy``."""
+    return Policy(
+        overall_cap=p.overall_cap,
+        overall_days=p.overall_days,
+        offer_ttl_s=p.offer_ttl_s,
+        regular_visits=p.regular_visits,
+        lapsed_days=p.lapsed_days,
+        optout_max_rate=p.optout_max_rate,
+        optout_min_sends=p.optout_min_sends,
+    )
+
+
+def checks_json(outcome: Send | Skip) -> str:
+    return json.dumps([list(c) for c in outcome.trace], ensure_ascii=False)
 
 
 class DecisionWorker:
@@ -25,71 +134,227 @@ class DecisionWorker:
         provider: Provider,
         policy: Policy = Policy(),
         deliverer: Deliverer | None = None,
+        *,
+        batch: int = 200,
+        cache_s: float = 5.0,
+        guard_every_s: float = 10.0,
+        guard_window_days: float = 7.0,
     ) -> None:
         self.store = store
         self.provider = provider
         self.deliverer = deliverer or Deliverer(store, provider)
         self.policy = policy
+        self.batch = batch
+        self.cache_s = cache_s
+        self.guard_every_s = guard_every_s
+        self.guard_window_days = guard_window_days
+        self.counters = WorkerCounters()
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._book: tuple[Any, CampaignBook] | None = None
+        self._stores: dict[str, tuple[float, StoreInfo | None]] = {}
+        self._guard_stats: dict[str, tuple[int, int]] = {}
+        self._next_guard = 0.0
 
+    # caches -------------------------------------------------------------------------------
+    def book(self) -> CampaignBook:
+        stamp = self.store.campaigns_stamp()
+        if self._book is None or self._book[0] != stamp:
+            self._book = (stamp, load_book(self.store))
+        return self._book[1]
+
+    def store_info(self, store_id: str, mono: float) -> StoreInfo | None:
+        hit = self._stores.get(store_id)
+        if hit is not None and mono - hit[0] < self.cache_s:
+            return hit[1]
+        rows = self.store.query(
+            "SELECT id, name, timezone, country, sender_name, send_start, send_end, "
+            "daily_budget FROM stores WHERE id=?",
+            [store_id],
+        )
+        info = StoreInfo(**rows[0]) if rows else None
+        self._stores[store_id] = (mono, info)
+        return info
+
+    # deciding -----------------------------------------------------------------------------
     def process_pending(self, now: float | None = None) -> int:
         """Decide every event still marked new; returns how many were processed."""
         done = 0
         while True:
-            rows = self.store.next_new_events(100)
+            rows = self.store.next_new_events(self.batch)
             if not rows:
-                return done
-            for row in rows:
-                self.process(row, time.time() if now is None else now)
-                done += 1
+                break
+            done += self.process_batch(rows, time.time() if now is None else now)
+        self.maybe_guard(time.time() if now is None else now)
+        return done
 
-    def process(self, row: dict, now: float) -> None:
-        event = Event(row["event_id"], row["type"], row["store_id"], row["subject"], row["ts"])
+    def process(self, row: dict[str, Any], now: float) -> None:
+        self.process_batch([row], now)
+
+    def process_batch(self, rows: list[dict[str, Any]], now: float) -> int:
+        """Decide these events in one transaction, then deliver what was reserved."""
+        book = self.book()
+        mono = time.monotonic()
+        reserved: list[tuple[int, str, str, str]] = []
+        shared: dict[tuple[str, str], int] = {}  # budget counts read in this transaction
+        done = 0
+        with self.store.transaction():
+            for row in rows:
+                try:
+                    with self.store.transaction():  # a savepoint per event
+                        if not self.store.claim_event(row["event_id"]):
+                            continue  # another worker has it
+                        send = self._one(row, now, mono, book, shared)
+                    done += 1
+                    if send is not None:
+                        reserved.append(send)
+                except Exception:
+                    self.counters.errors += 1
+                    log.exception("event %s: decision failed; marked error", row["event_id"])
+                    self.store.claim_event(row["event_id"], "error")
+        for send_id, phone, sender, text in reserved:
+            result = self.deliverer.deliver(send_id, phone, sender, text)
+            log.info("send %s -> %s", send_id, result.status)
+        return done
+
+    def _counters(
+        self, book: CampaignBook, store: StoreInfo, event: Event, shared: dict[tuple[str, str], int]
+    ) -> tuple[Counters, float]:
+        day_start = 0.0
+        budgeted = [
+            c.id for c in book.candidates(store.id, event.type) if c.budget and c.status == "active"
+        ]
+        missing = [cid for cid in budgeted if ("c", cid) not in shared]
+        if missing:
+            counts = self.store.campaign_send_counts(missing)
+            for cid in missing:
+                shared["c", cid] = counts.get(cid, 0)
+        store_today = 0
+        if store.daily_budget is not None:
+            day_start = local_day_start(store, event.ts)
+            key = ("s", f"{store.id}@{day_start}")
+            if key not in shared:
+                shared[key] = self.store.store_sends_since(store.id, day_start)
+            store_today = shared[key]
+        return (
+            Counters(
+                campaign_sends={cid: shared["c", cid] for cid in budgeted},
+                store_sends_today=store_today,
+                optouts=self._guard_stats,
+            ),
+            day_start,
+        )
+
+    def _one(
+        self,
+        row: dict[str, Any],
+        now: float,
+        mono: float,
+        book: CampaignBook,
+        shared: dict[tuple[str, str], int],
+    ) -> tuple[int, str, str, str] | None:
+        event = event_of(row)
         if event.type not in TRIGGER_TYPES:
-            self.store.mark_event(event.event_id, "done")
-            return
-        store_info = self.store.store_info(event.store_id)
-        customer = self.store.customer_by_subject(event.subject)
-        history = (
-            self.store.send_history(customer.id, now - 400 * 86400) if customer is not None else []
+            return None
+        self.counters.events += 1
+        store_info = self.store_info(event.store_id, mono)
+        customer = customer_of(
+            self.store.engine_customer(event.subject, event.ts, now - HISTORY_DAYS * 86400)
         )
-        outcome = decide(
-            event, store_info, customer, self.store.campaigns(), history, now, self.policy
+        history = History()
+        if customer is not None:
+            history = History(*self.store.engine_history(customer.id, now - HISTORY_DAYS * 86400))
+        counters, day_start = (
+            self._counters(book, store_info, event, shared)
+            if store_info is not None
+            else (Counters(), 0.0)
         )
-        if not isinstance(outcome, Send) or customer is None or store_info is None:
-            self.store.record_skip(
+        outcome = decide(event, store_info, customer, book, history, now, self.policy, counters)
+        checks = checks_json(outcome)
+        if isinstance(outcome, Skip) and not outcome.holdout:
+            self.counters.skips += 1
+            self.store.record_decision(
                 event.event_id,
                 customer.id if customer else None,
-                getattr(outcome, "campaign_id", None),
-                getattr(outcome, "reason", "internal"),
-                getattr(outcome, "detail", ""),
+                outcome.campaign_id,
+                event.store_id,
+                "skip",
+                outcome.reason,
+                outcome.detail,
                 now,
+                segment=outcome.segment or None,
+                checks=checks,
             )
-            log.info("event %s: skip (%s)", event.event_id, getattr(outcome, "reason", "internal"))
-            self.store.mark_event(event.event_id, "done")
-            return
-        send_id, reason = self.store.reserve_send(
+            log.debug("event %s: skip (%s)", event.event_id, outcome.reason)
+            return None
+        assert customer is not None and store_info is not None
+        holdout = isinstance(outcome, Skip)
+        campaign = (
+            book.get(outcome.campaign_id or "") if isinstance(outcome, Skip) else outcome.campaign
+        )
+        assert campaign is not None
+        key, reason = self.store.reserve_offer(
             event.event_id,
             customer.id,
-            outcome.campaign.id,
+            campaign.id,
+            "" if isinstance(outcome, Skip) else outcome.variant.id,
             store_info.id,
-            outcome.campaign.cap_count,
-            outcome.campaign.cap_days,
-            self.policy.overall_cap,
-            self.policy.overall_days,
-            outcome.sender,
-            outcome.text,
-            self.provider.name,
             now,
+            cap_count=campaign.cap_count,
+            cap_days=campaign.cap_days,
+            overall_cap=self.policy.overall_cap,
+            overall_days=self.policy.overall_days,
+            budget=campaign.budget,
+            store_budget=store_info.daily_budget,
+            day_start=day_start,
+            holdout=holdout,
+            sender="" if isinstance(outcome, Skip) else outcome.sender,
+            body="" if isinstance(outcome, Skip) else outcome.text,
+            provider=self.provider.name,
+            segment=outcome.segment or None,
+            checks=checks,
         )
-        self.store.mark_event(event.event_id, "done")
-        if send_id is None:
+        if key is None:
+            self.counters.skips += 1
             log.info("event %s: skip (%s at reservation)", event.event_id, reason)
-            return
-        result = self.deliverer.deliver(send_id, customer.phone, outcome.sender, outcome.text)
-        log.info("event %s: send %s -> %s", event.event_id, send_id, result.status)
+            return None
+        if isinstance(outcome, Skip):
+            self.counters.holdouts += 1
+            return None
+        self.counters.sends += 1
+        if campaign.budget:
+            shared["c", campaign.id] = shared.get(("c", campaign.id), 0) + 1
+        if store_info.daily_budget is not None:
+            k = ("s", f"{store_info.id}@{day_start}")
+            shared[k] = shared.get(k, 0) + 1
+        return key, customer.phone, outcome.sender, outcome.text
+
+    # opt-out guard ------------------------------------------------------------------------
+    def maybe_guard(self, now: float) -> list[str]:
+        mono = time.monotonic()
+        if mono < self._next_guard:
+            return []
+        self._next_guard = mono + self.guard_every_s
+        return self.run_guard(now)
+
+    def run_guard(self, now: float) -> list[str]:
+        """Pause every active campaign above the opt-out limit; returns their ids."""
+        active = [r["id"] for r in self.store.campaign_rows() if r["status"] == "active"]
+        self._guard_stats = self.store.optout_stats(active, self.guard_window_days)
+        paused = []
+        p = self.policy
+        for cid, (sends, optouts) in self._guard_stats.items():
+            if optout_guard_trips(sends, optouts, p):
+                detail = (
+                    f"{optouts} opt-outs / {sends} sends = {optouts / sends:.1%} "
+                    f"> {p.optout_max_rate:.0%} (after >= {p.optout_min_sends} sends)"
+                )
+                if self.store.pause_for_guard(cid, detail, now):
+                    self.counters.auto_paused += 1
+                    paused.append(cid)
+                    log.warning("ALERT opt-out guard paused campaign %s: %s", cid, detail)
+        return paused
 
     # thread -------------------------------------------------------------------------------
     def start(self) -> None:

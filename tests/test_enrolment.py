@@ -473,3 +473,14 @@ def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) ->
     assert dict(store.roster_entries(clock.now))[NEW_MAC] == olga["subject"]
     data, _ = build_store_roster(store, keys, "main-st", clock.now)
     assert data
+
+
+def test_api_with_crm_id_attaches_to_that_customer_at_the_verified_number(env) -> None:
+    store, _, client, _, _ = env
+    r = start(client, crm_id="C-1002", phone="+79165550001", mac=None)  # Boris, new number
+    code, _ = last_code(store, "+79165550001")
+    out = client.post(f"/api/v1/enrolments/{r.json()['enrolment_id']}/confirm", json={"code": code})
+    assert out.json()["crm_id"] == "C-1002"
+    boris = store.customer_row("C-1002")
+    assert boris["phone"] == "+79165550001"  # offers go only to the number that got the code
+    assert boris["name"] == "Boris"
