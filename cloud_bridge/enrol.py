@@ -273,53 +273,56 @@ class Enrolments:
         cipher = self.store.cipher
         phone_hmac = cipher.lookup("phone", e164)
         hour_ago = now - 3600
-        self.store.expire_enrolments(now)
-        if ip and self.store.count_enrolments(hour_ago, ip=ip) >= (
-            self.settings.enrolments_per_ip_per_hour
-        ):
-            log.info("enrolment refused: per-IP rate limit (store %s)", store_id)
-            raise RateLimited("too many enrolments from this address")
-        if self.store.count_enrolments(hour_ago, phone_hmac=phone_hmac) >= (
-            self.settings.codes_per_phone_per_hour
-        ):
-            log.info("enrolment refused: per-phone rate limit (store %s)", store_id)
-            raise RateLimited("too many codes for this number")
-
         enrolment_id = secrets.token_urlsafe(16)
         code = f"{secrets.randbelow(1_000_000):06d}"
         expires = now + self.settings.code_ttl_s
-        self.store.insert_enrolment(
-            {
-                "id": enrolment_id,
-                "store_id": store_id,
-                "phone": e164,
-                "phone_hmac": phone_hmac,
-                "name": clean,
-                "crm_id": crm_id,
-                "language": language,
-                "consent_sms": int(bool(consent_sms)),
-                "consent_recognition": int(bool(consent_recognition)),
-                "text_version": text.version,
-                "text_sha256": text.sha256,
-                "mac_hmac": cipher.mac_lookup(mac) if mac else None,
-                "mac_enc": cipher.encrypt_mac(mac) if mac else None,
-                "source": source,
-                "ip": ip,
-                "user_agent": (user_agent or "")[:300] or None,
-                "code_hash": cipher.code_hash(enrolment_id, code),
-                "attempts": 0,
-                "status": "pending",
-                "created": now,
-                "expires": expires,
-            }
-        )
+        row = {
+            "id": enrolment_id,
+            "store_id": store_id,
+            "phone": e164,
+            "phone_hmac": phone_hmac,
+            "name": clean,
+            "crm_id": crm_id,
+            "language": language,
+            "consent_sms": int(bool(consent_sms)),
+            "consent_recognition": int(bool(consent_recognition)),
+            "text_version": text.version,
+            "text_sha256": text.sha256,
+            "mac_hmac": cipher.mac_lookup(mac) if mac else None,
+            "mac_enc": cipher.encrypt_mac(mac) if mac else None,
+            "source": source,
+            "ip": ip,
+            "user_agent": (user_agent or "")[:300] or None,
+            "code_hash": cipher.code_hash(enrolment_id, code),
+            "attempts": 0,
+            "status": "pending",
+            "created": now,
+            "expires": expires,
+        }
+        limited: str | None = None
+        with self.store.transaction():  # count and insert atomically: limits hold under load
+            self.store.expire_enrolments(now)
+            if ip and self.store.count_enrolments(hour_ago, ip=ip) >= (
+                self.settings.enrolments_per_ip_per_hour
+            ):
+                limited = "IP"
+            elif self.store.count_enrolments(hour_ago, phone_hmac=phone_hmac) >= (
+                self.settings.codes_per_phone_per_hour
+            ):
+                limited = "phone"
+            else:
+                self.store.insert_enrolment(row)
+        if limited is not None:
+            log.info("enrolment refused: per-%s rate limit (store %s)", limited, store_id)
+            raise RateLimited(f"too many requests for this {limited}")
         minutes = max(1, round(self.settings.code_ttl_s / 60))
         result = self.provider.send(
             e164, store.sender_name, code_sms(language, store.sender_name, code, minutes)
         )
         if result.status == "failed":
             self.store.update_enrolment(enrolment_id, status="failed", code_hash=None)
-            log.warning("enrolment code not sent (store %s): %s", store_id, result.error)
+            # the provider's error text may quote the number: not logged
+            log.warning("enrolment code not sent (store %s)", store_id)
             raise SendFailed("the code could not be sent")
         self.store.update_enrolment(enrolment_id, code_message_id=result.provider_id)
         log.info("enrolment started (store %s, source %s)", store_id, source)
@@ -490,7 +493,7 @@ def default_enrolments(store: BridgeStore, settings: BridgeSettings | None = Non
         return Enrolments(
             store,
             settings.enrol,
-            make_provider(settings.provider.kind, store),
+            make_provider(settings.provider, store),
             BridgeKeys(settings.data_dir).subject_key,
         )
     if str(store.path) == ":memory:":
