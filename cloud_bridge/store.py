@@ -360,6 +360,12 @@ class BridgeStore:
         self._data_key = data_key
         self._cipher: DataCipher | None = None
         self.migrate()
+        if data_key is not None:
+            try:
+                _ = self.cipher  # a key given explicitly (the bridge service) is checked at once
+            except DataKeyError:
+                conn.close()
+                raise
 
     # plumbing -----------------------------------------------------------------------------
     def migrate(self) -> int:

@@ -112,7 +112,7 @@ def test_key_file_is_created_0600_and_env_wins(tmp_path: Path) -> None:
         load_data_key(tmp_path / "keys", env={"PASSBY_DATA_KEY": "abcd"})
 
 
-def test_database_refuses_another_key(tmp_path: Path) -> None:
+def test_database_refuses_another_key(tmp_path: Path, monkeypatch) -> None:
     store = BridgeStore(tmp_path / "bridge.db", data_key=b"\x01" * 32)
     store.add_device(
         store.upsert_customer("C", "00", "N", "+79160000000", None, 0.0),
@@ -121,10 +121,13 @@ def test_database_refuses_another_key(tmp_path: Path) -> None:
         None,
     )
     store.close()
-    wrong = BridgeStore(tmp_path / "bridge.db", data_key=b"\x02" * 32)
     with pytest.raises(DataKeyError, match="not the key this database was written with"):
-        wrong.roster_entries(0)
-    wrong.close()
+        BridgeStore(tmp_path / "bridge.db", data_key=b"\x02" * 32)  # refused at open
+    monkeypatch.delenv("PASSBY_DATA_KEY", raising=False)
+    lazy = BridgeStore(tmp_path / "bridge.db")  # default key file: not the one used above
+    with pytest.raises(DataKeyError):
+        lazy.roster_entries(0)
+    lazy.close()
 
 
 def test_settings_key_from_environment(tmp_path: Path, monkeypatch) -> None:
