@@ -88,7 +88,7 @@ def seed(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    store = BridgeStore(settings.database_path())
+    store = BridgeStore(settings.database_path(), settings.data_key_bytes())
     do_seed(store, BridgeKeys(settings.data_dir), t, time.time())
     typer.echo(
         f"seeded store {t.store.id}: {len(t.customers)} customers, {len(t.campaigns)} campaigns"
@@ -109,7 +109,7 @@ def roster_build(
 
     try:
         data, version = build_store_roster(
-            BridgeStore(settings.database_path()),
+            BridgeStore(settings.database_path(), settings.data_key_bytes()),
             BridgeKeys(settings.data_dir),
             store_id,
             time.time(),
@@ -138,7 +138,7 @@ def roster_publish(
     try:
         pub = publish_roster(
             settings,
-            BridgeStore(settings.database_path()),
+            BridgeStore(settings.database_path(), settings.data_key_bytes()),
             BridgeKeys(settings.data_dir),
             store_id,
             timeout=timeout,
