@@ -85,6 +85,7 @@ PORTAL_MAC_PARAMS: dict[str, str] = {
 # Where the portal wants the client to go afterwards (shown as a link when http(s)).
 CONTINUE_PARAMS = ("url", "redir", "continue_url", "redirect")
 SOURCES = ("portal", "api", "crm")
+SWEEP_EVERY_S = 60.0
 WEB_CRM_PREFIX = "web-"
 _SEAL_DEVICE = b"portal-device"
 
@@ -173,6 +174,7 @@ class Enrolments:
         self.settings = settings
         self.provider = provider
         self.subject_key = subject_key
+        self._swept = float("-inf")  # when finished enrolments were last scrubbed
 
     # portal -------------------------------------------------------------------------------
     def mac_from_params(self, params: dict[str, str]) -> bytes | None:
@@ -301,7 +303,9 @@ class Enrolments:
         }
         limited: str | None = None
         with self.store.transaction():  # count and insert atomically: limits hold under load
-            self.store.expire_enrolments(now)
+            if now - self._swept >= SWEEP_EVERY_S:  # a table scan: not on every request
+                self.store.expire_enrolments(now)
+                self._swept = now
             if ip and self.store.count_enrolments(hour_ago, ip=ip) >= (
                 self.settings.enrolments_per_ip_per_hour
             ):
