@@ -1,0 +1,359 @@
+"""Upgrades: the bridge's migrations are forward-only and carry data over from every older schema.
+
+For each older schema version N we build a database with the real migration runner stopped at
+N, fill it with rows (a small domain seed that means something: a store, two consenting
+customers with devices, a campaign, one SMS already sent; plus one row in every other table),
+then open it with today's ``BridgeStore``, which migrates it to the latest version. Then:
+every row is still there, the schema equals a fresh install's, and the data still works (the
+customer who already got the offer is capped, the other one gets it, rosters decrypt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_bridge import store as store_mod
+from cloud_bridge.datakey import DataCipher
+from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.worker import DecisionWorker
+
+LATEST = len(store_mod.MIGRATIONS)
+KEY = bytes(range(32))
+NOW = time.time()
+DAY = 86400.0
+TOPIC = "passby/v1/main-st/door-1/events"
+ANNA, BORIS = "0123456789abcdef", "fedcba9876543210"
+MACS = {1: "da:a1:19:3c:4e:01", 2: "6e:12:7a:90:b3:22"}
+
+# Released migrations never change: a database that already ran one would never see the edit.
+# When you add migration N+1, migration N is frozen: add its line here (the test prints it).
+PINNED = {
+    1: "9ca211ae7edf99fc5db492c39e6ddd78452ab31aef08435691b36a43b0db4ba2",
+    2: "5260c6175b2ab47c6555e5d7efb3bac08e9c73fb2397b4263ab45a806a300ac1",
+    3: "e62cbf3800114df276b9a991bdf0bf37cc2c6d817ff6c617476930017d737292",
+    4: "1191b8bdb66782b2f8e7cb7c3772c85d85e85ef7f94caddd864210d800bc0321",
+    5: "cc0b7ee14e2b3b15c0b9aa574127756a7d9b09133071056d9298ba7f48155d06",
+}
+
+
+def migration_sha256(n: int) -> str:
+    return hashlib.sha256(store_mod.MIGRATIONS[n - 1].encode()).hexdigest()
+
+
+def test_released_migrations_are_never_edited() -> None:
+    problems = []
+    for n in range(1, LATEST):
+        want = PINNED.get(n)
+        got = migration_sha256(n)
+        if want is None:
+            problems.append(
+                f"migration {n} is frozen now that {n + 1} exists: add\n    {n}: {got!r},"
+            )
+        elif want != got:
+            problems.append(
+                f"migration {n} changed after release (sha256 {got}). Migrations are forward-"
+                "only: a database that ran it will never run your edit. Add a new migration "
+                "instead (only if it was never released anywhere, update the pin)."
+            )
+    assert not [n for n in PINNED if n > LATEST], "a pinned migration was removed"
+    assert not problems, "\n".join(problems)
+
+
+# building old databases ---------------------------------------------------------------------
+def build_at(version: int, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database at schema ``version``, made by the real runner with later migrations hidden."""
+    with monkeypatch.context() as m:
+        m.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:version])
+        # Schema 1 had no data key (MACs were plaintext): it cannot check one.
+        BridgeStore(path, data_key=KEY if version >= 2 else None).close()
+
+
+def columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str, bool, Any, int]]:
+    return [
+        (r[1], r[2].upper(), bool(r[3]), r[4], r[5])
+        for r in conn.execute(f"PRAGMA table_info({table})")
+    ]
+
+
+def tables(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+        "AND name <> 'schema_migrations' ORDER BY name"
+    )
+    return [r[0] for r in rows]
+
+
+def insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    """Insert the keys this schema version has; NOT NULL columns without a default get a value."""
+    cols = columns(conn, table)
+    names = {c[0] for c in cols}
+    row = {k: v for k, v in row.items() if k in names}
+    for name, type_, notnull, default, pk in cols:
+        if name not in row and notnull and default is None and not (pk and "INT" in type_):
+            row[name] = synthetic(table, name, type_)
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+        list(row.values()),
+    )
+
+
+def synthetic(table: str, column: str, type_: str) -> Any:
+    if "INT" in type_:
+        return 1
+    if "REAL" in type_ or "FLOA" in type_ or "DOUB" in type_:
+        return NOW - 3 * DAY
+    if "BLOB" in type_:
+        return b"\x00\x01"
+    return f"{table}.{column}"
+
+
+def seed_domain(conn: sqlite3.Connection) -> None:
+    """What a running bridge holds: a store, two consenting customers, a campaign, one SMS sent."""
+    insert(conn, "stores", {
+        "id": "main-st", "name": "Main St. Coffee", "timezone": "Europe/Moscow", "country": "RU",
+        "sender_name": "MainStCafe", "send_start": "00:00", "send_end": "24:00",
+        "site_key": "00" * 16, "roster_version": 3,
+    })  # fmt: skip
+    insert(conn, "sensors", {
+        "store_id": "main-st", "sensor_id": "door-1", "state": "online", "agent_version": "0.1.0",
+        "roster_version": 3, "last_seen": NOW - 60,
+    })  # fmt: skip
+    cipher = DataCipher(KEY)
+    device_cols = {c[0] for c in columns(conn, "devices")}
+    for cid, crm, subject, name, phone, fav in (
+        (1, "C-1001", ANNA, "Anna", "+79161234501", "espresso beans"),
+        (2, "C-1002", BORIS, "Boris", "+79161234502", "almond croissants"),
+    ):
+        insert(conn, "customers", {
+            "id": cid, "crm_id": crm, "subject": subject, "name": name, "phone": phone,
+            "favourite_product": fav, "created": NOW - 10 * DAY,
+        })  # fmt: skip
+        raw = bytes.fromhex(MACS[cid].replace(":", ""))
+        device = {"customer_id": cid, "first_seen": NOW - 9 * DAY, "last_seen": NOW - DAY}
+        if "mac" in device_cols:  # schema 1 kept MACs in plaintext
+            device["mac"] = MACS[cid]
+        else:
+            device |= {"mac_hmac": cipher.mac_lookup(raw), "mac_enc": cipher.encrypt_mac(raw)}
+        insert(conn, "devices", device)
+        for kind in ("sms", "recognition"):
+            insert(conn, "consents", {
+                "customer_id": cid, "kind": kind, "status": "active", "text_version": "v1",
+                "proof": json.dumps({"source": "test"}), "ts": NOW - 10 * DAY,
+            })  # fmt: skip
+    insert(conn, "campaigns", {
+        "id": "fav-15", "name": "15% off your favourite", "trigger": "arrive",
+        "template": "{{ first_name }}, 15% off {{ favourite_product }} today at {{ store_name }}.",
+        "stores": json.dumps(["main-st"]), "status": "active", "cap_count": 1, "cap_days": 30,
+        "priority": 0,
+    })  # fmt: skip
+    payload = {"schema": "passby.event/1", "event_id": "e" * 32, "type": "arrive"}
+    insert(conn, "events", {
+        "event_id": "e" * 32, "store_id": "main-st", "sensor_id": "door-1", "type": "arrive",
+        "subject": ANNA, "ts": NOW - DAY, "payload": json.dumps(payload),
+        "received": NOW - DAY, "state": "done",
+    })  # fmt: skip
+    insert(conn, "decisions", {
+        "id": 1, "event_id": "e" * 32, "customer_id": 1, "campaign_id": "fav-15",
+        "outcome": "send", "reason": "sent", "detail": "all checks passed", "ts": NOW - DAY,
+    })  # fmt: skip
+    insert(conn, "sends", {
+        "id": 1, "decision_id": 1, "customer_id": 1, "campaign_id": "fav-15",
+        "store_id": "main-st", "ts": NOW - DAY, "state": "delivered", "provider": "sandbox",
+        "provider_id": "sb-1", "sender": "MainStCafe",
+        "body": "Anna, 15% off espresso beans today at Main St. Coffee.",
+    })  # fmt: skip
+    insert(conn, "sandbox_messages", {
+        "sid": "sb-1", "to_phone": "+79161234501", "sender": "MainStCafe",
+        "body": "Anna, 15% off espresso beans today at Main St. Coffee.", "ts": NOW - DAY,
+    })  # fmt: skip
+    insert(conn, "dead_letters", {
+        "topic": TOPIC, "reason": "invalid events message", "payload_sha256": "0" * 64,
+        "payload_bytes": 3, "received": NOW - DAY,
+    })  # fmt: skip
+
+
+def fill_the_rest(conn: sqlite3.Connection) -> None:
+    """One row in every table still empty, parents first, foreign keys pointing at real rows."""
+    empty = [t for t in tables(conn) if not conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]
+    fks = {t: list(conn.execute(f"PRAGMA foreign_key_list({t})")) for t in empty}
+    done: set[str] = set()
+    while len(done) < len(empty):
+        progress = False
+        for t in empty:
+            parents = {fk[2] for fk in fks[t]} - {t}
+            if t in done or not parents <= (done | (set(tables(conn)) - set(empty))):
+                continue
+            row: dict[str, Any] = {}
+            for fk in fks[t]:
+                ref = conn.execute(f"SELECT {fk[4] or 'rowid'} FROM {fk[2]} LIMIT 1").fetchone()
+                row[fk[3]] = ref[0] if ref else None
+            for name, type_, _notnull, default, pk in columns(conn, t):
+                if name in row or (pk and "INT" in type_):
+                    continue
+                row[name] = (
+                    default_value(default) if default is not None else synthetic(t, name, type_)
+                )
+            insert(conn, t, row)
+            done.add(t)
+            progress = True
+        assert progress, f"cannot order tables by foreign keys: {set(empty) - done}"
+
+
+def default_value(sql_default: str) -> Any:
+    """The value of a column DEFAULT clause as SQLite reports it ('[]', 0, 'median'...)."""
+    if sql_default.startswith("'") and sql_default.endswith("'"):
+        return sql_default[1:-1].replace("''", "'")
+    try:
+        return json.loads(sql_default)
+    except ValueError:
+        return sql_default
+
+
+def snapshot(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    out = {}
+    for t in tables(conn):
+        cols = [c[0] for c in columns(conn, t)]
+        rows = sorted(conn.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall(), key=repr)
+        out[t] = (cols, rows)
+    return out
+
+
+def _devices_encrypted(
+    old: tuple[list[str], list[tuple[Any, ...]]], new: sqlite3.Connection
+) -> None:
+    """Migration 2: plaintext MACs moved into encrypted rows, found again by keyed lookup."""
+    cols, rows = old
+    cipher = DataCipher(KEY)
+    got = {
+        (cid, cipher.decrypt_mac(enc).hex(":"), first, last)
+        for cid, enc, first, last in new.execute(
+            "SELECT customer_id, mac_enc, first_seen, last_seen FROM devices"
+        )
+    }
+    want = {(r[cols.index("customer_id")], r[cols.index("mac")], r[cols.index("first_seen")],
+             r[cols.index("last_seen")]) for r in rows}  # fmt: skip
+    assert got == want
+
+
+# Tables a migration rewrites on purpose, from (table, schema version before): how to check them.
+TRANSFORMED: dict[tuple[str, int], Callable[[Any, sqlite3.Connection], None]] = {
+    ("devices", 1): _devices_encrypted,
+}
+
+
+@pytest.mark.parametrize("version", range(1, LATEST), ids=lambda v: f"from-v{v}")
+def test_upgrade_from_an_older_schema_keeps_every_row(
+    version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bridge.db"
+    build_at(version, path, monkeypatch)
+    conn = sqlite3.connect(path)
+    assert max(r[0] for r in conn.execute("SELECT version FROM schema_migrations")) == version
+    seed_domain(conn)
+    fill_the_rest(conn)
+    conn.commit()
+    before = snapshot(conn)
+    assert all(rows for _cols, rows in before.values()), "every table holds data before upgrading"
+    conn.close()
+
+    store = BridgeStore(path, data_key=KEY)  # migrates
+    try:
+        new = store.db.conn
+        versions = [r[0] for r in new.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+        assert versions == list(range(1, LATEST + 1))
+        assert new.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert new.execute("PRAGMA foreign_key_check").fetchall() == []
+        after = set(tables(new))
+        for t, (cols, rows) in before.items():
+            check = TRANSFORMED.get((t, version)) or next(
+                (fn for (name, v), fn in TRANSFORMED.items() if name == t and v >= version), None
+            )
+            if check is not None:
+                check((cols, rows), new)
+                continue
+            assert t in after, f"upgrading from v{version} dropped table {t} with its data"
+            now_cols = [c[0] for c in columns(new, t)]
+            lost = [c for c in cols if c not in now_cols]
+            assert not lost, f"upgrading from v{version} dropped {t} columns {lost}"
+            got = sorted(new.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall(), key=repr)
+            assert got == rows, f"upgrading from v{version} changed rows of {t}"
+    finally:
+        store.close()
+    assert_same_schema_as_fresh(path, tmp_path / "fresh.db")
+    assert_data_still_works(path)
+
+
+def _schema(path: Path) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(path)
+    try:
+        return sorted(
+            (r[0], r[1], " ".join((r[2] or "").split()))
+            for r in conn.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            )
+        )
+    finally:
+        conn.close()
+
+
+def assert_same_schema_as_fresh(upgraded: Path, fresh: Path) -> None:
+    BridgeStore(fresh, data_key=KEY).close()
+    assert _schema(upgraded) == _schema(fresh), "an upgraded database must look like a fresh one"
+
+
+def assert_data_still_works(path: Path) -> None:
+    """Same events, same decisions as before the upgrade: Anna is capped, Boris gets his SMS."""
+    store = BridgeStore(path, data_key=KEY)
+    try:
+        counters = IngestCounters()
+        for subject in (ANNA, BORIS):
+            payload = {
+                "schema": "passby.event/1", "event_id": hashlib.md5(subject.encode()).hexdigest(),
+                "type": "arrive", "subject": subject, "ts": NOW - 5, "first_seen": NOW - 30,
+                "last_seen": NOW - 5, "rssi": {"max": -60, "median": -64}, "frames": 12,
+                "dwell_s": 0,
+            }  # fmt: skip
+            assert (
+                handle_message(store, TOPIC, json.dumps(payload).encode(), NOW, counters) == "event"
+            )
+        DecisionWorker(store, SandboxProvider(store)).process_pending(now=NOW)
+        reasons = {
+            r["customer_id"]: r["reason"]
+            for r in store.query("SELECT customer_id, reason FROM decisions WHERE ts = ?", [NOW])
+        }
+        assert reasons == {1: "campaign_cap", 2: "sent"}, reasons
+        bodies = [r["body"] for r in store.query("SELECT body FROM sandbox_messages ORDER BY id")]
+        assert bodies[-1].startswith("Boris, 15% off almond croissants")
+        assert {mac for mac, _ in store.roster_entries(NOW)} == set(MACS.values())
+    finally:
+        store.close()
+
+
+def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.db"
+    store = BridgeStore(path, data_key=KEY)
+    first = store.query("SELECT version, applied FROM schema_migrations ORDER BY version")
+    assert store.migrate() == LATEST
+    assert store.query("SELECT version, applied FROM schema_migrations ORDER BY version") == first
+    store.close()
+    schema = _schema(path)
+    BridgeStore(path, data_key=KEY).close()
+    assert _schema(path) == schema
+
+
+def test_migrations_only_go_forward() -> None:
+    """No down-migrations and no runner for them: going back means restoring a backup."""
+    assert all(isinstance(m, str) and m.strip() for m in store_mod.MIGRATIONS)
+    names = {n.lower() for n in dir(store_mod)}
+    assert not any("downgrade" in n or "rollback_migration" in n for n in names)
+    assert set(store_mod._MIGRATION_STEPS) <= set(range(1, LATEST + 1))
