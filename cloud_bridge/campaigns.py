@@ -332,6 +332,11 @@ def validate_campaigns(
                 msg = err["msg"].removeprefix("Value error, ")
                 where = _loc(at.rstrip("."), err["loc"]) or at.rstrip(".") or "(campaign)"
                 problems.append(Problem(where, msg))
+            stores = item.get("stores") if isinstance(item, dict) else None
+            if store is not None and isinstance(stores, list):
+                for j, s in enumerate(stores):
+                    if isinstance(s, str) and s not in known:
+                        problems.append(Problem(f"{at}stores[{j}]", f"unknown store {s!r}"))
             continue
         if defn.id in seen:
             problems.append(Problem(f"{at}id", f"{defn.id!r} is also campaign [{seen[defn.id]}]"))
@@ -347,8 +352,9 @@ def validate_campaigns(
     return defs
 
 
-def read_campaign_file(path: Path) -> list[Any]:
-    """The raw campaign tables of a TOML file (one campaign, or ``[[campaigns]]``)."""
+def read_campaign_file(path: Path) -> tuple[list[Any], str]:
+    """The raw campaign tables of a TOML file (one campaign, or ``[[campaigns]]``) and the
+    prefix their problems are named with ("campaigns" or "")."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -361,8 +367,8 @@ def read_campaign_file(path: Path) -> list[Any]:
             raise CampaignError([Problem(extra[0], "unexpected key next to [[campaigns]]")])
         if not isinstance(data["campaigns"], list):
             raise CampaignError([Problem("campaigns", "must be an array of tables")], str(path))
-        return list(data["campaigns"])
-    return [data]
+        return list(data["campaigns"]), "campaigns"
+    return [data], ""
 
 
 # -- storage and the engine's view ----------------------------------------------------------

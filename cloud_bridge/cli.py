@@ -13,6 +13,7 @@ import typer
 
 from cloud_bridge import __version__
 from cloud_bridge.cli_customers import customers_app, stores_app
+from cloud_bridge.cli_engine import register as register_engine_commands
 from cloud_bridge.config import BridgeSettings, ConfigError, load_settings
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ roster_app = typer.Typer(
 app.add_typer(roster_app, name="roster")
 app.add_typer(customers_app, name="customers")
 app.add_typer(stores_app, name="stores")
+register_engine_commands(app)  # explain, campaigns, report, purchases (cli_engine.py)
 
 CONFIG_OPT = typer.Option(
     None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG"

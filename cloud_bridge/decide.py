@@ -616,7 +616,7 @@ def decide(
         return skip("unknown_subject", "no customer has this subject id")
     if customer.erased:
         return skip("erased", "the customer was erased on request")
-    trace.append(Check("customer", True, f"the device belongs to customer {customer.crm_id}"))
+    trace.append(Check("customer", True, "the device belongs to a known customer"))
     if not customer.consent_sms:
         return skip("no_sms_consent", "marketing SMS consent is missing or revoked")
     if not customer.consent_recognition:

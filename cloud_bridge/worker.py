@@ -246,6 +246,34 @@ class DecisionWorker:
             day_start,
         )
 
+    def inputs(
+        self,
+        event: Event,
+        store_info: StoreInfo | None,
+        now: float,
+        book: CampaignBook,
+        shared: dict[tuple[str, str], int],
+    ) -> tuple[Customer | None, History, Counters, float]:
+        """Everything ``decide`` needs about the customer, their history and the budgets."""
+        since = now - HISTORY_DAYS * 86400
+        customer = customer_of(self.store.engine_customer(event.subject, event.ts, since))
+        history = History()
+        if customer is not None:
+            history = History(*self.store.engine_history(customer.id, since))
+        counters, day_start = (
+            self._counters(book, store_info, event, shared)
+            if store_info is not None
+            else (Counters(), 0.0)
+        )
+        return customer, history, counters, day_start
+
+    def what_if(self, event: Event, now: float) -> Send | Skip:
+        """The decision this event would get now, without storing anything (explain)."""
+        book = self.book()
+        store_info = self.store_info(event.store_id, time.monotonic())
+        customer, history, counters, _ = self.inputs(event, store_info, now, book, {})
+        return decide(event, store_info, customer, book, history, now, self.policy, counters)
+
     def _one(
         self,
         row: dict[str, Any],
@@ -259,17 +287,7 @@ class DecisionWorker:
             return None
         self.counters.events += 1
         store_info = self.store_info(event.store_id, mono)
-        customer = customer_of(
-            self.store.engine_customer(event.subject, event.ts, now - HISTORY_DAYS * 86400)
-        )
-        history = History()
-        if customer is not None:
-            history = History(*self.store.engine_history(customer.id, now - HISTORY_DAYS * 86400))
-        counters, day_start = (
-            self._counters(book, store_info, event, shared)
-            if store_info is not None
-            else (Counters(), 0.0)
-        )
+        customer, history, counters, day_start = self.inputs(event, store_info, now, book, shared)
         outcome = decide(event, store_info, customer, book, history, now, self.policy, counters)
         checks = checks_json(outcome)
         if isinstance(outcome, Skip) and not outcome.holdout:
