@@ -671,7 +671,8 @@ class HttpGatewayProvider(_OneOff):
         if not rules.status_url:
             return StatusResult("error", error="no status API configured: waiting for a receipt")
         try:
-            r = self.client.get(fill(rules.status_url, self._values(msg), "url"))
+            headers = {k: v for k, v in rules.headers.items() if k.lower() != "content-type"}
+            r = self.client.get(fill(rules.status_url, self._values(msg), "url"), headers=headers)
         except httpx.HTTPError as exc:
             return StatusResult("error", error=f"status API: {type(exc).__name__}")
         if r.status_code == 404:

@@ -14,8 +14,11 @@ CAMPAIGN = "fav-15"
 TEXT = "{name}, 15% off espresso beans today at Main St. Coffee."
 
 
-def new_store(path: Path | str = ":memory:", sender: str = SENDER) -> BridgeStore:
-    store = BridgeStore(path, data_key=b"\x01" * 32)
+def new_store(
+    path: Path | str = ":memory:", sender: str = SENDER, data_key: bytes | None = b"\x01" * 32
+) -> BridgeStore:
+    """A store with the demo store and campaign; ``data_key=None``: the key file next to it."""
+    store = BridgeStore(path, data_key=data_key)
     store.upsert_store(
         {
             "id": STORE_ID,

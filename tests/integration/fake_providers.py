@@ -348,7 +348,7 @@ class FakeTwilio(FakeProvider):
                 self._seq += 1
                 sid = f"SM{self._seq:032x}"
             a = Accepted(
-                key or sid,
+                key or "body:" + form["Body"],  # without our key, the text (unique link) is
                 sid,
                 to,
                 form.get("From", ""),
