@@ -1,0 +1,307 @@
+"""Backups that restore: deploy/cloud's scripts against a running bridge and a real PostgreSQL.
+
+SQLite: the bridge ingests events through Mosquitto and decides while backup-sqlite.sh copies
+its store; restore-sqlite.sh puts the copy in a new directory; then the same events get the
+same decisions from the original and the restored store (replays capped the same way,
+duplicates dropped the same way). PostgreSQL: backup-postgres.sh / restore-postgres.sh and
+postgresql/passby.sql against a throwaway PostgreSQL 15 cluster run as the postgres user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from cloud_bridge.config import BridgeSettings, load_settings
+from cloud_bridge.demo.run import prepare_site
+from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.service import BridgeService
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.worker import DecisionWorker
+from edge_agent.roster import subject_id
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOUD = ROOT / "deploy" / "cloud"
+TOPIC = "passby/v1/main-st/door-1/events"
+CONSENTING = ("C-1001", "C-1002", "C-1003")  # Anna, Boris, Carmen
+NO_CONSENT = "C-1004"  # Dmitri
+
+
+def need(binary: str, package: str) -> str:
+    path = shutil.which(binary)
+    if not path:
+        pytest.fail(f"{binary} is not installed: apt-get install {package}", pytrace=False)
+    return path
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> str:
+    res = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+    assert res.returncode == 0, f"{args[0]} failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    return res.stdout
+
+
+def event(
+    keys: BridgeKeys, crm_id: str, type_: str, ts: float, event_id: str | None = None
+) -> tuple[str, bytes]:
+    eid = event_id or uuid.uuid4().hex
+    body = {
+        "schema": "passby.event/1",
+        "event_id": eid,
+        "type": type_,
+        "subject": subject_id(keys.subject_key, crm_id),
+        "ts": ts,
+        "first_seen": ts - 20,
+        "last_seen": ts,
+        "rssi": {"max": -58, "median": -63},
+        "frames": 14,
+        "dwell_s": 0 if type_ == "arrive" else 30,
+    }
+    return eid, json.dumps(body).encode()
+
+
+def wait_for(what: str, check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}", pytrace=False)
+
+
+def settled(db: BridgeStore, n_events: int) -> bool:
+    row = db.query(
+        "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
+        "WHERE state IN ('reserved','sending')) AS unsent FROM events"
+    )[0]
+    return row["n"] >= n_events and not row["pending"] and not row["unsent"]
+
+
+def decisions_for(db_path: Path, keys: BridgeKeys, replay: list[tuple[str, bytes]], now: float):
+    """Ingest ``replay`` into a store and decide: what happened to each event, in order."""
+    store = BridgeStore(db_path)
+    try:
+        counters = IngestCounters()
+        ingested = [handle_message(store, TOPIC, payload, now, counters) for _, payload in replay]
+        DecisionWorker(store, SandboxProvider(store)).process_pending(now=now)
+        outcome = []
+        for (eid, _), kind in zip(replay, ingested, strict=True):
+            rows = store.query(
+                "SELECT outcome, reason, campaign_id FROM decisions WHERE event_id=? ORDER BY id",
+                [eid],
+            )
+            outcome.append((kind, [(r["outcome"], r["reason"], r["campaign_id"]) for r in rows]))
+        return outcome
+    finally:
+        store.close()
+
+
+def test_sqlite_backup_while_the_bridge_runs_restores_to_the_same_decisions(
+    tmp_path: Path,
+) -> None:
+    need("sqlite3", "sqlite3")
+    broker = LocalMosquitto(tmp_path / "mosquitto")
+    broker.start()
+    service = None
+    publisher = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="door-1-test", protocol=mqtt.MQTTv5
+    )
+    try:
+        site = prepare_site(tmp_path, broker.port, 0)
+        data_dir = tmp_path / "bridge"
+        keys = site.keys
+        service = BridgeService(load_settings(BridgeSettings, site.bridge_toml), web=False)
+        service.start()
+        assert service.ingest.connected.wait(10), "bridge could not connect to Mosquitto"
+        publisher.connect(broker.host, broker.port)
+        publisher.loop_start()
+
+        # 1. Everyone arrives once: the three who consented get the offer, Dmitri does not.
+        now = time.time()
+        first = [event(keys, crm, "arrive", now) for crm in (*CONSENTING, NO_CONSENT)]
+        for _, payload in first:
+            publisher.publish(TOPIC, payload, qos=1).wait_for_publish(10)
+        wait_for("the first arrivals to be decided", lambda: settled(site.db, len(first)))
+        sends = site.db.query("SELECT state FROM sends")
+        assert len(sends) == 3 and "failed" not in {r["state"] for r in sends}, sends
+
+        # 2. The bridge keeps ingesting and deciding (leaves; Dmitri walking by) while we back up.
+        stop = threading.Event()
+        noise = {"n": 0}
+
+        def keep_publishing() -> None:
+            while not stop.is_set():
+                crm, kind = (NO_CONSENT, "arrive") if noise["n"] % 2 else ("C-1001", "leave")
+                publisher.publish(TOPIC, event(keys, crm, kind, time.time())[1], qos=1)
+                noise["n"] += 1
+                time.sleep(0.005)
+
+        writer = threading.Thread(target=keep_publishing, daemon=True)
+        writer.start()
+        wait_for("the bridge to be busy", lambda: noise["n"] > 50)
+        events_at_start = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
+        out = run(CLOUD / "backup-sqlite.sh", "--data-dir", data_dir, "--out", tmp_path / "backups")
+        events_at_end = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
+        wait_for("more writes after the backup", lambda: noise["n"] > events_at_end + 50)
+        stop.set()
+        writer.join(5)
+        assert events_at_end > events_at_start, (
+            "the bridge must have been writing during the backup"
+        )
+        archive = Path(out.strip().splitlines()[-1])
+        assert archive.is_file() and oct(archive.stat().st_mode & 0o777) == "0o600"
+        wait_for("the noise to be decided", lambda: settled(site.db, events_at_end))
+        service.stop()
+        service = None
+
+        # 3. Restore into a new place (nothing there yet; a second restore needs --force).
+        restored = tmp_path / "restored"
+        run(CLOUD / "restore-sqlite.sh", archive, "--data-dir", restored)
+        again = subprocess.run(
+            [str(CLOUD / "restore-sqlite.sh"), str(archive), "--data-dir", str(restored)],
+            capture_output=True,
+            text=True,
+        )
+        assert again.returncode != 0 and "--force" in again.stderr
+        assert sorted(p.name for p in (restored / "keys").iterdir()) == sorted(
+            p.name for p in (data_dir / "keys").iterdir()
+        )
+        conn = sqlite3.connect(restored / "bridge.db")
+        n_restored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        assert events_at_start <= n_restored <= events_at_end + 1  # a snapshot from the window
+
+        # 4. The same events, decided by the original and by the restored store.
+        later = time.time()
+        replay = [event(keys, crm, "arrive", later, f"{i:032x}") for i, crm in enumerate(
+            (*CONSENTING, NO_CONSENT), start=1
+        )]  # fmt: skip
+        replay += first  # the very same messages again: duplicates
+        site.db.close()
+        original = decisions_for(data_dir / "bridge.db", keys, replay, later)
+        from_backup = decisions_for(restored / "bridge.db", keys, replay, later)
+        assert from_backup == original
+        capped = [("event", [("skip", "campaign_cap", "fav-15")])] * 3
+        assert original[:3] == capped, original[:3]  # one SMS per campaign per 30 days
+        assert original[3][0] == "event" and original[3][1][0][1] == "no_sms_consent"
+        # Duplicates are dropped: each still has only its first decision (sent; no consent).
+        assert [kind for kind, _ in original[4:]] == ["duplicate"] * 4
+        assert [d[0][1] for _, d in original[4:]] == ["sent"] * 3 + ["no_sms_consent"]
+        assert all(len(d) == 1 for _, d in original[4:])
+    finally:
+        if service is not None:
+            service.stop()
+        publisher.loop_stop()
+        publisher.disconnect()
+        broker.stop()
+
+
+# PostgreSQL ---------------------------------------------------------------------------------
+def pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL is not installed: apt-get install postgresql", pytrace=False)
+    return found[-1].parent
+
+
+@pytest.fixture()
+def postgres():  # type: ignore[no-untyped-def]
+    """A throwaway cluster owned by the postgres user (initdb refuses root), trust auth on a
+    private unix socket only. Yields the libpq environment for it."""
+    bindir = pg_bin()
+    base = Path(tempfile.mkdtemp(prefix="passby-pg-"))  # under /tmp: postgres must reach it
+    shutil.chown(base, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    conf = base / "90-passby.conf"
+    shutil.copy(CLOUD / "postgresql" / "90-passby.conf", conf)
+    port = str(free_port())
+    try:
+        run(*as_pg, bindir / "initdb", "-D", base / "data", "--auth=trust", "-U", "postgres",
+            "-E", "UTF8", "--locale=C")  # fmt: skip
+        with open(base / "data" / "postgresql.conf", "a") as fh:
+            fh.write(f"\ninclude '{conf}'\n")
+        run(*as_pg, bindir / "pg_ctl", "-D", base / "data", "-l", base / "log", "-w", "-o",
+            f"-k {base} -p {port} -c listen_addresses=''", "start")  # fmt: skip
+        env = {"PGHOST": str(base), "PGPORT": port, "PGUSER": "postgres",
+               "PATH": f"{bindir}:{os.environ['PATH']}"}  # fmt: skip
+        yield env
+    finally:
+        subprocess.run(
+            [*as_pg, str(bindir / "pg_ctl"), "-D", str(base / "data"), "-m", "fast", "-w", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def psql(env: dict[str, str], sql: str, db: str = "postgres", user: str = "postgres") -> str:
+    return run("psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-U", user, "-d", db, "-c", sql, env=env)
+
+
+def test_postgres_backup_and_restore(postgres: dict[str, str], tmp_path: Path) -> None:
+    env = postgres
+    # The role and database script is idempotent and the settings file loads.
+    for _ in range(2):
+        run("psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", CLOUD / "postgresql/passby.sql", env=env)
+    assert psql(env, "SELECT datname FROM pg_database WHERE datname='passby'").strip() == "passby"
+    assert psql(env, "SHOW log_min_duration_statement").strip() == "500ms"
+
+    psql(env, "CREATE TABLE customers (id int PRIMARY KEY, name text, phone text);"
+         "CREATE TABLE sends (id serial PRIMARY KEY, customer_id int REFERENCES customers(id),"
+         " body text, ts double precision)", db="passby", user="passby")  # fmt: skip
+    psql(env, "INSERT INTO customers VALUES (1, 'Анна', '+79161234501'), (2, 'Boris', NULL);"
+         "INSERT INTO sends (customer_id, body, ts) SELECT 1 + g % 2, 'Ձեր զեղչը ' || g, g"
+         " FROM generate_series(1, 500) g", db="passby", user="passby")  # fmt: skip
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "data.key").write_text("ab" * 32 + "\n")
+    (keys / "subject.key").write_bytes(os.urandom(32))
+
+    out = run(CLOUD / "backup-postgres.sh", "--dbname", "passby", "--keys-dir", keys,
+              "--out", tmp_path / "backups", env=env)  # fmt: skip
+    archive = Path(out.strip().splitlines()[-1])
+    assert archive.name.startswith("passby-pg-") and archive.stat().st_mode & 0o077 == 0
+
+    psql(env, "CREATE DATABASE restored OWNER passby")
+    keys2 = tmp_path / "restored-keys"
+    run(
+        CLOUD / "restore-postgres.sh", archive, "--dbname", "restored", "--keys-dir", keys2, env=env
+    )
+    query = "SELECT c.name, count(s.id), sum(s.ts) FROM customers c LEFT JOIN sends s ON s.customer_id=c.id GROUP BY 1 ORDER BY 1"
+    assert psql(env, query, db="restored") == psql(env, query, db="passby")
+    assert "Анна" in psql(env, query, db="restored")
+    assert (keys2 / "data.key").read_bytes() == (keys / "data.key").read_bytes()
+    assert oct((keys2 / "subject.key").stat().st_mode & 0o777) == "0o600"
+
+    refused = subprocess.run(
+        [str(CLOUD / "restore-postgres.sh"), str(archive), "--dbname", "restored",
+         "--keys-dir", str(keys2)],
+        capture_output=True, text=True, env={**os.environ, **env},
+    )  # fmt: skip
+    assert refused.returncode != 0 and "not empty" in refused.stderr
+    psql(env, "DELETE FROM sends WHERE id > 10", db="restored")
+    run(CLOUD / "restore-postgres.sh", archive, "--dbname", "restored", "--keys-dir", keys2,
+        "--force", env=env)  # fmt: skip
+    assert psql(env, query, db="restored") == psql(env, query, db="passby")
+    assert any(p.name.startswith("restored-keys.pre-restore-") for p in tmp_path.iterdir())
