@@ -1528,6 +1528,7 @@ class BridgeStore:
         )  # fmt: skip
         row = {"store_id": store_id, "sensor_id": sensor_id, "received": now}
         row.update({c: stats.get(c) for c in cols})
+        row["ts"] = row["ts"] or now
         foot = stats.get("footfall") or {}
         hours = []
         if "hour_start" in foot:

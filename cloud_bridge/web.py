@@ -1,73 +1,109 @@
-"""Console and API (FastAPI, server-rendered Jinja2 pages, no JS build step)."""
+"""Console and API (FastAPI, server-rendered Jinja2 pages, no JS build step).
+
+Every console page and ``/api`` route needs a login (session cookie) or an API token; a store
+owner sees only their stores everywhere. The page routers live in ``cloud_bridge.console``;
+other packages mount their own routers here (enrolment, inbound SMS, rosters, pairing).
+"""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cloud_bridge import __version__
-from cloud_bridge.config import BridgeSettings
+from cloud_bridge.auth import (
+    Accounts,
+    AuthError,
+    LoginRequired,
+    LoginThrottled,
+    Principal,
+    require,
+)
+from cloud_bridge.config import BridgeSettings, WebSettings
+from cloud_bridge.console import console_routers
+from cloud_bridge.console.common import TEMPLATES, mask_phone, page, store_scope_sql
 from cloud_bridge.decide import REASONS
 from cloud_bridge.enrol import router as enrol_router
 from cloud_bridge.inbound import inbound_router
 from cloud_bridge.provisioning import pairing_router as _pairing_router
 from cloud_bridge.store import BridgeStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "mask_phone", "overview", "TEMPLATES"]
 
-TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+STATIC = Path(__file__).parent / "console" / "static"
+Anyone = Annotated[Principal, Depends(require())]
 
 
-def mask_phone(phone: str) -> str:
-    """+79161234501 -> +7916*****01: enough to recognise, not enough to dial."""
-    return phone[:5] + "*" * max(0, len(phone) - 7) + phone[-2:] if len(phone) > 7 else "***"
-
-
-TEMPLATES.env.filters["when"] = _when
-TEMPLATES.env.filters["mask_phone"] = mask_phone
-
-
-def overview(store: BridgeStore, limit: int = 50) -> dict[str, Any]:
-    """Everything the overview page and its API show."""
+def overview(
+    store: BridgeStore, limit: int = 50, principal: Principal | None = None
+) -> dict[str, Any]:
+    """Everything the overview page and its API show (only the principal's stores)."""
+    if principal is None:
+        s_cond, s_args = "1=1", []
+        e_cond, e_args = "1=1", []
+        m_cond, m_args = "1=1", []
+    else:
+        s_cond, s_args = store_scope_sql(principal, "store_id")
+        e_cond, e_args = store_scope_sql(principal, "e.store_id")
+        m_cond, m_args = (
+            ("1=1", [])
+            if principal.scope is None
+            else (
+                "m.sid IN (SELECT provider_id FROM sends WHERE provider_id IS NOT NULL AND "
+                + store_scope_sql(principal, "store_id")[0]
+                + ")",
+                store_scope_sql(principal, "store_id")[1],
+            )
+        )
     decisions = store.query(
         "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
         "e.store_id, c.name AS customer FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        "LEFT JOIN customers c ON c.id=d.customer_id ORDER BY d.id DESC LIMIT ?",
-        [limit],
+        f"LEFT JOIN customers c ON c.id=d.customer_id WHERE {e_cond} ORDER BY d.id DESC LIMIT ?",
+        [*e_args, limit],
     )
     for d in decisions:
         d["explanation"] = REASONS.get(d["reason"], d["reason"])
     return {
-        "sensors": store.query("SELECT * FROM sensors ORDER BY store_id, sensor_id"),
+        "sensors": store.query(
+            f"SELECT * FROM sensors WHERE {s_cond} ORDER BY store_id, sensor_id", s_args
+        ),
         "counts": store.query(
-            "SELECT (SELECT count(*) FROM events) AS events, "
-            "(SELECT count(*) FROM events WHERE type='arrive') AS arrivals, "
-            "(SELECT count(*) FROM decisions) AS decisions, "
-            "(SELECT count(*) FROM sends WHERE state IN ('accepted','delivered')) AS sent, "
-            "(SELECT count(*) FROM dead_letters) AS dead_letters"
+            f"SELECT (SELECT count(*) FROM events WHERE {s_cond}) AS events, "
+            f"(SELECT count(*) FROM events WHERE type='arrive' AND {s_cond}) AS arrivals, "
+            f"(SELECT count(*) FROM decisions d JOIN events e ON e.event_id=d.event_id "
+            f"WHERE {e_cond}) AS decisions, "
+            "(SELECT count(*) FROM sends WHERE state IN ('accepted','delivered') "
+            f"AND {s_cond}) AS sent, (SELECT count(*) FROM dead_letters) AS dead_letters",
+            [*s_args, *s_args, *e_args, *s_args],
         )[0],
         "decisions": decisions,
         "messages": store.query(
-            "SELECT sid, to_phone, sender, body, ts FROM sandbox_messages ORDER BY id DESC LIMIT ?",
-            [limit],
+            f"SELECT m.sid, m.to_phone, m.sender, m.body, m.ts FROM sandbox_messages m "
+            f"WHERE {m_cond} ORDER BY m.id DESC LIMIT ?",
+            [*m_args, limit],
         ),
     }
 
 
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/api/")
+
+
 def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
-    app = FastAPI(title="passby console", version=__version__)
+    app = FastAPI(
+        title="passby console API",
+        version=__version__,
+        description="Console and JSON API of the passby bridge. Authenticate with a session "
+        "(the console) or `Authorization: Bearer pbu1.<id>.<secret>` (an API token from "
+        "/account). A store owner sees only their stores.",
+    )
+    accounts = Accounts(store, settings.web if settings is not None else WebSettings())
+    app.state.accounts = accounts
+    app.state.settings = settings
     app.include_router(enrol_router(store, settings))
     app.include_router(inbound_router(store, settings))
     from cloud_bridge.campaigns import campaigns_router
@@ -78,32 +114,68 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
 
         app.include_router(roster_router(store, settings))
         app.include_router(_pairing_router(store, settings))
+    for router in console_routers(store, settings, accounts):
+        app.include_router(router)
 
-    @app.get("/", response_class=HTMLResponse)
-    def index(request: Request) -> HTMLResponse:
-        return TEMPLATES.TemplateResponse(
-            request, "overview.html", {"o": overview(store), "now": time.time()}
+    @app.exception_handler(AuthError)
+    def auth_error(request: Request, exc: AuthError) -> Response:
+        if isinstance(exc, LoginRequired) and _wants_html(request):
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={target}", status_code=303)
+        headers = {}
+        if isinstance(exc, LoginThrottled):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, LoginRequired):
+            headers["WWW-Authenticate"] = "Bearer"
+        if _wants_html(request):
+            principal = getattr(request.state, "principal", None)
+            return page(
+                request, "error.html", principal, {"message": str(exc)}, exc.status, "Not allowed"
+            )
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+    @app.get("/console/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        path = STATIC / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            return Response(status_code=404)
+        return FileResponse(path, headers={"Cache-Control": "max-age=300"})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index(request: Request, me: Anyone) -> HTMLResponse:
+        return page(
+            request,
+            "overview.html",
+            me,
+            {"o": overview(store, principal=me), "now": time.time()},
+            title="Overview",
         )
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """Liveness: the store answers."""
         store.query("SELECT 1")
         return {"status": "ok"}
 
-    @app.get("/api/overview")
-    def api_overview() -> dict[str, Any]:
-        data = overview(store)
+    @app.get("/api/overview", tags=["overview"])
+    def api_overview(me: Anyone) -> dict[str, Any]:
+        """Counts, sensors, latest decisions and sandbox SMS (phones masked), of your stores."""
+        data = overview(store, principal=me)
         for m in data["messages"]:
             m["to_phone"] = mask_phone(m["to_phone"])
         return data
 
-    @app.get("/api/sandbox/messages")
-    def api_sandbox() -> list[dict[str, Any]]:
-        rows = store.query(
-            "SELECT sid, to_phone, sender, body, ts FROM sandbox_messages ORDER BY id"
-        )
-        for m in rows:
-            m["to_phone"] = mask_phone(m["to_phone"])
-        return rows
+    @app.get("/api/sandbox/messages", tags=["overview"])
+    def api_sandbox(me: Anyone) -> list[dict[str, Any]]:
+        """SMS recorded by the sandbox provider (phones masked), of your stores, oldest first."""
+        rows = overview(store, limit=100_000, principal=me)["messages"][::-1]
+        return [{**m, "to_phone": mask_phone(m["to_phone"])} for m in rows]
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
 
     return app

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from cloud_bridge.auth import Accounts
 from cloud_bridge.config import BridgeSettings, load_settings
 from cloud_bridge.demo.run import prepare_site
 from cloud_bridge.mosquitto import LocalMosquitto
@@ -41,6 +43,7 @@ def test_console_shows_sandbox_sms_in_chromium(tmp_path: Path) -> None:
     site = prepare_site(tmp_path, broker.port, 0)
     store, bridge_toml, edge_toml = site.db, site.bridge_toml, site.edge_toml
     service = BridgeService(load_settings(BridgeSettings, bridge_toml))
+    Accounts(service.store).add_user("ada", "admin", "correct horse battery", time.time())
     service.start()
     try:
         assert service.ingest.connected.wait(10)
@@ -49,7 +52,11 @@ def test_console_shows_sandbox_sms_in_chromium(tmp_path: Path) -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.goto(service.web.url + "/")
+            page.goto(service.web.url + "/")  # the console wants a login first
+            page.fill("input[name=username]", "ada")
+            page.fill("input[name=password]", "correct horse battery")
+            page.click("button[type=submit]")
+            page.wait_for_url(service.web.url + "/")
             messages = page.locator("#messages")
             for name in ("Anna", "Boris", "Carmen"):
                 assert messages.get_by_text(f"{name}, 15% off").count() == 1

@@ -1,0 +1,22 @@
+"""The console's page routers and their JSON API, one module per area (accounts, fleet, stores,
+campaigns, customers, reports); ``console_routers`` hands them to ``create_app``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from cloud_bridge.auth import Accounts
+from cloud_bridge.config import BridgeSettings
+from cloud_bridge.store import BridgeStore
+
+__all__ = ["console_routers"]
+
+
+def console_routers(
+    store: BridgeStore, settings: BridgeSettings | None, accounts: Accounts
+) -> list[APIRouter]:
+    from cloud_bridge.console.account import account_router
+    from cloud_bridge.console.fleet import fleet_router
+    from cloud_bridge.console.stores import stores_router
+
+    return [account_router(store, accounts), fleet_router(store), stores_router(store)]
