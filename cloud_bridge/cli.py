@@ -419,6 +419,96 @@ def sensors_revoke(
     _broker_report(update)
 
 
+users_app = typer.Typer(
+    help="Console users: admin, marketer, store owner (bound to stores).", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+
+
+@users_app.command("add")
+def users_add(
+    username: str = typer.Argument(..., help="login name"),
+    role: str = typer.Option(..., "--role", help="admin, marketer or owner"),
+    stores: list[str] = typer.Option([], "--store", help="store of an owner (repeat for more)"),
+    phone: str | None = typer.Option(None, "--phone", help="own phone for test sends (E.164)"),
+    password_file: Path | None = typer.Option(
+        None,
+        "--password-file",
+        help="read the password from this file (default: prompt, or env PASSBY_USER_PASSWORD)",
+    ),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Create a console user (argon2id password hash)."""
+    import os
+
+    from cloud_bridge.auth import AccountError, Accounts
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    if password_file is not None:
+        password = password_file.read_text().strip()
+    else:
+        password = os.environ.get("PASSBY_USER_PASSWORD") or typer.prompt(
+            "password", hide_input=True, confirmation_prompt=True
+        )
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    try:
+        Accounts(store, settings.web).add_user(username, role, password, time.time(), stores, phone)
+    except AccountError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    store.audit(
+        "cli",
+        None,
+        "user.add",
+        username,
+        f"role={role} stores={','.join(stores)}",
+        None,
+        time.time(),
+    )
+    typer.echo(f"user {username} ({role}{': ' + ', '.join(stores) if stores else ''}) added")
+
+
+@users_app.command("list")
+def users_list(config: Path | None = CONFIG_OPT) -> None:
+    """Console users with role, stores and last login."""
+    from datetime import UTC, datetime
+
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    for u in BridgeStore(settings.database_path()).users():
+        last = (
+            datetime.fromtimestamp(u["last_login"], UTC).strftime("%Y-%m-%d %H:%M")
+            if u["last_login"]
+            else "-"
+        )
+        state = "disabled" if u["disabled"] else "active"
+        stores = ",".join(u["stores"]) or "all"
+        typer.echo(f"{u['username']}\t{u['role']}\t{stores}\t{state}\tlast login {last}")
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, "--host", help="listen address (default web.host)"),
+    port: int | None = typer.Option(None, "--port", help="port (default web.port)"),
+    config: Path | None = CONFIG_OPT,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Serve only the console and the JSON API on the configured store (no MQTT, no sending)."""
+    _logging(verbose)
+    settings = _load(config)
+    import uvicorn
+
+    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.web import create_app
+
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    h, p = host or settings.web.host, settings.web.port if port is None else port
+    typer.echo(f"console at http://{h}:{p}  (users: cloud-bridge users add NAME --role admin)")
+    uvicorn.run(create_app(store, settings), host=h, port=p, log_level="warning")
+
+
 def main() -> None:
     app()
 

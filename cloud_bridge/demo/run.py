@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,18 @@ def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
     return DemoSite(db, keys, tenant, bridge_toml, edge_toml, version)
 
 
+def demo_users(db: BridgeStore, store_id: str) -> str:
+    """One console user per role, named after it (the owner bound to the demo store); returns
+    their shared password."""
+    from cloud_bridge.auth import Accounts
+
+    password = secrets.token_urlsafe(9)
+    accounts, now = Accounts(db), time.time()
+    for role, stores in (("admin", []), ("marketer", []), ("owner", [store_id])):
+        accounts.add_user(role, role, password, now, stores)
+    return password
+
+
 def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,6 +222,7 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
             f"{len(tenant.campaigns)} campaign(s); roster v{version} delivered to the sensor"
         )
         url = f"http://127.0.0.1:{web_port}"
+        password = demo_users(db, tenant.store.id)
         bridge_log = workdir / "bridge.log"
         bridge = _spawn(
             [sys.executable, "-m", "cloud_bridge.cli", "run", "--config", str(bridge_toml)],
@@ -247,6 +261,10 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
             total = summary
             _wait_processed(db, before + sum(summary["events"].values()))
         report(console, db, total, url)
+        console.print(
+            f"Log in as [bold]admin[/], [bold]marketer[/] or [bold]owner[/] (store "
+            f"{tenant.store.id}) with the password [bold]{password}[/]"
+        )
         if keep_running:
             console.print("Press Ctrl-C to stop Mosquitto, the bridge and the console.")
             try:
