@@ -299,7 +299,8 @@ def test_edge_install_dry_run_prints_every_step_in_order_and_writes_nothing() ->
     watched = [Path("/etc/passby"), Path("/opt/passby"), Path("/var/lib/passby")]
     before = [p.exists() for p in watched]
     res = sh(
-        EDGE / "install.sh", "--dry-run", "--enroll", "K7QX-93FD", "--channel", "6",
+        EDGE / "install.sh", "--dry-run", "--enroll", "K7QX-93FD", "--bridge",
+        "https://bridge.example.com", "--channel", "6",
         "--country", "RU",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
@@ -315,7 +316,8 @@ def test_edge_install_dry_run_prints_every_step_in_order_and_writes_nothing() ->
     last_title, last = got[-1]
     assert last_title.startswith("enroll")
     assert re.search(
-        r"would run: env PASSBY_EDGE_CONFIG=/etc/passby/edge.toml \S+/edge-agent enroll \*\*\*",
+        r"would run: \S+/edge-agent enroll \*\*\* --bridge https://bridge.example.com "
+        r"--out /etc/passby --data-dir /var/lib/passby\n",
         last,
     )
     assert "K7QX-93FD" not in res.stdout + res.stderr, "the pairing code is a secret"
@@ -347,6 +349,7 @@ def test_edge_install_without_code_tells_how_to_enroll_later() -> None:
         (["--country", "russia"], "two-letter"),
         (["--release", "x.tar"], "--release-key"),
         (["--update-url", "http://x/y.tar"], "https://"),
+        (["--enroll", "K7QX-93FD"], "--enroll needs --bridge"),
     ],
 )
 def test_edge_install_refuses_bad_options(args: list[str], needle: str) -> None:

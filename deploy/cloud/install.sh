@@ -218,6 +218,6 @@ cat <<NEXT
     next:
       1. HTTPS for the console and rosters: deploy/cloud/nginx-passby.conf + certbot (README)
       2. add a store's sensor:   sudo -u $SERVICE_USER $bridge sensors add --store STORE -c $ETC/bridge.toml
-         then on the Pi:         sudo deploy/edge/install.sh --enroll CODE
+         then on the Pi:         sudo deploy/edge/install.sh --enroll CODE --bridge $public_url
       3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-sqlite.sh
 NEXT

@@ -2,10 +2,12 @@
 # Install the passby sensor box on Raspberry Pi OS Bookworm (arm64), from this checkout or from
 # a signed release, and enroll it with the pairing code from the console. One command:
 #
-#   sudo deploy/edge/install.sh --enroll CODE [--channel 6] [--country RU]
+#   sudo deploy/edge/install.sh --enroll CODE --bridge https://bridge.example.com [--channel 6] [--country RU]
 #
 # Options:
 #   --enroll CODE       pairing code (console, or `cloud-bridge sensors add`); the last step
+#   --bridge URL        the bridge's HTTPS URL the pairing code is redeemed at (with --enroll)
+#   --bridge-ca FILE    CA certificate of the bridge's HTTPS, if it is a private CA
 #   --channel N         the store AP's channel (default: the one enrollment brings)
 #   --country CC        regulatory country for iw (channels 12-13 and 5 GHz need it)
 #   --release FILE      install this signed release (passby-edge-X.Y.Z.tar) instead of the checkout
@@ -36,6 +38,8 @@ TOTAL=11
 dry=0
 destdir=""
 enroll=""
+bridge=""
+bridge_ca=""
 channel=""
 country=""
 release=""
@@ -49,6 +53,8 @@ warn() { echo "install.sh: warning: $*" >&2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --enroll) enroll="${2:?--enroll needs a code}"; shift 2 ;;
+    --bridge) bridge="${2:?--bridge needs a URL}"; shift 2 ;;
+    --bridge-ca) bridge_ca="${2:?--bridge-ca needs a file}"; shift 2 ;;
     --channel) channel="${2:?--channel needs a number}"; shift 2 ;;
     --country) country="${2:?--country needs a code}"; shift 2 ;;
     --release) release="${2:?--release needs a file}"; shift 2 ;;
@@ -67,6 +73,8 @@ if [ -n "$release" ] && [ -z "$release_key" ] && [ ! -r "$ETC/release-signing.pu
   die "--release needs --release-key (the public key that signs releases)"
 fi
 case "$update_url" in ''|https://*) ;; *) die "--update-url must be an https:// URL" ;; esac
+if [ -n "$enroll" ] && [ -z "$bridge" ]; then die "--enroll needs --bridge URL (where the pairing code is redeemed)"; fi
+case "$bridge" in ''|https://*|http://*) ;; *) die "--bridge must be an http(s):// URL" ;; esac
 [ -z "$destdir" ] || destdir="$(mkdir -p "$destdir" && cd "$destdir" && pwd)"
 
 # --- how each action happens: for real, printed (--dry-run), or into DESTDIR (--destdir) ------
@@ -219,15 +227,18 @@ fi
 
 # --- 11 -----------------------------------------------------------------------------------
 step "enroll: edge-agent enroll (writes $ETC/edge.toml; passby-agent.path then starts the agent)"
+enroll_cmd=("$agent" enroll CODE --bridge "${bridge:-URL}" --out "$ETC" --data-dir "$STATE")
+[ -z "$bridge_ca" ] || enroll_cmd+=(--ca-file "$bridge_ca")
 if [ -n "$enroll" ]; then
   secret="$enroll"
-  run env "PASSBY_EDGE_CONFIG=$ETC/edge.toml" "$agent" enroll "$enroll"
+  enroll_cmd[2]="$enroll"
+  run "${enroll_cmd[@]}"
   # The agent runs as $SERVICE_USER: it must be able to read what enrollment wrote.
   run chgrp -R "$SERVICE_USER" "$ETC"
   run chmod -R g+rX,o-rwx "$ETC"
   pretend || echo "    done: 'systemctl status passby-agent' shows it running; the console shows the box online"
 else
   echo "    not enrolled yet. When you have the code from the console, run:"
-  echo "      sudo env PASSBY_EDGE_CONFIG=$ETC/edge.toml $agent enroll CODE"
+  echo "      sudo $(show "${enroll_cmd[@]}")"
   echo "      sudo chgrp -R $SERVICE_USER $ETC && sudo chmod -R g+rX,o-rwx $ETC"
 fi
