@@ -308,7 +308,10 @@ def campaigns_list(
             str(d["budget"] or "-"),
             str(sends.get(r["id"], 0)),
         )
-    Console().print(t)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(t)
 
 
 @campaigns_app.command("status")

@@ -1,0 +1,144 @@
+"""Caps and budgets hold under concurrency: 8 threads, each with its own database connection
+(as separate workers or processes would have), race over the same events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.campaigns import save_campaigns, validate_campaigns
+from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.worker import DecisionWorker
+from edge_agent.roster import subject_id
+
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TOPIC = "passby/v1/main-st/door-1/events"
+CONSENTING = ("C-1001", "C-1002", "C-1003")
+
+
+@pytest.fixture()
+def bridge(tmp_path: Path):
+    store = BridgeStore(tmp_path / "bridge.db")
+    keys = BridgeKeys(tmp_path)
+    seed(store, keys, load_tenant(TENANT), time.time())
+    yield store, keys, tmp_path / "bridge.db"
+    store.close()
+
+
+def campaigns(store: BridgeStore, n: int, **extra: object) -> None:
+    raw = [
+        {
+            "id": f"offer-{i}",
+            "name": f"Offer {i}",
+            "status": "active",
+            "holdout_pct": 0,
+            "priority": i,
+            "template": f"{{{{ first_name }}}}, offer {i}",
+            **extra,
+        }
+        for i in range(n)
+    ]
+    save_campaigns(store, validate_campaigns(raw, store), "test", time.time())
+
+
+def fire(store: BridgeStore, keys: BridgeKeys, crm_ids: list[str]) -> list[dict]:
+    c = IngestCounters()
+    for crm in crm_ids:
+        now = time.time()
+        payload = {
+            "schema": "passby.event/1",
+            "event_id": uuid.uuid4().hex,
+            "type": "arrive",
+            "subject": subject_id(keys.subject_key, crm),
+            "ts": now,
+            "first_seen": now - 10,
+            "last_seen": now,
+            "rssi": {"max": -60, "median": -65},
+            "frames": 9,
+            "dwell_s": 0,
+        }
+        handle_message(store, TOPIC, json.dumps(payload).encode(), now, c)
+    return store.next_new_events(10_000)
+
+
+def race(db: Path, rows: list[dict], threads: int = 8) -> None:
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def work(i: int, chunk: list[dict]) -> None:
+        own = BridgeStore(db)
+        w = DecisionWorker(own, SandboxProvider(own), batch=4)
+        barrier.wait()
+        try:
+            if i % 2:  # half decide event by event, half in batches
+                for row in chunk:
+                    w.process(row, time.time())
+            else:
+                for k in range(0, len(chunk), 4):
+                    w.process_batch(chunk[k : k + 4], time.time())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            own.close()
+
+    pool = [threading.Thread(target=work, args=(i, rows[i::threads])) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors
+
+
+def test_cross_campaign_cap_under_8_threads(bridge) -> None:
+    """6 campaigns apply, 40 arrivals of one customer race: 4 SMS (the overall cap), at most
+    one per campaign, and every event decided exactly once."""
+    store, keys, db = bridge
+    campaigns(store, 5)  # + the tenant's fav-15: 6 campaigns
+    rows = fire(store, keys, ["C-1002"] * 40)
+    # every thread sees every event: workers compete for the same rows
+    race(db, rows * 2)
+    sends = store.query("SELECT campaign_id, count(*) AS n FROM sends GROUP BY campaign_id")
+    assert sum(r["n"] for r in sends) == 4
+    assert all(r["n"] == 1 for r in sends)
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 4
+    decided = store.query("SELECT event_id, count(*) AS n FROM decisions GROUP BY event_id")
+    assert len(decided) == 40 and all(r["n"] == 1 for r in decided)
+    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert reasons == {"sent", "overall_cap"}
+
+
+def test_campaign_cap_of_two_under_8_threads(bridge) -> None:
+    store, keys, db = bridge
+    store.set_campaign_status("fav-15", "paused", time.time())
+    campaigns(store, 1, caps={"count": 2, "days": 30})
+    race(db, fire(store, keys, ["C-1001"] * 24))
+    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 2
+
+
+def test_campaign_budget_under_8_threads(bridge) -> None:
+    store, keys, db = bridge
+    store.set_campaign_status("fav-15", "paused", time.time())
+    campaigns(store, 1, budget=2)
+    race(db, fire(store, keys, list(CONSENTING) * 8))
+    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 2
+    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert "campaign_budget" in reasons
+
+
+def test_store_daily_budget_under_8_threads(bridge) -> None:
+    store, keys, db = bridge
+    campaigns(store, 3)
+    assert store.set_store_budget("main-st", 5)
+    race(db, fire(store, keys, list(CONSENTING) * 10))
+    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 5
+    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert "store_budget" in reasons
