@@ -883,3 +883,53 @@ def test_mosquitto_serves_tls_with_the_repo_config_and_our_certs(tmp_path: Path)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# the guides name real commands -----------------------------------------------------------------
+GUIDES = [
+    ROOT / "hardware/README.md",
+    ROOT / "deploy/edge/README.md",
+    ROOT / "deploy/cloud/README.md",
+]
+
+
+def _guide_texts() -> list[tuple[str, str]]:
+    readme = (ROOT / "README.md").read_text()
+    out = [("README.md (user sections)", readme[readme.index("## Deploy and hardware") :])]
+    return out + [(p.relative_to(ROOT).as_posix(), p.read_text()) for p in GUIDES]
+
+
+def test_guides_use_real_commands_and_options() -> None:
+    """Every `edge-agent ...` / `cloud-bridge ...` in the user guides exists with its options."""
+    from typer.main import get_command
+
+    from cloud_bridge.cli import app as bridge_app
+    from edge_agent.cli import app as edge_app
+
+    apps = {"edge-agent": get_command(edge_app), "cloud-bridge": get_command(bridge_app)}
+    problems, seen = [], 0
+    for where, text in _guide_texts():
+        for m in re.finditer(r"\b(edge-agent|cloud-bridge) ([^`\n|]*)", text):
+            group = apps[m.group(1)]
+            tokens = [t.strip("[]") for t in m.group(2).split()]
+            if not tokens or not re.fullmatch(r"[a-z][a-z-]*", tokens[0]):
+                continue  # prose such as "edge-agent doctor's messages"
+            cmd, path = group, [m.group(1)]
+            while tokens and hasattr(cmd, "commands") and re.fullmatch(r"[a-z][a-z-]*", tokens[0]):
+                name = tokens.pop(0)
+                if name not in cmd.commands:  # type: ignore[attr-defined]
+                    problems.append(f"{where}: {' '.join(path)} has no command {name!r}")
+                    break
+                cmd = cmd.commands[name]  # type: ignore[attr-defined]
+                path.append(name)
+            else:
+                opts = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+                for t in tokens:
+                    if t in ("&&", "#", ";", "\\") or t.startswith("#"):
+                        break
+                    flag = t.split("=")[0]
+                    if flag.startswith("--") and flag not in opts:
+                        problems.append(f"{where}: `{' '.join(path)}` has no option {flag}")
+                seen += 1
+    assert seen >= 15, "found too few commands in the guides: is the pattern still right?"
+    assert not problems, "\n".join(problems)
