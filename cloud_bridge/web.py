@@ -23,6 +23,7 @@ from cloud_bridge.auth import (
     Principal,
     require,
 )
+from cloud_bridge.campaigns import campaigns_router
 from cloud_bridge.config import BridgeSettings, WebSettings
 from cloud_bridge.console import console_routers
 from cloud_bridge.console.common import TEMPLATES, mask_phone, page, store_scope_sql
@@ -106,7 +107,6 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app.state.settings = settings
     app.include_router(enrol_router(store, settings))
     app.include_router(inbound_router(store, settings))
-    from cloud_bridge.campaigns import campaigns_router
 
     app.include_router(campaigns_router(store, settings))
     if settings is not None:
@@ -116,6 +116,7 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         app.include_router(_pairing_router(store, settings))
     for router in console_routers(store, settings, accounts):
         app.include_router(router)
+    app.include_router(campaigns_router(store, settings))
 
     @app.exception_handler(AuthError)
     def auth_error(request: Request, exc: AuthError) -> Response:

@@ -16,7 +16,13 @@ def console_routers(
     store: BridgeStore, settings: BridgeSettings | None, accounts: Accounts
 ) -> list[APIRouter]:
     from cloud_bridge.console.account import account_router
+    from cloud_bridge.console.campaigns import campaigns_console_router
     from cloud_bridge.console.fleet import fleet_router
     from cloud_bridge.console.stores import stores_router
 
-    return [account_router(store, accounts), fleet_router(store), stores_router(store)]
+    return [
+        account_router(store, accounts),
+        fleet_router(store),
+        stores_router(store),
+        campaigns_console_router(store, settings),
+    ]
