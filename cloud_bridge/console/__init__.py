@@ -17,6 +17,7 @@ def console_routers(
 ) -> list[APIRouter]:
     from cloud_bridge.console.account import account_router
     from cloud_bridge.console.campaigns import campaigns_console_router
+    from cloud_bridge.console.customers import customers_router
     from cloud_bridge.console.fleet import fleet_router
     from cloud_bridge.console.stores import stores_router
 
@@ -25,4 +26,5 @@ def console_routers(
         fleet_router(store),
         stores_router(store),
         campaigns_console_router(store, settings),
+        customers_router(store, settings),
     ]
