@@ -29,6 +29,8 @@ __all__ = ["Uplink"]
 log = logging.getLogger(__name__)
 
 BATCH = 200  # rows read from the outbox per pass
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
+_PENDING = object()
 
 
 def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
@@ -95,7 +97,10 @@ class Uplink:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         # PUBACKs that beat publish() back to the sender thread (mid -> failed?). paho calls
         # on_publish under its own lock, so we must not hold ours across publish().
-        self._early: dict[int, bool] = {}
+        self._early: dict[int, mqtt.ReasonCode | None] = {}
+        self._hold_until = 0.0  # no sending before this (backoff after an undelivered event)
+        self._rewind: int | None = None  # resend from after this outbox id (undelivered events)
+        self._backoff_s = 0.0
         self._untracked: set[int] = set()  # mids of status messages: nothing to ack
         self._sent_upto = 0  # highest outbox id handed to paho since the last connect
         self._connected = threading.Event()
@@ -127,7 +132,9 @@ class Uplink:
             self._untracked.add(info.mid)
             self._inflight.clear()
             self._early.clear()
+            self._hold_until = 0.0  # a fresh connection: retry held events at once
             self._sent_upto = 0  # resend everything not yet acknowledged
+            self._rewind = None
         self._connected.set()
         self._wake.set()
 
@@ -172,46 +179,71 @@ class Uplink:
                 return
             item_id = self._inflight.pop(mid, None)
             if item_id is None:
-                self._early[mid] = reason_code.is_failure
+                self._early[mid] = reason_code
                 return
-        self._acked(item_id, reason_code)
+        self._settle(item_id, reason_code)
 
-    def _acked(self, item_id: int, reason_code: mqtt.ReasonCode | None) -> None:
+    def _settle(self, item_id: int, reason_code: mqtt.ReasonCode | None) -> None:
+        """The broker answered an event's PUBLISH: forget it only if it surely went on.
+
+        MQTT v5 PUBACK 0x10 "No matching subscribers" is a success code, but it means the broker
+        dropped the event: no bridge was subscribed (e.g. it is reconnecting after a broker
+        restart that lost its shared subscription). Such events, like refused ones, stay in the
+        outbox and are sent again after a backoff."""
+        code = reason_code.value if reason_code is not None else 0
         log.debug("outbox row %s acknowledged (%s)", item_id, reason_code)
-        if reason_code is not None and reason_code.is_failure:
-            log.error("broker refused event %s: %s; kept in outbox", item_id, reason_code)
+        if code == 0 or (code < 0x80 and code != NO_MATCHING_SUBSCRIBERS):
+            self.outbox.ack(item_id)
+            self._backoff_s = 0.0
             return
-        self.outbox.ack(item_id)
+        with self._lock:
+            # The sender thread applies the rewind before its next read of the outbox (it may
+            # be advancing its cursor past this row right now).
+            back = item_id - 1
+            self._rewind = back if self._rewind is None else min(self._rewind, back)
+            now = time.monotonic()
+            if now >= self._hold_until:  # first refusal of this round: back off further
+                self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
+                self._hold_until = now + self._backoff_s
+        log.warning(
+            "event %s not delivered (%s); kept in the outbox, retrying in %.1f s",
+            item_id, reason_code, self._backoff_s,
+        )
 
     # sender thread -----------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=1.0)
             self._wake.clear()
-            if self._connected.is_set():
+            if self._connected.is_set() and time.monotonic() >= self._hold_until:
                 self._send_pending()
 
     def _send_pending(self) -> None:
         while self._connected.is_set() and not self._stop.is_set():
+            if time.monotonic() < self._hold_until:
+                return
             with self._lock:
+                if self._rewind is not None:
+                    self._sent_upto = min(self._sent_upto, self._rewind)
+                    self._rewind = None
                 after = self._sent_upto
             items = self.outbox.pending(after_id=after, limit=BATCH)
             if not items:
                 return
             for item in items:
+                if self._rewind is not None:
+                    break  # an event came back undelivered: start over from it (after the hold)
                 info = self._client.publish(item.topic, item.payload, qos=1)
                 log.debug("outbox row %s published as mid %s (rc %s)", item.id, info.mid, info.rc)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     return  # not connected any more; resent after reconnect
                 with self._lock:
                     self._sent_upto = item.id
-                    failed = self._early.pop(info.mid, None)
-                    if failed is None:
+                    early = self._early.pop(info.mid, _PENDING)
+                    if early is _PENDING:
                         self._inflight[info.mid] = item.id
-                if failed is False:
-                    self.outbox.ack(item.id)
-                elif failed:
-                    log.error("broker refused event %s; kept in outbox", item.id)
+                if early is not _PENDING:
+                    self._settle(item.id, early)  # type: ignore[arg-type]
 
     # public --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -235,7 +267,7 @@ class Uplink:
         """Publish something that is not an outbox row, so its ack is not mistaken for one."""
         info = self._client.publish(topic_, payload, qos=qos, retain=retain)
         with self._lock:
-            if self._early.pop(info.mid, None) is None:
+            if self._early.pop(info.mid, _PENDING) is _PENDING:
                 self._untracked.add(info.mid)
         return info
 

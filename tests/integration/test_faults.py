@@ -14,9 +14,9 @@ test 3 exercises on its own), so 10 s keeps the suite fast without testing less.
 Broker restarts and the bridge: Mosquitto 2.0.11 restores a persistent session's plain
 subscriptions after a restart but NOT its shared ones (``$share/...``, which the ingest uses).
 Until the bridge has reconnected and subscribed again, the broker acknowledges a sensor's events
-with PUBACK 0x10 "No matching subscribers" and drops them; the uplink takes that PUBACK as
-delivered. ``test_events_published_before_the_bridge_resubscribes_are_kept`` shows it (strict
-xfail until the uplink keeps such events). The other tests hold the agent back (``SIGSTOP``, or
+with PUBACK 0x10 "No matching subscribers" and drops them; the uplink therefore keeps such
+events in the outbox and sends them again after a backoff
+(``test_events_published_before_the_bridge_resubscribes_are_kept``). The other tests hold the agent back (``SIGSTOP``, or
 start it later) until the bridge is subscribed again (``Bridge.ready``), so they test the edge's
 own guarantees deterministically instead of racing the bridge's reconnect.
 """
@@ -230,14 +230,9 @@ def test_events_published_before_the_bridge_resubscribes_are_kept(
     bridge.ready()  # control: the bridge is subscribed and receiving again
     summary = agent.finish(timeout=30)
     want = _ids(prefix, range(50))
-    got = bridge.wait_for(prefix, want, timeout=5)
-    if not want <= got:
-        pytest.xfail(
-            f"{len(want - got)} of 50 events lost ({left_in_outbox} were still in the outbox "
-            "when the bridge came back): Mosquitto 2.0.11 does not restore the bridge's $share "
-            "subscription after a restart and answers PUBACK 0x10 'No matching subscribers'; "
-            "edge_agent/uplink.py forgets the outbox row on any non-failure PUBACK"
-        )
+    got = bridge.wait_for(prefix, want, timeout=20)
+    assert left_in_outbox == 50, "events answered 'no matching subscribers' must stay in the outbox"
+    assert want <= got, f"{len(want - got)} of 50 events lost"
     assert summary.get("drained"), summary
 
 
