@@ -19,6 +19,7 @@ def console_routers(
     from cloud_bridge.console.campaigns import campaigns_console_router
     from cloud_bridge.console.customers import customers_router
     from cloud_bridge.console.fleet import fleet_router
+    from cloud_bridge.console.reports import reports_router
     from cloud_bridge.console.stores import stores_router
 
     return [
@@ -27,4 +28,5 @@ def console_routers(
         stores_router(store),
         campaigns_console_router(store, settings),
         customers_router(store, settings),
+        reports_router(store),
     ]

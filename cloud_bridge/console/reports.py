@@ -1,0 +1,328 @@
+"""Report pages (every role; a store owner only their stores): the funnel (detections ->
+eligible -> sent -> delivered -> returns) by store, campaign, variant and date range; skip
+reasons; opt-out rate against the 2 % line; lift vs holdout with its 95 % interval and stores
+ranked by conversion (``cloud_bridge.reports``); CSV export; server-side SVG charts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from cloud_bridge.auth import Principal, require
+from cloud_bridge.console.charts import COLORS, hbars
+from cloud_bridge.console.common import check_store, page, store_scope_sql, visible_stores
+from cloud_bridge.decide import REASONS
+from cloud_bridge.reports import Report, summarise
+from cloud_bridge.store import BridgeStore
+
+__all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "optout_rates"]
+
+Anyone = Annotated[Principal, Depends(require())]
+DateQ = Annotated[date | None, Query(description="YYYY-MM-DD (UTC), inclusive")]
+RETURN_DAYS = 14
+OPTOUT_LINE = 0.02
+OPTOUT_WINDOW_DAYS = 30
+SENT = ("accepted", "delivered", "undelivered", "unknown")
+# Skips that come before any campaign could apply: the customer was not eligible at all.
+NOT_ELIGIBLE = (
+    "unknown_store",
+    "unknown_subject",
+    "erased",
+    "no_sms_consent",
+    "no_recognition_consent",
+    "stale_event",
+    "no_campaign",
+)
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: date
+    end: date  # inclusive
+    store_id: str | None = None
+    campaign_id: str | None = None
+    variant: str | None = None
+
+    @property
+    def since(self) -> float:
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC).timestamp()
+
+    @property
+    def until(self) -> float:
+        e = self.end + timedelta(days=1)
+        return datetime(e.year, e.month, e.day, tzinfo=UTC).timestamp()
+
+    def query(self) -> str:
+        parts = [f"start={self.start}", f"end={self.end}"]
+        for k in ("store_id", "campaign_id", "variant"):
+            if getattr(self, k):
+                parts.append(f"{k}={getattr(self, k)}")
+        return "&".join(parts)
+
+
+def _where(f: Filters, me: Principal, store_col: str, ts_col: str) -> tuple[str, list[Any]]:
+    cond, args = store_scope_sql(me, store_col)
+    sql, out = [cond, f"{ts_col}>=?", f"{ts_col}<?"], [*args, f.since, f.until]
+    if f.store_id:
+        sql.append(f"{store_col}=?")
+        out.append(f.store_id)
+    return " AND ".join(sql), out
+
+
+def _campaign(f: Filters, alias: str) -> tuple[str, list[Any]]:
+    sql, args = [], []
+    if f.campaign_id:
+        sql.append(f"{alias}.campaign_id=?")
+        args.append(f.campaign_id)
+    if f.variant:
+        sql.append(f"{alias}.variant=?")
+        args.append(f.variant)
+    return "".join(f" AND {s}" for s in sql), args
+
+
+def report_of(store: BridgeStore, f: Filters, me: Principal, now: float) -> Report:
+    """Returns and lift over the exposures that match the filters (and the principal's stores)."""
+    rows = [
+        e
+        for e in store.exposures(RETURN_DAYS, f.since)
+        if e["ts"] < f.until
+        and me.can_see(e["store_id"])
+        and (not f.store_id or e["store_id"] == f.store_id)
+        and (not f.campaign_id or e["campaign_id"] == f.campaign_id)
+        and (not f.variant or e["holdout"] or e["variant"] == f.variant)
+    ]
+    return summarise(rows, now, RETURN_DAYS)
+
+
+def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dict[str, int]:
+    ev, ev_args = _where(f, me, "e.store_id", "e.ts")
+    detections = store.query(
+        f"SELECT count(*) AS n FROM events e WHERE e.type IN ('arrive','visit') AND {ev}", ev_args
+    )[0]["n"]
+    dw, d_args = _where(f, me, "e.store_id", "d.ts")
+    cw, c_args = _campaign(f, "d")
+    eligible = store.query(
+        "SELECT count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
+        f"WHERE {dw}{cw} AND d.reason NOT IN ({','.join('?' * len(NOT_ELIGIBLE))})",
+        [*d_args, *c_args, *NOT_ELIGIBLE],
+    )[0]["n"]
+    sw, s_args = _where(f, me, "s.store_id", "s.ts")
+    scw, sc_args = _campaign(f, "s")
+    sends = store.query(
+        f"SELECT sum(s.state IN ({','.join('?' * len(SENT))})) AS sent, "
+        f"sum(s.state='delivered') AS delivered FROM sends s WHERE {sw}{scw}",
+        [*SENT, *s_args, *sc_args],
+    )[0]
+    returns = sum(line.returns for line in report.stores)
+    return {
+        "detections": int(detections),
+        "eligible": int(eligible),
+        "sent": int(sends["sent"] or 0),
+        "delivered": int(sends["delivered"] or 0),
+        "returns": int(returns),
+    }
+
+
+def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
+    dw, d_args = _where(f, me, "e.store_id", "d.ts")
+    cw, c_args = _campaign(f, "d")
+    rows = store.query(
+        "SELECT d.reason, count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
+        f"WHERE {dw}{cw} AND d.outcome<>'send' GROUP BY d.reason ORDER BY n DESC",
+        [*d_args, *c_args],
+    )
+    for r in rows:
+        r["explanation"] = REASONS.get(r["reason"], r["reason"])
+    return rows
+
+
+def optout_rates(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
+    """Per campaign: sends in the period and customers who opted out of SMS within 30 days
+    after one of them; the rate against the 2 % line."""
+    sw, s_args = _where(f, me, "s.store_id", "s.ts")
+    scw, sc_args = _campaign(f, "s")
+    rows = store.query(
+        "SELECT s.campaign_id, count(*) AS sends, count(DISTINCT CASE WHEN EXISTS (SELECT 1 "
+        "FROM consents k WHERE k.customer_id=s.customer_id AND k.kind='sms' AND "
+        "k.status='revoked' AND k.ts>=s.ts AND k.ts<=s.ts+?) THEN s.customer_id END) AS optouts "
+        f"FROM sends s WHERE {sw}{scw} AND s.state IN ({','.join('?' * len(SENT))}) "
+        "GROUP BY s.campaign_id ORDER BY s.campaign_id",
+        [OPTOUT_WINDOW_DAYS * 86400, *s_args, *sc_args, *SENT],
+    )
+    for r in rows:
+        r["rate"] = r["optouts"] / r["sends"] if r["sends"] else None
+        r["over_line"] = r["rate"] is not None and r["rate"] > OPTOUT_LINE
+    return rows
+
+
+def _line(x: Any) -> dict[str, Any]:
+    return asdict(x)
+
+
+def build(store: BridgeStore, f: Filters, me: Principal, now: float) -> dict[str, Any]:
+    if f.store_id:
+        check_store(me, f.store_id)
+    rep = report_of(store, f, me, now)
+    return {
+        "filters": {
+            "start": f.start.isoformat(),
+            "end": f.end.isoformat(),
+            "store_id": f.store_id,
+            "campaign_id": f.campaign_id,
+            "variant": f.variant,
+        },
+        "funnel": funnel(store, f, me, rep),
+        "skip_reasons": skip_reasons(store, f, me),
+        "optout": optout_rates(store, f, me),
+        "optout_line": OPTOUT_LINE,
+        "return_days": RETURN_DAYS,
+        "campaigns": [_line(x) for x in rep.campaigns],
+        "variants": [_line(x) for x in rep.variants],
+        "campaign_stores": [_line(x) for x in rep.campaign_stores],
+        "stores_ranked": [_line(x) for x in rep.stores],
+    }
+
+
+def _filters(
+    start: date | None, end: date | None, store_id: str | None, campaign_id: str | None,
+    variant: str | None, now: float,
+) -> Filters:  # fmt: skip
+    today = datetime.fromtimestamp(now, UTC).date()
+    end = end or today
+    start = start or end - timedelta(days=29)
+    if start > end:
+        start, end = end, start
+    return Filters(start, end, store_id or None, campaign_id or None, variant or None)
+
+
+CSV_COLUMNS = (
+    "section", "campaign_id", "variant", "store_id", "sends", "returns", "return_rate",
+    "holdout", "holdout_returns", "holdout_rate", "lift", "lift_lo", "lift_hi", "revenue",
+    "cost", "open",
+)  # fmt: skip
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["# passby report", *(f"{k}={v}" for k, v in data["filters"].items() if v)])
+    w.writerow(["funnel", *data["funnel"].keys()])
+    w.writerow(["funnel", *data["funnel"].values()])
+    w.writerow(["skip_reason", "count"])
+    for r in data["skip_reasons"]:
+        w.writerow([r["reason"], r["n"]])
+    w.writerow(["optout", "campaign_id", "sends", "optouts", "rate"])
+    for r in data["optout"]:
+        w.writerow(["optout", r["campaign_id"], r["sends"], r["optouts"], r["rate"]])
+    w.writerow(CSV_COLUMNS)
+    for section in ("campaigns", "variants", "campaign_stores", "stores_ranked"):
+        for line in data[section]:
+            w.writerow([section, *(line.get(c) for c in CSV_COLUMNS[1:])])
+    return out.getvalue()
+
+
+def reports_router(store: BridgeStore) -> APIRouter:
+    r = APIRouter()
+
+    @r.get("/reports", response_class=HTMLResponse, include_in_schema=False)
+    def reports_page(
+        request: Request,
+        me: Anyone,
+        start: date | None = None,
+        end: date | None = None,
+        store_id: str | None = None,
+        campaign_id: str | None = None,
+        variant: str | None = None,
+    ) -> HTMLResponse:
+        now = time.time()
+        f = _filters(start, end, store_id, campaign_id, variant, now)
+        data = build(store, f, me, now)
+        fun = data["funnel"]
+        names = ("detections", "eligible", "sent", "delivered", "returns")
+        charts = {
+            "funnel": hbars(
+                [(n, float(fun[n]), COLORS[i % len(COLORS)]) for i, n in enumerate(names)],
+                "Funnel",
+            ),
+            "skips": hbars(
+                [(s["reason"], float(s["n"]), COLORS[1]) for s in data["skip_reasons"][:10]],
+                "Skip reasons",
+            ),
+            "optout": hbars(
+                [(o["campaign_id"], o["rate"] or 0.0, COLORS[3] if o["over_line"] else COLORS[2])
+                 for o in data["optout"]],
+                "Opt-out rate by campaign",
+                line=OPTOUT_LINE,
+                line_label="2 % line",
+                fmt=lambda v: f"{v * 100:.1f} %",
+            ),
+        }  # fmt: skip
+        campaigns = [c["id"] for c in store.query("SELECT id FROM campaigns ORDER BY id")]
+        return page(
+            request,
+            "reports.html",
+            me,
+            {
+                "d": data,
+                "charts": charts,
+                "stores": visible_stores(store, me),
+                "campaign_ids": campaigns if me.role != "owner" else campaigns,
+                "query": f.query(),
+            },
+            title="Reports",
+        )
+
+    @r.get("/reports.csv", include_in_schema=False)
+    def reports_csv(
+        me: Anyone,
+        start: DateQ = None,
+        end: DateQ = None,
+        store_id: str | None = None,
+        campaign_id: str | None = None,
+        variant: str | None = None,
+    ) -> Response:
+        now = time.time()
+        f = _filters(start, end, store_id, campaign_id, variant, now)
+        body = to_csv(build(store, f, me, now))
+        name = f"passby-report-{f.start}-{f.end}.csv"
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    @r.get("/api/v1/reports", tags=["reports"])
+    def api_report(
+        me: Anyone,
+        start: DateQ = None,
+        end: DateQ = None,
+        store_id: str | None = None,
+        campaign_id: str | None = None,
+        variant: str | None = None,
+    ) -> dict[str, Any]:
+        """Funnel, skip reasons, opt-out rates (2 % line), returns and lift vs holdout (95 %
+        Newcombe interval) by campaign, variant and store, stores ranked by conversion. Default
+        period: the last 30 days. A store owner gets their stores only."""
+        now = time.time()
+        return build(store, _filters(start, end, store_id, campaign_id, variant, now), me, now)
+
+    @r.get("/api/v1/reports.csv", tags=["reports"], response_class=Response)
+    def api_report_csv(
+        me: Anyone,
+        start: DateQ = None,
+        end: DateQ = None,
+        store_id: str | None = None,
+        campaign_id: str | None = None,
+        variant: str | None = None,
+    ) -> Response:
+        """The same report as CSV."""
+        return reports_csv(me, start, end, store_id, campaign_id, variant)
+
+    return r
