@@ -82,8 +82,10 @@ def write_configs(
     public_key_hex: str,
 ) -> tuple[Path, Path]:
     bridge_toml = workdir / "bridge.toml"
+    # Opt-out links in the SMS texts point at this bridge's console port.
+    public = f'public_url = "http://127.0.0.1:{web_port}"\n' if web_port else ""
     bridge_toml.write_text(
-        f'data_dir = "{workdir / "bridge"}"\n\n[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n\n'
+        f'data_dir = "{workdir / "bridge"}"\n{public}\n[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n\n'
         f'[provider]\nkind = "sandbox"\n\n[web]\nhost = "127.0.0.1"\nport = {web_port}\n'
     )
     edge_dir = workdir / "edge"

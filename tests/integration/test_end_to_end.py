@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -94,6 +95,8 @@ def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
         assert by_phone[phone][0].startswith(
             f"{name}, 15% off {favourites[name]} today at Main St. Coffee"
         )
+        # The alphanumeric sender cannot take a STOP reply: a one-click opt-out link instead.
+        assert re.search(r" Opt out: http://127\.0\.0\.1:\d+/o/[A-Za-z0-9]{8}$", by_phone[phone][0])
     assert NO_CONSENT not in by_phone
 
     # Unknown devices produce nothing: every stored event belongs to an enrolled customer.
