@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 BATCH = 200  # rows read from the outbox per pass
 NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
-_PENDING = object()
+# At most this many events published and not yet acknowledged: paho would otherwise queue the
+# whole backlog in memory (and refuse past 65 535 with MQTT_ERR_QUEUE_SIZE).
+MAX_INFLIGHT = 200
+EARLY_TTL_S = 2.0  # a PUBACK that beat publish() back is claimed within this, or is stale
 
 
 def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
@@ -97,7 +100,7 @@ class Uplink:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         # PUBACKs that beat publish() back to the sender thread (mid -> failed?). paho calls
         # on_publish under its own lock, so we must not hold ours across publish().
-        self._early: dict[int, mqtt.ReasonCode | None] = {}
+        self._early: dict[int, tuple[float, mqtt.ReasonCode | None]] = {}
         self._hold_until = 0.0  # no sending before this (backoff after an undelivered event)
         self._rewind: int | None = None  # resend from after this outbox id (undelivered events)
         self._backoff_s = 0.0
@@ -127,14 +130,19 @@ class Uplink:
             roster_version=self._roster_version(),
             ts=time.time(),
         ).to_json()
-        info = client.publish(self.status_topic, birth, qos=1, retain=True)
         with self._lock:
-            self._untracked.add(info.mid)
+            # Ids from the last connection mean nothing now (paho re-sends its own queue with
+            # them; those answers are ignored: the outbox resend below covers every row).
+            self._untracked.clear()
             self._inflight.clear()
             self._early.clear()
             self._hold_until = 0.0  # a fresh connection: retry held events at once
-            self._sent_upto = 0  # resend everything not yet acknowledged
-            self._rewind = None
+            # Resend everything not yet acknowledged. Applied by the sender thread itself before
+            # its next outbox read, so a pass in progress cannot move the cursor past it.
+            self._rewind = 0
+        info = client.publish(self.status_topic, birth, qos=1, retain=True)
+        with self._lock:
+            self._untracked.add(info.mid)
         self._connected.set()
         self._wake.set()
 
@@ -179,9 +187,14 @@ class Uplink:
                 return
             item_id = self._inflight.pop(mid, None)
             if item_id is None:
-                self._early[mid] = reason_code
+                self._early[mid] = (time.monotonic(), reason_code)
+                if len(self._early) > 1000:  # answers nobody claimed: stale, never to match
+                    cutoff = time.monotonic() - EARLY_TTL_S
+                    self._early = {m: e for m, e in self._early.items() if e[0] >= cutoff}
                 return
         self._settle(item_id, reason_code)
+        if len(self._inflight) < MAX_INFLIGHT // 2:
+            self._wake.set()
 
     def _settle(self, item_id: int, reason_code: mqtt.ReasonCode | None) -> None:
         """The broker answered an event's PUBLISH: forget it only if it surely went on.
@@ -202,13 +215,17 @@ class Uplink:
             back = item_id - 1
             self._rewind = back if self._rewind is None else min(self._rewind, back)
             now = time.monotonic()
-            if now >= self._hold_until:  # first refusal of this round: back off further
+            first = now >= self._hold_until
+            if first:  # first refusal of this round: back off further
                 self._backoff_s = min(max(self._backoff_s * 2, 0.5), 30.0)
                 self._hold_until = now + self._backoff_s
-        log.warning(
-            "event %s not delivered (%s); kept in the outbox, retrying in %.1f s",
-            item_id, reason_code, self._backoff_s,
-        )
+        if first:
+            log.warning(
+                "event %s not delivered (%s); kept in the outbox, retrying in %.1f s",
+                item_id,
+                reason_code,
+                self._backoff_s,
+            )
 
     # sender thread -----------------------------------------------------------------------
     def _run(self) -> None:
@@ -233,17 +250,21 @@ class Uplink:
             for item in items:
                 if self._rewind is not None:
                     break  # an event came back undelivered: start over from it (after the hold)
+                if len(self._inflight) >= MAX_INFLIGHT:
+                    return  # enough unacknowledged in flight; on_publish wakes us
                 info = self._client.publish(item.topic, item.payload, qos=1)
                 log.debug("outbox row %s published as mid %s (rc %s)", item.id, info.mid, info.rc)
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     return  # not connected any more; resent after reconnect
                 with self._lock:
                     self._sent_upto = item.id
-                    early = self._early.pop(info.mid, _PENDING)
-                    if early is _PENDING:
+                    early = self._early.pop(info.mid, None)
+                    if early is not None and time.monotonic() - early[0] > EARLY_TTL_S:
+                        early = None  # a stale answer to an old message with a reused id
+                    if early is None:
                         self._inflight[info.mid] = item.id
-                if early is not _PENDING:
-                    self._settle(item.id, early)  # type: ignore[arg-type]
+                if early is not None:
+                    self._settle(item.id, early[1])
 
     # public --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -267,7 +288,7 @@ class Uplink:
         """Publish something that is not an outbox row, so its ack is not mistaken for one."""
         info = self._client.publish(topic_, payload, qos=qos, retain=retain)
         with self._lock:
-            if self._early.pop(info.mid, _PENDING) is _PENDING:
+            if self._early.pop(info.mid, None) is None:
                 self._untracked.add(info.mid)
         return info
 

@@ -17,8 +17,17 @@ pytestmark = pytest.mark.integration
 
 
 def test_agent_speaks_sd_notify(tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+
     broker = LocalMosquitto(tmp_path / "mosquitto")
     broker.start()
+    # Something must be subscribed (the bridge): events nobody receives stay in the outbox.
+    sub = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="bridge-stand-in", protocol=mqtt.MQTTv5
+    )
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("passby/v1/+/+/events", qos=1)
+    sub.loop_start()
     try:
         site = prepare_site(tmp_path, broker.port, 0)
         path = tmp_path / "notify.sock"
@@ -55,4 +64,6 @@ def test_agent_speaks_sd_notify(tmp_path: Path) -> None:
         for c in site.tenant.customers:
             assert c.name not in joined and c.phone not in joined
     finally:
+        sub.loop_stop()
+        sub.disconnect()
         broker.stop()
