@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
@@ -35,6 +35,7 @@ __all__ = ["IngestCounters", "handle_message", "Ingest", "SUBSCRIPTIONS"]
 log = logging.getLogger(__name__)
 
 SHARE_GROUP = "passby-bridge"
+SEEN_EVERY_S = 1.0  # a sensor's last_seen needs no more than one write a second
 SUBSCRIPTIONS = (
     (f"$share/{SHARE_GROUP}/{TOPIC_ROOT}/+/+/events", 1),
     (f"{TOPIC_ROOT}/+/+/status", 1),
@@ -49,6 +50,8 @@ class IngestCounters:
     dead_letters: int = 0
     status: int = 0
     stats: int = 0
+    # when each sensor's last_seen was last written for an event (at most once a second)
+    seen_written: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def _reason(exc: ValidationError) -> str:
@@ -88,7 +91,10 @@ def handle_message(
                 counters.duplicates += 1
                 return "duplicate"
             counters.events += 1
-            store.sensor_seen(store_id, sensor_id, now)
+            key = (store_id, sensor_id)
+            if now - counters.seen_written.get(key, 0.0) >= SEEN_EVERY_S:
+                counters.seen_written[key] = now
+                store.sensor_seen(store_id, sensor_id, now)
             return "event"
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)

@@ -374,6 +374,7 @@ def _stats(
         malformed=c.malformed,
         outbox_depth=outbox.depth(),
         dropped=outbox.dropped,
+        outbox_recovered=outbox.recovered,
         roster_version=pipe.roster.version,
         roster_refused=commands.roster_refused,
         bad_fcs=c.bad_fcs,

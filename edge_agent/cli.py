@@ -83,6 +83,7 @@ def run(
     settings = _load(config)
     from edge_agent.agent import run_capture
     from edge_agent.capture import CaptureError, ChannelHopper, LiveCapture
+    from edge_agent.outbox import OutboxError
     from edge_agent.pcapfile import CaptureFormatError, open_capture
 
     if (capture is None) == (iface is None):
@@ -121,7 +122,7 @@ def run(
             is_truncated=truncated,
             iface_state=state,
         )
-    except (ConfigError, RosterError, CaptureError) as exc:
+    except (ConfigError, RosterError, CaptureError, OutboxError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

@@ -147,6 +147,9 @@ class StatsMessage(_Model):
     malformed: int = Field(description="malformed frames since start", ge=0)
     outbox_depth: int = Field(description="events waiting for the broker's ack", ge=0)
     dropped: int = Field(description="events dropped because the outbox was full", ge=0)
+    outbox_recovered: int = Field(
+        0, description="times a corrupt or locked outbox was moved aside at start", ge=0
+    )
     roster_version: int = Field(description="roster version loaded", ge=0)
     roster_refused: int = Field(
         0, description="roster downloads refused (signature, version...)", ge=0
