@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 from cloud_bridge.auth import Forbidden, Principal
 from cloud_bridge.store import BridgeStore
@@ -97,7 +98,14 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x * 100:.{digits}f} %"
 
 
+def ticks(text: str) -> Markup:
+    """Escape ``text`` and show its `backticked` parts as code (commands in fixes)."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
 TEMPLATES.env.filters["when"] = when
+TEMPLATES.env.filters["ticks"] = ticks
 TEMPLATES.env.filters["mask_phone"] = mask_phone
 TEMPLATES.env.filters["num"] = num
 TEMPLATES.env.filters["pct"] = pct
