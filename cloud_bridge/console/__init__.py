@@ -19,6 +19,7 @@ def console_routers(
     from cloud_bridge.console.campaigns import campaigns_console_router
     from cloud_bridge.console.customers import customers_router
     from cloud_bridge.console.fleet import fleet_router
+    from cloud_bridge.console.metrics import metrics_router
     from cloud_bridge.console.reports import reports_router
     from cloud_bridge.console.stores import stores_router
 
@@ -29,4 +30,5 @@ def console_routers(
         campaigns_console_router(store, settings),
         customers_router(store, settings),
         reports_router(store),
+        metrics_router(store),
     ]
