@@ -618,6 +618,18 @@ def campaigns_router(
             )
         return Response(status_code=204)
 
+    @api.post("/stores/{store_id}/budget")
+    def set_store_budget(store_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        budget = body.get("daily_budget")
+        if budget is not None and (not isinstance(budget, int) or budget < 0):
+            raise HTTPException(
+                422,
+                {"errors": [{"field": "daily_budget", "message": "a whole number >= 0, or null"}]},
+            )
+        if not store.set_store_budget(store_id, budget):
+            raise HTTPException(404, f"no store {store_id!r}")
+        return {"store_id": store_id, "daily_budget": budget}
+
     @api.get("/engine/stats")
     def engine_stats() -> dict[str, Any]:
         return {**store.engine_stats(), "alerts": store.engine_alerts(20)}

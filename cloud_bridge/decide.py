@@ -67,7 +67,7 @@ __all__ = [
     "optout_guard_trips",
     "segment_of",
     "sending_window",
-    "unit_hash",
+    "unit_pair",
     "within_hours",
 ]
 
@@ -320,14 +320,25 @@ class CampaignBook:
                     self._by_store.setdefault((s, c.trigger), []).append(c)
             else:
                 self._anywhere.setdefault(c.trigger, []).append(c)
-        self._memo: dict[tuple[str, str], tuple[Campaign, ...]] = {}
+        self._memo: dict[tuple[str, str], tuple[tuple[Campaign, ...], tuple[Campaign, ...]]] = {}
 
     def candidates(self, store_id: str, trigger: str) -> tuple[Campaign, ...]:
+        """Every campaign for this store and trigger, whatever its status, best first."""
+        return self.split(store_id, trigger)[0] + self.split(store_id, trigger)[1]
+
+    def split(
+        self, store_id: str, trigger: str
+    ) -> tuple[tuple[Campaign, ...], tuple[Campaign, ...]]:
+        """(active, not active) campaigns for this store and trigger, best first."""
         key = (store_id, trigger)
         found = self._memo.get(key)
         if found is None:
             both = self._by_store.get(key, []) + self._anywhere.get(trigger, [])
-            found = tuple(sorted(both, key=lambda c: (-c.priority, c.id)))
+            ranked = sorted(both, key=lambda c: (-c.priority, c.id))
+            found = (
+                tuple(c for c in ranked if c.status == "active"),
+                tuple(c for c in ranked if c.status != "active"),
+            )
             self._memo[key] = found
         return found
 
@@ -401,23 +412,26 @@ def _day_epoch(day: str) -> float:
     return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC).timestamp()
 
 
-def unit_hash(salt: str, campaign_id: str, customer_id: int) -> float:
-    """A uniform number in [0, 1) fixed by (salt, campaign, customer)."""
-    digest = hashlib.blake2b(
-        f"{salt}\x1f{campaign_id}\x1f{customer_id}".encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") / 18446744073709551616.0
+def unit_pair(campaign_id: str, customer_id: int) -> tuple[float, float]:
+    """Two independent uniform numbers in [0, 1) fixed by (campaign, customer): the halves of
+    one BLAKE2b digest (holdout, variant)."""
+    digest = hashlib.blake2b(f"{campaign_id}\x1f{customer_id}".encode(), digest_size=16).digest()
+    return (
+        int.from_bytes(digest[:8], "big") / 18446744073709551616.0,
+        int.from_bytes(digest[8:], "big") / 18446744073709551616.0,
+    )
 
 
 def assign(campaign: Campaign, customer_id: int) -> tuple[bool, Variant]:
     """(in holdout?, variant) of a customer in a campaign: deterministic and uniform."""
-    holdout = campaign.holdout_pct > 0 and (
-        unit_hash("holdout", campaign.id, customer_id) * 100.0 < campaign.holdout_pct
-    )
     variants = campaign.all_variants()
+    if campaign.holdout_pct <= 0 and len(variants) == 1:
+        return False, variants[0]
+    u_hold, u_var = unit_pair(campaign.id, customer_id)
+    holdout = u_hold * 100.0 < campaign.holdout_pct
     if len(variants) == 1:
         return holdout, variants[0]
-    u = unit_hash("variant", campaign.id, customer_id) * sum(v.weight for v in variants)
+    u = u_var * sum(v.weight for v in variants)
     for v in variants:
         u -= v.weight
         if u < 0:
@@ -544,7 +558,7 @@ def _campaign_fails(
             if not _minutes(s.hours[0]) <= m < _minutes(s.hours[1]):
                 return (
                     "out_of_schedule",
-                    f"it runs {s.hours[0]}-{s.hours[1]}; it is {local:%H:%M} at the store",
+                    f"it runs {s.hours[0]}-{s.hours[1]}; it is {_hhmm(m)} at the store",
                 )
     if c.min_dwell_s and event.dwell_s < c.min_dwell_s:
         return (
@@ -632,16 +646,12 @@ def decide(
     if not start <= minute < end:
         return skip(
             "quiet_hours",
-            f"it is {local:%H:%M} ({store.timezone}); sending hours {words}",
+            f"it is {_hhmm(minute)} ({store.timezone}); sending hours {words}",
         )
-    trace.append(Check("hours", True, f"it is {local:%H:%M} at the store, within {words}"))
-    candidates = book.candidates(store.id, event.type)
-    active = []
-    for c in candidates:
-        if c.status == "active":
-            active.append(c)
-        else:
-            trace.append(Check("inactive", False, f"campaign {c.id} is {c.status}", c.id))
+    trace.append(Check("hours", True, f"it is {_hhmm(minute)} at the store, within {words}"))
+    active, inactive = book.split(store.id, event.type)
+    for c in inactive:
+        trace.append(Check("inactive", False, f"campaign {c.id} is {c.status}", c.id))
     if not active:
         return skip("no_campaign", f"no active campaign for trigger {event.type!r} in this store")
     window = now - policy.overall_days * DAY

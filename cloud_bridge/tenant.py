@@ -44,6 +44,9 @@ class StoreDef(_M):
     ap_bssid: str | None = Field(None, description="store access point BSSID")
     ap_ssid: str | None = Field(None, description="store Wi-Fi name")
     channel: int | None = Field(None, ge=1, le=196, description="store AP channel")
+    daily_budget: int | None = Field(
+        None, ge=0, description="SMS per store-local day across campaigns (unset: no limit)"
+    )
 
     @field_validator("sender_name")
     @classmethod
@@ -173,6 +176,7 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
             "sender_name": s.sender_name,
             "send_start": s.sending_hours[0],
             "send_end": s.sending_hours[1],
+            "daily_budget": s.daily_budget,
             "site_key": site_key,
         }
     )

@@ -222,9 +222,7 @@ class DecisionWorker:
         self, book: CampaignBook, store: StoreInfo, event: Event, shared: dict[tuple[str, str], int]
     ) -> tuple[Counters, float]:
         day_start = 0.0
-        budgeted = [
-            c.id for c in book.candidates(store.id, event.type) if c.budget and c.status == "active"
-        ]
+        budgeted = [c.id for c in book.split(store.id, event.type)[0] if c.budget]
         missing = [cid for cid in budgeted if ("c", cid) not in shared]
         if missing:
             counts = self.store.campaign_send_counts(missing)

@@ -437,3 +437,27 @@ def test_cli_explain_event_and_customer(bridge, tmp_path: Path) -> None:
     assert "would skip (no_sms_consent)" in r.output
     assert runner.invoke(cli_app, ["explain", "nope", "-c", str(cfg)]).exit_code == 1
     assert runner.invoke(cli_app, ["explain", "-c", str(cfg)]).exit_code == 2
+
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_campaign_example_loads(bridge, tmp_path: Path) -> None:
+    """The marketer's example in the README is a valid campaign file."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Marketer: your first campaign") :]
+    start = section.index("```toml") + len("```toml")
+    example = section[start : section.index("```", start)]
+    example = "\n".join(line.removeprefix("   ") for line in example.splitlines())
+    store, _ = bridge
+    raw, prefix = read_campaign_file(write(tmp_path, example, "espresso.toml"))
+    [d] = validate_campaigns(raw, store, prefix=prefix)
+    assert d.id == "espresso-15" and [v.id for v in d.variants] == ["A", "B"]
+
+
+def test_readme_documents_every_reason() -> None:
+    from cloud_bridge.decide import REASONS
+
+    text = README.read_text(encoding="utf-8")
+    for code, words in REASONS.items():
+        assert f"| `{code}` | {words} |" in text, code

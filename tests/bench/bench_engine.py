@@ -1,0 +1,389 @@
+"""Offer engine: decisions/s of the pure ``decide`` with 1 k campaigns and 1 M customers, and
+events/s from Mosquitto through ingest and decision with the SQLite store.
+
+Pure: 1 k campaigns over 200 stores in three time zones (Moscow, Yerevan, New York), with
+audiences (segments, rules over loyalty tier, favourite product, visits), schedules, dwell and
+RSSI minimums, two variants, holdouts and budgets, indexed once in a ``CampaignBook``. 1 M
+customers are kept in compact columns and turned into a ``Customer`` per decision (as the
+worker does from its row); each has a history of 0-3 recent sends. ``DECISIONS`` events are
+decided at an instant inside every store's sending hours; the mix of outcomes is printed so
+the figure is for real work, not for early exits.
+
+Ingest to decision: a private Mosquitto, the bridge's MQTT ingest (``Ingest``: validation,
+dedupe, commit before PUBACK) and one ``DecisionWorker`` with the SQLite store, the same 1 k
+campaigns and ``INGEST_CUSTOMERS`` consenting customers; sends go to the sandbox through a
+running ``Deliverer``. A publisher sends ``INGEST_EVENTS`` presence events (QoS 1) as fast as
+the broker takes them; the clock runs from the first publish until the last event is decided.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cloud_bridge.decide import (
+    Audience,
+    Campaign,
+    CampaignBook,
+    Counters,
+    Customer,
+    Event,
+    History,
+    Policy,
+    Rule,
+    Schedule,
+    StoreInfo,
+    Variant,
+    decide,
+)
+
+CAMPAIGNS = int(os.environ.get("PASSBY_BENCH_CAMPAIGNS", 1000))
+CUSTOMERS = int(os.environ.get("PASSBY_BENCH_CUSTOMERS", 1_000_000))
+DECISIONS = int(os.environ.get("PASSBY_BENCH_DECISIONS", 200_000))
+STORES = 200
+INGEST_EVENTS = int(os.environ.get("PASSBY_BENCH_INGEST_EVENTS", 20_000))
+INGEST_CUSTOMERS = int(os.environ.get("PASSBY_BENCH_INGEST_CUSTOMERS", 5_000))
+INGEST_STORES = 10  # events come from these stores (each has ~5 campaigns + the global ones)
+GOALS = {"decisions_per_s": 20_000, "ingest_events_per_s": 1_000}
+ZONES = [("Europe/Moscow", "RU"), ("Asia/Yerevan", "AM"), ("America/New_York", "US")]
+# 15:00 UTC: 18:00 Moscow, 19:00 Yerevan, 11:00 New York -- inside 09:00-21:00 everywhere
+NOW = datetime(2026, 3, 14, 15, 0, tzinfo=UTC).timestamp()
+TIERS = ["bronze", "silver", "gold", None]
+PRODUCTS = ["espresso beans", "green tea", "almond croissants", "cold brew", None]
+TEMPLATES = [
+    "{{ first_name }}, 15% off {{ favourite_product }} today at {{ store_name }}.",
+    "{{ first_name }}: your {{ favourite_product }} -10% today only.",
+]
+
+
+def make_stores() -> list[StoreInfo]:
+    out = []
+    for i in range(STORES):
+        tz, country = ZONES[i % len(ZONES)]
+        out.append(StoreInfo(f"s{i}", f"Store {i}", tz, country, "Shop", "09:00", "21:00"))
+    return out
+
+
+def make_campaigns(rng: random.Random) -> list[Campaign]:
+    out = []
+    for i in range(CAMPAIGNS):
+        scope = () if rng.random() < 0.02 else tuple(f"s{rng.randrange(STORES)}" for _ in range(2))
+        rules: list[Rule] = []
+        if rng.random() < 0.3:
+            rules.append(Rule("loyalty_tier", "in", tuple(rng.sample(TIERS[:3], 2))))
+        if rng.random() < 0.3:
+            rules.append(Rule("favourite_product", "exists"))
+        if rng.random() < 0.2:
+            rules.append(Rule("visits", "gte", float(rng.randrange(1, 5))))
+        segments = rng.choice([(), (), ("newcomer",), ("regular",), ("regular", "lapsed")])
+        out.append(
+            Campaign(
+                f"camp-{i}",
+                f"Campaign {i}",
+                "arrive" if rng.random() < 0.8 else "visit",
+                TEMPLATES[0],
+                stores=scope,
+                status="active" if rng.random() < 0.9 else "paused",
+                cap_count=1,
+                cap_days=30,
+                priority=rng.randrange(10),
+                variants=(Variant("A", TEMPLATES[0]), Variant("B", TEMPLATES[1])),
+                holdout_pct=10.0,
+                budget=rng.choice([None, None, 10_000]),
+                audience=Audience(segments, tuple(rules)),
+                schedule=rng.choice(
+                    [
+                        Schedule(),
+                        Schedule("2026-03-01", "2026-03-31"),
+                        Schedule(hours=("10:00", "20:00")),
+                    ]
+                ),
+                min_rssi=rng.choice([None, -80.0, -70.0]),
+            )
+        )
+    return out
+
+
+def pure_engine() -> dict[str, Any]:
+    rng = random.Random(6)
+    stores = make_stores()
+    book = CampaignBook(make_campaigns(rng))
+    t = time.perf_counter()
+    # 1 M customers in columns (bytes and small ints), not 1 M objects
+    tier = bytes(rng.randrange(4) for _ in range(CUSTOMERS))
+    fav = bytes(rng.randrange(5) for _ in range(CUSTOMERS))
+    visits = bytes(rng.randrange(12) for _ in range(CUSTOMERS))
+    flags = bytes(3 if rng.random() < 0.9 else rng.randrange(3) for _ in range(CUSTOMERS))
+    setup_s = time.perf_counter() - t
+    names = ["Anna", "Boris", "Carmen", "Dmitri", "Eva", "Gor", "Hasmik"]
+    histories = [
+        History(
+            sends=tuple(
+                (f"camp-{rng.randrange(CAMPAIGNS)}", NOW - rng.uniform(0, 40) * 86400)
+                for _ in range(rng.randrange(4))
+            )
+        )
+        for _ in range(997)
+    ]
+    visit_pool = [tuple(NOW - rng.uniform(1, 90) * 86400 for _ in range(k)) for k in range(4)]
+    events = [
+        (
+            rng.randrange(CUSTOMERS),
+            f"s{rng.randrange(STORES)}",
+            "arrive" if rng.random() < 0.8 else "visit",
+            float(rng.randrange(-90, -50)),
+        )
+        for _ in range(DECISIONS)
+    ]
+    store_by_id = {s.id: s for s in stores}
+    counters = Counters(campaign_sends={c.id: 0 for c in book.campaigns if c.budget})
+    policy = Policy()
+    outcomes: Counter[str] = Counter()
+    t = time.perf_counter()
+    for n, (cid, sid, kind, rssi) in enumerate(events):
+        f = flags[cid]
+        v = visits[cid]
+        customer = Customer(
+            cid,
+            f"C-{cid}",
+            names[cid % 7],
+            "+79160000000",
+            PRODUCTS[fav[cid]],
+            bool(f & 1),
+            bool(f & 2),
+            loyalty_tier=TIERS[tier[cid]],
+            visits=v,
+            visit_times=visit_pool[v % 4],
+        )
+        event = Event(f"e{n}", kind, sid, "0123456789abcdef", NOW - 1.0, rssi + 5, rssi, 30.0)
+        out = decide(
+            event, store_by_id[sid], customer, book, histories[cid % 997], NOW, policy, counters
+        )
+        outcomes[getattr(out, "reason", "sent")] += 1
+    elapsed = time.perf_counter() - t
+    return {
+        "decisions": DECISIONS,
+        "decisions_per_s": DECISIONS / elapsed,
+        "customers_setup_s": setup_s,
+        "outcomes": dict(outcomes.most_common()),
+    }
+
+
+# -- Mosquitto -> ingest -> decision ----------------------------------------------------------
+
+
+def _campaign_row(c: Campaign) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "trigger": c.trigger,
+        "template": c.template,
+        "stores": list(c.stores),
+        "status": c.status,
+        "cap_count": c.cap_count,
+        "cap_days": c.cap_days,
+        "priority": c.priority,
+        "variants": [{"id": v.id, "template": v.template, "weight": v.weight} for v in c.variants],
+        "holdout_pct": c.holdout_pct,
+        "budget": c.budget,
+        "audience": {
+            "segments": list(c.audience.segments),
+            "rules": [
+                {
+                    "field": r.field,
+                    "op": r.op,
+                    "value": list(r.value) if isinstance(r.value, tuple) else r.value,
+                    "days": r.days,
+                }
+                for r in c.audience.rules
+            ],
+        },
+        "schedule": {
+            "start_date": c.schedule.start_date,
+            "end_date": c.schedule.end_date,
+            "weekdays": [],
+            "hours": list(c.schedule.hours) if c.schedule.hours else None,
+        },
+        "min_dwell_s": c.min_dwell_s,
+        "min_rssi": c.min_rssi,
+        "rssi_stat": c.rssi_stat,
+    }
+
+
+def ingest_to_decision() -> dict[str, Any]:
+    import paho.mqtt.client as mqtt
+
+    from cloud_bridge.deliver import Deliverer, DeliveryOptions
+    from cloud_bridge.ingest import Ingest
+    from cloud_bridge.mosquitto import LocalMosquitto
+    from cloud_bridge.providers import SandboxProvider
+    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.worker import DecisionWorker
+    from edge_agent.config import MqttSettings
+
+    rng = random.Random(7)
+    tmp = Path(tempfile.mkdtemp(prefix="passby-bench-engine-"))
+    broker = LocalMosquitto(tmp / "mosquitto")
+    broker.start()
+    store = BridgeStore(tmp / "bridge.db", data_key=os.urandom(32))
+    now = time.time()
+    with store.transaction() as db:
+        for s in make_stores():
+            db["stores"].insert(
+                {
+                    "id": s.id,
+                    "name": s.name,
+                    "timezone": s.timezone,
+                    "country": s.country,
+                    "sender_name": s.sender_name,
+                    "send_start": "00:00",
+                    "send_end": "24:00",
+                    "site_key": "00" * 16,
+                }
+            )
+        for c in make_campaigns(random.Random(6)):
+            store.save_campaign(_campaign_row(c), now)
+        for i in range(INGEST_CUSTOMERS):
+            db.execute(
+                "INSERT INTO customers(id, crm_id, subject, name, phone, favourite_product, "
+                "created, visits, loyalty_tier) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    i + 1,
+                    f"C-{i}",
+                    f"{i + 1:016x}",
+                    "Anna",
+                    f"+7916{i:07d}",
+                    PRODUCTS[i % 4],
+                    now,
+                    i % 6,
+                    TIERS[i % 3],
+                ],
+            )
+            for kind in ("sms", "recognition"):
+                db.execute(
+                    "INSERT INTO consents(customer_id, kind, status, ts) VALUES (?,?,?,?)",
+                    [i + 1, kind, "active", now - 86400],
+                )
+    provider = SandboxProvider(store)
+    deliverer = Deliverer(store, provider, DeliveryOptions(rate_per_s=2000.0, burst=50))
+    worker = DecisionWorker(store, provider, Policy(), deliverer)
+    settings = MqttSettings(host="127.0.0.1", port=broker.port)
+    ingest = Ingest(settings, store, worker.wake.set, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+    deliverer.start()
+    worker.start()
+    ingest.start()
+    try:
+        if not ingest.connected.wait(10):
+            raise RuntimeError("bridge ingest could not connect to Mosquitto")
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        pub.max_inflight_messages_set(1000)
+        pub.max_queued_messages_set(0)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        payloads = []
+        for _ in range(INGEST_EVENTS):
+            cust = rng.randrange(INGEST_CUSTOMERS) + 1
+            sid = f"s{rng.randrange(INGEST_STORES)}"
+            payloads.append(
+                (
+                    f"passby/v1/{sid}/door-1/events",
+                    {
+                        "schema": "passby.event/1",
+                        "event_id": uuid.uuid4().hex,
+                        "type": "arrive" if rng.random() < 0.8 else "visit",
+                        "subject": f"{cust:016x}",
+                        "first_seen": 0.0,
+                        "rssi": {"max": -55, "median": -62},
+                        "frames": 12,
+                        "dwell_s": 45.0,
+                    },
+                )
+            )
+        t0 = time.perf_counter()
+        infos = []
+        for topic, p in payloads:
+            ts = time.time()
+            p.update(ts=ts, first_seen=ts - 30, last_seen=ts)
+            infos.append(pub.publish(topic, json.dumps(p), qos=1))
+        for info in infos:
+            info.wait_for_publish(60)
+        published_s = time.perf_counter() - t0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            row = store.query("SELECT count(*) AS n, total(state='new') AS pending FROM events")[0]
+            if row["n"] >= INGEST_EVENTS and not row["pending"]:
+                break
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - t0
+        pub.loop_stop()
+        pub.disconnect()
+        reasons = Counter(
+            {
+                r["reason"]: r["n"]
+                for r in store.query("SELECT reason, count(*) AS n FROM decisions GROUP BY reason")
+            }
+        )
+        decided = sum(reasons.values())
+    finally:
+        ingest.stop()
+        worker.stop()
+        deliverer.stop()
+        store.close()
+        broker.stop()
+    return {
+        "ingest_events": INGEST_EVENTS,
+        "ingest_events_per_s": INGEST_EVENTS / elapsed,
+        "publish_s": published_s,
+        "decided": decided,
+        "ingest_outcomes": dict(reasons.most_common()),
+        "worker_errors": worker.counters.errors,
+    }
+
+
+def run() -> dict[str, Any]:
+    from rich.console import Console
+    from rich.table import Table
+
+    pure = pure_engine()
+    live = ingest_to_decision()
+    table = Table(title="offer engine")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_column("per second", justify="right")
+    table.add_column("goal", justify="right")
+    table.add_row(
+        f"pure decide: {CAMPAIGNS:,} campaigns, {CUSTOMERS:,} customers",
+        f"{pure['decisions']:,}",
+        f"{pure['decisions_per_s']:,.0f}",
+        f">= {GOALS['decisions_per_s']:,}",
+    )
+    table.add_row(
+        "Mosquitto -> ingest -> decision (SQLite, 1 worker)",
+        f"{live['ingest_events']:,}",
+        f"{live['ingest_events_per_s']:,.0f}",
+        f">= {GOALS['ingest_events_per_s']:,}",
+    )
+    console = Console()
+    console.print(table)
+    console.print("pure outcomes: " + ", ".join(f"{k} {v:,}" for k, v in pure["outcomes"].items()))
+    console.print(
+        "ingest outcomes: " + ", ".join(f"{k} {v:,}" for k, v in live["ingest_outcomes"].items())
+    )
+    return {
+        "campaigns": CAMPAIGNS,
+        "customers": CUSTOMERS,
+        "decisions_per_s": round(pure["decisions_per_s"]),
+        "ingest_events_per_s": round(live["ingest_events_per_s"]),
+        "ingest_events": live["ingest_events"],
+        "ingest_decided": live["decided"],
+        "worker_errors": live["worker_errors"],
+        "pure_sent_share": round(pure["outcomes"].get("sent", 0) / pure["decisions"], 3),
+    }
