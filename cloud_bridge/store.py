@@ -1580,19 +1580,20 @@ class BridgeStore:
             old = db.execute("SELECT created FROM campaigns WHERE id=?", [row["id"]]).fetchone()
             row["created"] = old[0] if old and old[0] else now
             row["updated"] = now
-            if row.get("status") == "active":
-                row.setdefault("paused_reason", None)
-                row.setdefault("paused_at", None)
+            if row.get("status") != "paused":
+                row.setdefault("paused_reason", None)  # paused_at stays: the guard counts from it
             db["campaigns"].upsert(row, pk="id")
             return old is None
 
     def set_campaign_status(
         self, campaign_id: str, status: str, now: float, reason: str | None = None
     ) -> bool:
+        paused = status == "paused"
         with self.transaction() as db:
             cur = db.execute(
-                "UPDATE campaigns SET status=?, updated=?, paused_reason=?, paused_at=? WHERE id=?",
-                [status, now, reason, now if status == "paused" else None, campaign_id],
+                "UPDATE campaigns SET status=?, updated=?, paused_reason=?, "
+                "paused_at=CASE WHEN ? THEN ? ELSE paused_at END WHERE id=?",
+                [status, now, reason if paused else None, paused, now, campaign_id],
             )
             return cur.rowcount == 1
 
@@ -1866,7 +1867,8 @@ class BridgeStore:
         self, campaign_ids: list[str], window_days: float
     ) -> dict[str, tuple[int, int]]:
         """campaign -> (sends, opt-outs): an opt-out is a revoked marketing consent within
-        ``window_days`` after one of the campaign's sends to that customer."""
+        ``window_days`` after one of the campaign's sends to that customer. Only sends after
+        the campaign's last pause count: a resumed campaign is judged on its new sends."""
         if not campaign_ids:
             return {}
         placeholders = ",".join("?" * len(CAPPED_STATES))
@@ -1876,7 +1878,8 @@ class BridgeStore:
             "SELECT 1 FROM consents k WHERE k.customer_id=s.customer_id AND k.kind='sms' "
             "AND k.status='revoked' AND k.ts>=s.ts AND k.ts<=s.ts+?) THEN s.customer_id END) "
             f"AS optouts FROM sends s WHERE s.campaign_id IN ({ids}) "
-            f"AND s.state IN ({placeholders}) GROUP BY s.campaign_id",
+            f"AND s.state IN ({placeholders}) AND s.ts > coalesce((SELECT c.paused_at FROM "
+            "campaigns c WHERE c.id=s.campaign_id), 0) GROUP BY s.campaign_id",
             [window_days * 86400, *campaign_ids, *CAPPED_STATES],
         )
         return {r["campaign_id"]: (r["sends"], r["optouts"]) for r in rows}

@@ -159,7 +159,9 @@ class DecisionWorker:
 
     # caches -------------------------------------------------------------------------------
     def book(self) -> CampaignBook:
-        stamp = self.store.campaigns_stamp()
+        """The campaigns, reloaded when one changes (stamp) and at least every 30 s (a tenant
+        file re-seeded over a legacy row does not move the stamp)."""
+        stamp = (*self.store.campaigns_stamp(), int(time.monotonic() // 30))
         if self._book is None or self._book[0] != stamp:
             self._book = (stamp, load_book(self.store))
         return self._book[1]

@@ -388,6 +388,11 @@ def test_optout_guard_pauses_a_campaign_and_alerts(bridge, caplog) -> None:
     assert stats["paused_by_guard"] == 1 and stats["optout_guard_pauses"] == 1
     assert store.engine_alerts()[0]["campaign_id"] == "fav-15"
     assert worker.run_guard(now) == []  # already paused: no second alert
+    # resumed after a change of text: judged on the sends after the pause, not paused again
+    assert store.set_campaign_status("fav-15", "active", now + 1)
+    row = store.campaign_rows("fav-15")[0]
+    assert row["status"] == "active" and row["paused_reason"] is None and row["paused_at"]
+    assert worker.run_guard(now + 2) == []
 
 
 def test_cli_load_list_status(bridge, tmp_path: Path) -> None:
