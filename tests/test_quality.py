@@ -20,6 +20,7 @@ PURE = [
     "edge_agent/protocol.py",
     "edge_agent/calibrate.py",
     "cloud_bridge/decide.py",
+    "cloud_bridge/sms_encoding.py",
 ]
 
 
