@@ -64,6 +64,7 @@ FROM: Final[dict[str, tuple[str, ...]]] = {
 }
 FINAL: Final = ("delivered", "undelivered", "failed", "expired")
 REPLY_ID_OFFSET: Final = 1_500_000_000  # replies' numeric ids (SMSC) never meet offers' ids
+ORPHAN_AFTER_S: Final = 30.0  # a reserved row overdue this long has lost its process
 _TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
 
 
@@ -647,6 +648,39 @@ class Deliverer:
                 self._finish(
                     table, row["id"], "expired", now, "the offer expired before it could be sent"
                 )
+            self._adopt_orphans(table, now)
+
+    def _adopt_orphans(self, table: str, now: float) -> None:
+        """Reserved rows nobody is handling (their process died and may never start again):
+        overdue by ORPHAN_AFTER_S and neither queued nor scheduled here. Queuing a row that
+        another live process holds too is harmless: the claim lets only one of them send it."""
+        if not self._running:
+            return
+        rows = self.store.query(
+            f"SELECT id, idem_key FROM {table} WHERE state='reserved' "
+            "AND coalesce(next_at, updated, ts) < ? ORDER BY id LIMIT 200",
+            [now - ORPHAN_AFTER_S],
+        )
+        with self._timer_lock:
+            scheduled = {(t, i) for _, t, i in self._timers}
+        for row in rows:
+            key = (table, row["id"])
+            with self._cv:
+                if key in self._queued:
+                    continue
+            if key in scheduled:
+                continue
+            if table == "sends" and not row["idem_key"] and self.prepare(row["id"], now):
+                continue
+            job = self.store.delivery_job(table, row["id"])
+            if job is not None and job["state"] == "reserved":
+                log.info(
+                    "%s %s: adopted (reserved, unhandled for %.0f s)",
+                    table,
+                    row["id"],
+                    ORPHAN_AFTER_S,
+                )
+                self._dispatch(table, row["id"], job["expires_at"], now)
 
     def recover(self, now: float | None = None) -> dict[str, int]:
         """At start: attempts cut short become unknown (reconciled), reserved intents are

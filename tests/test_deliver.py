@@ -332,3 +332,24 @@ def test_transition_table_is_closed() -> None:
     known = set(FROM) | {"reserved"}
     for target, sources in FROM.items():
         assert set(sources) <= known, target
+
+
+def test_orphaned_reserved_rows_are_adopted(store: BridgeStore) -> None:
+    """A row reserved by a process that died for good (not our queue, not our timers) is
+    picked up by the running deliverer's sweep once it is overdue."""
+    now = time.time()
+    p = Scripted()
+    d = Deliverer(store, p, DeliveryOptions(senders=1), bucket=TokenBucket(1000, 10))
+    d.start()
+    try:
+        sid = reserve(store, add_customer(store, 1, now), now)
+        Deliverer(store, p).prepare(sid, now)  # the other process got this far, then died
+        d.sweep(now + 5)
+        assert row(store, sid)["state"] == "reserved"  # not overdue yet: maybe someone has it
+        d.sweep(now + 31)
+        deadline = time.monotonic() + 5
+        while row(store, sid)["state"] != "accepted" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        d.stop()
+    assert row(store, sid)["state"] == "accepted" and len(p.calls) == 1
