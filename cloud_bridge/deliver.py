@@ -154,7 +154,11 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.provider = provider
-        self.options = options or DeliveryOptions()
+        if options is None:
+            # Without settings: the provider's own pace (the sandbox has no limit to respect).
+            rate = getattr(provider, "default_rate_per_s", DeliveryOptions.rate_per_s)
+            options = DeliveryOptions(rate_per_s=rate, burst=max(1, int(rate // 10)))
+        self.options = options
         o = self.options
         self.bucket = bucket or bucket_for(provider.account, o.rate_per_s, o.burst)
         self.clock = clock

@@ -207,6 +207,7 @@ class SandboxProvider(_OneOff):
     name = "sandbox"
     account = "sandbox"
     can_reconcile = True
+    default_rate_per_s = 1000.0  # no network, no operator: pace only when configured
 
     def __init__(self, store: BridgeStore) -> None:
         self.store = store
