@@ -290,6 +290,10 @@ class Deliverer:
         self, table: str, row_id: int, expires_at: float | None, now: float
     ) -> SendResult:
         if not self._running:
+            if expires_at is not None and now >= expires_at:
+                reason = "the offer expired before it could be sent"
+                self._finish(table, row_id, "expired", now, reason)
+                return SendResult("failed", error=reason)
             if not self.bucket.acquire(self._deadline(expires_at, now)):
                 self._finish(table, row_id, "expired", now, "no token before the offer expired")
                 return SendResult("failed", error="expired waiting for a token")
