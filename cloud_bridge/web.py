@@ -107,7 +107,6 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app.state.settings = settings
     app.include_router(enrol_router(store, settings))
     app.include_router(inbound_router(store, settings))
-
     app.include_router(campaigns_router(store, settings))
     if settings is not None:
         from cloud_bridge.roster_api import roster_router
@@ -116,7 +115,6 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         app.include_router(_pairing_router(store, settings))
     for router in console_routers(store, settings, accounts):
         app.include_router(router)
-    app.include_router(campaigns_router(store, settings))
 
     @app.exception_handler(AuthError)
     def auth_error(request: Request, exc: AuthError) -> Response:
