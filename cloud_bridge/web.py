@@ -60,6 +60,7 @@ def overview(
                 store_scope_sql(principal, "store_id")[1],
             )
         )
+    d_cond, d_args = ("1=1", []) if principal is None else store_scope_sql(principal, "d.store_id")
     decisions = store.query(
         "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
         "e.store_id, c.name AS customer FROM decisions d JOIN events e ON e.event_id=d.event_id "
@@ -75,11 +76,10 @@ def overview(
         "counts": store.query(
             f"SELECT (SELECT count(*) FROM events WHERE {s_cond}) AS events, "
             f"(SELECT count(*) FROM events WHERE type='arrive' AND {s_cond}) AS arrivals, "
-            f"(SELECT count(*) FROM decisions d JOIN events e ON e.event_id=d.event_id "
-            f"WHERE {e_cond}) AS decisions, "
+            f"(SELECT count(*) FROM decisions d WHERE {d_cond}) AS decisions, "
             "(SELECT count(*) FROM sends WHERE state IN ('accepted','delivered') "
             f"AND {s_cond}) AS sent, (SELECT count(*) FROM dead_letters) AS dead_letters",
-            [*s_args, *s_args, *e_args, *s_args],
+            [*s_args, *s_args, *d_args, *s_args],
         )[0],
         "decisions": decisions,
         "messages": store.query(
