@@ -52,6 +52,8 @@ class IngestCounters:
     stats: int = 0
     # when each sensor's last_seen was last written for an event (at most once a second)
     seen_written: dict[tuple[str, str], float] = field(default_factory=dict)
+    # sensors whose last status spoke another protocol version: their events are refused
+    incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _reason(exc: ValidationError) -> str:
@@ -83,6 +85,11 @@ def handle_message(
         return dead(f"payload is not UTF-8 (byte {exc.start})")
     try:
         if leaf == "events":
+            other = counters.incompatible.get((store_id, sensor_id))
+            if other is not None:
+                return dead(
+                    f"sensor speaks protocol v{other}, this bridge v{PROTOCOL_VERSION}: event refused"
+                )
             msg = PresenceMessage.model_validate_json(text)
             fresh = store.insert_event(
                 msg.event_id, store_id, sensor_id, msg.type, msg.subject, msg.ts, text, now
@@ -100,9 +107,11 @@ def handle_message(
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
             state = status.state
+            counters.incompatible.pop((store_id, sensor_id), None)
             if status.protocol != PROTOCOL_VERSION:
                 # Refuse the peer loudly: its events would not be understood.
                 state = "incompatible"
+                counters.incompatible[(store_id, sensor_id)] = status.protocol
                 log.error(
                     "sensor %s/%s speaks protocol v%s, this bridge speaks v%s: upgrade one of them",
                     store_id,

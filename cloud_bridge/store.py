@@ -335,6 +335,10 @@ def _mac_text(raw: bytes) -> str:
 CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer bridge; this one must not touch it."""
+
+
 class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
@@ -375,6 +379,11 @@ class BridgeStore:
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL)"
             )
             done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
+            if done and max(done) > len(MIGRATIONS):
+                raise SchemaTooNew(
+                    f"{self.path}: database schema v{max(done)} is newer than this bridge "
+                    f"(v{len(MIGRATIONS)}): upgrade the bridge or restore a backup"
+                )
             for number, sql in enumerate(MIGRATIONS, start=1):
                 if number in done:
                     continue

@@ -316,7 +316,7 @@ def run_capture(
                     stop.wait(delay)
             last_ts = ts + offset
             pipe.feed(last_ts, linktype, data)
-            if pipe.counters.frames & 0x3FF == 0:
+            if pipe.counters.frames & 0x3F == 0:
                 maybe_stats()
         if offset is not None and not stop.is_set() and iface_state == "replay":
             # The capture ended: the silence after it times out whoever was still present.

@@ -157,3 +157,12 @@ def test_incompatible_protocol_marks_sensor(bridge) -> None:
     )
     row = store.query("SELECT state FROM sensors WHERE sensor_id='door-9'")[0]
     assert row["state"] == "incompatible"
+    _, keys = bridge
+    ev = event(keys, "C-1001")
+    assert handle_message(store, "passby/v1/main-st/door-9/events", ev, time.time(), c) == "dead"
+    assert "speaks protocol v2" in store.query("SELECT reason FROM dead_letters")[0]["reason"]
+    status = json.dumps(
+        {"state": "online", "agent_version": "0.1.0", "protocol": 1, "ts": time.time()}
+    )
+    handle_message(store, "passby/v1/main-st/door-9/status", status.encode(), time.time(), c)
+    assert handle_message(store, "passby/v1/main-st/door-9/events", ev, time.time(), c) == "event"

@@ -357,3 +357,16 @@ def test_migrations_only_go_forward() -> None:
     names = {n.lower() for n in dir(store_mod)}
     assert not any("downgrade" in n or "rollback_migration" in n for n in names)
     assert set(store_mod._MIGRATION_STEPS) <= set(range(1, LATEST + 1))
+
+
+def test_newer_schema_is_refused(tmp_path) -> None:
+    """A downgrade is refused with a clear message instead of running on an unknown schema."""
+    import pytest
+
+    from cloud_bridge.store import MIGRATIONS, BridgeStore, SchemaTooNew
+
+    db = BridgeStore(tmp_path / "b.db")
+    db.db.execute("INSERT INTO schema_migrations VALUES (?, 0)", [len(MIGRATIONS) + 1])
+    db.close()
+    with pytest.raises(SchemaTooNew, match="newer than this bridge"):
+        BridgeStore(tmp_path / "b.db")
