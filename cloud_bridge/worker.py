@@ -216,8 +216,12 @@ class DecisionWorker:
                     log.exception("event %s: decision failed; marked error", row["event_id"])
                     self.store.claim_event(row["event_id"], "error")
         for send_id, phone, sender, text in reserved:
-            result = self.deliverer.deliver(send_id, phone, sender, text)
-            log.info("send %s -> %s", send_id, result.status)
+            try:
+                result = self.deliverer.deliver(send_id, phone, sender, text)
+            except Exception:  # the intent is committed: delivery's recovery picks it up
+                log.exception("send %s: handing it to delivery failed", send_id)
+                continue
+            log.debug("send %s -> %s", send_id, result.status)
         return done
 
     def _counters(
@@ -372,6 +376,8 @@ class DecisionWorker:
                     self.counters.auto_paused += 1
                     paused.append(cid)
                     log.warning("ALERT opt-out guard paused campaign %s: %s", cid, detail)
+        for cid in paused:  # judged again on its new sends if a marketer resumes it
+            self._guard_stats.pop(cid, None)
         return paused
 
     # thread -------------------------------------------------------------------------------
