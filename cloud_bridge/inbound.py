@@ -259,10 +259,12 @@ def optout(store: BridgeStore, token: str, now: float) -> tuple[bool, int | None
     row = store.optout_link_row(token) if re.fullmatch(r"[A-Za-z0-9]{4,32}", token) else None
     if row is None:
         return False, None
-    _revoke(
-        store, row["customer_id"], ("sms",), now,
-        {"source": "optout_link", "send_id": row["send_id"]},
-    )  # fmt: skip
+    erased = store.query("SELECT erased FROM customers WHERE id=?", [row["customer_id"]])
+    if erased and erased[0]["erased"] is None:  # an erased customer has nothing left to revoke
+        _revoke(
+            store, row["customer_id"], ("sms",), now,
+            {"source": "optout_link", "send_id": row["send_id"]},
+        )  # fmt: skip
     store.use_optout_link(token, now)
     log.info("opt-out link used: customer %s unsubscribed", row["customer_id"])
     return True, row["customer_id"]

@@ -335,3 +335,13 @@ def test_one_click_opt_out_link(env) -> None:  # type: ignore[no-untyped-def]
     ]
     assert client.get("/o/nope1234").status_code == 404
     assert client.post("/o/../../etc").status_code == 404
+
+
+def test_opt_out_link_of_an_erased_customer_writes_nothing(env) -> None:  # type: ignore[no-untyped-def]
+    store, cid, _, d, client = env
+    sid = reserve(store, cid, time.time(), provider="twilio")
+    d.deliver(sid)
+    token = store.query("SELECT token FROM optout_links WHERE send_id=?", [sid])[0]["token"]
+    store.erase_customer(cid, time.time())
+    assert client.post(f"/o/{token}").status_code == 200
+    assert store.consents_of(cid) == []
