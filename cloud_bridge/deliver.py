@@ -420,7 +420,9 @@ class Deliverer:
 
     def _backoff(self, attempt: int) -> float:
         o = self.options
-        return min(o.retry_max_s, o.retry_base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+        return float(
+            min(o.retry_max_s, o.retry_base_s * 2.0 ** (attempt - 1)) * (0.5 + random.random())
+        )
 
     def _record(
         self, table: str, job: dict[str, Any], attempt: int, result: SendResult, now: float
