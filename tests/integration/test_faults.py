@@ -4,12 +4,12 @@ The edge side is the real ``Outbox`` + ``Uplink`` (in this process, or in
 ``fault_agent.py`` processes that we ``kill -9``); the bridge side is the real ``Ingest`` into
 a ``BridgeStore``, which drops duplicates by ``event_id``. Every test is bounded in time.
 
-Broker outage length: ``PASSBY_FAULT_OUTAGE_S`` (default 10 s; the issue says 30 s and
-``PASSBY_FAULT_OUTAGE_S=30`` passes the same way). The length does not change the code path
+Broker outage length: ``PASSBY_FAULT_OUTAGE_S`` (default 30 s, as the issue asks; a shorter
+value such as 10 passes the same way for quick local runs). The length does not change the code path
 under test: while the broker is away every event goes to the outbox and nowhere else, and on
 reconnect the whole backlog is sent again from the outbox. The only thing that scales with the
 outage is the backlog (200/s x 30 s = 6 000 rows, far below the 100 000-row outbox limit, which
-test 3 exercises on its own), so 10 s keeps the suite fast without testing less.
+test 3 exercises on its own).
 
 Broker restarts and the bridge: Mosquitto 2.0.11 restores a persistent session's plain
 subscriptions after a restart but NOT its shared ones (``$share/...``, which the ingest uses).
@@ -49,7 +49,7 @@ from .fault_agent import STORE, event
 pytestmark = pytest.mark.integration
 
 AGENT = Path(__file__).with_name("fault_agent.py")
-OUTAGE_S = float(os.environ.get("PASSBY_FAULT_OUTAGE_S", "10"))
+OUTAGE_S = float(os.environ.get("PASSBY_FAULT_OUTAGE_S", "30"))
 RATE = 200.0
 
 
