@@ -72,6 +72,7 @@ class BridgeService:
             self.deliverer,
             guard_every_s=p.guard_every_s,
             guard_window_days=p.optout_window_days,
+            own_connection=True,  # decisions read beside the ingest's commits (WAL)
         )
         self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
         self.web = None

@@ -1634,29 +1634,27 @@ class BridgeStore:
     def engine_customer(self, subject: str, before: float, since: float) -> dict[str, Any] | None:
         """The customer with this subject, latest consents, last purchase and the times of the
         visits the sensors saw in [since, before) (``visit_times``, newest first, at most 500)."""
-        rows = self.query(
-            "SELECT c.id, c.crm_id, c.name, c.phone, c.favourite_product, c.loyalty_tier, "
-            "c.visits, c.first_purchase, c.erased, "
-            "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='sms' "
-            "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS sms, "
-            "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='recognition' "
-            "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS recognition, "
-            "(SELECT max(p.ts) FROM purchases p WHERE p.customer_id=c.id) AS last_purchase "
-            "FROM customers c WHERE c.subject=?",
-            [subject],
-        )
-        if not rows:
-            return None
-        row = rows[0]
-        with self._lock:
-            row["visit_times"] = tuple(
-                r[0]
-                for r in self.db.execute(
-                    "SELECT ts FROM events WHERE subject=? AND type='visit' AND ts>=? AND ts<? "
-                    "ORDER BY ts DESC LIMIT 500",
-                    [subject, since, before],
-                )
+        with self._lock:  # one statement: the decision worker runs this for every event
+            cur = self.db.conn.execute(
+                "SELECT c.id, c.crm_id, c.name, c.phone, c.favourite_product, c.loyalty_tier, "
+                "c.visits, c.first_purchase, c.erased, "
+                "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='sms' "
+                "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS sms, "
+                "(SELECT k.status FROM consents k WHERE k.customer_id=c.id "
+                "AND k.kind='recognition' ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS recognition, "
+                "(SELECT max(p.ts) FROM purchases p WHERE p.customer_id=c.id) AS last_purchase, "
+                "(SELECT group_concat(v.ts) FROM (SELECT e.ts FROM events e WHERE "
+                "e.subject=c.subject AND e.type='visit' AND e.ts>=? AND e.ts<? "
+                "ORDER BY e.ts DESC LIMIT 500) v) AS visit_times "
+                "FROM customers c WHERE c.subject=?",
+                [since, before, subject],
             )
+            found = cur.fetchone()
+            if found is None:
+                return None
+            row = dict(zip([d[0] for d in cur.description], found, strict=True))
+        visits = row["visit_times"]
+        row["visit_times"] = tuple(float(t) for t in visits.split(",")) if visits else ()
         return row
 
     def engine_history(
@@ -1665,22 +1663,15 @@ class BridgeStore:
         """(sends that count against caps, holdout would-be sends) since ``since``."""
         placeholders = ",".join("?" * len(CAPPED_STATES))
         with self._lock:
-            sends = tuple(
-                (r[0], r[1])
-                for r in self.db.execute(
-                    f"SELECT campaign_id, ts FROM sends WHERE customer_id=? AND ts>=? "
-                    f"AND state IN ({placeholders})",
-                    [customer_id, since, *CAPPED_STATES],
-                )
-            )
-            holdouts = tuple(
-                (r[0], r[1])
-                for r in self.db.execute(
-                    "SELECT campaign_id, ts FROM decisions WHERE customer_id=? "
-                    "AND outcome='holdout' AND ts>=?",
-                    [customer_id, since],
-                )
-            )
+            rows = self.db.conn.execute(
+                f"SELECT 0, campaign_id, ts FROM sends WHERE customer_id=? AND ts>=? "
+                f"AND state IN ({placeholders}) UNION ALL "
+                "SELECT 1, campaign_id, ts FROM decisions WHERE customer_id=? "
+                "AND outcome='holdout' AND ts>=?",
+                [customer_id, since, *CAPPED_STATES, customer_id, since],
+            ).fetchall()
+        sends = tuple((r[1], r[2]) for r in rows if not r[0])
+        holdouts = tuple((r[1], r[2]) for r in rows if r[0])
         return sends, holdouts
 
     def campaign_send_counts(self, campaign_ids: list[str]) -> dict[str, int]:
@@ -1724,7 +1715,7 @@ class BridgeStore:
     ) -> int:
         """Store one decision (``checks``: the chain of checks as JSON)."""
         with self._lock:
-            cur = self.db.execute(
+            cur = self.db.conn.execute(
                 "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
                 "detail, ts, variant, holdout, store_id, segment, checks) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -1767,13 +1758,28 @@ class BridgeStore:
         provider: str = "",
         segment: str | None = None,
         checks: str | None = None,
+        record_failure: bool = True,
     ) -> tuple[int | None, str]:
-        """Atomically re-check every cap and budget, then record the decision and (unless the
-        customer is in the holdout) reserve the send. Returns (send id or, for a holdout, the
-        decision id; "") or (None, skip reason). Holdout would-be sends count against the
-        campaign's own cap only, so the holdout is exposed as often as the treatment."""
+        """Atomically re-check consent, erasure, every cap and budget, then record the decision
+        and (unless the customer is in the holdout) reserve the send. Returns (send id or, for
+        a holdout, the decision id; "") or (None, skip reason); with ``record_failure`` False a
+        refusal is not stored (the caller decides again). Holdout would-be sends count against
+        the campaign's own cap only, so the holdout is exposed as often as the treatment."""
         placeholders = ",".join("?" * len(CAPPED_STATES))
         with self.transaction() as db:
+            live = db.execute(
+                "SELECT c.erased, (SELECT k.status FROM consents k WHERE k.customer_id=c.id "
+                "AND k.kind='sms' ORDER BY k.ts DESC, k.id DESC LIMIT 1), (SELECT k.status "
+                "FROM consents k WHERE k.customer_id=c.id AND k.kind='recognition' "
+                "ORDER BY k.ts DESC, k.id DESC LIMIT 1) FROM customers c WHERE c.id=?",
+                [customer_id],
+            ).fetchone()
+            if live is None or live[0] is not None:
+                return None, "erased"
+            if live[1] != "active":
+                return None, "no_sms_consent"
+            if live[2] != "active":
+                return None, "no_recognition_consent"
             n_campaign = db.execute(
                 f"SELECT count(*) FROM sends WHERE customer_id=? AND campaign_id=? AND ts>=? "
                 f"AND state IN ({placeholders})",
@@ -1810,6 +1816,8 @@ class BridgeStore:
                     ).fetchone()[0]
                     if today >= store_budget:
                         reason, detail = "store_budget", f"{today} of {store_budget} SMS today"
+            if reason and not record_failure:
+                return None, reason
             if reason:
                 self.record_decision(
                     event_id,
@@ -1858,10 +1866,17 @@ class BridgeStore:
             )
             return int(cur.lastrowid or 0), ""
 
+    def reopen(self) -> BridgeStore:
+        """Another connection to the same database file (e.g. for the decision worker, so its
+        reads do not wait behind the ingest's commits; WAL lets them run side by side)."""
+        if self._memory:
+            return self
+        return BridgeStore(self.path, self._data_key)
+
     def claim_event(self, event_id: str, state: str = "done") -> bool:
         """new -> ``state`` for one event; False if another worker took it first."""
         with self._lock:
-            cur = self.db.execute(
+            cur = self.db.conn.execute(
                 "UPDATE events SET state=? WHERE event_id=? AND state='new'", [state, event_id]
             )
             return cur.rowcount == 1

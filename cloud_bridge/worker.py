@@ -16,6 +16,8 @@ pauses active campaigns whose opt-outs / sends exceed the policy (alert in the l
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -55,6 +57,19 @@ log = logging.getLogger(__name__)
 
 TRIGGER_TYPES = ("arrive", "visit")  # 'leave' is recorded for reports but never triggers an offer
 HISTORY_DAYS = 400  # caps and segments never look further back
+
+
+class _EventFailed(Exception):
+    """One event of a fast-path batch failed: the batch is redone with savepoints."""
+
+
+@dataclass(frozen=True)
+class _Decided:
+    event: Event
+    store_info: StoreInfo | None
+    customer: Customer | None
+    outcome: Send | Skip
+    day_start: float
 
 
 @dataclass
@@ -139,15 +154,21 @@ class DecisionWorker:
         cache_s: float = 5.0,
         guard_every_s: float = 10.0,
         guard_window_days: float = 7.0,
+        linger_s: float = 0.01,
+        own_connection: bool = False,
     ) -> None:
-        self.store = store
+        # own_connection: decide on a second connection to the database (service), so reading
+        # never waits behind the ingest's commits; writes still serialise in SQLite.
+        self.store = store.reopen() if own_connection else store
+        self._own = self.store is not store
         self.provider = provider
-        self.deliverer = deliverer or Deliverer(store, provider)
+        self.deliverer = deliverer or Deliverer(store, provider)  # on the shared connection
         self.policy = policy
         self.batch = batch
         self.cache_s = cache_s
         self.guard_every_s = guard_every_s
         self.guard_window_days = guard_window_days
+        self.linger_s = linger_s
         self.counters = WorkerCounters()
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -195,26 +216,26 @@ class DecisionWorker:
         self.process_batch([row], now)
 
     def process_batch(self, rows: list[dict[str, Any]], now: float) -> int:
-        """Decide these events in one transaction, then deliver what was reserved."""
+        """Decide these events, store the decisions in one transaction, then hand the reserved
+        sends to delivery.
+
+        Phase 1 reads and decides without holding the write lock (ingest keeps writing).
+        Phase 2 is one write transaction: each event is claimed; a skip is stored as decided
+        (new sends in the batch can only add reasons to skip); a send or holdout is decided
+        again inside the transaction, so it sees every earlier reservation of the batch and of
+        other workers, and is reserved with caps and budgets re-checked atomically. If any
+        event fails, the batch is rolled back and written again event by event, each in a
+        savepoint: the failing one is marked ``error`` and the others go on."""
         book = self.book()
         mono = time.monotonic()
-        reserved: list[tuple[int, str, str, str]] = []
-        shared: dict[tuple[str, str], int] = {}  # budget counts read in this transaction
-        done = 0
-        with self.store.transaction():
-            for row in rows:
-                try:
-                    with self.store.transaction():  # a savepoint per event
-                        if not self.store.claim_event(row["event_id"]):
-                            continue  # another worker has it
-                        send = self._one(row, now, mono, book, shared)
-                    done += 1
-                    if send is not None:
-                        reserved.append(send)
-                except Exception:
-                    self.counters.errors += 1
-                    log.exception("event %s: decision failed; marked error", row["event_id"])
-                    self.store.claim_event(row["event_id"], "error")
+        counts: dict[tuple[str, str], int] = {}  # budget counts, read once for the batch
+        plans = [self._plan(row, now, mono, book, counts) for row in rows]
+        snapshot = dataclasses.replace(self.counters)
+        try:
+            reserved, done = self._write(plans, now, mono, book, savepoints=False)
+        except _EventFailed:
+            self.counters = snapshot
+            reserved, done = self._write(plans, now, mono, book, savepoints=True)
         for send_id, phone, sender, text in reserved:
             try:
                 result = self.deliverer.deliver(send_id, phone, sender, text)
@@ -223,6 +244,73 @@ class DecisionWorker:
                 continue
             log.debug("send %s -> %s", send_id, result.status)
         return done
+
+    def _plan(
+        self,
+        row: dict[str, Any],
+        now: float,
+        mono: float,
+        book: CampaignBook,
+        counts: dict[tuple[str, str], int],
+    ) -> tuple[dict[str, Any], _Decided | BaseException | None]:
+        """Phase 1: the event's decision from what the store says now (no write lock)."""
+        try:
+            event = event_of(row)
+            if event.type not in TRIGGER_TYPES:
+                return row, None
+            return row, self._decide(event, now, mono, book, counts)
+        except Exception as exc:  # stored as an error in phase 2
+            return row, exc
+
+    def _decide(
+        self,
+        event: Event,
+        now: float,
+        mono: float,
+        book: CampaignBook,
+        shared: dict[tuple[str, str], int],
+    ) -> _Decided:
+        store_info = self.store_info(event.store_id, mono)
+        customer, history, counters, day_start = self.inputs(event, store_info, now, book, shared)
+        outcome = decide(event, store_info, customer, book, history, now, self.policy, counters)
+        return _Decided(event, store_info, customer, outcome, day_start)
+
+    def _write(
+        self,
+        plans: list[tuple[dict[str, Any], _Decided | BaseException | None]],
+        now: float,
+        mono: float,
+        book: CampaignBook,
+        savepoints: bool,
+    ) -> tuple[list[tuple[int, str, str, str]], int]:
+        """Phase 2: one write transaction for the batch."""
+        reserved: list[tuple[int, str, str, str]] = []
+        shared: dict[tuple[str, str], int] = {}  # budget counts read in this transaction
+        touched: set[int] = set()  # customers with a send or holdout reserved in this batch
+        done = 0
+        with self.store.transaction():
+            for row, plan in plans:
+                try:
+                    with self.store.transaction() if savepoints else contextlib.nullcontext():
+                        if not self.store.claim_event(row["event_id"]):
+                            continue  # another worker has it
+                        if isinstance(plan, BaseException):
+                            raise plan
+                        send = None
+                        if plan is not None:
+                            self.counters.events += 1
+                            send = self._settle(plan, now, mono, book, shared, touched)
+                except Exception as exc:
+                    if not savepoints:
+                        raise _EventFailed from exc  # roll the batch back, go event by event
+                    self.counters.errors += 1
+                    log.error("event %s: decision failed (%s); marked error", row["event_id"], exc)
+                    self.store.claim_event(row["event_id"], "error")
+                    continue
+                done += 1
+                if send is not None:
+                    reserved.append(send)
+        return reserved, done
 
     def _counters(
         self, book: CampaignBook, store: StoreInfo, event: Event, shared: dict[tuple[str, str], int]
@@ -278,21 +366,52 @@ class DecisionWorker:
         customer, history, counters, _ = self.inputs(event, store_info, now, book, {})
         return decide(event, store_info, customer, book, history, now, self.policy, counters)
 
-    def _one(
+    def _settle(
         self,
-        row: dict[str, Any],
+        plan: _Decided,
         now: float,
         mono: float,
         book: CampaignBook,
         shared: dict[tuple[str, str], int],
+        touched: set[int],
     ) -> tuple[int, str, str, str] | None:
-        event = event_of(row)
-        if event.type not in TRIGGER_TYPES:
-            return None
-        self.counters.events += 1
-        store_info = self.store_info(event.store_id, mono)
-        customer, history, counters, day_start = self.inputs(event, store_info, now, book, shared)
-        outcome = decide(event, store_info, customer, book, history, now, self.policy, counters)
+        """Store one planned decision inside the batch's transaction. A skip is stored as it
+        is. A send or holdout is decided again first if its customer already got one in this
+        batch; its reservation re-checks consent, erasure, caps and budgets, and if that
+        refuses (another worker, a revoked consent), it is decided again in the transaction."""
+        out = plan.outcome
+        if isinstance(out, Skip) and not out.holdout:
+            return self._store(plan, now, book, shared)[0]
+        customer_id = plan.customer.id if plan.customer else -1
+        fresh = customer_id in touched
+        if fresh:
+            plan = self._decide(plan.event, now, mono, book, shared)
+        send, stored = self._store(plan, now, book, shared, record_failure=fresh)
+        if not stored:
+            plan = self._decide(plan.event, now, mono, book, shared)
+            send, stored = self._store(plan, now, book, shared)
+        if isinstance(plan.outcome, Send) or plan.outcome.holdout:
+            touched.add(customer_id)
+        return send
+
+    def _store(
+        self,
+        plan: _Decided,
+        now: float,
+        book: CampaignBook,
+        shared: dict[tuple[str, str], int],
+        record_failure: bool = True,
+    ) -> tuple[tuple[int, str, str, str] | None, bool]:
+        """Store a decision; reserve a send or holdout exposure. Returns (send id, phone,
+        sender, text) of a reserved send, and whether anything was stored (False only when a
+        reservation was refused and ``record_failure`` is off)."""
+        event, store_info, customer, outcome, day_start = (
+            plan.event,
+            plan.store_info,
+            plan.customer,
+            plan.outcome,
+            plan.day_start,
+        )
         checks = checks_json(outcome)
         if isinstance(outcome, Skip) and not outcome.holdout:
             self.counters.skips += 1
@@ -309,7 +428,7 @@ class DecisionWorker:
                 checks=checks,
             )
             log.debug("event %s: skip (%s)", event.event_id, outcome.reason)
-            return None
+            return None, True
         assert customer is not None and store_info is not None
         holdout = isinstance(outcome, Skip)
         campaign = (
@@ -336,21 +455,24 @@ class DecisionWorker:
             provider=self.provider.name,
             segment=outcome.segment or None,
             checks=checks,
+            record_failure=record_failure,
         )
         if key is None:
+            if not record_failure:
+                return None, False
             self.counters.skips += 1
             log.info("event %s: skip (%s at reservation)", event.event_id, reason)
-            return None
+            return None, True
         if isinstance(outcome, Skip):
             self.counters.holdouts += 1
-            return None
+            return None, True
         self.counters.sends += 1
         if campaign.budget:
             shared["c", campaign.id] = shared.get(("c", campaign.id), 0) + 1
         if store_info.daily_budget is not None:
             k = ("s", f"{store_info.id}@{day_start}")
             shared[k] = shared.get(k, 0) + 1
-        return key, customer.phone, outcome.sender, outcome.text
+        return (key, customer.phone, outcome.sender, outcome.text), True
 
     # opt-out guard ------------------------------------------------------------------------
     def maybe_guard(self, now: float) -> list[str]:
@@ -388,6 +510,8 @@ class DecisionWorker:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.wake.wait(timeout=1.0)
+            # linger: let a burst gather so one transaction (one fsync) decides many events
+            self._stop.wait(self.linger_s)
             self.wake.clear()
             try:
                 self.process_pending()
@@ -400,3 +524,5 @@ class DecisionWorker:
         self.wake.set()
         if self._thread:
             self._thread.join(timeout=5.0)
+        if self._own:
+            self.store.close()

@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -240,9 +242,33 @@ class _Queued:
     status = "queued"
 
 
-def ingest_to_decision() -> dict[str, Any]:
-    import paho.mqtt.client as mqtt
+PUBLISHER = r"""
+import json, sys, time
+import paho.mqtt.client as mqtt
+port, path = int(sys.argv[1]), sys.argv[2]
+events = [json.loads(line) for line in open(path)]
+pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+pub.max_inflight_messages_set(1000)
+pub.max_queued_messages_set(0)
+pub.connect("127.0.0.1", port)
+pub.loop_start()
+print("ready", flush=True)
+sys.stdin.readline()
+t0 = time.perf_counter()
+infos = []
+for topic, event in events:
+    ts = time.time()
+    event.update(ts=ts, first_seen=ts - 30, last_seen=ts)
+    infos.append(pub.publish(topic, json.dumps(event), qos=1))
+for info in infos:
+    info.wait_for_publish(120)
+print(time.perf_counter() - t0, flush=True)
+pub.disconnect()
+pub.loop_stop()
+"""
 
+
+def ingest_to_decision() -> dict[str, Any]:
     from cloud_bridge.ingest import Ingest
     from cloud_bridge.mosquitto import LocalMosquitto
     from cloud_bridge.providers import SandboxProvider
@@ -295,7 +321,7 @@ def ingest_to_decision() -> dict[str, Any]:
                 )
     provider = SandboxProvider(store)
     handoff = _Handoff()
-    worker = DecisionWorker(store, provider, Policy(), handoff)  # type: ignore[arg-type]
+    worker = DecisionWorker(store, provider, Policy(), handoff, own_connection=True)  # type: ignore[arg-type]
     settings = MqttSettings(host="127.0.0.1", port=broker.port)
     ingest = Ingest(settings, store, worker.wake.set, client_id=f"bench-{uuid.uuid4().hex[:8]}")
     worker.start()
@@ -303,40 +329,35 @@ def ingest_to_decision() -> dict[str, Any]:
     try:
         if not ingest.connected.wait(10):
             raise RuntimeError("bridge ingest could not connect to Mosquitto")
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        pub.max_inflight_messages_set(1000)
-        pub.max_queued_messages_set(0)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
         open_stores = [s.id for s in make_stores() if s.country != "US"][:INGEST_STORES]
-        payloads = []
+        lines = []
         for _ in range(INGEST_EVENTS):
             cust = rng.randrange(INGEST_CUSTOMERS) + 1
-            sid = rng.choice(open_stores)
-            payloads.append(
-                (
-                    f"passby/v1/{sid}/door-1/events",
-                    {
-                        "schema": "passby.event/1",
-                        "event_id": uuid.uuid4().hex,
-                        "type": "arrive" if rng.random() < 0.8 else "visit",
-                        "subject": f"{cust:016x}",
-                        "first_seen": 0.0,
-                        "rssi": {"max": -55, "median": -62},
-                        "frames": 12,
-                        "dwell_s": 45.0,
-                    },
-                )
-            )
+            event = {
+                "schema": "passby.event/1",
+                "event_id": uuid.uuid4().hex,
+                "type": "arrive" if rng.random() < 0.8 else "visit",
+                "subject": f"{cust:016x}",
+                "rssi": {"max": -55, "median": -62},
+                "frames": 12,
+                "dwell_s": 45.0,
+            }
+            lines.append(json.dumps([f"passby/v1/{rng.choice(open_stores)}/door-1/events", event]))
+        events_file = tmp / "events.jsonl"
+        events_file.write_text("\n".join(lines) + "\n")
+        # the sensors' side publishes from its own process, as from other machines
+        pub = subprocess.Popen(
+            [sys.executable, "-c", PUBLISHER, str(broker.port), str(events_file)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert pub.stdin is not None and pub.stdout is not None
+        if pub.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher could not connect to Mosquitto")
         t0 = time.perf_counter()
-        infos = []
-        for topic, p in payloads:
-            ts = time.time()
-            p.update(ts=ts, first_seen=ts - 30, last_seen=ts)
-            infos.append(pub.publish(topic, json.dumps(p), qos=1))
-        for info in infos:
-            info.wait_for_publish(60)
-        published_s = time.perf_counter() - t0
+        pub.stdin.write("go\n")
+        pub.stdin.flush()
         deadline = time.monotonic() + 300
         stored_s = None
         while time.monotonic() < deadline:
@@ -347,8 +368,7 @@ def ingest_to_decision() -> dict[str, Any]:
                 break
             time.sleep(0.01)
         elapsed = time.perf_counter() - t0
-        pub.disconnect()
-        pub.loop_stop()
+        published_s = float(pub.communicate(timeout=60)[0].strip() or "nan")
         reasons = Counter(
             {
                 r["reason"]: r["n"]

@@ -1,0 +1,115 @@
+"""The decision worker's batches: one transaction per batch, a failing event isolated."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge import worker as worker_mod
+from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.store import BridgeStore
+from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.worker import DecisionWorker, event_of
+from edge_agent.roster import subject_id
+
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TOPIC = "passby/v1/main-st/door-1/events"
+
+
+@pytest.fixture()
+def bridge(tmp_path: Path):
+    store = BridgeStore(tmp_path / "bridge.db")
+    keys = BridgeKeys(tmp_path)
+    seed(store, keys, load_tenant(TENANT), time.time())
+    yield store, keys
+    store.close()
+
+
+def fire(store: BridgeStore, keys: BridgeKeys, crm_ids: list[str], type_: str = "arrive") -> None:
+    c = IngestCounters()
+    for crm in crm_ids:
+        now = time.time()
+        payload = {
+            "schema": "passby.event/1",
+            "event_id": uuid.uuid4().hex,
+            "type": type_,
+            "subject": subject_id(keys.subject_key, crm),
+            "ts": now,
+            "first_seen": now - 10,
+            "last_seen": now,
+            "rssi": {"max": -58, "median": -64},
+            "frames": 9,
+            "dwell_s": 12.5,
+        }
+        handle_message(store, TOPIC, json.dumps(payload).encode(), now, c)
+
+
+def test_a_failing_event_is_isolated(bridge, monkeypatch) -> None:
+    store, keys = bridge
+    fire(store, keys, ["C-1001", "C-1002", "C-1003"])
+    bad = store.next_new_events(10)[1]["event_id"]
+    real = worker_mod.decide
+
+    def flaky(event, *args, **kw):  # type: ignore[no-untyped-def]
+        if event.event_id == bad:
+            raise RuntimeError("boom")
+        return real(event, *args, **kw)
+
+    monkeypatch.setattr(worker_mod, "decide", flaky)
+    w = DecisionWorker(store, SandboxProvider(store))
+    assert w.process_pending() == 2
+    states = {r["event_id"]: r["state"] for r in store.query("SELECT * FROM events")}
+    assert states[bad] == "error" and list(states.values()).count("done") == 2
+    assert w.counters.errors == 1 and w.counters.sends == 2 and w.counters.events == 2
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 2
+    assert not store.query("SELECT 1 FROM decisions WHERE event_id=?", [bad])
+
+
+def test_leave_events_are_done_without_a_decision(bridge) -> None:
+    store, keys = bridge
+    fire(store, keys, ["C-1001"], "leave")
+    DecisionWorker(store, SandboxProvider(store)).process_pending()
+    assert store.query("SELECT state FROM events")[0]["state"] == "done"
+    assert not store.query("SELECT 1 FROM decisions")
+
+
+def test_event_of_reads_signal_and_dwell(bridge) -> None:
+    store, keys = bridge
+    fire(store, keys, ["C-1001"])
+    ev = event_of(store.next_new_events(1)[0])
+    assert (ev.rssi_max, ev.rssi_median, ev.dwell_s) == (-58, -64, 12.5)
+    broken = event_of({**store.next_new_events(1)[0], "payload": "{not json"})
+    assert broken.rssi_median is None and broken.dwell_s == 0.0
+
+
+def test_engine_customer_sees_sensed_visits_before_the_event(bridge) -> None:
+    store, keys = bridge
+    subject = subject_id(keys.subject_key, "C-1001")
+    for i, ts in enumerate((1000.0, 2000.0, 3000.0)):
+        store.insert_event(f"v{i}", "main-st", "door-1", "visit", subject, ts, "{}", ts)
+    row = store.engine_customer(subject, before=3000.0, since=1500.0)
+    assert row is not None and row["visit_times"] == (2000.0,)
+    assert row["sms"] == "active" and row["recognition"] == "active"
+    assert store.engine_customer("ffffffffffffffff", 1.0, 0.0) is None
+
+
+def test_worker_on_its_own_connection(bridge) -> None:
+    store, keys = bridge
+    fire(store, keys, ["C-1001", "C-1002"])
+    w = DecisionWorker(store, SandboxProvider(store), own_connection=True)
+    assert w.store is not store and w.store.path == store.path
+    w.start()
+    w.wake.set()
+    deadline = time.monotonic() + 10
+    while store.query("SELECT count(*) AS n FROM events WHERE state='new'")[0]["n"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    w.stop()
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 2
+    assert BridgeStore(":memory:").reopen() is not None
