@@ -293,6 +293,18 @@ MIGRATIONS: list[str] = [
     CREATE INDEX decisions_ts ON decisions(ts);
     CREATE INDEX sends_campaign_ts ON sends(campaign_id, ts)
     """,
+    # 7: returns, as a view: every later ``visit`` of the customer after a send or a holdout
+    # would-be send, with the delay (a report applies its window: a return is after_s <= N
+    # days). Derived from decisions and events, so it never disagrees with them.
+    """
+    CREATE VIEW returns AS
+    SELECT d.id AS decision_id, d.campaign_id, d.variant, d.store_id, d.holdout,
+        d.customer_id, d.ts AS exposed_at, e.event_id, e.store_id AS visit_store_id,
+        e.ts AS returned_at, e.ts - d.ts AS after_s
+    FROM decisions d JOIN customers c ON c.id = d.customer_id
+    JOIN events e ON e.subject = c.subject AND e.type = 'visit' AND e.ts > d.ts
+    WHERE d.outcome IN ('send', 'holdout')
+    """,
 ]
 
 
@@ -2002,8 +2014,8 @@ class BridgeStore:
         window = return_days * 86400
         return self.query(
             "SELECT d.id, d.campaign_id, d.variant, d.store_id, d.holdout, d.ts, d.customer_id, "
-            "EXISTS (SELECT 1 FROM events e WHERE e.subject=c.subject AND e.type='visit' "
-            "AND e.ts>d.ts AND e.ts<=d.ts+?) AS returned, "
+            "EXISTS (SELECT 1 FROM returns r WHERE r.decision_id=d.id AND r.after_s<=?) "
+            "AS returned, "
             "(SELECT total(p.amount) FROM purchases p WHERE p.customer_id=d.customer_id "
             "AND p.ts>d.ts AND p.ts<=d.ts+?) AS revenue, "
             "s.cost AS cost, s.state AS send_state "

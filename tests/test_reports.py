@@ -155,6 +155,10 @@ def test_returns_from_visits_within_the_window(bridge) -> None:
     [c] = rep.campaigns
     assert (c.sends, c.returns, c.holdout, c.holdout_returns) == (2, 1, 1, 1)
     assert build_report(store, now, 20).campaigns[0].returns == 2  # a wider window
+    # the returns view lists every later visit with its delay; the report applies the window
+    view = store.query("SELECT r.*, c.crm_id FROM returns r JOIN customers c ON c.id=r.customer_id")
+    delays = sorted((r["crm_id"], round(r["after_s"] / DAY)) for r in view)
+    assert delays == [("C-1001", 3), ("C-1002", 15), ("C-1003", 1), ("C-1004", 1)]
     assert c.cost == pytest.approx(0.10)
 
 
