@@ -229,7 +229,8 @@ class DecisionWorker:
         book = self.book()
         mono = time.monotonic()
         counts: dict[tuple[str, str], int] = {}  # budget counts, read once for the batch
-        plans = [self._plan(row, now, mono, book, counts) for row in rows]
+        memo: dict[str, tuple[Customer | None, History]] = {}  # customers, read once
+        plans = [self._plan(row, now, mono, book, counts, memo) for row in rows]
         snapshot = dataclasses.replace(self.counters)
         try:
             reserved, done = self._write(plans, now, mono, book, savepoints=False)
@@ -252,13 +253,14 @@ class DecisionWorker:
         mono: float,
         book: CampaignBook,
         counts: dict[tuple[str, str], int],
+        memo: dict[str, tuple[Customer | None, History]],
     ) -> tuple[dict[str, Any], _Decided | BaseException | None]:
         """Phase 1: the event's decision from what the store says now (no write lock)."""
         try:
             event = event_of(row)
             if event.type not in TRIGGER_TYPES:
                 return row, None
-            return row, self._decide(event, now, mono, book, counts)
+            return row, self._decide(event, now, mono, book, counts, memo)
         except Exception as exc:  # stored as an error in phase 2
             return row, exc
 
@@ -269,9 +271,12 @@ class DecisionWorker:
         mono: float,
         book: CampaignBook,
         shared: dict[tuple[str, str], int],
+        memo: dict[str, tuple[Customer | None, History]] | None = None,
     ) -> _Decided:
         store_info = self.store_info(event.store_id, mono)
-        customer, history, counters, day_start = self.inputs(event, store_info, now, book, shared)
+        customer, history, counters, day_start = self.inputs(
+            event, store_info, now, book, shared, memo
+        )
         outcome = decide(event, store_info, customer, book, history, now, self.policy, counters)
         return _Decided(event, store_info, customer, outcome, day_start)
 
@@ -345,13 +350,28 @@ class DecisionWorker:
         now: float,
         book: CampaignBook,
         shared: dict[tuple[str, str], int],
+        memo: dict[str, tuple[Customer | None, History]] | None = None,
     ) -> tuple[Customer | None, History, Counters, float]:
-        """Everything ``decide`` needs about the customer, their history and the budgets."""
+        """Everything ``decide`` needs about the customer, their history and the budgets.
+
+        ``memo`` (phase 1 of a batch, when nothing is written) reads a customer once per batch:
+        their visits up to ``now``, cut per event to those before it."""
         since = now - HISTORY_DAYS * 86400
-        customer = customer_of(self.store.engine_customer(event.subject, event.ts, since))
-        history = History()
-        if customer is not None:
-            history = History(*self.store.engine_history(customer.id, since))
+        hit = memo.get(event.subject) if memo is not None else None
+        if hit is None:
+            before = now + 1.0 if memo is not None else event.ts
+            customer = customer_of(self.store.engine_customer(event.subject, before, since))
+            history = History()
+            if customer is not None:
+                history = History(*self.store.engine_history(customer.id, since))
+            if memo is not None:
+                memo[event.subject] = (customer, history)
+        else:
+            customer, history = hit
+        if memo is not None and customer is not None:
+            earlier = tuple(t for t in customer.visit_times if t < event.ts)
+            if len(earlier) != len(customer.visit_times):
+                customer = dataclasses.replace(customer, visit_times=earlier)
         counters, day_start = (
             self._counters(book, store_info, event, shared)
             if store_info is not None
