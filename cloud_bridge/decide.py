@@ -65,6 +65,9 @@ __all__ = [
     "local_day_start",
     "local_time",
     "optout_guard_trips",
+    "rule_holds",
+    "rule_value",
+    "rule_words",
     "segment_of",
     "sending_window",
     "unit_pair",
@@ -464,7 +467,8 @@ def optout_guard_trips(sends: int, optouts: int, policy: Policy = Policy()) -> b
     return sends >= policy.optout_min_sends and optouts > policy.optout_max_rate * sends
 
 
-def _rule_value(rule: Rule, customer: Customer, now: float) -> str | float | None:
+def rule_value(rule: Rule, customer: Customer, now: float) -> str | float | None:
+    """The customer's value of the rule's field (None when unknown)."""
     f = rule.field
     if f == "loyalty_tier":
         return customer.loyalty_tier or None
@@ -482,7 +486,8 @@ def _rule_value(rule: Rule, customer: Customer, now: float) -> str | float | Non
     return None
 
 
-def _rule_holds(rule: Rule, have: str | float | None) -> bool:
+def rule_holds(rule: Rule, have: str | float | None) -> bool:
+    """Does the rule hold for this value (``rule_value``)?"""
     op = rule.op
     if op == "exists":
         return have is not None
@@ -503,6 +508,9 @@ def _rule_holds(rule: Rule, have: str | float | None) -> bool:
         "gt": have > ref,
         "lt": have < ref,
     }.get(op, False)
+
+
+_rule_value, _rule_holds = rule_value, rule_holds  # older names (console)
 
 
 def rule_words(rule: Rule) -> str:
@@ -580,8 +588,8 @@ def _campaign_fails(
             f"the customer is a {segment}; the campaign is for {', '.join(a.segments)}",
         )
     for rule in a.rules:
-        have = _rule_value(rule, customer, now)
-        if not _rule_holds(rule, have):
+        have = rule_value(rule, customer, now)
+        if not rule_holds(rule, have):
             return "audience", f"rule '{rule_words(rule)}' does not hold (it is {_show(have)})"
     stats = counters.optouts.get(c.id)
     if stats is not None and optout_guard_trips(stats[0], stats[1], policy):
