@@ -148,7 +148,8 @@ def demo_users(db: BridgeStore, store_id: str) -> str:
     return password
 
 
-def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> None:
+def wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> bool:
+    """Until the bridge holds ``expected`` events, all decided and no send still under way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = db.query(
@@ -156,9 +157,9 @@ def _wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> No
             "WHERE state IN ('reserved','sending')) AS unsent FROM events"
         )[0]
         if row["n"] >= expected and not row["pending"] and not row["unsent"]:
-            return
+            return True
         time.sleep(0.1)
-    raise DemoError(f"the bridge did not process {expected} events within {timeout:.0f} s")
+    return False
 
 
 def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
@@ -261,7 +262,9 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
                 )
             summary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
             total = summary
-            _wait_processed(db, before + sum(summary["events"].values()))
+            expected = before + sum(summary["events"].values())
+            if not wait_processed(db, expected):
+                raise DemoError(f"the bridge did not process {expected} events within 30 s")
         report(console, db, total, url)
         console.print(
             f"Log in as [bold]admin[/], [bold]marketer[/] or [bold]owner[/] (store "

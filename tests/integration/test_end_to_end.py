@@ -13,6 +13,7 @@ import pytest
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.demo.run import CAPTURE, TENANT, prepare_site
+from cloud_bridge.demo.run import wait_processed as demo_wait_processed
 from cloud_bridge.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService
 from cloud_bridge.store import BridgeStore
@@ -61,15 +62,8 @@ def replay(edge_toml: Path) -> dict:
 
 
 def wait_processed(store: BridgeStore, n: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        row = store.query(
-            "SELECT count(*) AS n, sum(state='new') AS p, (SELECT count(*) FROM sends "
-            "WHERE state IN ('reserved','sending')) AS unsent FROM events"
-        )[0]
-        if row["n"] >= n and not row["p"] and not row["unsent"]:
-            return
-        time.sleep(0.1)
+    if demo_wait_processed(store, n, timeout):
+        return
     pytest.fail(
         f"bridge processed {store.query('SELECT count(*) AS n FROM events')[0]['n']} of {n} events"
     )
