@@ -19,6 +19,9 @@
   }
   form.addEventListener("input", schedule);
   form.addEventListener("change", schedule);
+  // Whatever was typed before this script ran (a fast typist, autofill, a slow page) still
+  // gets its preview: render once for the form as it is now.
+  if (form.querySelector("textarea") && form.querySelector("textarea").value) schedule();
   document.addEventListener("click", function (ev) {
     var b = ev.target.closest ? ev.target.closest("button.test-send") : null;
     if (!b) return;
