@@ -148,6 +148,20 @@ def demo_users(db: BridgeStore, store_id: str) -> str:
     return password
 
 
+def agent_command(edge_toml: Path, capture: Path = CAPTURE) -> list[str]:
+    """The sensor agent replaying a capture, as its own process (the demo and the tests)."""
+    return [
+        sys.executable,
+        "-m",
+        "edge_agent.cli",
+        "run",
+        "--config",
+        str(edge_toml),
+        "--capture",
+        str(capture),
+    ]
+
+
 def wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> bool:
     """Until the bridge holds ``expected`` events, all decided and no send still under way."""
     deadline = time.monotonic() + timeout
@@ -241,16 +255,7 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
             before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
             with console.status(f"sensor replaying {CAPTURE.name}"), open(agent_log, "wb") as err:
                 agent = subprocess.run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "edge_agent.cli",
-                        "run",
-                        "--config",
-                        str(edge_toml),
-                        "--capture",
-                        str(CAPTURE),
-                    ],
+                    agent_command(edge_toml),
                     stdout=subprocess.PIPE,
                     stderr=err,
                     timeout=300,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.demo.run import CAPTURE, TENANT, prepare_site
+from cloud_bridge.demo.run import CAPTURE, TENANT, agent_command, prepare_site
 from cloud_bridge.demo.run import wait_processed as demo_wait_processed
 from cloud_bridge.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService
@@ -44,16 +44,7 @@ def chain(tmp_path: Path):
 def replay(edge_toml: Path) -> dict:
     """Run the real agent CLI as a separate process, as the demo does."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "run",
-            "--config",
-            str(edge_toml),
-            "--capture",
-            str(CAPTURE),
-        ],
+        agent_command(edge_toml),
         capture_output=True,
         timeout=240,
     )
