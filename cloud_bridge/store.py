@@ -24,9 +24,10 @@ import sqlite_utils
 
 from cloud_bridge.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.decide import Campaign, Customer, StoreInfo
+from cloud_bridge.pgdb import INTEGRITY_ERRORS, PgDatabase, is_postgres_url, safe_url
 from edge_agent.frames import parse_mac
 
-__all__ = ["BridgeStore", "MIGRATIONS"]
+__all__ = ["BridgeStore", "IntegrityError", "MIGRATIONS"]
 
 MIGRATIONS: list[str] = [
     # 1: the thin chain
@@ -347,6 +348,20 @@ def _mac_text(raw: bytes) -> str:
 CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
 
 
+class _NoLock:
+    """PostgreSQL needs no process-wide lock: threads do not share a connection."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# What a unique or foreign key violation raises, on either engine.
+IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *INTEGRITY_ERRORS)
+
+
 class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer bridge; this one must not touch it."""
 
@@ -355,51 +370,78 @@ class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
     def __init__(self, path: str | Path, data_key: bytes | None = None) -> None:
-        """``data_key`` encrypts MACs at rest; by default ``PASSBY_DATA_KEY`` or the key file in
-        ``keys/`` next to the database (the bridge's data_dir), created on first use."""
-        self.path = Path(path)
+        """``path`` is a SQLite file (or ``:memory:``) or a ``postgresql://`` URL.
+
+        ``data_key`` encrypts MACs at rest; by default ``PASSBY_DATA_KEY`` or the key file in
+        ``keys/`` next to the database (the bridge's data_dir), created on first use. A
+        PostgreSQL store has no directory of its own: give it the key (or the variable)."""
+        self.postgres = is_postgres_url(path)
+        self.location = str(path)
+        self.path = Path("postgresql") if self.postgres else Path(path)
         self._memory = str(path) == ":memory:"
-        if not self._memory:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            str(path), check_same_thread=False, isolation_level=None, timeout=30.0
-        )
-        self.db = sqlite_utils.Database(conn)
-        if not self._memory:
-            self.db.enable_wal()
-        self.db.execute("PRAGMA foreign_keys=ON")
-        # Deleted or overwritten content (erased customers, plaintext moved by migration 2,
-        # finished enrolments) is zeroed on disk, not left in free pages.
-        self.db.execute("PRAGMA secure_delete=ON")
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._lock: Any
+        self._tl = threading.local()
         self._data_key = data_key
         self._cipher: DataCipher | None = None
-        self.migrate()
-        if data_key is not None:
-            try:
+        if self.postgres:
+            self.db: Any = PgDatabase(str(path))
+            self._lock = _NoLock()  # each thread has its own pooled connection
+            self.db.prepare_schema()
+        else:
+            if not self._memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self.db = sqlite_utils.Database(conn)
+            if not self._memory:
+                self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys=ON")
+            # Deleted or overwritten content (erased customers, plaintext moved by migration 2,
+            # finished enrolments) is zeroed on disk, not left in free pages.
+            self.db.execute("PRAGMA secure_delete=ON")
+            self._lock = threading.RLock()
+        try:
+            self.migrate()
+            if data_key is not None:
                 _ = self.cipher  # a key given explicitly (the bridge service) is checked at once
-            except DataKeyError:
-                conn.close()
-                raise
+        except BaseException:
+            self.db.conn.close()
+            raise
+
+    @property
+    def _depth(self) -> int:
+        return getattr(self._tl, "depth", 0)
+
+    @_depth.setter
+    def _depth(self, value: int) -> None:
+        self._tl.depth = value
 
     # plumbing -----------------------------------------------------------------------------
     def migrate(self) -> int:
         """Run pending migrations; returns the schema version."""
         with self._lock:
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL)"
-            )
+            with self.transaction():
+                self._serialise_migrations()
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations "
+                    "(version INTEGER PRIMARY KEY, applied REAL)"
+                )
             done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
             if done and max(done) > len(MIGRATIONS):
                 raise SchemaTooNew(
-                    f"{self.path}: database schema v{max(done)} is newer than this bridge "
+                    f"{self.where}: database schema v{max(done)} is newer than this bridge "
                     f"(v{len(MIGRATIONS)}): upgrade the bridge or restore a backup"
                 )
             for number, sql in enumerate(MIGRATIONS, start=1):
                 if number in done:
                     continue
                 with self.transaction():
+                    self._serialise_migrations()
+                    if self.db.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version=?", [number]
+                    ).fetchone():
+                        continue  # another bridge process ran it while we waited
                     for statement in sql.split(";"):
                         if statement.strip():
                             self.db.execute(statement)
@@ -413,12 +455,26 @@ class BridgeStore:
                     self.checkpoint()  # the plaintext MACs of schema 1 must not stay in the WAL
             return len(MIGRATIONS)
 
+    def _serialise_migrations(self) -> None:
+        """PostgreSQL: bridge workers starting together migrate one at a time (SQLite's
+        BEGIN IMMEDIATE already does this)."""
+        if self.postgres:
+            self.db.execute("SELECT pg_advisory_xact_lock(7310301)")
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
         """An exclusive write transaction (serialises writers across threads and processes).
 
         Nested use joins the outer transaction through a savepoint, so store methods that write
         can be composed into one atomic unit (e.g. a whole CRM import)."""
+        if self.postgres:
+            with self.db.transaction():
+                self._depth += 1
+                try:
+                    yield self.db
+                finally:
+                    self._depth -= 1
+            return
         with self._lock:
             if self._depth:
                 name = f"sp{self._depth}"
@@ -444,6 +500,11 @@ class BridgeStore:
                     self._depth = 0
 
     @property
+    def where(self) -> str:
+        """The database for messages (a PostgreSQL URL without its password)."""
+        return safe_url(self.location) if self.postgres else str(self.path)
+
+    @property
     def cipher(self) -> DataCipher:
         """The MAC cipher, checked against the key id recorded when the database first used one."""
         with self._lock:
@@ -452,6 +513,13 @@ class BridgeStore:
                 if key is None:
                     if self._memory and not os.environ.get(ENV_VAR):
                         key = secrets.token_bytes(32)  # nothing outlives an in-memory db
+                    elif self.postgres:
+                        if not os.environ.get(ENV_VAR):
+                            raise DataKeyError(
+                                f"{self.where}: a PostgreSQL store keeps no key files: give the "
+                                f"bridge its data key ({ENV_VAR}, or data_dir with keys/{KEY_FILE})"
+                            )
+                        key = load_data_key(Path("."))
                     else:
                         key = load_data_key(self.path.parent / "keys")
                 cipher = DataCipher(key)
@@ -466,7 +534,7 @@ class BridgeStore:
                         )
                     elif row[0] != cipher.key_id:
                         raise DataKeyError(
-                            f"{self.path}: data key {cipher.key_id} is not the key this "
+                            f"{self.where}: data key {cipher.key_id} is not the key this "
                             f"database was written with ({row[0]}); check {ENV_VAR} or keys/{KEY_FILE}"
                         )
                 self._cipher = cipher
@@ -706,7 +774,7 @@ class BridgeStore:
         """Fold the WAL into the database and truncate it, so old page images (e.g. of an erased
         customer) do not linger in the -wal file."""
         with self._lock:
-            if not self._memory and not self._depth:
+            if not self._memory and not self._depth and not self.postgres:
                 self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # enrolments ---------------------------------------------------------------------------
@@ -999,7 +1067,7 @@ class BridgeStore:
         with self.transaction() as db:
             key = [row["store_id"], row["sensor_id"]]
             if rotate:
-                db.execute(
+                cur = db.execute(
                     "UPDATE sensor_credentials SET mqtt_username=?, mqtt_password_hash=?, "
                     "token_id=?, token_sha256=?, channel=coalesce(?, channel), rotated=?, "
                     "revoked=NULL WHERE store_id=? AND sensor_id=?",
@@ -1013,7 +1081,7 @@ class BridgeStore:
                         *key,
                     ],
                 )
-                if db.execute("SELECT changes()").fetchone()[0] == 0:
+                if cur.rowcount == 0:
                     raise sqlite3.IntegrityError(f"no sensor {key[0]}/{key[1]} to rotate")
             else:
                 db["sensor_credentials"].insert(row)
@@ -1613,8 +1681,8 @@ class BridgeStore:
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE campaigns SET status=?, updated=?, paused_reason=?, "
-                "paused_at=CASE WHEN ? THEN ? ELSE paused_at END WHERE id=?",
-                [status, now, reason if paused else None, paused, now, campaign_id],
+                "paused_at=CASE WHEN ?=1 THEN ? ELSE paused_at END WHERE id=?",
+                [status, now, reason if paused else None, int(paused), now, campaign_id],
             )
             return cur.rowcount == 1
 
@@ -1779,6 +1847,13 @@ class BridgeStore:
         the campaign's own cap only, so the holdout is exposed as often as the treatment."""
         placeholders = ",".join("?" * len(CAPPED_STATES))
         with self.transaction() as db:
+            self.lock_for(
+                [
+                    f"customer:{customer_id}",
+                    *([f"campaign:{campaign_id}"] if budget is not None else []),
+                    *([f"store:{store_id}"] if store_budget is not None else []),
+                ]
+            )
             live = db.execute(
                 "SELECT c.erased, (SELECT k.status FROM consents k WHERE k.customer_id=c.id "
                 "AND k.kind='sms' ORDER BY k.ts DESC, k.id DESC LIMIT 1), (SELECT k.status "
@@ -1878,12 +1953,26 @@ class BridgeStore:
             )
             return int(cur.lastrowid or 0), ""
 
+    def lock_for(self, keys: list[str]) -> None:
+        """Inside a transaction: hold these keys (``customer:<id>``, ``campaign:<id>``,
+        ``store:<id>``) until it ends, so a cap or budget is counted and reserved by one worker
+        at a time. SQLite's BEGIN IMMEDIATE already serialises every writer; PostgreSQL takes
+        transaction-scoped advisory locks, always in the order of their hash, so two workers
+        locking overlapping sets never deadlock. Taking a key again is free."""
+        if not self.postgres or not keys:
+            return
+        self.db.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT "
+            "hashtextextended(x, 0) AS k FROM unnest(CAST(? AS text[])) x ORDER BY k) s",
+            [sorted(set(keys))],
+        )
+
     def reopen(self) -> BridgeStore:
         """Another connection to the same database file (e.g. for the decision worker, so its
         reads do not wait behind the ingest's commits; WAL lets them run side by side)."""
         if self._memory:
             return self
-        return BridgeStore(self.path, self._data_key)
+        return BridgeStore(self.location, self._data_key)
 
     def claim_event(self, event_id: str, state: str = "done") -> bool:
         """new -> ``state`` for one event; False if another worker took it first."""

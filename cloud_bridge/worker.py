@@ -294,6 +294,7 @@ class DecisionWorker:
         touched: set[int] = set()  # customers with a send or holdout reserved in this batch
         done = 0
         with self.store.transaction():
+            self.store.lock_for(self._lock_keys(plans, book))
             for row, plan in plans:
                 try:
                     with self.store.transaction() if savepoints else contextlib.nullcontext():
@@ -316,6 +317,22 @@ class DecisionWorker:
                 if send is not None:
                     reserved.append(send)
         return reserved, done
+
+    @staticmethod
+    def _lock_keys(
+        plans: list[tuple[dict[str, Any], _Decided | BaseException | None]], book: CampaignBook
+    ) -> list[str]:
+        """What the batch's reservations may count: its customers, the budgets of its stores
+        and the budgeted campaigns (taken at once, in one order: see BridgeStore.lock_for)."""
+        keys: set[str] = set()
+        for _, plan in plans:
+            if isinstance(plan, _Decided) and plan.customer is not None:
+                keys.add(f"customer:{plan.customer.id}")
+                if plan.store_info is not None and plan.store_info.daily_budget is not None:
+                    keys.add(f"store:{plan.store_info.id}")
+        if keys:
+            keys.update(f"campaign:{c.id}" for c in book.campaigns if c.budget is not None)
+        return sorted(keys)
 
     def _counters(
         self, book: CampaignBook, store: StoreInfo, event: Event, shared: dict[tuple[str, str], int]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,40 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def shared_pcaps() -> Path:
     return require(SHARED_PCAPS, "the shared reference captures")
+
+
+# The store on both engines ---------------------------------------------------------------
+# ``db_location`` is a SQLite file in the test's tmp_path or a fresh database in a PostgreSQL
+# cluster this session starts (initdb/pg_ctl from Debian's postgresql, loopback only). A test
+# that takes it runs once per engine: [sqlite] and [postgres].
+_pg_names = itertools.count(1)
+PG_DATA_KEY = "5e" * 32
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[object]:
+    from cloud_bridge.pgserver import LocalPostgres, PostgresError
+
+    pg = LocalPostgres(settings={"fsync": "off", "synchronous_commit": "off"})
+    try:
+        pg.start()
+    except PostgresError as exc:
+        pg.stop()
+        pytest.fail(f"PostgreSQL did not start: {exc}", pytrace=False)
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_location(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str | Path:
+    if request.param == "sqlite":
+        return tmp_path / "bridge.db"
+    pg = request.getfixturevalue("postgres_cluster")
+    # A PostgreSQL store keeps no key files: its data key comes from the environment.
+    monkeypatch.setenv("PASSBY_DATA_KEY", PG_DATA_KEY)
+    return pg.create_database(f"t{next(_pg_names)}")  # type: ignore[attr-defined,no-any-return]
 
 
 # A run where nothing executed (everything skipped or deselected) is not a pass.

@@ -23,8 +23,8 @@ TOPIC = "passby/v1/main-st/door-1/events"
 
 
 @pytest.fixture()
-def bridge(tmp_path: Path):
-    store = BridgeStore(tmp_path / "bridge.db")
+def bridge(tmp_path: Path, db_location):
+    store = BridgeStore(db_location)
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
     yield store, keys
@@ -117,7 +117,7 @@ def test_concurrent_events_never_exceed_cap(bridge, tmp_path: Path) -> None:
     errors: list[BaseException] = []
 
     def work(chunk: list[dict]) -> None:
-        own = BridgeStore(tmp_path / "bridge.db")
+        own = BridgeStore(store.location)
         w = DecisionWorker(own, SandboxProvider(own))
         barrier.wait()
         try:

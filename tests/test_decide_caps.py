@@ -26,11 +26,11 @@ CONSENTING = ("C-1001", "C-1002", "C-1003")
 
 
 @pytest.fixture()
-def bridge(tmp_path: Path):
-    store = BridgeStore(tmp_path / "bridge.db")
+def bridge(tmp_path: Path, db_location):
+    store = BridgeStore(db_location)
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
-    yield store, keys, tmp_path / "bridge.db"
+    yield store, keys, db_location
     store.close()
 
 
