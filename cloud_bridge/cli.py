@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 import signal
 import sys
 import threading
@@ -55,13 +57,28 @@ def _load(config: Path | None) -> BridgeSettings:
 def run(
     config: Path | None = CONFIG_OPT,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    worker_id: str | None = typer.Option(
+        None,
+        "--worker-id",
+        help="run as one of several workers on a PostgreSQL store (MQTT client "
+        "passby-bridge-<id>; default: the worker_id setting)",
+    ),
+    console: bool = typer.Option(
+        True, "--console/--no-console", help="also serve the console and API (one worker is enough)"
+    ),
 ) -> None:
     """Run MQTT ingest, the decision worker and the console until Ctrl-C or SIGTERM."""
     _logging(verbose)
     settings = _load(config)
+    if worker_id is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", worker_id):
+            raise typer.BadParameter(
+                "letters, digits, '_', '.', '-' only (1-32)", param_hint="--worker-id"
+            )
+        settings = settings.model_copy(update={"worker_id": worker_id})
     from cloud_bridge.service import BridgeService
 
-    service = BridgeService(settings)
+    service = BridgeService(settings, web=console)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -417,6 +434,235 @@ def sensors_revoke(
         raise typer.Exit(2) from None
     typer.echo(f"sensor {store_id}/{sensor_id} revoked")
     _broker_report(update)
+
+
+@app.command()
+def simulate(
+    credentials: Path = typer.Option(
+        Path("sim-credentials.json"),
+        "--credentials",
+        help="simulated sensors' broker accounts (JSON, mode 0600; written by --provision)",
+    ),
+    provision: int | None = typer.Option(
+        None,
+        "--provision",
+        help="provision N simulated sensors through the bridge's provisioning (accounts, "
+        "Mosquitto password/ACL files), write --credentials, and exit",
+        min=1,
+    ),
+    deprovision: bool = typer.Option(
+        False, "--deprovision", help="revoke every sensor of the --store-prefix stores, and exit"
+    ),
+    store_prefix: str = typer.Option(
+        "sim", "--store-prefix", help="simulated stores are PREFIX-0001, PREFIX-0002, ..."
+    ),
+    per_store: int = typer.Option(10, "--per-store", help="sensors per simulated store", min=1),
+    sensors: int | None = typer.Option(
+        None, "--sensors", help="simulate only the first N sensors of --credentials", min=1
+    ),
+    duration: float = typer.Option(
+        60.0, "--duration", help="seconds of publishing; the run then drains and stops", min=0.1
+    ),
+    rate: float = typer.Option(0.2, "--rate", help="events per second per sensor", min=0.0),
+    total_rate: float | None = typer.Option(
+        None, "--total-rate", help="events per second over the whole fleet (overrides --rate)"
+    ),
+    stats_interval: float = typer.Option(
+        60.0, "--stats-interval", help="seconds between each sensor's stats", min=0.1
+    ),
+    connect_rate: float = typer.Option(
+        200.0, "--connect-rate", help="new broker connections per second (the login ramp)"
+    ),
+    processes: int = typer.Option(
+        1, "--processes", help="worker processes, each one event loop", min=1, max=64
+    ),
+    host: str | None = typer.Option(
+        None, "--host", help="broker host (default: from --credentials, i.e. provisioning)"
+    ),
+    port: int | None = typer.Option(None, "--port", help="broker port (default: as --host)"),
+    tls: bool | None = typer.Option(
+        None, "--tls/--no-tls", help="connect with TLS (default: as provisioning said)"
+    ),
+    ca_file: Path | None = typer.Option(None, "--ca-file", help="CA bundle of the broker"),
+    subjects_file: Path | None = typer.Option(
+        None, "--subjects", help="subject ids to use, one per line (default: random unknown ones)"
+    ),
+    subjects_from_store: bool = typer.Option(
+        False, "--subjects-from-store", help="use the subjects of the bridge's customers (-c)"
+    ),
+    known_subjects_ok: bool = typer.Option(
+        False,
+        "--known-subjects-ok",
+        help="confirm that events for real customers' subjects may trigger real SMS through "
+        "campaigns that cover the simulated stores",
+    ),
+    unknown_share: float = typer.Option(
+        0.0,
+        "--unknown-share",
+        help="share of events with a random unknown subject when subjects are given",
+        min=0.0,
+        max=1.0,
+    ),
+    drain: float = typer.Option(
+        15.0, "--drain", help="seconds to wait for outstanding PUBACKs after --duration", min=0.0
+    ),
+    summary_json: Path | None = typer.Option(
+        None, "--summary-json", help="write the summary here as JSON"
+    ),
+    acked_ids: Path | None = typer.Option(
+        None, "--acked-ids", help="write every acknowledged event id here, one per line"
+    ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="afterwards, look up every acknowledged event in the bridge's store (-c) and "
+        "report lost = acknowledged - stored",
+    ),
+    verify_timeout: float = typer.Option(
+        120.0, "--verify-timeout", help="seconds --verify waits for the ingest to catch up"
+    ),
+    config: Path | None = CONFIG_OPT,
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Load-test a deployment: thousands of simulated sensors, each a real MQTT client with its own account, for a bounded time."""
+    import dataclasses
+    import json
+
+    from cloud_bridge import simulator as sim
+
+    _logging(verbose)
+    logging.getLogger("paho.mqtt").setLevel(logging.WARNING)
+
+    def fail(message: str) -> typer.Exit:
+        typer.echo(f"error: {message}", err=True)
+        return typer.Exit(2)
+
+    if provision is not None or deprovision or subjects_from_store or verify:
+        settings = _load(config)
+        from cloud_bridge.store import BridgeStore
+
+        store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    if provision is not None:
+        from cloud_bridge.provisioning import ProvisioningError
+
+        try:
+            creds, update = sim.provision_fleet(store, settings, provision, store_prefix, per_store)
+        except (ProvisioningError, sim.SimulatorError) as exc:
+            raise fail(str(exc)) from None
+        sim.write_credentials(credentials, creds)
+        typer.echo(
+            f"provisioned {provision} simulated sensors in {math.ceil(provision / per_store)} "
+            f"store(s) {store_prefix}-*; credentials in {credentials} (mode 0600)"
+        )
+        _broker_report(update)
+        typer.echo(f"run them: cloud-bridge simulate --credentials {credentials} --duration 600")
+        return
+    if deprovision:
+        n, update = sim.revoke_fleet(store, settings, store_prefix)
+        typer.echo(f"revoked {n} simulated sensor(s) of {store_prefix}-*")
+        _broker_report(update)
+        return
+    try:
+        creds = sim.load_credentials(credentials)
+        subjects: tuple[str, ...] = ()
+        if subjects_file is not None:
+            subjects = sim.load_subjects(subjects_file)
+        if subjects_from_store:
+            subjects += sim.subjects_from_store(store)
+    except sim.SimulatorError as exc:
+        raise fail(str(exc)) from None
+    if subjects and not known_subjects_ok:
+        raise fail(
+            f"{len(subjects)} subject(s) given: events for enrolled customers go through the "
+            "decisions like real ones and may send real SMS where a campaign covers the "
+            "simulated stores (use the sandbox provider); add --known-subjects-ok to go ahead"
+        )
+    b = creds.broker
+    broker = dataclasses.replace(
+        b,
+        host=host or b.host,
+        port=port or b.port,
+        tls=b.tls if tls is None else tls,
+        ca_file=ca_file,
+        ca_pem=None if ca_file else b.ca_pem,
+    )
+    plan = sim.SimulationPlan(
+        sensors=creds.sensors[:sensors] if sensors else creds.sensors,
+        broker=broker,
+        duration_s=duration,
+        rate_per_sensor=rate,
+        total_rate=total_rate,
+        stats_interval_s=stats_interval,
+        connect_rate=connect_rate,
+        processes=processes,
+        subjects=subjects,
+        unknown_share=unknown_share if subjects else 1.0,
+        drain_s=drain,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    typer.echo(
+        f"simulating {len(plan.sensors)} sensors on {broker.host}:{broker.port}"
+        f"{' (TLS)' if broker.tls else ''} for {duration:g} s at "
+        f"{plan.per_sensor_rate * len(plan.sensors):g} events/s"
+    )
+    try:
+        summary = sim.run_simulation(plan, stop)
+    except sim.SimulatorError as exc:
+        raise fail(str(exc)) from None
+    if acked_ids is not None:
+        acked_ids.write_text("".join(f"{e}\n" for e in summary.acked_event_ids))
+    lost: int | None = None
+    if verify:
+        typer.echo(f"looking up {summary.events_acked} acknowledged events in the store...")
+        missing = sim.wait_stored(store, summary.acked_event_ids, verify_timeout)
+        lost = len(missing)
+    data = summary.to_dict()
+    if lost is not None:
+        data["stored"] = summary.events_acked - lost
+        data["lost"] = lost
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(data, indent=2) + "\n")
+    _print_simulation(data)
+    bad = summary.never_connected or summary.lost_at_broker or summary.errors or (lost or 0)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _print_simulation(data: dict) -> None:  # type: ignore[type-arg]
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="fleet simulation")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    rows = [
+        ("sensors (connected / never / refused)",
+         f"{data['sensors']} ({data['connected']} / {data['never_connected']} / {data['connect_refused']})"),
+        ("connect errors / disconnects / reconnects",
+         f"{data['connect_errors']} / {data['disconnects']} / {data['reconnects']}"),
+        ("events published", str(data["events_published"])),
+        ("events acknowledged", str(data["events_acked"])),
+        ("refused / no subscriber / unacknowledged",
+         f"{data['events_refused']} / {data['events_no_subscribers']} / {data['events_unacked']}"),
+        ("skipped while offline", str(data["events_skipped_offline"])),
+        ("status sent (acknowledged) / stats sent",
+         f"{data['status_sent']} ({data['status_acked']}) / {data['stats_sent']}"),
+        ("rate: target / achieved (events/s)", f"{data['target_rate']:g} / {data['achieved_rate']:g}"),
+        ("publish -> PUBACK ms p50 / p99 / max",
+         " / ".join(str(data["latency_ms"].get(k, "-")) for k in ("p50", "p99", "max"))),
+        ("elapsed s (publishing window)", f"{data['elapsed_s']:.1f} ({data['publish_window_s']:.1f})"),
+    ]  # fmt: skip
+    if "lost" in data:
+        rows.append(("stored in the bridge / lost", f"{data['stored']} / {data['lost']}"))
+    for reason, n in data["refused_reasons"].items():
+        rows.append((f"refused: {reason}", str(n)))
+    for error in data["errors"][:5]:
+        rows.append(("error", error))
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
 
 
 users_app = typer.Typer(

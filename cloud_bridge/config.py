@@ -333,7 +333,24 @@ class BridgeSettings(PassbySettings):
     """Everything the cloud bridge needs to run."""
 
     data_dir: Path = Field(Path("var/bridge"), description="database and generated keys live here")
-    database: Path | None = Field(None, description="SQLite file (default data_dir/bridge.db)")
+    database: str | None = Field(
+        None,
+        description="SQLite file (default data_dir/bridge.db) or a postgresql:// URL: several "
+        "bridge workers then share one database (see deploy/cloud/SCALE.md)",
+    )
+    worker_id: str = Field(
+        "1",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="this bridge process's name among several: its MQTT client id is "
+        "passby-bridge-<worker_id> (each worker needs its own; a restarted worker keeps its id "
+        "and gets back the events the broker held for it)",
+    )
+    orphan_after_s: float = Field(
+        10.0,
+        gt=0,
+        description="PostgreSQL store: each worker decides the events its own ingest stored, and "
+        "takes over events left undecided this long (a worker that died mid-batch)",
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")
     provider: ProviderSettings = Field(default_factory=ProviderSettings, description="SMS provider")
     delivery: DeliverySettings = Field(
@@ -372,8 +389,11 @@ class BridgeSettings(PassbySettings):
                 raise ValueError("must be 64 hex digits (32 bytes)")
         return v
 
-    def database_path(self) -> Path:
-        return self.database or self.data_dir / "bridge.db"
+    def database_path(self) -> Path | str:
+        """The SQLite file, or the PostgreSQL URL as given."""
+        if self.database and self.database.startswith(("postgresql://", "postgres://")):
+            return self.database
+        return Path(self.database) if self.database else self.data_dir / "bridge.db"
 
     def data_key_bytes(self) -> bytes:
         """The data key: this setting (or PASSBY_DATA_KEY), else the key file under data_dir."""

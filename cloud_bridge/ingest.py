@@ -52,6 +52,7 @@ class IngestCounters:
     stats: int = 0
     # when each sensor's last_seen was last written for an event (at most once a second)
     seen_written: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_event_id: str = ""  # the event the last 'event' result stored
     # sensors whose last status spoke another protocol version: their events are refused
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -98,6 +99,7 @@ def handle_message(
                 counters.duplicates += 1
                 return "duplicate"
             counters.events += 1
+            counters.last_event_id = msg.event_id
             key = (store_id, sensor_id)
             if now - counters.seen_written.get(key, 0.0) >= SEEN_EVERY_S:
                 counters.seen_written[key] = now
@@ -153,7 +155,7 @@ class Ingest:
         self,
         settings: MqttSettings,
         store: BridgeStore,
-        on_event: Callable[[], None],
+        on_event: Callable[[str], None],
         client_id: str = "passby-bridge-1",
     ) -> None:
         self.settings = settings
@@ -189,7 +191,7 @@ class Ingest:
         if message.qos > 0:
             client.ack(message.mid, message.qos)
         if kind == "event":
-            self.on_event()
+            self.on_event(self.counters.last_event_id)
 
     def start(self) -> None:
         self._client.connect_async(

@@ -73,8 +73,14 @@ class BridgeService:
             guard_every_s=p.guard_every_s,
             guard_window_days=p.optout_window_days,
             own_connection=True,  # decisions read beside the ingest's commits (WAL)
+            orphan_after_s=settings.orphan_after_s if self.store.postgres else None,
         )
-        self.ingest = Ingest(settings.mqtt, self.store, self.worker.wake.set)
+        self.ingest = Ingest(
+            settings.mqtt,
+            self.store,
+            self.worker.notify,
+            client_id=f"passby-bridge-{settings.worker_id}",
+        )
         self.web = None
         if web:
             app = create_app(self.store, settings)

@@ -940,9 +940,27 @@ class BridgeStore:
         with self._lock:
             self.db["sensors"].upsert(row, pk=("store_id", "sensor_id"))
 
-    def next_new_events(self, limit: int = 100) -> list[dict[str, Any]]:
+    def next_new_events(
+        self, limit: int = 100, received_before: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The oldest undecided events (optionally only those received before a time)."""
+        if received_before is None:
+            return self.query(
+                "SELECT * FROM events WHERE state='new' ORDER BY received, ts LIMIT ?", [limit]
+            )
         return self.query(
-            "SELECT * FROM events WHERE state='new' ORDER BY received, ts LIMIT ?", [limit]
+            "SELECT * FROM events WHERE state='new' AND received<? ORDER BY received, ts LIMIT ?",
+            [received_before, limit],
+        )
+
+    def new_events_by_id(self, event_ids: list[str]) -> list[dict[str, Any]]:
+        """These events, if still undecided, oldest first."""
+        if not event_ids:
+            return []
+        return self.query(
+            f"SELECT * FROM events WHERE event_id IN ({','.join('?' * len(event_ids))}) "
+            "AND state='new' ORDER BY received, ts",
+            event_ids,
         )
 
     def mark_event(self, event_id: str, state: str) -> None:
@@ -1976,6 +1994,16 @@ class BridgeStore:
 
     def claim_event(self, event_id: str, state: str = "done") -> bool:
         """new -> ``state`` for one event; False if another worker took it first."""
+        if self.postgres:
+            # Never wait for a row another worker is deciding: it has the event (and waiting
+            # while holding our own claims could deadlock). If it rolls back, the event is
+            # still new and a later sweep takes it.
+            cur = self.db.execute(
+                "UPDATE events SET state=? WHERE event_id IN (SELECT event_id FROM events "
+                "WHERE event_id=? AND state='new' FOR UPDATE SKIP LOCKED)",
+                [state, event_id],
+            )
+            return cur.rowcount == 1
         with self._lock:
             cur = self.db.conn.execute(
                 "UPDATE events SET state=? WHERE event_id=? AND state='new'", [state, event_id]

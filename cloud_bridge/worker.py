@@ -16,6 +16,7 @@ pauses active campaigns whose opt-outs / sends exceed the policy (alert in the l
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -80,6 +81,7 @@ class WorkerCounters:
     holdouts: int = 0
     errors: int = 0
     auto_paused: int = 0
+    orphans: int = 0  # events another worker left undecided, taken over
 
 
 def event_of(row: dict[str, Any]) -> Event:
@@ -156,6 +158,7 @@ class DecisionWorker:
         guard_window_days: float = 7.0,
         linger_s: float = 0.01,
         own_connection: bool = False,
+        orphan_after_s: float | None = None,
     ) -> None:
         # own_connection: decide on a second connection to the database (service), so reading
         # never waits behind the ingest's commits; writes still serialise in SQLite.
@@ -171,6 +174,12 @@ class DecisionWorker:
         self.linger_s = linger_s
         self.counters = WorkerCounters()
         self.wake = threading.Event()
+        # Several workers on one PostgreSQL store (orphan_after_s set): each decides the events
+        # its own ingest stored (the broker's shared subscription already spread them) and
+        # sweeps up events nobody decided for orphan_after_s (a worker died mid-batch). With
+        # None, every undecided event is ours at once (one bridge).
+        self.orphan_after_s = orphan_after_s
+        self._mine: collections.deque[str] = collections.deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._book: tuple[Any, CampaignBook] | None = None
@@ -205,12 +214,33 @@ class DecisionWorker:
         """Decide every event still marked new; returns how many were processed."""
         done = 0
         while True:
-            rows = self.store.next_new_events(self.batch)
+            rows = self._next_rows()
             if not rows:
                 break
             done += self.process_batch(rows, time.time() if now is None else now)
         self.maybe_guard(time.time() if now is None else now)
         return done
+
+    def notify(self, event_id: str) -> None:
+        """The ingest stored this event (called from the MQTT thread)."""
+        if self.orphan_after_s is not None:
+            self._mine.append(event_id)
+        self.wake.set()
+
+    def _next_rows(self) -> list[dict[str, Any]]:
+        if self.orphan_after_s is None:
+            return self.store.next_new_events(self.batch)
+        while self._mine:
+            ids = []
+            while self._mine and len(ids) < self.batch:
+                ids.append(self._mine.popleft())
+            rows = self.store.new_events_by_id(ids)
+            if rows:
+                return rows
+        rows = self.store.next_new_events(self.batch, time.time() - self.orphan_after_s)
+        if rows:
+            self.counters.orphans += len(rows)
+        return rows
 
     def process(self, row: dict[str, Any], now: float) -> None:
         self.process_batch([row], now)

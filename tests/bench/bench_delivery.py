@@ -207,7 +207,7 @@ def chain(tmp: Path) -> dict[str, Any]:
         bucket=TokenBucket(RATE, burst=1),
     )
     worker = DecisionWorker(store, provider, deliverer=deliverer)
-    ingest = Ingest(mqtt, store, worker.wake.set, client_id="bench-bridge")
+    ingest = Ingest(mqtt, store, worker.notify, client_id="bench-bridge")
     deliverer.start()
     worker.start()
     ingest.start()

@@ -323,7 +323,7 @@ def ingest_to_decision() -> dict[str, Any]:
     handoff = _Handoff()
     worker = DecisionWorker(store, provider, Policy(), handoff, own_connection=True)  # type: ignore[arg-type]
     settings = MqttSettings(host="127.0.0.1", port=broker.port)
-    ingest = Ingest(settings, store, worker.wake.set, client_id=f"bench-{uuid.uuid4().hex[:8]}")
+    ingest = Ingest(settings, store, worker.notify, client_id=f"bench-{uuid.uuid4().hex[:8]}")
     worker.start()
     ingest.start()
     try:

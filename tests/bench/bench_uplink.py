@@ -83,7 +83,7 @@ def bridge_main(argv: list[str]) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     store = BridgeStore(Path(argv[1]), data_key=bytes.fromhex(argv[2]))
-    ingest = Ingest(settings, store, lambda: None, "bench-bridge")
+    ingest = Ingest(settings, store, lambda _event_id: None, "bench-bridge")
     delivered: dict[str, float] = {}
 
     def on_message(client: Any, userdata: Any, msg: Any) -> None:

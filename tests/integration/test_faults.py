@@ -60,7 +60,7 @@ class Bridge:
         self.broker = broker
         self.store = BridgeStore(path, data_key=secrets.token_bytes(32))
         settings = MqttSettings(host=broker.host, port=broker.port, reconnect_max_s=1.0)
-        self.ingest = Ingest(settings, self.store, lambda: None, client_id="fault-bridge")
+        self.ingest = Ingest(settings, self.store, lambda _event_id: None, client_id="fault-bridge")
         self.ingest.start()
         assert self.ingest.connected.wait(10), "bridge could not connect"
 
