@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import bridge_location, database_setting
 
 from cloud_bridge.crm_import import ImportFileError, import_customers
 from cloud_bridge.keys import BridgeKeys
@@ -32,8 +34,8 @@ CSV = HEADER + GOOD_1 + GOOD_2 + BAD + NO_EVIDENCE + DUPLICATE
 
 
 @pytest.fixture()
-def bridge(tmp_path: Path):
-    store = BridgeStore(tmp_path / "bridge" / "bridge.db")
+def bridge(tmp_path: Path, db_location):
+    store = BridgeStore(bridge_location(db_location, tmp_path / "bridge"))
     keys = BridgeKeys(tmp_path / "bridge")
     seed(store, keys, load_tenant(TENANT), time.time())
     yield store, keys, tmp_path
@@ -249,7 +251,7 @@ def test_cli_table_json_and_exit_status(bridge) -> None:
     store, keys, tmp = bridge
     store.close()
     cfg = tmp / "bridge.toml"
-    cfg.write_text(f'data_dir = "{tmp / "bridge"}"\n')
+    cfg.write_text(f'data_dir = "{tmp / "bridge"}"\n' + database_setting(store.location))
     path = tmp / "crm.csv"
     path.write_text(CSV, encoding="utf-8")
     cli = [
@@ -267,7 +269,9 @@ def test_cli_table_json_and_exit_status(bridge) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        # a PostgreSQL store's data key comes from the environment
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+        | {k: v for k, v in os.environ.items() if k == "PASSBY_DATA_KEY"},
     )
     assert out.returncode == 1, out.stderr
     assert "row" in out.stdout and "duplicate of row 2" in out.stdout

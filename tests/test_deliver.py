@@ -72,8 +72,8 @@ def deliverer(store: BridgeStore, provider: Scripted, **opts: object) -> Deliver
 
 
 @pytest.fixture()
-def store() -> BridgeStore:
-    s = new_store()
+def store(db_location) -> BridgeStore:
+    s = new_store(db_location)
     yield s
     s.close()
 

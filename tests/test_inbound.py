@@ -15,6 +15,7 @@ from cloud_bridge.deliver import Deliverer, DeliveryOptions
 from cloud_bridge.inbound import gateway_signature, inbound_router, parse_keyword, smsc_signature
 from cloud_bridge.providers import Outgoing, SendResult, StatusResult, twilio_signature
 from cloud_bridge.ratelimit import TokenBucket
+from cloud_bridge.store import BridgeStore
 
 PUBLIC = "https://bridge.example"
 SID = "AC" + "c" * 32
@@ -98,13 +99,27 @@ def settings_for(kind: str) -> BridgeSettings:
     return BridgeSettings(public_url=PUBLIC, provider={"kind": kind, **extra})
 
 
+@pytest.fixture()
+def make_env(db_location):  # type: ignore[no-untyped-def]
+    """make_env(provider kind): a store on this test's engine, its deliverer and a client."""
+    stores: list[BridgeStore] = []
+
+    def make(kind: str):  # type: ignore[no-untyped-def]
+        assert not stores, "one store per test"
+        stores.append(new_store(db_location))
+        return _env(stores[0], kind)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
 @pytest.fixture(params=["twilio"])
-def env(request):  # type: ignore[no-untyped-def]
+def env(request, make_env):  # type: ignore[no-untyped-def]
     return make_env(request.param)
 
 
-def make_env(kind: str):  # type: ignore[no-untyped-def]
-    store = new_store()
+def _env(store: BridgeStore, kind: str):  # type: ignore[no-untyped-def]
     now = time.time()
     cid = add_customer(store, 1, now)
     provider = Recorder(kind)
@@ -252,7 +267,7 @@ def test_twilio_receipt_flags_a_landline(env) -> None:  # type: ignore[no-untype
     assert store.number_flag(cid)["code"] == "30006"
 
 
-def test_smsc_callbacks() -> None:
+def test_smsc_callbacks(make_env) -> None:  # type: ignore[no-untyped-def]
     store, cid, provider, d, client = make_env("smsc")
     sid = reserve(store, cid, time.time(), provider="smsc")
     d.deliver(sid)
@@ -269,7 +284,7 @@ def test_smsc_callbacks() -> None:
     assert "отписаны" in provider.calls[-1].body
 
 
-def test_generic_gateway_webhooks() -> None:
+def test_generic_gateway_webhooks(make_env) -> None:  # type: ignore[no-untyped-def]
     store, cid, _, _, client = make_env("http")
 
     def post(path: str, payload: dict, ts: float | None = None, secret: str = "gw-secret"):  # type: ignore[no-untyped-def]
@@ -304,7 +319,7 @@ def test_routes_of_other_providers_are_closed(env) -> None:  # type: ignore[no-u
     )
 
 
-def test_sandbox_inbound_for_the_demo() -> None:
+def test_sandbox_inbound_for_the_demo(make_env) -> None:  # type: ignore[no-untyped-def]
     store, cid, _, _, client = make_env("sandbox")
     r = client.post("/sms/sandbox/inbound", json={"id": "s1", "from": PHONE, "text": "STOP"})
     assert r.status_code == 200 and r.json() == {"action": "stop", "customers": 1, "changed": 1}
