@@ -29,7 +29,6 @@ import hmac
 import logging
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 
 from cloud_bridge.config import WebSettings
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.store import BridgeStore, IntegrityError
 
 __all__ = [
     "ROLES",
@@ -180,7 +179,7 @@ class Accounts:
             return self.store.add_user(
                 username, role, HASHER.hash(password), now, clean, phone or None
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise AccountError("username", f"{username!r} is taken") from None
 
     def set_password(self, user_id: int, password: str, now: float) -> None:

@@ -30,7 +30,6 @@ import os
 import re
 import secrets
 import signal
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.store import BridgeStore, IntegrityError
 from edge_agent.enroll import PairedMqtt, PairingConfig
 from edge_agent.protocol import ID_PATTERN, TOPIC_ROOT
 
@@ -331,7 +330,7 @@ def add_sensor(
     }
     try:
         store.save_sensor_credentials(row, rotate=rotate)
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         if rotate:
             raise ProvisioningError(f"no sensor {store_id}/{sensor_id} to rotate") from None
         other = store.query(

@@ -1080,8 +1080,8 @@ class BridgeStore:
     def save_sensor_credentials(self, row: dict[str, Any], rotate: bool = False) -> None:
         """Create a sensor's credentials (or replace them with ``rotate``), voiding its old codes.
 
-        Raises ``sqlite3.IntegrityError`` when the sensor exists and ``rotate`` is false, or when
-        its broker user name is taken by another sensor."""
+        Raises an ``IntegrityError`` (of either engine) when the sensor exists and ``rotate`` is
+        false, or when its broker user name is taken by another sensor."""
         with self.transaction() as db:
             key = [row["store_id"], row["sensor_id"]]
             if rotate:
@@ -1466,7 +1466,7 @@ class BridgeStore:
         stores: list[str] | tuple[str, ...] = (),
         phone: str | None = None,
     ) -> int:
-        """Create a console user (``sqlite3.IntegrityError`` if the name is taken)."""
+        """Create a console user (an ``IntegrityError`` of either engine if the name is taken)."""
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT INTO users(username, role, password_hash, phone, created, "

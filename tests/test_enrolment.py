@@ -37,8 +37,8 @@ class Clock:
 
 
 @pytest.fixture()
-def env(tmp_path: Path):
-    store = BridgeStore(tmp_path / "bridge.db")
+def env(tmp_path: Path, db_location):
+    store = BridgeStore(db_location)
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
     clock = Clock()
@@ -438,8 +438,8 @@ def test_no_phone_name_mac_or_code_in_logs(env, caplog) -> None:
         assert needle not in text
 
 
-def test_the_console_app_serves_the_enrolment_page(tmp_path: Path) -> None:
-    store = BridgeStore(tmp_path / "bridge.db")
+def test_the_console_app_serves_the_enrolment_page(tmp_path: Path, db_location) -> None:
+    store = BridgeStore(db_location)
     seed(store, BridgeKeys(tmp_path), load_tenant(TENANT), time.time())
     with TestClient(create_app(store)) as client:
         assert client.get("/enrol/main-st").status_code == 200

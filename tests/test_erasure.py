@@ -175,4 +175,3 @@ def test_cli_erase(bridge) -> None:
         assert_anna_gone(again, tmp / "bridge" / "bridge.db")
     finally:
         again.close()
-

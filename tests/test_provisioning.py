@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from engine_helpers import bridge_location, database_setting, table_names
 from typer.testing import CliRunner
 
 from cloud_bridge.cli import app as bridge_app
@@ -36,9 +37,10 @@ ROOT = Path(__file__).parents[1]
 SITE_KEY = "00112233445566778899aabbccddeeff"
 
 
-def _settings(tmp_path: Path, **provisioning: object) -> BridgeSettings:
+def _settings(tmp_path: Path, db_location: str | Path, **provisioning: object) -> BridgeSettings:
     return BridgeSettings(
         data_dir=tmp_path / "bridge",
+        database=str(bridge_location(db_location, tmp_path / "bridge")),
         data_key="ab" * 32,
         public_url="http://127.0.0.1:1",
         mqtt=MqttSettings(host="broker.internal", username="bridge", password="bridge-secret"),
@@ -50,9 +52,10 @@ def _settings(tmp_path: Path, **provisioning: object) -> BridgeSettings:
 
 
 @pytest.fixture()
-def env(tmp_path: Path):
+def env(tmp_path: Path, db_location):
     settings = _settings(
         tmp_path,
+        db_location,
         password_file=tmp_path / "mosquitto" / "passby.passwd",
         acl_file=tmp_path / "mosquitto" / "passby.acl",
     )
@@ -75,8 +78,8 @@ def env(tmp_path: Path):
 def _all_text(store: BridgeStore) -> str:
     """Every value in every table, for 'is this secret stored anywhere' checks."""
     out = []
-    for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-        for row in store.db.execute(f"SELECT * FROM [{name}]"):
+    for name in table_names(store):
+        for row in store.db.execute(f"SELECT * FROM {name}"):
             out += [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in row]
     return "\n".join(out)
 
@@ -245,14 +248,17 @@ def test_enroll_over_http_writes_private_files_once(env, tmp_path: Path) -> None
         web.stop()
 
 
-def test_cli_add_list_revoke(tmp_path: Path) -> None:
-    data_key = secrets.token_hex(32)
+def test_cli_add_list_revoke(tmp_path: Path, db_location) -> None:
+    # PASSBY_DATA_KEY (set for a PostgreSQL store) would win over the file's data_key
+    data_key = os.environ.get("PASSBY_DATA_KEY") or secrets.token_hex(32)
     toml = tmp_path / "bridge.toml"
+    location = bridge_location(db_location, tmp_path / "bridge")
     toml.write_text(
         f'data_dir = "{tmp_path / "bridge"}"\ndata_key = "{data_key}"\n'
-        f'public_url = "https://bridge.example"\n[provisioning]\nmqtt_host = "mqtt.example"\n'
+        + database_setting(location)
+        + 'public_url = "https://bridge.example"\n[provisioning]\nmqtt_host = "mqtt.example"\n'
     )
-    store = BridgeStore(tmp_path / "bridge" / "bridge.db", data_key=bytes.fromhex(data_key))
+    store = BridgeStore(location, data_key=bytes.fromhex(data_key))
     store.upsert_store(
         {
             "id": "main-st",
