@@ -600,17 +600,21 @@ def simulate(
         drain_s=drain,
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     typer.echo(
         f"simulating {len(plan.sensors)} sensors on {broker.host}:{broker.port}"
         f"{' (TLS)' if broker.tls else ''} for {duration:g} s at "
         f"{plan.per_sensor_rate * len(plan.sensors):g} events/s"
     )
     try:
-        summary = sim.run_simulation(plan, stop)
+        summary = sim.run_simulation(plan, stop)  # Ctrl-C: drain, say offline, summarise
     except sim.SimulatorError as exc:
         raise fail(str(exc)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if acked_ids is not None:
         acked_ids.write_text("".join(f"{e}\n" for e in summary.acked_event_ids))
     lost: int | None = None

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["BrokerError", "LocalMosquitto", "find_mosquitto", "free_port"]
+__all__ = ["BrokerError", "LocalMosquitto", "find_mosquitto", "free_port", "raise_nofile"]
 
 
 class BrokerError(RuntimeError):
@@ -35,6 +36,24 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def raise_nofile(pid: int = 0) -> int:
+    """Raise a process's open-file soft limit to its hard limit (``pid`` 0: this process) and
+    return the new soft limit. Every MQTT connection is a file descriptor and the soft limit is
+    often 1024, so a broker (or the fleet simulator) meant for thousands of sensors needs this.
+    ``prlimit`` on the child after it started, rather than a Popen ``preexec_fn``: the latter is
+    unsafe in a process with threads (the tests and the demo have them), and Mosquitto only
+    meets the limit when it accepts connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        if pid:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+        elif soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):  # e.g. the child already exited; start() reports that
+        return soft
+    return hard
 
 
 class LocalMosquitto:
@@ -83,6 +102,7 @@ class LocalMosquitto:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        raise_nofile(self.proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -44,6 +44,7 @@ from edge_agent.enroll import PairedMqtt, PairingConfig
 from edge_agent.protocol import ID_PATTERN, TOPIC_ROOT
 
 __all__ = [
+    "BrokerUpdate",
     "PairingError",
     "Provisioned",
     "ProvisioningError",
@@ -307,8 +308,12 @@ def add_sensor(
     channel: int | None = None,
     rotate: bool = False,
     now: float | None = None,
+    write_broker: bool = True,
 ) -> Provisioned:
-    """Create a sensor (or with ``rotate``, new credentials for an existing one) and a code."""
+    """Create a sensor (or with ``rotate``, new credentials for an existing one) and a code.
+
+    ``write_broker=False`` leaves the Mosquitto files alone: a caller adding many sensors (the
+    fleet simulator) calls ``write_broker_files`` once at the end instead of once per sensor."""
     now = time.time() if now is None else now
     if store.site_key(store_id) is None:
         raise ProvisioningError(f"unknown store {store_id!r}: create it first (cloud-bridge seed)")
@@ -363,18 +368,23 @@ def add_sensor(
         }
     )
     store.purge_pairing_codes(now)
-    broker = write_broker_files(store, settings)
+    broker = write_broker_files(store, settings) if write_broker else BrokerUpdate()
     log.info("provisioned sensor %s/%s (broker user %s)", store_id, sensor_id, username)
     return Provisioned(store_id, sensor_id, username, code, expires, broker)
 
 
 def revoke_sensor(
-    store: BridgeStore, settings: BridgeSettings, store_id: str, sensor_id: str
+    store: BridgeStore,
+    settings: BridgeSettings,
+    store_id: str,
+    sensor_id: str,
+    write_broker: bool = True,
 ) -> BrokerUpdate:
+    """Withdraw a sensor; ``write_broker=False`` as in ``add_sensor``."""
     if not store.revoke_sensor(store_id, sensor_id, time.time()):
         raise ProvisioningError(f"no live sensor {store_id}/{sensor_id}")
     log.info("revoked sensor %s/%s", store_id, sensor_id)
-    return write_broker_files(store, settings)
+    return write_broker_files(store, settings) if write_broker else BrokerUpdate()
 
 
 def redeem(
