@@ -489,7 +489,8 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 def default_enrolments(store: BridgeStore, settings: BridgeSettings | None = None) -> Enrolments:
     """From the bridge settings (the configured provider, ``enrol`` settings, the subject key
-    under data_dir); without settings: sandbox provider, defaults, keys next to the database."""
+    under data_dir); without settings: sandbox provider, defaults, keys next to the database
+    (a SQLite file; a PostgreSQL store needs the settings)."""
     from cloud_bridge.keys import BridgeKeys
     from cloud_bridge.providers import make_provider
 
@@ -502,6 +503,12 @@ def default_enrolments(store: BridgeStore, settings: BridgeSettings | None = Non
         )
     if str(store.path) == ":memory:":
         subject_key = secrets.token_bytes(32)
+    elif store.postgres:
+        # No directory of its own: keys "next to the database" would land in the cwd.
+        raise RuntimeError(
+            f"{store.where}: a PostgreSQL store keeps no key files: the enrolment page needs "
+            "the bridge settings (its data_dir holds the subject key)"
+        )
     else:
         subject_key = BridgeKeys(store.path.parent).subject_key
     return Enrolments(store, EnrolSettings(), SandboxProvider(store), subject_key)

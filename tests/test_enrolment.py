@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from cloud_bridge.config import EnrolSettings
+from cloud_bridge.config import BridgeSettings, EnrolSettings
 from cloud_bridge.consent import CONSENT_DIR, LANGUAGES, consent_text, versions
 from cloud_bridge.enrol import PORTAL_MAC_PARAMS, Enrolments, router
 from cloud_bridge.keys import BridgeKeys
@@ -441,7 +441,12 @@ def test_no_phone_name_mac_or_code_in_logs(env, caplog) -> None:
 def test_the_console_app_serves_the_enrolment_page(tmp_path: Path, db_location) -> None:
     store = BridgeStore(db_location)
     seed(store, BridgeKeys(tmp_path), load_tenant(TENANT), time.time())
-    with TestClient(create_app(store)) as client:
+    # Without settings the app finds the bridge's keys next to the SQLite file; a PostgreSQL
+    # store has no directory, so there the app is given the settings (data_dir) it needs.
+    settings = (
+        BridgeSettings(data_dir=tmp_path, database=str(db_location)) if store.postgres else None
+    )
+    with TestClient(create_app(store, settings)) as client:
         assert client.get("/enrol/main-st").status_code == 200
         assert client.get("/enrol/nowhere").status_code == 404
         # erasure API is off until a token is configured
