@@ -1655,10 +1655,11 @@ class BridgeStore:
                 db.execute(
                     "INSERT INTO footfall_hours(store_id, sensor_id, hour, unique_devices, "
                     "visitors, passers_by) VALUES (?,?,?,?,?,?) ON CONFLICT(store_id, sensor_id, "
-                    "hour) DO UPDATE SET unique_devices=max(unique_devices, excluded.unique_devices), "
-                    "visitors=max(visitors, excluded.visitors), "
-                    "passers_by=max(unique_devices, excluded.unique_devices)"
-                    "-max(visitors, excluded.visitors)",
+                    "hour) DO UPDATE SET "
+                    "unique_devices=max(footfall_hours.unique_devices, excluded.unique_devices), "
+                    "visitors=max(footfall_hours.visitors, excluded.visitors), "
+                    "passers_by=max(footfall_hours.unique_devices, excluded.unique_devices)"
+                    "-max(footfall_hours.visitors, excluded.visitors)",
                     [store_id, sensor_id, hour, int(unique), int(visitors), int(unique - visitors)],
                 )
 

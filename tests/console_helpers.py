@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine_helpers import bridge_location
 from fastapi.testclient import TestClient
 
 from cloud_bridge.auth import Accounts
@@ -99,8 +100,14 @@ def add_sensor_state(
     store.record_stats(store_id, sensor_id, base, now)
 
 
-def make_world(tmp_path: Path) -> World:
-    settings = BridgeSettings(data_dir=tmp_path / "bridge")
+def make_world(tmp_path: Path, db_location: str | Path | None = None) -> World:
+    """The console world in tmp_path; ``db_location`` (the conftest fixture) picks the engine:
+    a PostgreSQL database, else the bridge's default SQLite file under tmp_path/bridge."""
+    data_dir = tmp_path / "bridge"
+    database = None
+    if db_location is not None:
+        database = str(bridge_location(db_location, data_dir))
+    settings = BridgeSettings(data_dir=data_dir, database=database)
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
     seed(store, BridgeKeys(settings.data_dir), load_tenant(TENANT), time.time())
     store.upsert_store(

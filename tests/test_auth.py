@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ from cloud_bridge.auth import AccountError
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> World:
-    return make_world(tmp_path)
+def world(tmp_path: Path, db_location) -> Iterator[World]:
+    w = make_world(tmp_path, db_location)
+    yield w
+    w.store.close()
 
 
 def test_pages_and_api_need_a_login(world: World) -> None:

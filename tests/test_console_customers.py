@@ -3,6 +3,7 @@ phone, consent history with proof, erasure (admin, audited); owners never see cu
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ CSV = (
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> World:
-    return make_world(tmp_path)
+def world(tmp_path: Path, db_location) -> Iterator[World]:
+    w = make_world(tmp_path, db_location)
+    yield w
+    w.store.close()
 
 
 def test_import_search_consent_proof_and_erasure(world: World) -> None:

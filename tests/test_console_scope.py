@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,8 @@ SCOPED = {
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> World:
-    w = make_world(tmp_path)
+def world(tmp_path: Path, db_location) -> Iterator[World]:
+    w = make_world(tmp_path, db_location)
     now = time.time()
     s = w.store
     add_sensor_state(s, "main-st", "door-1", now)
@@ -32,7 +33,8 @@ def world(tmp_path: Path) -> World:
     s.insert_event("f" * 32, OTHER, "kiosk-1", "arrive", "ffffffffffffffff", now, "{}", now)
     s.record_decision("f" * 32, None, None, OTHER, "skip", "unknown_subject", "-", now)
     s.sandbox_record("SB-OTHER", "+37499000000", "NorthMall", "north secret", now)
-    return w
+    yield w
+    s.close()
 
 
 def test_owner_sees_no_other_store_on_any_api_route(world: World) -> None:
