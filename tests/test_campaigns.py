@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from engine_helpers import bridge_location, database_setting
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -76,8 +77,8 @@ weight = 1
 
 
 @pytest.fixture()
-def bridge(tmp_path: Path):
-    store = BridgeStore(tmp_path / "bridge.db")
+def bridge(tmp_path: Path, db_location):
+    store = BridgeStore(bridge_location(db_location, tmp_path))
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
     yield store, keys
@@ -362,15 +363,25 @@ def test_optout_guard_pauses_a_campaign_and_alerts(bridge, caplog) -> None:
     ]
     with store.transaction() as db:
         for i, cid in enumerate(ids):
-            db.execute(
+            decision_id = db.execute(
                 "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
                 "detail, ts) VALUES (?,?,?,?,?,?,?)",
                 [f"e{i}", cid, "fav-15", "send", "sent", "", now - 3600],
-            )
+            ).lastrowid
             db.execute(
                 "INSERT INTO sends(decision_id, customer_id, campaign_id, store_id, ts, state, "
-                "provider, sender, body) VALUES (last_insert_rowid(),?,?,?,?,?,?,?,?)",
-                [cid, "fav-15", "main-st", now - 3600, "delivered", "sandbox", "S", "b"],
+                "provider, sender, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    decision_id,
+                    cid,
+                    "fav-15",
+                    "main-st",
+                    now - 3600,
+                    "delivered",
+                    "sandbox",
+                    "S",
+                    "b",
+                ],
             )
     for cid in ids[:4]:  # 4 / 200 = 2 %: allowed
         store.record_consent(cid, "sms", "revoked", now - 60)
@@ -397,7 +408,9 @@ def test_optout_guard_pauses_a_campaign_and_alerts(bridge, caplog) -> None:
 
 def test_cli_load_list_status(bridge, tmp_path: Path) -> None:
     store, _ = bridge
-    cfg = write(tmp_path, f'data_dir = "{tmp_path}"\n', "bridge.toml")
+    cfg = write(
+        tmp_path, f'data_dir = "{tmp_path}"\n' + database_setting(store.location), "bridge.toml"
+    )
     runner = CliRunner()
     good = write(tmp_path, GOOD)
     r = runner.invoke(cli_app, ["campaigns", "load", str(good), "-c", str(cfg)])
@@ -419,7 +432,9 @@ def test_cli_load_list_status(bridge, tmp_path: Path) -> None:
 def test_cli_explain_event_and_customer(bridge, tmp_path: Path) -> None:
     store, keys = bridge
     send_events(store, keys, ["C-1001", "C-1001", "C-1004"])
-    cfg = write(tmp_path, f'data_dir = "{tmp_path}"\n', "bridge.toml")
+    cfg = write(
+        tmp_path, f'data_dir = "{tmp_path}"\n' + database_setting(store.location), "bridge.toml"
+    )
     runner = CliRunner()
     first, second = (
         r["event_id"] for r in store.query("SELECT event_id FROM decisions ORDER BY id")[:2]
