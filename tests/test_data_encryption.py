@@ -7,15 +7,18 @@ import re
 import sqlite3
 import stat
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+from engine_helpers import is_postgres, table_names
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.crm_import import import_customers
 from cloud_bridge.datakey import DataCipher, DataKeyError, load_data_key
 from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.pgdb import PgDatabase
 from cloud_bridge.store import MIGRATIONS, BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web import create_app
@@ -40,8 +43,8 @@ def db_bytes(directory: Path) -> dict[str, bytes]:
     }
 
 
-def test_no_plaintext_mac_in_the_database_files(tmp_path: Path) -> None:
-    store = BridgeStore(tmp_path / "bridge.db")
+def fill(store: BridgeStore, tmp_path: Path) -> list[str]:
+    """Devices from the tenant file, a CRM import and the enrolment API; their MACs."""
     keys = BridgeKeys(tmp_path)
     tenant = load_tenant(TENANT)
     seed(store, keys, tenant, time.time())
@@ -50,7 +53,12 @@ def test_no_plaintext_mac_in_the_database_files(tmp_path: Path) -> None:
     csv.write_text("crm_id,name,phone,macs\nC-9,Gor,+79167000099,06:0a:0b:0c:0d:0e\n")
     import_customers(store, keys.subject_key, csv, time.time())
     macs.append("06:0a:0b:0c:0d:0e")
-    with TestClient(create_app(store)) as client:  # and one through the enrolment API
+    # Without settings the app finds the bridge's keys next to the SQLite file; a PostgreSQL
+    # store has no directory, so there the app is given its settings (data_dir).
+    settings = (
+        BridgeSettings(data_dir=tmp_path, database=store.location) if store.postgres else None
+    )
+    with TestClient(create_app(store, settings)) as client:  # and one through the enrolment API
         r = client.post(
             "/api/v1/enrolments",
             json={
@@ -73,6 +81,35 @@ def test_no_plaintext_mac_in_the_database_files(tmp_path: Path) -> None:
     assert {"da:a1:19:3c:4e:01", "0a:1b:2c:3d:4e:5f"} <= roster_macs
     gor = store.customer_row("C-9")
     assert [d["mac"] for d in store.devices_of(gor["id"])] == ["06:0a:0b:0c:0d:0e"]
+    return macs
+
+
+def test_no_plaintext_mac_in_any_table(tmp_path: Path, db_location) -> None:
+    """Every value of every table, on either engine: MACs only encrypted and as keyed hashes."""
+    store = BridgeStore(db_location)
+    try:
+        macs = fill(store, tmp_path)
+        for table in table_names(store):
+            for row in store.query(f"SELECT * FROM {table}"):
+                for value in row.values():
+                    blob = value if isinstance(value, bytes) else str(value).encode()
+                    for mac in macs:
+                        for needle in notations(mac):
+                            assert needle not in blob, f"{needle!r} found in {table}"
+        rows = store.query("SELECT mac_enc, mac_hmac FROM devices")
+        assert len(rows) >= len(macs)
+        for r in rows:
+            assert len(r["mac_enc"]) == 12 + 6 + 16  # nonce + ciphertext + tag
+            assert len(r["mac_hmac"]) == 64
+    finally:
+        store.close()
+
+
+def test_no_plaintext_mac_in_the_database_files(tmp_path: Path) -> None:
+    """SQLite only: the database file and its WAL, read as bytes (a PostgreSQL server's files
+    are not the store's; test_no_plaintext_mac_in_any_table covers its content)."""
+    store = BridgeStore(tmp_path / "bridge.db")
+    macs = fill(store, tmp_path)
     live = db_bytes(tmp_path)  # with the WAL still open
     store.close()
     files = db_bytes(tmp_path)
@@ -112,8 +149,8 @@ def test_key_file_is_created_0600_and_env_wins(tmp_path: Path) -> None:
         load_data_key(tmp_path / "keys", env={"PASSBY_DATA_KEY": "abcd"})
 
 
-def test_database_refuses_another_key(tmp_path: Path, monkeypatch) -> None:
-    store = BridgeStore(tmp_path / "bridge.db", data_key=b"\x01" * 32)
+def test_database_refuses_another_key(db_location, monkeypatch) -> None:
+    store = BridgeStore(db_location, data_key=b"\x01" * 32)
     store.add_device(
         store.upsert_customer("C", "00", "N", "+79160000000", None, 0.0),
         "02:00:00:00:00:01",
@@ -122,12 +159,28 @@ def test_database_refuses_another_key(tmp_path: Path, monkeypatch) -> None:
     )
     store.close()
     with pytest.raises(DataKeyError, match="not the key this database was written with"):
-        BridgeStore(tmp_path / "bridge.db", data_key=b"\x02" * 32)  # refused at open
-    monkeypatch.delenv("PASSBY_DATA_KEY", raising=False)
-    lazy = BridgeStore(tmp_path / "bridge.db")  # default key file: not the one used above
-    with pytest.raises(DataKeyError):
+        BridgeStore(db_location, data_key=b"\x02" * 32)  # refused at open
+    if not is_postgres(db_location):
+        # SQLite's default is the key file next to the database; a PostgreSQL store keeps no
+        # key files, its default is PASSBY_DATA_KEY (the fixture's, not the one used above).
+        monkeypatch.delenv("PASSBY_DATA_KEY", raising=False)
+    lazy = BridgeStore(db_location)  # default key: not the one used above
+    with pytest.raises(DataKeyError, match="not the key this database was written with"):
         lazy.roster_entries(0)
     lazy.close()
+
+
+def test_postgres_store_without_a_data_key_is_refused(postgres_cluster, monkeypatch) -> None:
+    """A PostgreSQL store has no directory for a key file: no key given, no key in the
+    environment is an error naming the fix, not a key made up on the spot. (SQLite creates
+    its key file next to the database: test_key_file_is_created_0600_and_env_wins.)"""
+    monkeypatch.delenv("PASSBY_DATA_KEY", raising=False)
+    store = BridgeStore(postgres_cluster.create_database(f"nokey_{uuid.uuid4().hex[:12]}"))
+    try:
+        with pytest.raises(DataKeyError, match="PASSBY_DATA_KEY"):
+            store.roster_entries(0)
+    finally:
+        store.close()
 
 
 def test_settings_key_from_environment(tmp_path: Path, monkeypatch) -> None:
@@ -142,38 +195,58 @@ def test_settings_key_from_environment(tmp_path: Path, monkeypatch) -> None:
     assert os.path.exists(tmp_path / "keys" / "data.key")
 
 
-def test_schema_1_database_is_migrated_to_encrypted_macs(tmp_path: Path) -> None:
-    """A bridge database from before migration 2 holds plaintext MACs; opening it encrypts them
-    and leaves no plaintext behind (secure_delete + WAL checkpoint)."""
-    path = tmp_path / "bridge.db"
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
-    conn.executescript(MIGRATIONS[0])
-    conn.execute("INSERT INTO schema_migrations VALUES (1, 0)")
-    conn.execute(
+def write_schema_1(location: str | Path) -> None:
+    """A bridge database from before migration 2, with plaintext MACs (SQLite file in WAL mode,
+    or PostgreSQL through the store's own SQL translation)."""
+    if is_postgres(location):
+        db = PgDatabase(str(location))
+        db.prepare_schema()
+        run = db.execute
+    else:
+        conn = sqlite3.connect(location)
+        conn.execute("PRAGMA journal_mode=WAL")
+        run = conn.execute
+    run("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
+    for statement in MIGRATIONS[0].split(";"):
+        if statement.strip():
+            run(statement)
+    run("INSERT INTO schema_migrations VALUES (1, 0)")
+    run(
         "INSERT INTO customers(id, crm_id, subject, name, phone, created) "
         "VALUES (1, 'C-1', 'aa', 'Anna', '+79161234501', 0)"
     )
-    conn.execute(
+    run(
         "INSERT INTO consents(customer_id, kind, status, ts) VALUES (1, 'recognition', 'active', 0)"
     )
     for mac in ("da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3"):
-        conn.execute(
+        run(
             "INSERT INTO devices(customer_id, mac, first_seen, last_seen, expires) "
             "VALUES (1, ?, 0, 0, NULL)",
             [mac],
         )
-    conn.commit()
-    conn.close()
-    store = BridgeStore(path)
+    if is_postgres(location):
+        db.close()
+    else:
+        conn.commit()
+        conn.close()
+
+
+def test_schema_1_database_is_migrated_to_encrypted_macs(db_location) -> None:
+    """A bridge database from before migration 2 holds plaintext MACs; opening it encrypts them
+    and drops the old table. On SQLite no plaintext is left behind in the files either
+    (secure_delete + WAL checkpoint); a PostgreSQL server's files are not the store's."""
+    write_schema_1(db_location)
+    store = BridgeStore(db_location)
     assert sorted(store.roster_entries(1.0)) == [
         ("da:a1:19:3c:4e:01", "aa"),
         ("f2:5c:d8:01:77:a3", "aa"),
     ]
-    assert not store.query("SELECT name FROM sqlite_master WHERE name='devices_v1'")
+    assert "devices_v1" not in table_names(store) and "devices" in table_names(store)
+    assert len(store.query("SELECT * FROM devices WHERE customer_id=1")) == 2
     store.close()
-    for name, blob in db_bytes(tmp_path).items():
+    if is_postgres(db_location):
+        return
+    for name, blob in db_bytes(Path(db_location).parent).items():
         for mac in ("da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3"):
             for needle in notations(mac):
                 assert needle not in blob, f"{needle!r} left in {name}"
