@@ -98,6 +98,13 @@ class BridgeService:
     def stop(self) -> None:
         self.ingest.stop()
         self.worker.stop()
+        log.info(
+            "bridge worker %s stopping: %d events stored, %d decided, %d taken over",
+            self.settings.worker_id,
+            self.ingest.counters.events,
+            self.worker.counters.events,
+            self.worker.counters.orphans,
+        )
         self.deliverer.stop()
         if self.web:
             self.web.stop()
