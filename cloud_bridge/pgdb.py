@@ -30,9 +30,18 @@ from psycopg.adapt import Dumper
 from psycopg.types.numeric import NumericLoader
 from psycopg_pool import ConnectionPool
 
-__all__ = ["PgDatabase", "translate", "is_postgres_url", "safe_url", "INTEGRITY_ERRORS"]
+__all__ = [
+    "PgDatabase",
+    "translate",
+    "is_postgres_url",
+    "safe_url",
+    "INTEGRITY_ERRORS",
+    "MIGRATION_LOCK",
+]
 
 INTEGRITY_ERRORS: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
+# Advisory lock key held while the schema is created or migrated (one session at a time).
+MIGRATION_LOCK = 7310301
 
 
 def is_postgres_url(location: object) -> bool:
@@ -276,9 +285,8 @@ class _Conn:
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
         query, _ = translate(sql)
-        with self.db.connection() as conn:
-            with conn.cursor() as cur:
-                cur.executemany(query, [_params(p) for p in seq])
+        with self.db.connection() as conn, conn.cursor() as cur:
+            cur.executemany(query, [_params(p) for p in seq])
 
     def close(self) -> None:
         self.db.close()
@@ -388,21 +396,23 @@ class PgDatabase:
                 (new,),
             ).fetchall():
                 if name.startswith(old + "_"):
-                    conn.execute(f'ALTER INDEX "{name}" RENAME TO "{new}{name[len(old):]}"')
+                    conn.execute(f'ALTER INDEX "{name}" RENAME TO "{new}{name[len(old) :]}"')
             for (name,) in conn.execute(
                 "SELECT c.relname FROM pg_class c JOIN pg_depend d ON d.objid=c.oid "
                 "JOIN pg_class t ON t.oid=d.refobjid WHERE c.relkind='S' AND t.relname=%s",
                 (new,),
             ).fetchall():
                 if name.startswith(old + "_"):
-                    conn.execute(f'ALTER SEQUENCE "{name}" RENAME TO "{new}{name[len(old):]}"')
+                    conn.execute(f'ALTER SEQUENCE "{name}" RENAME TO "{new}{name[len(old) :]}"')
 
     def __getitem__(self, table: str) -> _Table:
         return _Table(self, table)
 
     def prepare_schema(self) -> None:
-        """What the translated DDL needs before the first migration."""
-        with self.connection() as conn:
+        """What the translated DDL needs before the first migration. Under the migrations'
+        advisory lock: ``IF NOT EXISTS`` does not stop two sessions creating it at once."""
+        with self.transaction(), self.connection() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             conn.execute(
                 "CREATE COLLATION IF NOT EXISTS nocase "
                 "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)"

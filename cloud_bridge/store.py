@@ -24,7 +24,13 @@ import sqlite_utils
 
 from cloud_bridge.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.decide import Campaign, Customer, StoreInfo
-from cloud_bridge.pgdb import INTEGRITY_ERRORS, PgDatabase, is_postgres_url, safe_url
+from cloud_bridge.pgdb import (
+    INTEGRITY_ERRORS,
+    MIGRATION_LOCK,
+    PgDatabase,
+    is_postgres_url,
+    safe_url,
+)
 from edge_agent.frames import parse_mac
 
 __all__ = ["BridgeStore", "IntegrityError", "MIGRATIONS"]
@@ -459,7 +465,7 @@ class BridgeStore:
         """PostgreSQL: bridge workers starting together migrate one at a time (SQLite's
         BEGIN IMMEDIATE already does this)."""
         if self.postgres:
-            self.db.execute("SELECT pg_advisory_xact_lock(7310301)")
+            self.db.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -524,15 +530,16 @@ class BridgeStore:
                         key = load_data_key(self.path.parent / "keys")
                 cipher = DataCipher(key)
                 with self.transaction() as db:
+                    # Insert-if-absent, then read: two stores opening a new PostgreSQL
+                    # database at once must not both insert (a unique key violation).
+                    db.execute(
+                        "INSERT OR IGNORE INTO bridge_meta(name, value) VALUES ('data_key_id', ?)",
+                        [cipher.key_id],
+                    )
                     row = db.execute(
                         "SELECT value FROM bridge_meta WHERE name='data_key_id'"
                     ).fetchone()
-                    if row is None:
-                        db.execute(
-                            "INSERT INTO bridge_meta(name, value) VALUES ('data_key_id', ?)",
-                            [cipher.key_id],
-                        )
-                    elif row[0] != cipher.key_id:
+                    if row[0] != cipher.key_id:
                         raise DataKeyError(
                             f"{self.where}: data key {cipher.key_id} is not the key this "
                             f"database was written with ({row[0]}); check {ENV_VAR} or keys/{KEY_FILE}"

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import table_names
 
 from cloud_bridge import store as store_mod
 from cloud_bridge.datakey import DataCipher
@@ -44,6 +48,7 @@ PINNED = {
     4: "1191b8bdb66782b2f8e7cb7c3772c85d85e85ef7f94caddd864210d800bc0321",
     5: "cc0b7ee14e2b3b15c0b9aa574127756a7d9b09133071056d9298ba7f48155d06",
     6: "6fab49659cb6998e615b70d63c7fedd6d43e95152e620dece3b5ca7eba3d7f19",
+    7: "15660fbbb86d0f4e0948c62e7a7f36bcbe78264667ffab8601e5004c88534a8c",
 }
 
 
@@ -340,16 +345,259 @@ def assert_data_still_works(path: Path) -> None:
         store.close()
 
 
-def test_migrating_twice_changes_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "bridge.db"
-    store = BridgeStore(path, data_key=KEY)
+def catalogue(store: BridgeStore) -> list[tuple[Any, ...]]:
+    """The whole schema as the engine describes it (SQLite: the DDL text of every object;
+    PostgreSQL: columns, indexes, constraints and views from its catalogue)."""
+    if not store.postgres:
+        return sorted(
+            (r["type"], r["name"], " ".join((r["sql"] or "").split()))
+            for r in store.query(
+                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            )
+        )
+    queries = [
+        "SELECT 'column', table_name, column_name, data_type, is_nullable, column_default, "
+        "is_identity, collation_name FROM information_schema.columns "
+        "WHERE table_schema=current_schema()",
+        "SELECT 'index', indexname, indexdef FROM pg_indexes WHERE schemaname=current_schema()",
+        "SELECT 'constraint', c.conname, t.relname, pg_get_constraintdef(c.oid) "
+        "FROM pg_constraint c JOIN pg_class t ON t.oid=c.conrelid "
+        "WHERE t.relnamespace=to_regnamespace(current_schema())",
+        "SELECT 'view', viewname, definition FROM pg_views WHERE schemaname=current_schema()",
+    ]
+    return sorted(tuple(r.values()) for q in queries for r in store.query(q))
+
+
+def test_migrating_twice_changes_nothing(db_location) -> None:
+    store = BridgeStore(db_location, data_key=KEY)
     first = store.query("SELECT version, applied FROM schema_migrations ORDER BY version")
+    assert [r["version"] for r in first] == list(range(1, LATEST + 1))
     assert store.migrate() == LATEST
     assert store.query("SELECT version, applied FROM schema_migrations ORDER BY version") == first
+    schema = catalogue(store)
+    assert schema
     store.close()
-    schema = _schema(path)
-    BridgeStore(path, data_key=KEY).close()
-    assert _schema(path) == schema
+    again = BridgeStore(db_location, data_key=KEY)
+    try:
+        assert catalogue(again) == schema
+        assert (
+            again.query("SELECT version, applied FROM schema_migrations ORDER BY version") == first
+        )
+    finally:
+        again.close()
+
+
+# PostgreSQL: the same migrations, translated ------------------------------------------------
+# A fresh PostgreSQL database must end up with the schema a fresh SQLite file has: the same
+# tables and views, the same columns in the same order with the corresponding types, keys,
+# defaults and indexes. (The pinned hashes above are of the one SQL text both engines run.)
+PG_TYPES = {"INTEGER": "bigint", "TEXT": "text", "REAL": "double precision", "BLOB": "bytea"}
+
+
+def portable_schema(store: BridgeStore) -> dict[str, Any]:
+    """Tables, views, columns, keys and indexes in terms both engines share."""
+    out: dict[str, Any] = {}
+    pg = store.postgres
+    if pg:
+        views = [
+            r["name"]
+            for r in store.query(
+                "SELECT table_name AS name FROM information_schema.views "
+                "WHERE table_schema=current_schema() ORDER BY 1"
+            )
+        ]
+    else:
+        views = [r["name"] for r in store.query("SELECT name FROM sqlite_master WHERE type='view'")]
+    out["views"] = sorted(views)
+    for t in [*table_names(store), *views]:
+        if pg:
+            cols = [
+                (r["name"], r["type"], r["nullable"] == "NO", _pg_default(r["dflt"]))
+                for r in store.query(
+                    "SELECT column_name AS name, data_type AS type, is_nullable AS nullable, "
+                    "column_default AS dflt FROM information_schema.columns "
+                    "WHERE table_schema=current_schema() AND table_name=? ORDER BY ordinal_position",
+                    [t],
+                )
+            ]
+        else:
+            pks = {
+                r["name"]
+                for r in store.query("SELECT name, pk FROM pragma_table_info(?)", [t])
+                if r["pk"]
+            }
+            cols = [
+                (
+                    r["name"],
+                    PG_TYPES.get(r["type"].upper(), r["type"]),
+                    # SQLite lets a non-INTEGER primary key column hold NULL (a historical
+                    # quirk); PostgreSQL makes every primary key column NOT NULL.
+                    bool(r["notnull"]) or r["name"] in pks,
+                    r["dflt_value"],
+                )
+                for r in store.query("SELECT * FROM pragma_table_info(?)", [t])
+            ]
+        if t in views:
+            cols = [c[0] for c in cols]  # view columns have no declared type in SQLite
+        out[f"columns {t}"] = cols
+        if t not in views:
+            out[f"unique {t}"] = _unique_keys(store, t)
+            out[f"foreign {t}"] = _foreign_keys(store, t)
+    out["indexes"] = _indexes(store)
+    return out
+
+
+def _pg_default(default: str | None) -> str | None:
+    """'[]'::text -> '[]' (PostgreSQL shows the type of a default; SQLite does not)."""
+    if default is None:
+        return None
+    return re.sub(r"::[a-z ]+$", "", default)
+
+
+def _unique_keys(store: BridgeStore, table: str) -> set[tuple[str, ...]]:
+    if store.postgres:
+        rows = store.query(
+            "SELECT i.indexrelid AS id, a.attname AS col, k.n FROM pg_index i "
+            "JOIN pg_class t ON t.oid=i.indrelid "
+            "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+            "JOIN pg_attribute a ON a.attrelid=t.oid AND a.attnum=k.attnum "
+            "WHERE t.relname=? AND t.relnamespace=to_regnamespace(current_schema()) "
+            "AND i.indisunique ORDER BY id, k.n",
+            [table],
+        )
+        keys: dict[Any, list[str]] = {}
+        for r in rows:
+            keys.setdefault(r["id"], []).append(r["col"])
+        return {tuple(k) for k in keys.values()}
+    out = set()
+    for idx in store.query('SELECT name FROM pragma_index_list(?) WHERE "unique"', [table]):
+        cols = store.query("SELECT name FROM pragma_index_info(?) ORDER BY seqno", [idx["name"]])
+        out.add(tuple(c["name"] for c in cols))
+    # an INTEGER PRIMARY KEY is the rowid in SQLite, not an index
+    pk = [
+        r["name"]
+        for r in store.query("SELECT name, pk FROM pragma_table_info(?)", [table])
+        if r["pk"]
+    ]
+    if pk:
+        out.add(tuple(pk))
+    return out
+
+
+def _foreign_keys(store: BridgeStore, table: str) -> set[tuple[str, str, str]]:
+    if store.postgres:
+        rows = store.query(
+            "SELECT kcu.column_name AS col, ccu.table_name AS ref, ccu.column_name AS ref_col "
+            "FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu "
+            "ON kcu.constraint_name=tc.constraint_name AND kcu.table_schema=tc.table_schema "
+            "JOIN information_schema.constraint_column_usage ccu "
+            "ON ccu.constraint_name=tc.constraint_name AND ccu.table_schema=tc.table_schema "
+            "WHERE tc.constraint_type='FOREIGN KEY' AND tc.table_schema=current_schema() "
+            "AND tc.table_name=?",
+            [table],
+        )
+        return {(r["col"], r["ref"], r["ref_col"]) for r in rows}
+    rows = store.query('SELECT "from", "table", "to" FROM pragma_foreign_key_list(?)', [table])
+    return {(r["from"], r["table"], r["to"]) for r in rows}
+
+
+def _indexes(store: BridgeStore) -> set[tuple[str, str, tuple[str, ...]]]:
+    """The indexes the migrations create by name: (name, table, columns)."""
+    if store.postgres:
+        rows = store.query(
+            "SELECT indexname, tablename, indexdef FROM pg_indexes i "
+            "WHERE schemaname=current_schema() AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conname=i.indexname)"
+        )
+        return {
+            (
+                r["indexname"],
+                r["tablename"],
+                tuple(
+                    c.strip() for c in re.search(r"\((.*)\)$", r["indexdef"]).group(1).split(",")
+                ),
+            )
+            for r in rows
+        }
+    rows = store.query(
+        "SELECT name, tbl_name FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
+    )
+    return {
+        (
+            r["name"],
+            r["tbl_name"],
+            tuple(
+                c["name"]
+                for c in store.query(
+                    "SELECT name FROM pragma_index_info(?) ORDER BY seqno", [r["name"]]
+                )
+            ),
+        )
+        for r in rows
+    }
+
+
+def _fresh_pg(cluster: Any) -> str:
+    return cluster.create_database(f"mig_{uuid.uuid4().hex[:12]}")  # type: ignore[no-any-return]
+
+
+def test_fresh_postgres_has_the_schema_of_a_fresh_sqlite_file(
+    tmp_path: Path, postgres_cluster: Any
+) -> None:
+    lite = BridgeStore(tmp_path / "bridge.db", data_key=KEY)
+    pg = BridgeStore(_fresh_pg(postgres_cluster), data_key=KEY)
+    try:
+        assert pg.migrate() == lite.migrate() == LATEST
+        versions = "SELECT version FROM schema_migrations ORDER BY version"
+        assert pg.query(versions) == lite.query(versions)
+        assert table_names(pg) == table_names(lite)
+        want, got = portable_schema(lite), portable_schema(pg)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key] == want[key], key
+    finally:
+        pg.close()
+        lite.close()
+
+
+def open_at_once(location: str | Path, n: int) -> tuple[list[BridgeStore], list[BaseException]]:
+    """``n`` threads open a store on ``location`` at the same moment: (stores, errors)."""
+    go = threading.Barrier(n)
+    opened: list[BridgeStore] = []
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        go.wait()
+        try:
+            opened.append(BridgeStore(location, data_key=KEY))
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return opened, errors
+
+
+def test_two_stores_opening_a_fresh_postgres_database_at_once_both_succeed(
+    postgres_cluster: Any,
+) -> None:
+    """Bridge workers started together: an advisory lock runs each migration once, the other
+    store waits for it, then finds it done."""
+    for _ in range(3):
+        opened, errors = open_at_once(_fresh_pg(postgres_cluster), 2)
+        try:
+            assert not errors, errors
+            assert len(opened) == 2
+            rows = opened[0].query("SELECT version FROM schema_migrations ORDER BY version")
+            assert [r["version"] for r in rows] == list(range(1, LATEST + 1))  # each once
+            assert catalogue(opened[0]) == catalogue(opened[1])
+        finally:
+            for store in opened:
+                store.close()
 
 
 def test_migrations_only_go_forward() -> None:
@@ -360,14 +608,14 @@ def test_migrations_only_go_forward() -> None:
     assert set(store_mod._MIGRATION_STEPS) <= set(range(1, LATEST + 1))
 
 
-def test_newer_schema_is_refused(tmp_path) -> None:
+def test_newer_schema_is_refused(db_location) -> None:
     """A downgrade is refused with a clear message instead of running on an unknown schema."""
     import pytest
 
     from cloud_bridge.store import MIGRATIONS, BridgeStore, SchemaTooNew
 
-    db = BridgeStore(tmp_path / "b.db")
+    db = BridgeStore(db_location)
     db.db.execute("INSERT INTO schema_migrations VALUES (?, 0)", [len(MIGRATIONS) + 1])
     db.close()
     with pytest.raises(SchemaTooNew, match="newer than this bridge"):
-        BridgeStore(tmp_path / "b.db")
+        BridgeStore(db_location)
