@@ -312,6 +312,39 @@ MIGRATIONS: list[str] = [
     JOIN events e ON e.subject = c.subject AND e.type = 'visit' AND e.ts > d.ts
     WHERE d.outcome IN ('send', 'holdout')
     """,
+    # 8: daily report figures (cloud_bridge/reports.py keeps them up to date from the rows
+    # added since it last looked; they are a cache: emptying report_marks rebuilds them).
+    # Per store and UTC day: detections, decisions by outcome and reason, sends by state,
+    # exposures with returns, revenue and cost per return window. Indexes to find what
+    # changed and the rows of one store and day.
+    """
+    CREATE TABLE report_marks (name TEXT PRIMARY KEY, value REAL NOT NULL);
+    CREATE TABLE report_event_days (
+        store_id TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL, n INTEGER NOT NULL
+    );
+    CREATE INDEX report_event_days_day ON report_event_days(day, store_id);
+    CREATE TABLE report_decision_days (
+        bucket TEXT, day INTEGER NOT NULL, store_id TEXT, campaign_id TEXT, variant TEXT,
+        outcome TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL
+    );
+    CREATE INDEX report_decision_days_day ON report_decision_days(day, bucket);
+    CREATE TABLE report_send_days (
+        store_id TEXT NOT NULL, day INTEGER NOT NULL, campaign_id TEXT, variant TEXT,
+        state TEXT NOT NULL, n INTEGER NOT NULL
+    );
+    CREATE INDEX report_send_days_day ON report_send_days(day, store_id);
+    CREATE TABLE report_exposure_days (
+        return_days INTEGER NOT NULL, store_id TEXT, day INTEGER NOT NULL, campaign_id TEXT,
+        variant TEXT, holdout INTEGER NOT NULL, n INTEGER NOT NULL, returns INTEGER NOT NULL,
+        revenue REAL NOT NULL, cost REAL NOT NULL
+    );
+    CREATE INDEX report_exposure_days_day ON report_exposure_days(return_days, day, store_id);
+    CREATE INDEX decisions_store_ts ON decisions(store_id, ts);
+    CREATE INDEX decisions_outcome_ts ON decisions(outcome, ts);
+    CREATE INDEX events_type_received ON events(type, received);
+    CREATE INDEX consents_revoked ON consents(kind, status, ts);
+    CREATE INDEX customers_erased ON customers(erased)
+    """,
 ]
 
 
