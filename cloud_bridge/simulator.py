@@ -26,6 +26,19 @@ Credentials come from the bridge's own provisioning (``provision_fleet``: ``add_
 pairing code redeemed at once, Mosquitto password/ACL files rewritten once at the end) and are
 kept in a JSON file with mode 0600 (``write_credentials``/``load_credentials``).
 
+As a library (a benchmark)::
+
+    creds, _ = provision_fleet(store, settings, 2000)          # or load_credentials(path)
+    summary = run_simulation(SimulationPlan(creds.sensors, creds.broker, duration_s=600))
+    assert wait_stored(store, summary.acked_event_ids) == []   # nothing acknowledged was lost
+
+Limits: paho's ``connect()`` blocks for the TCP (and TLS) handshake, so one loop opens about
+1/RTT connections a second; towards a distant broker use more ``processes``. With
+``processes=1`` the loop runs in the caller's process, whose open-file limit is raised: another
+paho client there that (re)connects meanwhile may get a descriptor above 1023, which paho's own
+``select()`` loop refuses, so a benchmark with its bridge in the same process should connect it
+first or use ``processes >= 2``.
+
 Errors: ``SimulatorError`` (a plan or file that cannot work; the message says what to change).
 """
 
@@ -209,10 +222,11 @@ class SimulationPlan:
         names = [s.client_id for s in self.sensors]
         if len(set(names)) != len(names):
             problems.append("two simulated sensors share a store and sensor id")
-        for s in self.sensors[:1] if not problems else ():
-            for value in (s.store_id, s.sensor_id):
-                if not _ID_RE.match(value):
-                    problems.append(f"id {value!r} does not match {ID_PATTERN}")
+        bad_ids = [
+            v for s in self.sensors for v in (s.store_id, s.sensor_id) if not _ID_RE.match(v)
+        ]
+        if bad_ids:
+            problems.append(f"id {bad_ids[0]!r} does not match {ID_PATTERN}")
         if problems:
             raise SimulatorError("; ".join(problems))
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from integration.brokers import make_test_pki, start_secure_broker
 from typer.testing import CliRunner
 
 from cloud_bridge import simulator as sim
@@ -214,6 +215,62 @@ def test_several_processes_share_the_fleet(deployment: Deployment) -> None:
     assert (s.connected, s.processes, s.errors) == (40, 2, [])
     assert s.events_acked == s.events_published > 40
     assert sim.wait_stored(d.store, s.acked_event_ids, timeout_s=15) == []
+
+
+def test_tls_with_the_shipped_broker_config_and_the_ca_from_pairing(tmp_path: Path) -> None:
+    """deploy/mosquitto's TLS configuration; the simulated sensors trust the CA that pairing
+    handed them (PEM in the credentials file), share one TLS context, and all get through."""
+    pki = make_test_pki(tmp_path / "pki")
+    d = tmp_path / "mosquitto"
+    d.mkdir()
+    broker = start_secure_broker(d, d / "passby.passwd", d / "passby.acl", pki)
+    settings = BridgeSettings(
+        data_dir=tmp_path / "bridge",
+        data_key="7c" * 32,
+        mqtt=MqttSettings(
+            port=broker.port,
+            tls=True,
+            ca_file=pki.ca_file,
+            username="bridge",
+            password=BRIDGE_PASSWORD,
+        ),
+        provisioning=ProvisioningSettings(
+            password_file=broker.password_file,
+            acl_file=broker.acl_file,
+            broker_pid_file=broker.pid_file,
+            mqtt_host="127.0.0.1",
+            mqtt_port=broker.port,
+            mqtt_ca_file=pki.ca_file,
+        ),
+    )
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    try:
+        creds, update = sim.provision_fleet(store, settings, 40, "tls", per_store=20)
+        assert broker.proc is not None and update.reloaded_pid == broker.proc.pid
+        assert _wait(lambda: "Reloading config" in broker.log_path.read_text(), 10)
+        assert creds.broker.tls and creds.broker.ca_pem == pki.ca_file.read_text()
+        ingest = _start_ingest(settings, store, broker)
+        try:
+            s = sim.run_simulation(
+                sim.SimulationPlan(
+                    sensors=creds.sensors, broker=creds.broker, duration_s=3.0, rate_per_sensor=2
+                )
+            )
+            missing = sim.wait_stored(store, s.acked_event_ids, timeout_s=15)
+            untrusted = replace(creds.broker, ca_pem=pki.other_ca_file.read_text())
+            impostor = sim.run_simulation(
+                sim.SimulationPlan(sensors=creds.sensors[:2], broker=untrusted, duration_s=1.0)
+            )
+        finally:
+            ingest.stop()
+    finally:
+        broker.stop()
+        store.close()
+    assert (s.connected, s.connect_errors, s.errors) == (40, 0, [])
+    assert s.events_acked == s.events_published > 40 and missing == []
+    # A broker whose certificate the given CA did not sign: no connection, counted and said why.
+    assert (impostor.connected, impostor.never_connected) == (0, 2)
+    assert impostor.connect_errors >= 2 and "CERTIFICATE_VERIFY_FAILED" in impostor.errors[0]
 
 
 def test_run_ends_by_itself_when_the_broker_stops_answering(tmp_path: Path) -> None:
