@@ -303,6 +303,9 @@ class Enrolments:
         }
         limited: str | None = None
         with self.store.transaction():  # count and insert atomically: limits hold under load
+            # PostgreSQL: one worker at a time per phone and per IP (SQLite's BEGIN IMMEDIATE
+            # already serialises every writer)
+            self.store.lock_for([f"enrol-phone:{phone_hmac}", *([f"enrol-ip:{ip}"] if ip else [])])
             if now - self._swept >= SWEEP_EVERY_S:  # a table scan: not on every request
                 self.store.expire_enrolments(now)
                 self._swept = now
@@ -338,7 +341,13 @@ class Enrolments:
         store = self.store
         cipher = store.cipher
         with store.transaction():
+            # PostgreSQL: one confirmation at a time per enrolment (attempts are counted
+            # exactly) and per phone (one customer per number); SQLite's BEGIN IMMEDIATE
+            # already serialises every writer.
+            store.lock_for([f"enrolment:{enrolment_id[:64]}"])
             row = store.enrolment(enrolment_id) if len(enrolment_id) <= 64 else None
+            if row is not None:
+                store.lock_for([f"enrol-phone:{row['phone_hmac']}"])
             if row is None or row["status"] != "pending":
                 outcome = CodeClosed("unknown, used or closed enrolment")
             elif row["expires"] <= now:

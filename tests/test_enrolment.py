@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,15 @@ from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
 from cloud_bridge.consent import CONSENT_DIR, LANGUAGES, consent_text, versions
-from cloud_bridge.enrol import PORTAL_MAC_PARAMS, Enrolments, router
+from cloud_bridge.enrol import (
+    PORTAL_MAC_PARAMS,
+    CodeClosed,
+    Confirmed,
+    Enrolments,
+    RateLimited,
+    WrongCode,
+    router,
+)
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.providers import SandboxProvider, SendResult
 from cloud_bridge.store import BridgeStore
@@ -281,6 +290,98 @@ def test_rate_limit_per_ip(env) -> None:
     )
     got = [start(client, phone=f"+7916555000{i}", mac=None).status_code for i in range(3)]
     assert got == [202, 202, 429]
+
+
+def test_rate_limits_hold_when_bridge_workers_race(env) -> None:
+    """Several bridge workers (each its own database connection) starting enrolments for one
+    phone and from one IP at the same moment: the limits still hold exactly."""
+    store, keys, _, clock, _ = env
+    settings = EnrolSettings(codes_per_phone_per_hour=3, enrolments_per_ip_per_hour=5)
+    workers = 8
+    go = threading.Barrier(workers)
+    outcomes: list[str] = []
+
+    def worker(phone: str) -> None:
+        own = BridgeStore(store.location)
+        try:
+            enrolments = Enrolments(own, settings, SandboxProvider(own), keys.subject_key)
+            go.wait()
+            try:
+                enrolments.start(
+                    store_id="main-st", phone=phone, name="Olga", language="en",
+                    consent_sms=True, consent_recognition=False, source="api",
+                    now=clock.now, ip="203.0.113.9",
+                )  # fmt: skip
+                outcomes.append("started")
+            except RateLimited:
+                outcomes.append("limited")
+        finally:
+            own.close()
+
+    for phones in (["+79165550001"] * workers, [f"+7916555100{i}" for i in range(workers)]):
+        outcomes.clear()
+        threads = [threading.Thread(target=worker, args=(p,)) for p in phones]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(outcomes) == workers
+        # one phone: 3 codes an hour; then eight phones from the same IP: 5 minus the 3 above
+        assert outcomes.count("started") == (3 if len(set(phones)) == 1 else 2), outcomes
+    n = store.query("SELECT count(*) AS n FROM enrolments WHERE ip='203.0.113.9'")[0]["n"]
+    assert n == 5
+
+
+def test_code_attempts_and_confirmation_hold_when_bridge_workers_race(env) -> None:
+    """Parallel guesses from several workers cannot get more than ``code_attempts`` tries, and
+    a code confirmed twice at once creates one customer with one set of consents."""
+    store, keys, _, clock, _ = env
+    settings = EnrolSettings()
+    enrolments = Enrolments(store, settings, SandboxProvider(store), keys.subject_key)
+
+    def begin(phone: str) -> tuple[str, str]:
+        started = enrolments.start(
+            store_id="main-st", phone=phone, name="Olga", language="en", consent_sms=True,
+            consent_recognition=True, source="api", now=clock.now,
+        )  # fmt: skip
+        return started.enrolment_id, last_code(store, phone)[0]
+
+    def race(enrolment_id: str, codes: list[str]) -> list[object]:
+        go = threading.Barrier(len(codes))
+        outcomes: list[object] = []
+
+        def worker(code: str) -> None:
+            own = BridgeStore(store.location)
+            try:
+                mine = Enrolments(own, settings, SandboxProvider(own), keys.subject_key)
+                go.wait()
+                try:
+                    outcomes.append(mine.confirm(enrolment_id, code, clock.now))
+                except (WrongCode, CodeClosed) as exc:
+                    outcomes.append(exc)
+            finally:
+                own.close()
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in codes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(outcomes) == len(codes)
+        return outcomes
+
+    eid, code = begin("+79165550001")
+    outcomes = race(eid, [wrong(code)] * 8)
+    wrongs = [o for o in outcomes if isinstance(o, WrongCode)]
+    assert sorted(o.attempts_left for o in wrongs) == list(range(1, settings.code_attempts))
+    assert store.enrolment(eid)["attempts"] == settings.code_attempts
+    assert store.enrolment(eid)["status"] == "failed"
+
+    eid, code = begin("+79165550002")
+    outcomes = race(eid, [code] * 4)
+    assert sum(isinstance(o, Confirmed) for o in outcomes) == 1, outcomes
+    [customer] = store.customers_by_phone("+79165550002")
+    assert len(store.consents_of(customer["id"])) == 2
 
 
 def test_rate_limit_window_is_one_hour(env) -> None:
