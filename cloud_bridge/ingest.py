@@ -36,10 +36,13 @@ log = logging.getLogger(__name__)
 
 SHARE_GROUP = "passby-bridge"
 SEEN_EVERY_S = 1.0  # a sensor's last_seen needs no more than one write a second
+# Events and stats go to ONE bridge worker of the group (MQTT v5 shared subscription): each is
+# stored once however many workers run. Status is retained and small: every worker gets it
+# (a shared subscription would not deliver retained messages), and storing it is idempotent.
 SUBSCRIPTIONS = (
     (f"$share/{SHARE_GROUP}/{TOPIC_ROOT}/+/+/events", 1),
     (f"{TOPIC_ROOT}/+/+/status", 1),
-    (f"{TOPIC_ROOT}/+/+/stats", 0),
+    (f"$share/{SHARE_GROUP}/{TOPIC_ROOT}/+/+/stats", 0),
 )
 
 

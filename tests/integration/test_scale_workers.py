@@ -15,11 +15,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 from scale_helpers import Fleet, Publisher, audit, make_events, seed, wait_decided
 
 from cloud_bridge.mosquitto import LocalMosquitto
 from cloud_bridge.store import BridgeStore
+from edge_agent.protocol import StatsMessage
 
 CUSTOMERS = 400
 
@@ -72,6 +74,24 @@ def test_two_workers_share_events_and_keep_caps(world) -> None:  # type: ignore[
     )[0]["n"]
     welcome = store.query("SELECT count(*) AS n FROM sends WHERE campaign_id='welcome'")[0]["n"]
     assert welcome == arrivals
+    # Stats go to one worker of the group too: one history row per message, not one per worker.
+    stats = StatsMessage(
+        ts=time.time(), uptime_s=60, agent_version="1.0", frames=10, frames_per_s=1.0,
+        client_frames=5, matched=1, malformed=0, outbox_depth=0, dropped=0, roster_version=1,
+    )  # fmt: skip
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "stats-probe", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    for i in range(10):
+        client.publish(f"passby/v1/s0001/door-{i % 4 + 1}/stats", stats.model_dump_json())
+    deadline = time.monotonic() + 20
+    while store.query("SELECT count(*) AS n FROM sensor_stats")[0]["n"] < 10:
+        assert time.monotonic() < deadline, "stats never stored"
+        time.sleep(0.05)
+    client.loop_stop()
+    client.disconnect()
+    time.sleep(1.0)  # a second copy would have landed by now
+    assert store.query("SELECT count(*) AS n FROM sensor_stats")[0]["n"] == 10
     # Both workers did a real share: the shared subscription spreads the events.
     fleet.stop()
     stored = {w: worker_summary(fleet, w) for w in ("a", "b")}

@@ -1,0 +1,120 @@
+"""Scale-out: 1, 2 and 4 bridge workers on PostgreSQL behind Mosquitto's shared subscription.
+
+Each run gets a fresh database (500 stores, customers with consent, two capped campaigns), N
+worker processes (``cloud-bridge run --no-console --worker-id k``) and one publisher process
+standing in for 2 000 sensors, which sends the events (2 % of them twice, as a sensor
+re-sending after a lost PUBACK does) as fast as the broker takes them. Throughput is unique
+events over the time from the first publish to the last decision stored; latency is publish
+(the event's ts) to the decision. Then the audit: events decided twice, sends for one
+decision twice, sends over a campaign cap; and nothing left undecided.
+
+The baseline is the 1-worker run of the same data; ``scaling_2_over_1`` is events/s with two
+workers over events/s with one. PostgreSQL runs with fsync and synchronous_commit on, as in
+production. Environment: PASSBY_BENCH_SCALE_EVENTS (default 12 000), _CUSTOMERS (3 000),
+_WORKERS (1,2,4).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scale_helpers import (  # noqa: E402
+    DATA_KEY,
+    Fleet,
+    Publisher,
+    audit,
+    latencies,
+    make_events,
+    pct,
+    seed,
+    wait_decided,
+)
+
+from cloud_bridge.mosquitto import LocalMosquitto  # noqa: E402
+from cloud_bridge.pgserver import LocalPostgres  # noqa: E402
+from cloud_bridge.store import BridgeStore  # noqa: E402
+
+EVENTS = int(os.environ.get("PASSBY_BENCH_SCALE_EVENTS", "12000"))
+CUSTOMERS = int(os.environ.get("PASSBY_BENCH_SCALE_CUSTOMERS", "3000"))
+WORKERS = [int(w) for w in os.environ.get("PASSBY_BENCH_SCALE_WORKERS", "1,2,4").split(",")]
+
+
+def one_run(pg: LocalPostgres, workers: int, lines: list[str], tmp: Path) -> dict[str, Any]:
+    work = tmp / f"w{workers}"
+    work.mkdir()
+    dsn = pg.create_database(f"scale_{workers}")
+    store = BridgeStore(dsn, data_key=bytes.fromhex(DATA_KEY))
+    seed(store, CUSTOMERS, time.time())
+    broker = LocalMosquitto(work / "mosquitto")
+    broker.start()
+    fleet = Fleet(work, dsn, broker.port)
+    unique = len(set(lines))
+    try:
+        for k in range(workers):
+            fleet.start(str(k + 1))
+        pub = Publisher(work, broker.port, lines)
+        t0 = pub.go()
+        if not wait_decided(store, unique, 900):
+            raise RuntimeError(f"{workers} workers: not all events decided: {audit(store)}")
+        published = pub.result()
+        last = store.query("SELECT max(ts) AS t FROM decisions")[0]["t"]
+        elapsed = last - t0
+        lat = latencies(store)
+        found = audit(store)
+    finally:
+        fleet.stop()
+        broker.stop()
+        store.close()
+    return {
+        "workers": workers,
+        "events": unique,
+        "published": published["acked"],
+        "elapsed_s": elapsed,
+        "events_per_s": unique / elapsed,
+        "p50_ms": pct(lat, 50) * 1000,
+        "p99_ms": pct(lat, 99) * 1000,
+        **found,
+    }
+
+
+def run() -> dict[str, Any]:
+    lines = make_events(EVENTS, CUSTOMERS, random.Random(10))
+    tmp = Path(tempfile.mkdtemp(prefix="passby-bench-scale-"))
+    results = []
+    with LocalPostgres() as pg:
+        for n in WORKERS:
+            results.append(one_run(pg, n, lines, tmp))
+    shutil.rmtree(tmp, ignore_errors=True)
+    base = results[0]["events_per_s"]
+    print(f"scale-out on PostgreSQL, {os.cpu_count()} cores: {len(lines)} publishes "
+          f"({results[0]['events']} unique events, 2 000 sensor topics), {CUSTOMERS} customers")  # fmt: skip
+    print(f"{'workers':>7} {'events/s':>9} {'x 1 worker':>10} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'elapsed s':>9} {'decided':>8} {'sends':>6} {'dupes':>5} {'cap viol':>8} {'undecided':>9}")  # fmt: skip
+    for r in results:
+        print(f"{r['workers']:>7} {r['events_per_s']:>9.0f} {r['events_per_s'] / base:>10.2f} "
+              f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['elapsed_s']:>9.1f} "
+              f"{r['decisions']:>8} {r['sends']:>6} {r['duplicates']:>5} "
+              f"{r['cap_violations']:>8} {r['undecided']:>9}")  # fmt: skip
+    by = {r["workers"]: r for r in results}
+    figures: dict[str, Any] = {
+        "duplicates": sum(r["duplicates"] for r in results),
+        "cap_violations": sum(r["cap_violations"] for r in results),
+        "undecided": sum(r["undecided"] for r in results),
+    }
+    for n, r in by.items():
+        figures[f"events_per_s_{n}"] = round(r["events_per_s"], 1)
+        figures[f"p99_ms_{n}"] = round(r["p99_ms"], 1)
+    if 1 in by and 2 in by:
+        figures["scaling_2_over_1"] = round(by[2]["events_per_s"] / by[1]["events_per_s"], 2)
+    if 1 in by and 4 in by:
+        figures["scaling_4_over_1"] = round(by[4]["events_per_s"] / by[1]["events_per_s"], 2)
+    return figures
