@@ -1177,10 +1177,17 @@ class BridgeStore:
             if row["expires"] <= now:
                 db.execute("UPDATE pairing_codes SET sealed=NULL WHERE code_hash=?", [code_hash])
                 return None, "expired"
-            db.execute(
-                "UPDATE pairing_codes SET sealed=NULL, used=?, used_by=? WHERE code_hash=?",
-                [now, used_by, code_hash],
-            )
+            # Guarded: on PostgreSQL another worker may have read the row unused too; its
+            # update commits first and ours then matches nothing.
+            if (
+                db.execute(
+                    "UPDATE pairing_codes SET sealed=NULL, used=?, used_by=? WHERE code_hash=? "
+                    "AND used IS NULL AND sealed IS NOT NULL",
+                    [now, used_by, code_hash],
+                ).rowcount
+                != 1
+            ):
+                return None, "used"
             return row, ""
 
     def purge_pairing_codes(self, now: float) -> int:

@@ -7,6 +7,7 @@ import secrets
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -125,6 +126,46 @@ def test_code_expires(env) -> None:
     with pytest.raises(PairingError, match="expired"):
         redeem(store, settings, done.code)
     assert store.query("SELECT sealed FROM pairing_codes")[0]["sealed"] is None
+
+
+def redeem_at_once(
+    store: BridgeStore, settings: BridgeSettings, code: str, workers: int
+) -> list[object]:
+    """``workers`` threads, each with its own store (a bridge worker), redeem ``code`` at the
+    same moment: the config, or the refusal's HTTP status, or another exception, each."""
+    go = threading.Barrier(workers)
+    outcomes: list[object] = []
+
+    def worker() -> None:
+        own = BridgeStore(store.location, data_key=settings.data_key_bytes())
+        try:
+            go.wait()
+            try:
+                outcomes.append(redeem(own, settings, code))
+            except PairingError as exc:
+                outcomes.append(exc.status)
+            except Exception as exc:  # reported by the assertion
+                outcomes.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcomes
+
+
+def test_a_code_redeemed_by_racing_workers_pairs_once(env) -> None:
+    """Bridge workers handed the same code at the same moment: one gets the credentials, the
+    others are told it was used."""
+    store, settings = env
+    for n in range(3):
+        done = add_sensor(store, settings, "main-st", f"door-{n}")
+        outcomes = redeem_at_once(store, settings, done.code, 6)
+        paired = [o for o in outcomes if not isinstance(o, (int, Exception))]
+        assert len(paired) == 1 and outcomes.count(410) == 5, outcomes
 
 
 def test_rotate_voids_old_code_and_credentials(env) -> None:
