@@ -1370,7 +1370,8 @@ class BridgeStore:
     def sends_in_state(
         self, table: str, state: str, due_by: float | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
-        """Rows in ``state`` (oldest first); with ``due_by`` only those whose next_at has come."""
+        """Rows in ``state`` (oldest first); with ``due_by`` only those whose next_at has come,
+        unscheduled ones (next_at NULL) first on both engines."""
         t = self._outbox(table)
         if due_by is None:
             return self.query(
@@ -1378,7 +1379,7 @@ class BridgeStore:
             )
         return self.query(
             f"SELECT * FROM {t} WHERE state=? AND (next_at IS NULL OR next_at<=?) "
-            "AND final_at IS NULL ORDER BY next_at, id LIMIT ?",
+            "AND final_at IS NULL ORDER BY next_at IS NOT NULL, next_at, id LIMIT ?",
             [state, due_by, limit],
         )
 

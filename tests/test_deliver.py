@@ -328,6 +328,20 @@ def test_running_deliverer_sends_everything_once(store: BridgeStore) -> None:
     assert max(p.sent_per_key().values()) == 1 and len(p.sent_per_key()) == 40
 
 
+def test_due_rows_come_unscheduled_first_then_by_next_at(store: BridgeStore) -> None:
+    """The sweep's order is the engine's: NULL next_at (due now) first, as SQLite sorts NULLs
+    (PostgreSQL would put them last without the explicit order)."""
+    now = time.time()
+    ids = [reserve(store, add_customer(store, i, now), now) for i in range(4)]
+    for sid, next_at in zip(ids, (now - 10, None, now - 20, None), strict=True):
+        store.db.execute("UPDATE sends SET state='unknown', next_at=? WHERE id=?", [next_at, sid])
+    due = store.sends_in_state("sends", "unknown", due_by=now)
+    assert [r["id"] for r in due] == [ids[1], ids[3], ids[2], ids[0]]
+    assert [r["id"] for r in store.sends_in_state("sends", "unknown", due_by=now, limit=1)] == [
+        ids[1]
+    ]
+
+
 def test_transition_table_is_closed() -> None:
     known = set(FROM) | {"reserved"}
     for target, sources in FROM.items():
