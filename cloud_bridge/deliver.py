@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from cloud_bridge.errors import SenderError
 from cloud_bridge.providers import Outgoing, Provider, SendResult, StatusResult
-from cloud_bridge.ratelimit import TokenBucket, bucket_for
+from cloud_bridge.ratelimit import SharedBucket, TokenBucket, bucket_for
 from cloud_bridge.sms_encoding import cost_of
 from cloud_bridge.sms_text import compose, language_of_text, optout_link, sender_kind
 from cloud_bridge.store import BridgeStore
@@ -160,6 +160,9 @@ class Deliverer:
             options = DeliveryOptions(rate_per_s=rate, burst=max(1, int(rate // 10)))
         self.options = options
         o = self.options
+        if bucket is None and store.postgres:
+            # several workers may send through this account: they share one bucket
+            bucket = SharedBucket(store, provider.account, o.rate_per_s, o.burst)
         self.bucket = bucket or bucket_for(provider.account, o.rate_per_s, o.burst)
         self.clock = clock
         self.counters = DeliveryCounters()
@@ -301,7 +304,7 @@ class Deliverer:
         return self._enqueue(table, row_id, expires_at, now)
 
     def _deadline(self, expires_at: float | None, now: float) -> float | None:
-        return None if expires_at is None else time.monotonic() + (expires_at - now)
+        return None if expires_at is None else self.bucket.clock() + (expires_at - now)
 
     def _enqueue(self, table: str, row_id: int, expires_at: float | None, now: float) -> SendResult:
         shed = ""
@@ -309,7 +312,7 @@ class Deliverer:
             if (table, row_id) in self._queued:
                 return SendResult("queued")
             waiting = len(self._queue)
-            wait = self.bucket.wait_time(time.monotonic(), ahead=waiting)
+            wait = self.bucket.wait_time(self.bucket.clock(), ahead=waiting)
             if waiting >= self.options.queue_size:
                 shed = f"shed: queue full ({waiting} waiting)"
             elif expires_at is not None and now + wait > expires_at:

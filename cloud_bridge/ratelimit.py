@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["TokenBucket", "BucketStats", "bucket_for", "reset_buckets"]
+__all__ = ["TokenBucket", "BucketStats", "SharedBucket", "bucket_for", "reset_buckets"]
 
 
 @dataclass
@@ -91,6 +92,35 @@ class TokenBucket:
 
     def utilisation(self) -> float | None:
         return self.stats.utilisation(self.rate, self.burst)
+
+
+class SharedBucket(TokenBucket):
+    """The same bucket kept in the database, for several bridge workers sending through one
+    provider account: its one float (the theoretical arrival time) lives in ``bridge_meta``
+    and every booking is one atomic UPDATE, so N workers together keep the account's rate.
+    The clock is wall time (workers on several hosts need NTP, as the provider's does)."""
+
+    def __init__(self, store: Any, account: str, rate: float, burst: int = 1) -> None:
+        super().__init__(rate, burst, clock=time.time)
+        self.store = store
+        self.name = f"ratelimit:{account}"
+
+    def wait_time(self, now: float, ahead: int = 0) -> float:
+        tat = self.store.bucket_tat(self.name)
+        return max(0.0, max(tat, now) + ahead * self._interval - self._tolerance - now)
+
+    def reserve(self, now: float, deadline: float | None = None) -> float | None:
+        tat = self.store.bucket_book(self.name, now, self._interval, self._tolerance, deadline)
+        if tat is None:
+            return None
+        wait = max(0.0, tat - self._interval - self._tolerance - now)
+        with self._lock:
+            s = self.stats
+            s.taken += 1
+            if s.first is None:
+                s.first = now + wait
+            s.last = now + wait
+        return wait
 
 
 _buckets: dict[str, TokenBucket] = {}

@@ -2020,6 +2020,28 @@ class BridgeStore:
             )
             return int(cur.lastrowid or 0), ""
 
+    def bucket_tat(self, name: str) -> float:
+        """A shared token bucket's theoretical arrival time (see ratelimit.SharedBucket)."""
+        row = self.db.execute("SELECT value FROM bridge_meta WHERE name=?", [name]).fetchone()
+        return float(row[0]) if row else float("-inf")
+
+    def bucket_book(
+        self, name: str, now: float, interval: float, tolerance: float, deadline: float | None
+    ) -> float | None:
+        """Book a token atomically; the new arrival time, or None when it would only be free
+        after ``deadline`` (nothing booked)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO bridge_meta(name, value) VALUES (?, '-1e300')", [name]
+            )
+            limit = "" if deadline is None else " AND max(CAST(value AS REAL), ?) - ? <= ?"
+            row = db.execute(
+                "UPDATE bridge_meta SET value = CAST(max(CAST(value AS REAL), ?) + ? AS TEXT) "
+                f"WHERE name=?{limit} RETURNING value",
+                [now, interval, name, *([] if deadline is None else [now, tolerance, deadline])],
+            ).fetchone()
+        return None if row is None else float(row[0])
+
     def lock_for(self, keys: list[str]) -> None:
         """Inside a transaction: hold these keys (``customer:<id>``, ``campaign:<id>``,
         ``store:<id>``) until it ends, so a cap or budget is counted and reserved by one worker

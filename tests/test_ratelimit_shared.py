@@ -1,0 +1,49 @@
+"""The provider's rate kept across bridge workers: a token bucket in the PostgreSQL store.
+
+Two buckets on two store connections (as two worker processes have) book tokens for one
+account; together they keep its rate: every booking is one atomic UPDATE."""
+
+from __future__ import annotations
+
+import threading
+
+from cloud_bridge.ratelimit import SharedBucket
+from cloud_bridge.store import BridgeStore
+
+
+def test_two_workers_share_one_rate(db_location) -> None:  # type: ignore[no-untyped-def]
+    a, b = BridgeStore(db_location), BridgeStore(db_location)
+    try:
+        ba, bb = SharedBucket(a, "acct", rate=10.0), SharedBucket(b, "acct", rate=10.0)
+        other = SharedBucket(b, "other-account", rate=10.0)
+        now = 1_000_000.0
+        waits: list[float] = []
+        lock = threading.Lock()
+
+        def book(bucket: SharedBucket) -> None:
+            for _ in range(25):
+                w = bucket.reserve(now)
+                assert w is not None
+                with lock:
+                    waits.append(w)
+
+        threads = [threading.Thread(target=book, args=(x,)) for x in (ba, bb)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # 50 tokens at 10/s from one instant: exactly one every 0.1 s, none given twice.
+        assert sorted(round(w, 6) for w in waits) == [round(i * 0.1, 6) for i in range(50)]
+        assert ba.stats.taken + bb.stats.taken == 50
+        # Another account has its own bucket; looking does not book.
+        assert other.wait_time(now) == 0.0
+        assert other.reserve(now) == 0.0
+        assert abs(ba.wait_time(now) - 5.0) < 1e-6
+        # A deadline before the next free token books nothing.
+        assert ba.reserve(now, deadline=now + 4.0) is None
+        assert abs(bb.wait_time(now) - 5.0) < 1e-6
+        booked = ba.reserve(now, deadline=now + 5.0)
+        assert booked is not None and abs(booked - 5.0) < 1e-6
+    finally:
+        a.close()
+        b.close()
