@@ -78,6 +78,20 @@ def test_passwords_are_argon2id_and_wrong_ones_fail(world: World) -> None:
         world.accounts.add_user("ADA", "admin", PASSWORD, time.time())
 
 
+def test_user_names_are_case_insensitive(world: World) -> None:
+    """users.username is COLLATE NOCASE (PostgreSQL: a case-insensitive ICU collation)."""
+    assert world.store.user_by_name("ADA")["username"] == "ada"
+    assert world.store.user_by_name("Mia")["role"] == "marketer"
+    r = login(world.client(), "Ada")
+    assert r.status_code == 303
+    for _ in range(3):
+        login(world.client(), "OLGA", "wrong password!")
+    # failures are counted per user name, whatever its case
+    assert world.store.login_failures("olga", None, 0)[0] == 3
+    names = [u["username"] for u in world.store.users()]
+    assert names == sorted(names, key=str.casefold)
+
+
 def test_login_form_needs_its_own_token(world: World) -> None:
     c = world.client()
     r = c.post(
