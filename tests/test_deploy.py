@@ -144,7 +144,8 @@ def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     res = sh(EDGE / "install.sh", "--destdir", root, "--channel", "6", "--country", "RU")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres")
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+             "--workers", "3")  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     host_units = Path("/usr/lib/systemd/system")
     if not (host_units / "sysinit.target").exists():
@@ -159,10 +160,16 @@ def test_installers_put_every_unit_in_place(staged_root: Path) -> None:
         assert installed.read_bytes() == unit.read_bytes(), f"{unit.name} not installed"
 
 
+def verifiable(name: str) -> str:
+    """A template unit is verified through an instance (the installer enables @2..N)."""
+    return name.replace("@.", "@2.")
+
+
 def test_systemd_analyze_verify_units(staged_root: Path) -> None:
     """Parses every setting and dependency and checks each ExecStart exists in the staged root."""
     analyze = need("systemd-analyze", "systemd")
     names = [u.name for u in unit_files()]
+    assert "passby-bridge-worker@.service" in names
     missing = set()
     for name in names:
         unit = parse_unit(staged_root / "etc/systemd/system" / name)
@@ -178,7 +185,7 @@ def test_systemd_analyze_verify_units(staged_root: Path) -> None:
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text("#!/bin/sh\nexit 0\n")
         stub.chmod(0o755)
-    res = sh(analyze, "verify", f"--root={staged_root}", *names)
+    res = sh(analyze, "verify", f"--root={staged_root}", *map(verifiable, names))
     assert res.returncode == 0 and not res.stderr.strip() and not res.stdout.strip(), (
         res.stdout + res.stderr
     )
@@ -227,6 +234,35 @@ def test_bridge_unit_sandbox() -> None:
     rw = one(u, "Service", "ReadWritePaths").split()
     assert rw == ["/var/lib/passby-bridge", "-/etc/mosquitto/passby"]
     assert re.fullmatch(r"\d+[KMG]", one(u, "Service", "MemoryMax"))
+
+
+def test_bridge_worker_unit_is_the_bridge_unit_without_console() -> None:
+    """Same user, environment (so the same data_dir/keys/data.key) and sandbox as the main unit;
+    runs `cloud-bridge run --no-console --worker-id <instance>`; follows passby-bridge.service."""
+    from typer.main import get_command
+
+    from cloud_bridge.cli import app as bridge_app
+
+    main = parse_unit(CLOUD / "systemd/passby-bridge.service")
+    worker = parse_unit(CLOUD / "systemd/passby-bridge-worker@.service")
+    exec_main, exec_worker = one(main, "Service", "ExecStart"), one(worker, "Service", "ExecStart")
+    assert exec_worker == exec_main + " --no-console --worker-id %i"
+    run = get_command(bridge_app).commands["run"]  # type: ignore[attr-defined]
+    run_opts = {o for p in run.params for o in (*p.opts, *p.secondary_opts)}
+    assert {"--config", "--no-console", "--worker-id"} <= run_opts
+    own = {"ExecStart", "ReadWritePaths", "SyslogIdentifier"}
+    same = [(k, v) for k, v in main["Service"] if k not in own]
+    assert [(k, v) for k, v in worker["Service"] if k not in own] == same
+    assert one(worker, "Service", "ReadWritePaths") == "/var/lib/passby-bridge"  # no provisioning
+    assert one(worker, "Service", "SyslogIdentifier") == "passby-bridge-%i"
+    after = one(worker, "Unit", "After").split()
+    assert {"postgresql.service", "mosquitto.service", "passby-bridge.service"} <= set(after)
+    assert {"postgresql.service", "mosquitto.service"} <= set(one(worker, "Unit", "Wants").split())
+    assert "passby-bridge.service" not in one(worker, "Unit", "Wants").split()
+    assert not values(worker, "Unit", "Requires") and not values(worker, "Unit", "BindsTo")
+    # stop/restart of the main unit (an upgrade) reaches the workers; starting it starts them
+    assert one(worker, "Unit", "PartOf") == "passby-bridge.service"
+    assert one(worker, "Install", "WantedBy") == "passby-bridge.service"
 
 
 def test_doctor_fixes_name_what_the_installer_makes() -> None:
@@ -424,6 +460,123 @@ def test_cloud_install_dry_run() -> None:
     )
     res = sh(CLOUD / "install.sh", "--dry-run")
     assert res.returncode != 0 and "--domain is required" in res.stderr
+
+
+PG_DATABASE = "postgresql:///passby?host=/var/run/postgresql"
+
+
+def _bridge_toml(output: str) -> str:
+    """The bridge.toml a dry run would write (the '| ' lines after its 'would write:')."""
+    m = re.search(
+        r"would write: /etc/passby/bridge.toml .*\n((?:      \| .*\n|      \|\n)+)", output
+    )
+    assert m, "the dry run shows no bridge.toml"
+    return "".join(line[8:] + "\n" for line in m.group(1).splitlines())
+
+
+def test_cloud_install_with_postgres_workers() -> None:
+    """--postgres --workers 3: bridge.toml on the local database, workers @2 and @3 enabled
+    after the main unit; the template installed; without --workers, no worker unit."""
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres",
+             "--workers", "3")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    toml = _bridge_toml(res.stdout)
+    assert re.findall(r"^database = .*$", toml, re.M) == [f'database = "{PG_DATABASE}"']
+    body = dict(steps(res.stdout))
+    units = next(b for t, b in body.items() if t.startswith("systemd units"))
+    assert (
+        "would install: /etc/systemd/system/passby-bridge-worker@.service (mode 0644, root:root)"
+        in units
+    )
+    enables = re.findall(r"would run: systemctl enable --now (.*)", units)
+    assert len(enables) == 2, enables
+    assert "passby-bridge.service" in enables[0].split()
+    assert enables[1].split() == [
+        "passby-bridge-worker@2.service",
+        "passby-bridge-worker@3.service",
+    ]
+
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres")
+    assert res.returncode == 0, res.stderr
+    assert not re.search(r"passby-bridge-worker@\d", res.stdout)
+    assert len(re.findall(r"systemctl enable --now", res.stdout)) == 1
+    assert f'\ndatabase = "{PG_DATABASE}"\n' in _bridge_toml(res.stdout)
+
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com")
+    assert res.returncode == 0, res.stderr
+    toml = _bridge_toml(res.stdout)
+    assert not re.search(r"^database\b", toml, re.M), "SQLite by default"
+    assert f'# database = "{PG_DATABASE}"' in toml
+    assert "passby-bridge-worker@2" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--workers", "3"], "--workers 3 needs --postgres"),
+        (["--postgres", "--workers", "0"], "--workers '0' is not a number from 1 to 64"),
+        (["--postgres", "--workers", "65"], "not a number from 1 to 64"),
+        (["--postgres", "--workers", "two"], "not a number"),
+    ],
+)
+def test_cloud_install_refuses_bad_workers(args: list[str], needle: str) -> None:
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", *args)
+    assert res.returncode != 0 and needle in res.stderr, res.stderr
+    assert "==> [2/" not in res.stdout, "refused only after starting"
+
+
+def test_cloud_install_postgres_config_validates(tmp_path: Path) -> None:
+    """`cloud-bridge validate-config` accepts the bridge.toml install.sh --postgres writes; a kept
+    bridge.toml still on SQLite is refused for --workers (the workers would not share a store)."""
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    root = tmp_path / "root"
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+             "--workers", "3")  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    conf = root / "etc/passby/bridge.toml"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+    bridge = Path(sys.executable).parent / "cloud-bridge"
+    if not bridge.exists():
+        pytest.fail(f"{bridge} is missing: pip install -e '.[dev]'", pytrace=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PASSBY_")}
+    res = sh(bridge, "validate-config", conf, env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"OK (database {PG_DATABASE})" in res.stdout
+    s = load_settings(BridgeSettings, conf)
+    assert s.database_path() == PG_DATABASE and s.worker_id == "1"
+    assert str(s.data_dir) == "/var/lib/passby-bridge"
+
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+             "--workers", "3")  # fmt: skip
+    assert res.returncode == 0 and "keeping the existing /etc/passby/bridge.toml" in res.stdout
+
+    conf.write_text(re.sub(r"^database = .*\n", "", conf.read_text(), flags=re.M))
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+             "--workers", "3")  # fmt: skip
+    assert res.returncode != 0 and "move the data to PostgreSQL first" in res.stderr, res.stderr
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres")
+    assert res.returncode == 0 and "does not use PostgreSQL" in res.stderr, res.stderr
+
+
+def test_bridge_config_example_documents_scaling_settings(tmp_path: Path) -> None:
+    """The commented database, worker_id and orphan_after_s lines are real settings with valid
+    values: uncommented, the example still validates."""
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    text = (CLOUD / "bridge.toml.example").read_text()
+    keys = ("database", "worker_id", "orphan_after_s")
+    for key in keys:
+        assert len(re.findall(rf"^# {key} = ", text, re.M)) == 1, key
+        assert key in BridgeSettings.model_fields
+    assert f'# database = "{PG_DATABASE}"' in text
+    live = re.sub(rf"^# ({'|'.join(keys)}) = ", r"\1 = ", text, flags=re.M)
+    (tmp_path / "bridge.toml").write_text(live)
+    s = load_settings(BridgeSettings, tmp_path / "bridge.toml")
+    assert s.database_path() == PG_DATABASE
+    defaults = BridgeSettings.model_fields
+    assert s.worker_id == defaults["worker_id"].default
+    assert s.orphan_after_s == defaults["orphan_after_s"].default
 
 
 def test_bridge_config_example_validates() -> None:

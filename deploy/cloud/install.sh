@@ -2,13 +2,17 @@
 # Install the passby cloud side on one Debian 12 server: Mosquitto with TLS and per-sensor
 # ACLs, the bridge (console + API on 127.0.0.1:8080), nightly backups, optionally PostgreSQL.
 #
-#   sudo deploy/cloud/install.sh --domain mqtt.example.com [--public-url https://bridge.example.com] [--postgres]
+#   sudo deploy/cloud/install.sh --domain mqtt.example.com [--public-url https://bridge.example.com] [--postgres [--workers N]]
 #
 # Options:
 #   --domain NAME       DNS name sensors use for the broker (goes into the TLS certificate)
 #   --public-url URL    HTTPS URL of the console/API (nginx in front, see nginx-passby.conf);
 #                       default https://DOMAIN
-#   --postgres          also install PostgreSQL 15 with a passby role and database, and its backup
+#   --postgres          also install PostgreSQL 15 with a passby role and database, and its backup;
+#                       the bridge.toml written uses it (peer authentication over the local socket)
+#   --workers N         run N bridge workers on that database (needs --postgres; default 1):
+#                       passby-bridge.service is worker 1 (with the console), N > 1 adds
+#                       passby-bridge-worker@2..N.service (see SCALE.md)
 #   --dry-run           print every step and command; change nothing (no root needed)
 #   --destdir DIR       write files under DIR and print, not run, system commands (packaging, tests)
 #   -h, --help
@@ -29,17 +33,21 @@ BACKUPS=/var/backups/passby
 AUTH=/etc/mosquitto/passby
 SERVICE_USER=passby
 PACKAGES=(mosquitto mosquitto-clients sqlite3 openssl python3 python3-venv ca-certificates)
-UNITS=(passby-bridge.service passby-mosquitto-reload.path passby-mosquitto-reload.service
-  passby-backup.service passby-backup.timer passby-backup-postgres.service passby-backup-postgres.timer)
+UNITS=(passby-bridge.service passby-bridge-worker@.service passby-mosquitto-reload.path
+  passby-mosquitto-reload.service passby-backup.service passby-backup.timer passby-backup-postgres.service passby-backup-postgres.timer)
 ENABLE=(passby-mosquitto-reload.path passby-backup.timer passby-bridge.service)
 HELPERS=(backup-sqlite.sh restore-sqlite.sh backup-postgres.sh restore-postgres.sh tls-setup.sh)
 TOTAL=11
+MAX_WORKERS=64
+# The store install.sh --postgres makes: database passby, OS user passby = role passby (peer).
+PG_DATABASE="postgresql:///passby?host=/var/run/postgresql"
 
 dry=0
 destdir=""
 domain=""
 public_url=""
 postgres=0
+workers=1
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 warn() { echo "install.sh: warning: $*" >&2; }
@@ -48,6 +56,7 @@ while [ $# -gt 0 ]; do
     --domain) domain="${2:?--domain needs a DNS name}"; shift 2 ;;
     --public-url) public_url="${2:?--public-url needs a URL}"; shift 2 ;;
     --postgres) postgres=1; shift ;;
+    --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -58,7 +67,14 @@ done
 [[ "$domain" =~ ^[A-Za-z0-9.-]+$ ]] || die "--domain '$domain' is not a DNS name"
 public_url="${public_url:-https://$domain}"
 [[ "$public_url" =~ ^https?://[A-Za-z0-9.:-]+(/.*)?$ ]] || die "--public-url '$public_url' is not an http(s) URL"
+if ! [[ "$workers" =~ ^[1-9][0-9]{0,3}$ ]] || [ "$workers" -gt "$MAX_WORKERS" ]; then
+  die "--workers '$workers' is not a number from 1 to $MAX_WORKERS"
+fi
+[ "$workers" = 1 ] || [ "$postgres" = 1 ] ||
+  die "--workers $workers needs --postgres: several workers share one PostgreSQL database (a SQLite store has a single bridge process)"
 [ "$postgres" = 0 ] || { PACKAGES+=(postgresql); ENABLE+=(passby-backup-postgres.timer); }
+WORKER_UNITS=()
+for ((n = 2; n <= workers; n++)); do WORKER_UNITS+=("passby-bridge-worker@$n.service"); done
 [ -z "$destdir" ] || destdir="$(mkdir -p "$destdir" && cd "$destdir" && pwd)"
 
 # --- how each action happens (same helpers as deploy/edge/install.sh) ---------------------
@@ -115,6 +131,16 @@ if ! pretend && [ "$(id -u)" != 0 ]; then die "run as root (sudo), or try --dry-
 codename="$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)"
 [ "$codename" = bookworm ] || warn "this is '${codename:-unknown}', not Debian bookworm: package names may differ"
 echo "    broker: $domain:8883 (TLS); console/API: $public_url -> 127.0.0.1:8080"
+if [ "$postgres" = 1 ] && [ -r "$destdir$ETC/bridge.toml" ] &&
+  ! grep -Eq '^database = "postgres(ql)?://' "$destdir$ETC/bridge.toml"; then
+  # The installer keeps an existing bridge.toml: the bridge would go on using its SQLite store.
+  [ "$workers" = 1 ] ||
+    die "$ETC/bridge.toml (kept as it is) has no database = \"postgresql://...\": move the data to PostgreSQL first (SCALE.md), or leave out --workers"
+  warn "$ETC/bridge.toml is kept and does not use PostgreSQL; to switch: database = \"$PG_DATABASE\" (move the data first)"
+fi
+if [ "$workers" -gt 1 ]; then
+  echo "    bridge workers: $workers (passby-bridge.service with the console, ${WORKER_UNITS[*]})"
+fi
 
 # --- 2 ------------------------------------------------------------------------------------
 step "system packages: ${PACKAGES[*]}"
@@ -154,14 +180,20 @@ for h in "${HELPERS[@]}"; do
   put "$here/$h" "$PREFIX/lib/$h" 0755
 done
 put "$here/README.md" "$PREFIX/share/deploy/cloud/README.md" 0644
+if [ -f "$here/SCALE.md" ]; then put "$here/SCALE.md" "$PREFIX/share/deploy/cloud/SCALE.md" 0644; fi
 
 # --- 6 ------------------------------------------------------------------------------------
 step "configuration: $ETC/bridge.toml and the bridge's broker account"
 if exists "$ETC/bridge.toml"; then
   echo "    keeping the existing $ETC/bridge.toml"
 else
+  # With --postgres the example's commented database line becomes the local database's URL.
+  database="s|^# database = \"postgresql://.*|&|"
+  [ "$postgres" = 0 ] || database="s|^# database = \"postgresql://.*|database = \"$PG_DATABASE\"|"
+  grep -q '^# database = "postgresql://' "$here/bridge.toml.example" ||
+    die "bridge.toml.example has no '# database = \"postgresql://...\"' line to set"
   sed -e "s|^public_url = .*|public_url = \"$public_url\"|" -e "s|^mqtt_host = .*|mqtt_host = \"$domain\"|" \
-    "$here/bridge.toml.example" | write "$ETC/bridge.toml" 0640 "$SERVICE_USER"
+    -e "$database" "$here/bridge.toml.example" | write "$ETC/bridge.toml" 0640 "$SERVICE_USER"
 fi
 if exists "$ETC/bridge-mqtt.password"; then
   echo "    keeping the existing bridge broker password"
@@ -214,10 +246,19 @@ for unit in "${UNITS[@]}"; do
 done
 run systemctl daemon-reload
 run systemctl enable --now "${ENABLE[@]}"
+if [ "${#WORKER_UNITS[@]}" -gt 0 ]; then
+  # After passby-bridge.service has started (it creates the keys in $STATE/keys on first run).
+  run systemctl enable --now "${WORKER_UNITS[@]}"
+fi
+store=sqlite
+[ "$postgres" = 0 ] || store=postgres
 cat <<NEXT
     next:
       1. HTTPS for the console and rosters: deploy/cloud/nginx-passby.conf + certbot (README)
       2. add a store's sensor:   sudo -u $SERVICE_USER $bridge sensors add --store STORE -c $ETC/bridge.toml
          then on the Pi:         sudo deploy/edge/install.sh --enroll CODE --bridge $public_url
-      3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-sqlite.sh
+      3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-$store.sh
 NEXT
+if [ "$workers" -gt 1 ]; then
+  echo "      4. workers:                systemctl status 'passby-bridge*'; they restart with passby-bridge.service"
+fi
