@@ -6,6 +6,10 @@ customers with devices, a campaign, one SMS already sent; plus one row in every 
 then open it with today's ``BridgeStore``, which migrates it to the latest version. Then:
 every row is still there, the schema equals a fresh install's, and the data still works (the
 customer who already got the offer is capped, the other one gets it, rosters decrypt).
+
+All of this runs on SQLite and on PostgreSQL (one SQL text, translated); a fresh PostgreSQL
+database must also have the schema of a fresh SQLite file, and bridge workers starting together
+on a new PostgreSQL database must all get through the migrations.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import table_names
+from engine_helpers import is_postgres, table_names
 
 from cloud_bridge import store as store_mod
 from cloud_bridge.datakey import DataCipher
 from cloud_bridge.ingest import IngestCounters, handle_message
+from cloud_bridge.pgdb import PgDatabase
 from cloud_bridge.providers import SandboxProvider
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.worker import DecisionWorker
@@ -76,30 +81,93 @@ def test_released_migrations_are_never_edited() -> None:
 
 
 # building old databases ---------------------------------------------------------------------
-def build_at(version: int, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def build_at(version: int, location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A database at schema ``version``, made by the real runner with later migrations hidden."""
     with monkeypatch.context() as m:
         m.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:version])
         # Schema 1 had no data key (MACs were plaintext): it cannot check one.
-        BridgeStore(path, data_key=KEY if version >= 2 else None).close()
+        BridgeStore(location, data_key=KEY if version >= 2 else None).close()
 
 
-def columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str, bool, Any, int]]:
+# The raw database under a store: a sqlite3 connection, or the PostgreSQL pool adapter (which
+# runs the same SQLite-dialect SQL, translated). Catalogue questions are asked per engine.
+Raw = sqlite3.Connection | PgDatabase
+SQLITE_TYPES = {"bigint": "INTEGER", "text": "TEXT", "double precision": "REAL", "bytea": "BLOB"}
+
+
+def open_raw(location: str | Path) -> Raw:
+    return PgDatabase(str(location)) if is_postgres(location) else sqlite3.connect(location)
+
+
+def columns(conn: Raw, table: str) -> list[tuple[str, str, bool, Any, int]]:
+    """(name, SQLite type, not null, default as SQL text, position in the primary key)."""
+    if isinstance(conn, sqlite3.Connection):
+        return [
+            (r[1], r[2].upper(), bool(r[3]), r[4], r[5])
+            for r in conn.execute(f"PRAGMA table_info({table})")
+        ]
+    pk = [
+        r[0]
+        for r in conn.execute(
+            "SELECT a.attname FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) "
+            "WITH ORDINALITY AS k(attnum, n) JOIN pg_attribute a ON a.attrelid=i.indrelid "
+            "AND a.attnum=k.attnum WHERE i.indrelid=to_regclass(?) AND i.indisprimary "
+            "ORDER BY k.n",
+            [table],
+        )
+    ]
     return [
-        (r[1], r[2].upper(), bool(r[3]), r[4], r[5])
-        for r in conn.execute(f"PRAGMA table_info({table})")
+        (
+            name,
+            SQLITE_TYPES[type_],
+            nullable == "NO",
+            _pg_default(default),
+            pk.index(name) + 1 if name in pk else 0,
+        )
+        for name, type_, nullable, default in conn.execute(
+            "SELECT column_name, data_type, is_nullable, column_default "
+            "FROM information_schema.columns WHERE table_schema=current_schema() "
+            "AND table_name=? ORDER BY ordinal_position",
+            [table],
+        )
     ]
 
 
-def tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
-        "AND name <> 'schema_migrations' ORDER BY name"
-    )
-    return [r[0] for r in rows]
+def tables(conn: Raw) -> list[str]:
+    if isinstance(conn, sqlite3.Connection):
+        sql = (
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' "
+            "AND name <> 'schema_migrations' ORDER BY name"
+        )
+    else:
+        sql = (
+            "SELECT table_name FROM information_schema.tables WHERE table_type='BASE TABLE' "
+            "AND table_schema=current_schema() AND table_name <> 'schema_migrations' ORDER BY 1"
+        )
+    return [r[0] for r in conn.execute(sql)]
 
 
-def insert(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+def foreign_keys(conn: Raw, table: str) -> list[tuple[str, str, str | None]]:
+    """(column, referenced table, referenced column) of each foreign key."""
+    if isinstance(conn, sqlite3.Connection):
+        return [(fk[3], fk[2], fk[4]) for fk in conn.execute(f"PRAGMA foreign_key_list({table})")]
+    return [
+        (r[0], r[1], r[2])
+        for r in conn.execute(
+            "SELECT kcu.column_name, ccu.table_name, ccu.column_name "
+            "FROM information_schema.table_constraints tc "
+            "JOIN information_schema.key_column_usage kcu "
+            "ON kcu.constraint_name=tc.constraint_name AND kcu.table_schema=tc.table_schema "
+            "JOIN information_schema.constraint_column_usage ccu "
+            "ON ccu.constraint_name=tc.constraint_name AND ccu.table_schema=tc.table_schema "
+            "WHERE tc.constraint_type='FOREIGN KEY' AND tc.table_schema=current_schema() "
+            "AND tc.table_name=?",
+            [table],
+        )
+    ]
+
+
+def insert(conn: Raw, table: str, row: dict[str, Any]) -> None:
     """Insert the keys this schema version has; NOT NULL columns without a default get a value."""
     cols = columns(conn, table)
     names = {c[0] for c in cols}
@@ -123,7 +191,7 @@ def synthetic(table: str, column: str, type_: str) -> Any:
     return f"{table}.{column}"
 
 
-def seed_domain(conn: sqlite3.Connection) -> None:
+def seed_domain(conn: Raw) -> None:
     """What a running bridge holds: a store, two consenting customers, a campaign, one SMS sent."""
     insert(conn, "stores", {
         "id": "main-st", "name": "Main St. Coffee", "timezone": "Europe/Moscow", "country": "RU",
@@ -188,21 +256,21 @@ def seed_domain(conn: sqlite3.Connection) -> None:
     })  # fmt: skip
 
 
-def fill_the_rest(conn: sqlite3.Connection) -> None:
+def fill_the_rest(conn: Raw) -> None:
     """One row in every table still empty, parents first, foreign keys pointing at real rows."""
     empty = [t for t in tables(conn) if not conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]
-    fks = {t: list(conn.execute(f"PRAGMA foreign_key_list({t})")) for t in empty}
+    fks = {t: foreign_keys(conn, t) for t in empty}
     done: set[str] = set()
     while len(done) < len(empty):
         progress = False
         for t in empty:
-            parents = {fk[2] for fk in fks[t]} - {t}
+            parents = {fk[1] for fk in fks[t]} - {t}
             if t in done or not parents <= (done | (set(tables(conn)) - set(empty))):
                 continue
             row: dict[str, Any] = {}
-            for fk in fks[t]:
-                ref = conn.execute(f"SELECT {fk[4] or 'rowid'} FROM {fk[2]} LIMIT 1").fetchone()
-                row[fk[3]] = ref[0] if ref else None
+            for column, parent, key in fks[t]:
+                ref = conn.execute(f"SELECT {key or 'rowid'} FROM {parent} LIMIT 1").fetchone()
+                row[column] = ref[0] if ref else None
             for name, type_, _notnull, default, pk in columns(conn, t):
                 if name in row or (pk and "INT" in type_):
                     continue
@@ -225,7 +293,7 @@ def default_value(sql_default: str) -> Any:
         return sql_default
 
 
-def snapshot(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+def snapshot(conn: Raw) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
     out = {}
     for t in tables(conn):
         cols = [c[0] for c in columns(conn, t)]
@@ -234,9 +302,7 @@ def snapshot(conn: sqlite3.Connection) -> dict[str, tuple[list[str], list[tuple[
     return out
 
 
-def _devices_encrypted(
-    old: tuple[list[str], list[tuple[Any, ...]]], new: sqlite3.Connection
-) -> None:
+def _devices_encrypted(old: tuple[list[str], list[tuple[Any, ...]]], new: Raw) -> None:
     """Migration 2: plaintext MACs moved into encrypted rows, found again by keyed lookup."""
     cols, rows = old
     cipher = DataCipher(KEY)
@@ -252,33 +318,51 @@ def _devices_encrypted(
 
 
 # Tables a migration rewrites on purpose, from (table, schema version before): how to check them.
-TRANSFORMED: dict[tuple[str, int], Callable[[Any, sqlite3.Connection], None]] = {
+TRANSFORMED: dict[tuple[str, int], Callable[[Any, Raw], None]] = {
     ("devices", 1): _devices_encrypted,
 }
 
 
+def advance_identities(conn: PgDatabase) -> None:
+    """PostgreSQL: rows seeded with explicit ids leave an identity column's sequence behind
+    (SQLite takes max(rowid) + 1): move each past the ids in use, as a data import must."""
+    for t in tables(conn):
+        if any(c[0] == "id" and c[4] and c[1] == "INTEGER" for c in columns(conn, t)):
+            conn.execute(
+                f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                f"coalesce((SELECT max(id) FROM {t}), 0) + 1, false)"
+            )
+
+
 @pytest.mark.parametrize("version", range(1, LATEST), ids=lambda v: f"from-v{v}")
 def test_upgrade_from_an_older_schema_keeps_every_row(
-    version: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    version: int,
+    tmp_path: Path,
+    db_location: str | Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    path = tmp_path / "bridge.db"
-    build_at(version, path, monkeypatch)
-    conn = sqlite3.connect(path)
+    build_at(version, db_location, monkeypatch)
+    conn = open_raw(db_location)
     assert max(r[0] for r in conn.execute("SELECT version FROM schema_migrations")) == version
     seed_domain(conn)
     fill_the_rest(conn)
-    conn.commit()
+    if isinstance(conn, sqlite3.Connection):
+        conn.commit()
+    else:
+        advance_identities(conn)
     before = snapshot(conn)
     assert all(rows for _cols, rows in before.values()), "every table holds data before upgrading"
     conn.close()
 
-    store = BridgeStore(path, data_key=KEY)  # migrates
+    store = BridgeStore(db_location, data_key=KEY)  # migrates
     try:
-        new = store.db.conn
+        new = store.db if store.postgres else store.db.conn
         versions = [r[0] for r in new.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == list(range(1, LATEST + 1))
-        assert new.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert new.execute("PRAGMA foreign_key_check").fetchall() == []
+        if not store.postgres:  # PostgreSQL checks its pages and keys as it writes them
+            assert new.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert new.execute("PRAGMA foreign_key_check").fetchall() == []
         after = set(tables(new))
         for t, (cols, rows) in before.items():
             check = TRANSFORMED.get((t, version)) or next(
@@ -295,31 +379,28 @@ def test_upgrade_from_an_older_schema_keeps_every_row(
             assert got == rows, f"upgrading from v{version} changed rows of {t}"
     finally:
         store.close()
-    assert_same_schema_as_fresh(path, tmp_path / "fresh.db")
-    assert_data_still_works(path)
+    if is_postgres(db_location):
+        fresh: str | Path = _fresh_pg(request.getfixturevalue("postgres_cluster"))
+    else:
+        fresh = tmp_path / "fresh.db"
+    assert_same_schema_as_fresh(db_location, fresh)
+    assert_data_still_works(db_location)
 
 
-def _schema(path: Path) -> list[tuple[str, str, str]]:
-    conn = sqlite3.connect(path)
-    try:
-        return sorted(
-            (r[0], r[1], " ".join((r[2] or "").split()))
-            for r in conn.execute(
-                "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
-            )
-        )
-    finally:
-        conn.close()
+def assert_same_schema_as_fresh(upgraded: str | Path, fresh: str | Path) -> None:
+    schemas = []
+    for location in (upgraded, fresh):
+        store = BridgeStore(location, data_key=KEY)
+        try:
+            schemas.append(catalogue(store))
+        finally:
+            store.close()
+    assert schemas[0] == schemas[1], "an upgraded database must look like a fresh one"
 
 
-def assert_same_schema_as_fresh(upgraded: Path, fresh: Path) -> None:
-    BridgeStore(fresh, data_key=KEY).close()
-    assert _schema(upgraded) == _schema(fresh), "an upgraded database must look like a fresh one"
-
-
-def assert_data_still_works(path: Path) -> None:
+def assert_data_still_works(location: str | Path) -> None:
     """Same events, same decisions as before the upgrade: Anna is capped, Boris gets his SMS."""
-    store = BridgeStore(path, data_key=KEY)
+    store = BridgeStore(location, data_key=KEY)
     try:
         counters = IngestCounters()
         for subject in (ANNA, BORIS):
