@@ -2056,6 +2056,19 @@ class BridgeStore:
             [sorted(set(keys))],
         )
 
+    def try_lock_for(self, keys: list[str]) -> set[str]:
+        """Inside a transaction: take those of these keys no other transaction holds, without
+        waiting; returns the keys now held (all of them on SQLite, whose BEGIN IMMEDIATE
+        already serialises writers)."""
+        if not self.postgres or not keys:
+            return set(keys)
+        rows = self.db.execute(
+            "SELECT x FROM unnest(CAST(? AS text[])) x "
+            "WHERE pg_try_advisory_xact_lock(hashtextextended(x, 0))",
+            [keys],
+        ).fetchall()
+        return {r[0] for r in rows}
+
     def reopen(self) -> BridgeStore:
         """Another connection to the same database file (e.g. for the decision worker, so its
         reads do not wait behind the ingest's commits; WAL lets them run side by side)."""

@@ -82,6 +82,7 @@ class WorkerCounters:
     errors: int = 0
     auto_paused: int = 0
     orphans: int = 0  # events another worker left undecided, taken over
+    deferred: int = 0  # events put back because another worker held their customer's lock
 
 
 def event_of(row: dict[str, Any]) -> Event:
@@ -180,6 +181,7 @@ class DecisionWorker:
         # None, every undecided event is ours at once (one bridge).
         self.orphan_after_s = orphan_after_s
         self._mine: collections.deque[str] = collections.deque()
+        self._deferred: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._book: tuple[Any, CampaignBook] | None = None
@@ -213,7 +215,7 @@ class DecisionWorker:
     def process_pending(self, now: float | None = None) -> int:
         """Decide every event still marked new; returns how many were processed."""
         done = 0
-        while True:
+        while not self._stop.is_set():
             rows = self._next_rows()
             if not rows:
                 break
@@ -246,6 +248,22 @@ class DecisionWorker:
         self.process_batch([row], now)
 
     def process_batch(self, rows: list[dict[str, Any]], now: float) -> int:
+        """Decide these events (see ``_process_once``). Events whose customer another worker
+        is reserving for at this moment are put back and decided again, from fresh reads, as
+        soon as that worker commits (a few milliseconds; nothing is held meanwhile)."""
+        done = 0
+        while rows:
+            done += self._process_once(rows, now)
+            if not self._deferred or self._stop.is_set():
+                break
+            again = set(self._deferred)
+            self.counters.deferred += len(again)
+            self._deferred.clear()
+            rows = [r for r in rows if r["event_id"] in again]
+            time.sleep(0.002)
+        return done
+
+    def _process_once(self, rows: list[dict[str, Any]], now: float) -> int:
         """Decide these events, store the decisions in one transaction, then hand the reserved
         sends to delivery.
 
@@ -323,9 +341,18 @@ class DecisionWorker:
         shared: dict[tuple[str, str], int] = {}  # budget counts read in this transaction
         touched: set[int] = set()  # customers with a send or holdout reserved in this batch
         done = 0
+        self._deferred.clear()
         with self.store.transaction():
-            self.store.lock_for(self._lock_keys(plans, book))
-            for row, plan in plans:
+            # Reservations count caps and budgets: hold their keys for this transaction. Keys
+            # another worker holds right now are not waited for: those events stay new and
+            # come back in the next batch (no worker ever waits for another's whole batch, and
+            # no two wait for each other).
+            needs = {i: self._lock_keys(plan, book) for i, (_, plan) in enumerate(plans)}
+            held = self.store.try_lock_for(sorted(set().union(*needs.values())))
+            for i, (row, plan) in enumerate(plans):
+                if not needs[i] <= held:
+                    self._deferred.append(row["event_id"])
+                    continue
                 try:
                     with self.store.transaction() if savepoints else contextlib.nullcontext():
                         if not self.store.claim_event(row["event_id"]):
@@ -349,20 +376,20 @@ class DecisionWorker:
         return reserved, done
 
     @staticmethod
-    def _lock_keys(
-        plans: list[tuple[dict[str, Any], _Decided | BaseException | None]], book: CampaignBook
-    ) -> list[str]:
-        """What the batch's reservations may count: its customers, the budgets of its stores
-        and the budgeted campaigns (taken at once, in one order: see BridgeStore.lock_for)."""
-        keys: set[str] = set()
-        for _, plan in plans:
-            if isinstance(plan, _Decided) and plan.customer is not None:
-                keys.add(f"customer:{plan.customer.id}")
-                if plan.store_info is not None and plan.store_info.daily_budget is not None:
-                    keys.add(f"store:{plan.store_info.id}")
-        if keys:
-            keys.update(f"campaign:{c.id}" for c in book.campaigns if c.budget is not None)
-        return sorted(keys)
+    def _lock_keys(plan: _Decided | BaseException | None, book: CampaignBook) -> set[str]:
+        """What reserving this plan's send (or holdout exposure) counts: its customer, its
+        store's daily budget, the budgeted campaigns (see BridgeStore.lock_for). A skip
+        reserves nothing and needs none."""
+        if not isinstance(plan, _Decided) or plan.customer is None:
+            return set()
+        out = plan.outcome
+        if not isinstance(out, Send) and not out.holdout:
+            return set()
+        keys = {f"customer:{plan.customer.id}"}
+        if plan.store_info is not None and plan.store_info.daily_budget is not None:
+            keys.add(f"store:{plan.store_info.id}")
+        keys.update(f"campaign:{c.id}" for c in book.campaigns if c.budget is not None)
+        return keys
 
     def _counters(
         self, book: CampaignBook, store: StoreInfo, event: Event, shared: dict[tuple[str, str], int]

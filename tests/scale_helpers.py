@@ -161,13 +161,13 @@ class Fleet:
         return path
 
     def start(self, worker_id: str) -> None:
-        log = open(self.workdir / f"worker-{worker_id}.log", "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PASSBY_")}
-        self.procs[worker_id] = subprocess.Popen(
-            [BRIDGE, "run", "--config", str(self.config()), "--no-console",
-             "--worker-id", worker_id],
-            stdout=log, stderr=log, cwd=self.workdir, env=env, start_new_session=True,
-        )  # fmt: skip
+        with open(self.workdir / f"worker-{worker_id}.log", "ab") as log:
+            self.procs[worker_id] = subprocess.Popen(
+                [BRIDGE, "run", "--config", str(self.config()), "--no-console",
+                 "--worker-id", worker_id],
+                stdout=log, stderr=log, cwd=self.workdir, env=env, start_new_session=True,
+            )  # fmt: skip
         self.wait_connected(worker_id)
 
     def log(self, worker_id: str) -> str:
