@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -48,14 +49,21 @@ def load_data_key(keys_dir: Path, env: dict[str, str] | None = None) -> bytes:
         return _parse(environ[ENV_VAR], ENV_VAR)
     path = keys_dir / KEY_FILE
     if not path.exists():
+        # whole or not at all (a temporary file linked into place): processes starting
+        # together never read a half-written key, and the first one's key wins
         keys_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=keys_dir, prefix=f".{KEY_FILE}.")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it a moment ago: use theirs
-        else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it a moment ago: use theirs
+        finally:
+            os.unlink(tmp)
     return _parse(path.read_text(encoding="ascii"), str(path))
 
 
