@@ -26,8 +26,10 @@ import hashlib
 import io
 import json
 import math
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +46,11 @@ __all__ = [
     "newcombe_diff",
     "summarise",
     "build_report",
+    "exposure_report",
+    "exposure_groups",
+    "refresh_figures",
+    "reset_figures",
+    "day_of",
     "print_report",
     "import_purchases",
 ]
@@ -169,28 +176,43 @@ class Report:
         }
 
 
-def summarise(exposures: Iterable[dict[str, Any]], now: float, return_days: int) -> Report:
-    """Aggregate exposure rows (``BridgeStore.exposures``) into the report's lines."""
-    by: dict[tuple[str, str | None, str | None, str | None], _Acc] = defaultdict(_Acc)
-    window = return_days * 86400
-    for e in exposures:
-        cid, var, sid = e["campaign_id"], e["variant"], e["store_id"]
-        keys = [("c", cid, None, None), ("v", cid, var, None), ("cs", cid, None, sid)]
-        keys.append(("s", None, None, sid))
-        for key in keys:
-            if key[0] == "v" and e["holdout"]:
-                continue  # holdouts have no variant: variants use the campaign's holdout
-            acc = by[key]
-            if e["holdout"]:
-                acc.h_n += 1
-                acc.h_returns += int(bool(e["returned"]))
-                acc.h_revenue += e["revenue"] or 0.0
-            else:
-                acc.sends += 1
-                acc.returns += int(bool(e["returned"]))
-                acc.revenue += e["revenue"] or 0.0
-                acc.cost += e["cost"] or 0.0
-                acc.open += int(e["ts"] + window > now)
+Key = tuple[str, str | None, str | None, str | None]
+
+
+def _add(
+    by: dict[Key, _Acc],
+    campaign_id: str | None,
+    variant: str | None,
+    store_id: str | None,
+    holdout: bool,
+    n: int,
+    returns: int,
+    revenue: float,
+    cost: float,
+    open_: int,
+) -> None:
+    """Add ``n`` exposures of one campaign, variant, store and holdout flag (with their
+    returns, revenue, cost and open windows) to the campaign, variant, campaign x store and
+    store lines. Holdouts have no variant: variants use the campaign's holdout."""
+    keys: list[Key] = [("c", campaign_id, None, None), ("cs", campaign_id, None, store_id)]
+    keys.append(("s", None, None, store_id))
+    if not holdout:
+        keys.append(("v", campaign_id, variant, None))
+    for key in keys:
+        acc = by[key]
+        if holdout:
+            acc.h_n += n
+            acc.h_returns += returns
+            acc.h_revenue += revenue
+        else:
+            acc.sends += n
+            acc.returns += returns
+            acc.revenue += revenue
+            acc.cost += cost
+            acc.open += open_
+
+
+def _report(by: dict[Key, _Acc], return_days: int) -> Report:
     report = Report(return_days)
     for (kind, cid, var, sid), acc in sorted(
         by.items(), key=lambda kv: tuple(str(x) for x in kv[0])
@@ -214,10 +236,536 @@ def summarise(exposures: Iterable[dict[str, Any]], now: float, return_days: int)
     return report
 
 
+def summarise(exposures: Iterable[dict[str, Any]], now: float, return_days: int) -> Report:
+    """Aggregate exposure rows (``BridgeStore.exposures``) into the report's lines."""
+    by: dict[Key, _Acc] = defaultdict(_Acc)
+    window = return_days * 86400
+    for e in exposures:
+        holdout = bool(e["holdout"])
+        _add(
+            by, e["campaign_id"], e["variant"], e["store_id"], holdout, 1,
+            int(bool(e["returned"])), e["revenue"] or 0.0, e["cost"] or 0.0,
+            int(not holdout and e["ts"] + window > now),
+        )  # fmt: skip
+    return _report(by, return_days)
+
+
 def build_report(
     store: BridgeStore, now: float, return_days: int = 14, since: float = 0.0
 ) -> Report:
-    return summarise(store.exposures(return_days, since), now, return_days)
+    """The report over every exposure since ``since``, from the daily figures."""
+    return exposure_report(store, now, return_days, since)
+
+
+# -- daily figures --------------------------------------------------------------------------
+# Reports read per-store, per-UTC-day figures (migration 8) instead of every row: detections,
+# decisions by outcome and reason, sends by state and, per return window, exposures with their
+# returns, revenue and cost. ``refresh_figures`` keeps them exact. A store-day's figures are
+# always recomputed whole from the rows (never incremented), so doing it twice is harmless;
+# what needs recomputing is found from what was added since the last look:
+#
+#   decisions, sends, send_log, purchases   ids above the last id seen; an id below it that
+#                                           was missing (PostgreSQL hands out ids before the
+#                                           commit) is looked for again for GAP_S
+#   events (arrive, visit)                  ``received`` since the last one seen, less
+#                                           LOOKBACK_S (the ingest's clock; ids are text)
+#   erasures                                the number of erased customers changed
+#
+# A new decision or send dirties its own store-day; a send's state change, its decision's
+# exposure; a visit, purchase or erasure, the exposures of that customer it can change.
+
+DAY_S = 86400
+DETECTIONS = ("arrive", "visit")
+LOOKBACK_S = 60.0
+GAP_S = 600.0
+MAX_GAPS = 10_000
+CHUNK = 500
+
+# One row per exposure as BridgeStore.exposures counts it: sends that reached the customer and
+# holdout would-be sends, of customers we have. Parameters: from, to (decision time).
+_EXPOSED = (
+    "FROM decisions d JOIN customers c ON c.id=d.customer_id "
+    "LEFT JOIN sends s ON s.decision_id=d.id "
+    "WHERE d.outcome IN ('send', 'holdout') AND d.ts>=? AND d.ts<? "
+    "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired'))"
+)
+_EVER = ("d.ts>=? AND d.ts<?", "1=1")  # for a pass over every row: no time range, no index
+_EXPOSED_KEYS = "d.store_id, d.campaign_id, d.variant, d.holdout, d.ts"
+# ... with whether it returned (a visit within the window after it), the revenue of the
+# customer's purchases in the window and the SMS cost. Parameters: window, window, from, to.
+_EXPOSURES = (
+    f"SELECT {_EXPOSED_KEYS}, CASE WHEN EXISTS (SELECT 1 FROM events e "
+    "WHERE e.subject=c.subject AND e.type='visit' AND e.ts>d.ts AND e.ts-d.ts<=?) "
+    "THEN 1 ELSE 0 END AS returned, coalesce((SELECT sum(p.amount) FROM purchases p "
+    "WHERE p.customer_id=d.customer_id AND p.ts>d.ts AND p.ts<=d.ts+?), 0) AS revenue, "
+    f"coalesce(s.cost, 0) AS cost {_EXPOSED}"
+)
+_GROUP = "store_id, campaign_id, variant, holdout"
+
+
+def day_of(ts: float) -> int:
+    """The UTC day number of ``ts``: day * 86400 <= ts < (day + 1) * 86400, exactly."""
+    day = int(ts // DAY_S)
+    while ts < day * DAY_S:
+        day -= 1
+    while ts >= (day + 1) * DAY_S:
+        day += 1
+    return day
+
+
+def _among(column: str, stores: set[str | None] | None) -> tuple[str, list[Any]]:
+    """``column`` is one of ``stores`` (None among them: or NULL); None: any."""
+    if stores is None:
+        return "1=1", []
+    named = sorted(s for s in stores if s is not None)
+    parts = [f"{column} IN ({','.join('?' * len(named))})"] if named else []
+    if None in stores:
+        parts.append(f"{column} IS NULL")
+    return "(" + " OR ".join(parts or ["0=1"]) + ")", named
+
+
+def exposure_groups(
+    store: BridgeStore,
+    return_days: int,
+    start: float,
+    end: float,
+    now: float,
+    where: str = "1=1",
+    args: list[Any] | tuple[Any, ...] = (),
+) -> list[dict[str, Any]]:
+    """Exposures from ``start`` to ``end`` straight from the rows, by store, campaign, variant
+    and holdout flag: n, returns, revenue, cost and (sends only) still open at ``now``.
+    ``where`` may use store_id, campaign_id, variant and holdout."""
+    window = return_days * DAY_S
+    return store.query(
+        f"SELECT {_GROUP}, count(*) AS n, sum(returned) AS returns, sum(revenue) AS revenue, "
+        "sum(cost) AS cost, sum(CASE WHEN holdout=0 AND ts+?>? THEN 1 ELSE 0 END) AS open "
+        f"FROM ({_EXPOSURES}) x WHERE {where} GROUP BY {_GROUP}",
+        [window, now, window, window, start, end, *args],
+    )
+
+
+def _open_groups(
+    store: BridgeStore, return_days: int, start: float, end: float, now: float,
+    where: str, args: list[Any] | tuple[Any, ...],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Sends from ``start`` to ``end`` whose window is still open at ``now``."""
+    return store.query(
+        f"SELECT {_GROUP}, count(*) AS open FROM (SELECT {_EXPOSED_KEYS} {_EXPOSED}) x "
+        f"WHERE holdout=0 AND ts+?>? AND {where} GROUP BY {_GROUP}",
+        [start, end, return_days * DAY_S, now, *args],
+    )
+
+
+def exposure_report(
+    store: BridgeStore,
+    now: float,
+    return_days: int,
+    since: float = 0.0,
+    until: float | None = None,
+    where: str = "1=1",
+    args: list[Any] | tuple[Any, ...] = (),
+    refresh: bool = True,
+) -> Report:
+    """The report over exposures from ``since`` to ``until`` (None: all) that match ``where``
+    (on store_id, campaign_id, variant, holdout): whole UTC days from the daily figures, the
+    parts of days at either end and the windows still open at ``now`` from the rows."""
+    if refresh:
+        refresh_figures(store, return_days)
+    window = return_days * DAY_S
+    first = day_of(since) + (since != day_of(since) * DAY_S)
+    last = day_of(until) if until is not None else None  # exclusive
+    edges: list[tuple[float, float]] = [(since, first * DAY_S)] if since < first * DAY_S else []
+    if until is not None and last is not None:
+        if last < first:
+            first, last, edges = 0, 0, [(since, until)]  # within one day
+        elif until > last * DAY_S:
+            edges.append((last * DAY_S, until))
+    by: dict[Key, _Acc] = defaultdict(_Acc)
+
+    def add(r: dict[str, Any], n: int, open_: int) -> None:
+        _add(
+            by, r["campaign_id"], r["variant"], r["store_id"], bool(r["holdout"]), n,
+            int(r["returns"] or 0), float(r["revenue"] or 0.0), float(r["cost"] or 0.0), open_,
+        )  # fmt: skip
+
+    for lo, hi in edges:
+        for r in exposure_groups(store, return_days, lo, hi, now, where, args):
+            add(r, int(r["n"]), int(r["open"] or 0))
+    span, span_args = "day>=?", [first]
+    if last is not None:
+        span, span_args = "day>=? AND day<?", [first, last]
+    days = (
+        f"FROM report_exposure_days WHERE return_days=? AND {span} AND ({where}) GROUP BY {_GROUP}"
+    )
+    for r in store.query(
+        f"SELECT {_GROUP}, sum(n) AS n, sum(returns) AS returns, sum(revenue) AS revenue, "
+        f"sum(cost) AS cost {days}",
+        [return_days, *span_args, *args],
+    ):
+        add(r, int(r["n"]), 0)
+    # Open windows: every send of the days whose first second is still open; the rows of the
+    # day or two the window's start falls in; none before.
+    open_from = day_of(now - window)
+    while open_from * DAY_S + window <= now:
+        open_from += 1
+    while (open_from - 1) * DAY_S + window > now:
+        open_from -= 1
+    open_from = max(open_from, first)
+    closed_to = max(first, day_of(now - window) - 2)  # every day before is closed
+    while closed_to < open_from and (closed_to + 1) * DAY_S + window <= now:
+        closed_to += 1
+    zero = {"returns": 0, "revenue": 0.0, "cost": 0.0}
+    if last is None or open_from < last:
+        for r in store.query(
+            f"SELECT {_GROUP}, sum(n) AS open FROM report_exposure_days WHERE return_days=? "
+            f"AND day>=? {'' if last is None else 'AND day<?'} AND holdout=0 AND ({where}) "
+            f"GROUP BY {_GROUP}",
+            [return_days, open_from, *([] if last is None else [last]), *args],
+        ):
+            add({**r, **zero}, 0, int(r["open"]))
+    lo, hi = max(closed_to * DAY_S, now - window - 1.0), open_from * DAY_S
+    if last is not None:
+        hi = min(hi, last * DAY_S)
+    if lo < hi:
+        for r in _open_groups(store, return_days, lo, hi, now, f"({where})", args):
+            add({**r, **zero}, 0, int(r["open"]))
+    return _report(by, return_days)
+
+
+# -- keeping the daily figures ------------------------------------------------------------
+
+_KINDS = ("events", "decisions", "sends", "exposures")
+# Per kind: the table, the store column that buckets its rows, the columns it stores.
+_TABLES = {
+    "events": ("report_event_days", "store_id", ("store_id", "day", "type", "n")),
+    "decisions": (
+        "report_decision_days",
+        "bucket",
+        ("bucket", "day", "store_id", "campaign_id", "variant", "outcome", "reason", "n"),
+    ),
+    "sends": (
+        "report_send_days",
+        "store_id",
+        ("store_id", "day", "campaign_id", "variant", "state", "n"),
+    ),
+    "exposures": (
+        "report_exposure_days",
+        "store_id",
+        ("return_days", "store_id", "day", "campaign_id", "variant", "holdout", "n", "returns",
+         "revenue", "cost"),
+    ),
+}  # fmt: skip
+
+
+def _day_sql(ts: str) -> str:
+    """SQL for the UTC day of ``ts``, exactly as ``day_of`` (a quotient rounded up to the next
+    integer a hair before midnight is put back)."""
+    day = f"CAST({ts} / {DAY_S} AS INTEGER)"
+    return f"{day} - CASE WHEN {ts} < {day} * {DAY_S} THEN 1 ELSE 0 END"
+
+
+def _grouped(
+    store: BridgeStore,
+    kind: str,
+    lo: float | None,
+    hi: float | None,
+    stores: set[str | None] | None,
+    window: int = 0,
+) -> list[dict[str, Any]]:
+    """The ``kind`` figures of the rows from ``lo`` to ``hi`` (None: all) of ``stores`` (None:
+    every one), by day and the table's columns, straight from the rows."""
+    span, span_args = ("ts>=? AND ts<?", [lo, hi]) if lo is not None else ("1=1", [])
+    if kind == "events":
+        if stores is None:  # the index wants the stores: every store with events
+            stores = _stores_of(store, "events")
+        cond, args = _among("store_id", stores)
+        return store.query(
+            f"SELECT {_day_sql('ts')} AS day, store_id, type, count(*) AS n FROM events "
+            f"WHERE {cond} AND type IN (?, ?) AND {span} GROUP BY 1, store_id, type",
+            [*args, *DETECTIONS, *span_args],
+        )
+    if kind == "decisions":
+        cond, args = _among("d.store_id", stores)
+        return store.query(
+            f"SELECT {_day_sql('d.ts')} AS day, d.store_id AS bucket, e.store_id, "
+            "d.campaign_id, d.variant, d.outcome, d.reason, count(*) AS n FROM decisions d "
+            f"JOIN events e ON e.event_id=d.event_id WHERE {span.replace('ts', 'd.ts')} "
+            f"AND {cond} "
+            "GROUP BY 1, d.store_id, e.store_id, d.campaign_id, d.variant, d.outcome, d.reason",
+            [*span_args, *args],
+        )
+    if kind == "sends":
+        cond, args = _among("store_id", stores)
+        return store.query(
+            f"SELECT {_day_sql('ts')} AS day, store_id, campaign_id, variant, state, "
+            f"count(*) AS n FROM sends WHERE {span} AND {cond} "
+            "GROUP BY 1, store_id, campaign_id, variant, state",
+            [*span_args, *args],
+        )
+    cond, args = _among("store_id", stores)
+    rows = store.query(
+        f"SELECT {_day_sql('ts')} AS day, {_GROUP}, count(*) AS n, sum(returned) AS returns, "
+        f"sum(revenue) AS revenue, sum(cost) AS cost "
+        f"FROM ({_EXPOSURES.replace(*_EVER) if lo is None else _EXPOSURES}) x WHERE {cond} "
+        f"GROUP BY 1, {_GROUP}",
+        [window * DAY_S, window * DAY_S, *span_args, *args],
+    )
+    for r in rows:
+        r["return_days"] = window
+        r["revenue"], r["cost"] = float(r["revenue"] or 0.0), float(r["cost"] or 0.0)
+    return rows
+
+
+def _store(
+    db: Any,
+    kind: str,
+    rows: list[dict[str, Any]],
+    days: dict[int, set[str | None] | None] | None,
+    window: int = 0,
+) -> None:
+    """Replace the ``kind`` figures of ``days`` (store-days; None: all of them) by ``rows``."""
+    table, bucket, columns = _TABLES[kind]
+    scope, scope_args = ("return_days=?", [window]) if kind == "exposures" else ("1=1", [])
+    if days is None:
+        db.execute(f"DELETE FROM {table} WHERE {scope}", scope_args)
+    for day, stores in (days or {}).items():
+        cond, args = _among(bucket, stores)
+        db.execute(
+            f"DELETE FROM {table} WHERE {scope} AND day=? AND {cond}", [*scope_args, day, *args]
+        )
+    if rows:
+        db.conn.executemany(
+            f"INSERT INTO {table}({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
+            [tuple(r[c] for c in columns) for r in rows],
+        )
+
+
+def _stores_of(store: BridgeStore, table: str) -> set[str | None]:
+    return {r["store_id"] for r in store.query(f"SELECT DISTINCT store_id FROM {table}")}
+
+
+@dataclass
+class _Dirty:
+    """Store-days whose figures must be recomputed, per kind."""
+
+    days: dict[str, dict[int, set[str | None] | None]] = field(
+        default_factory=lambda: {k: {} for k in _KINDS}
+    )
+
+    def add(self, kind: str, store_id: str | None, ts: float | None) -> None:
+        if ts is not None:
+            stores = self.days[kind].setdefault(day_of(ts), set())
+            if stores is not None:
+                stores.add(store_id)
+
+    def __bool__(self) -> bool:
+        return any(self.days.values())
+
+
+def _marks(store: BridgeStore) -> dict[str, float]:
+    return {r["name"]: r["value"] for r in store.query("SELECT name, value FROM report_marks")}
+
+
+def _set_marks(db: Any, values: dict[str, float], drop: Iterable[str] = ()) -> None:
+    for name in drop:
+        db.execute("DELETE FROM report_marks WHERE name=?", [name])
+    for name, value in values.items():
+        db.execute(
+            "INSERT INTO report_marks(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            [name, value],
+        )
+
+
+@contextmanager
+def _alone(store: BridgeStore) -> Iterator[Any]:
+    """A write transaction no other refresh runs alongside (SQLite's BEGIN IMMEDIATE already
+    serialises writers; on PostgreSQL an advisory lock)."""
+    with store.transaction() as db:
+        store.lock_for(["reports:figures"])
+        yield db
+
+
+# What each table with integer ids tells about the figures: SELECT ... FROM table t ...
+_WATCHED = {
+    "decisions": "SELECT t.id, t.store_id, t.ts, t.outcome FROM decisions t",
+    "sends": "SELECT t.id, t.store_id, t.ts, d.store_id AS d_store, d.ts AS d_ts FROM sends t "
+    "LEFT JOIN decisions d ON d.id=t.decision_id",
+    "send_log": "SELECT t.id, s.store_id, s.ts, d.store_id AS d_store, d.ts AS d_ts "
+    "FROM send_log t LEFT JOIN sends s ON t.kind='offer' AND s.id=t.send_id "
+    "LEFT JOIN decisions d ON d.id=s.decision_id",
+    "purchases": "SELECT t.id, t.customer_id, t.ts FROM purchases t",
+}
+
+
+def _fresh(
+    store: BridgeStore, table: str, marks: dict[str, float], clock: float,
+    out: dict[str, float], drop: list[str],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows of ``table`` added since the last look: ids above the mark, and missing ids below
+    it that have turned up. Notes the new mark and the ids still missing in ``out``/``drop``."""
+    mark = int(marks.get(f"id:{table}", 0))
+    prefix = f"gap:{table}:"
+    gaps = {int(n[len(prefix) :]): v for n, v in marks.items() if n.startswith(prefix)}
+    rows = store.query(f"{_WATCHED[table]} WHERE t.id>?", [mark])
+    ids = [int(r["id"]) for r in rows]
+    found = []
+    missing = sorted(gaps)
+    for i in range(0, len(missing), CHUNK):
+        part = missing[i : i + CHUNK]
+        found += store.query(f"{_WATCHED[table]} WHERE t.id IN ({','.join('?' * len(part))})", part)
+    for r in found:
+        drop.append(f"{prefix}{int(r['id'])}")
+        gaps.pop(int(r["id"]))
+    for gap, noticed in gaps.items():
+        if noticed < clock - GAP_S:
+            drop.append(f"{prefix}{gap}")  # rolled back, or deleted: not coming
+    top = max(ids, default=mark)
+    if top - mark > len(ids):
+        new_gaps = sorted(set(range(mark + 1, top + 1)) - set(ids))
+        for gap in new_gaps[-MAX_GAPS:]:
+            out[f"{prefix}{gap}"] = clock
+    out[f"id:{table}"] = top
+    return rows + found
+
+
+def _exposures_of(
+    store: BridgeStore, dirty: _Dirty, customer_id: int | None, lo: float, hi: float
+) -> None:
+    """The customer's exposures from ``lo`` to ``hi`` (decision time) are dirty."""
+    if customer_id is None:
+        return
+    for r in store.query(
+        "SELECT store_id, ts FROM decisions WHERE customer_id=? "
+        "AND outcome IN ('send', 'holdout') AND ts>=? AND ts<?",
+        [customer_id, lo, hi],
+    ):
+        dirty.add("exposures", r["store_id"], r["ts"])
+
+
+def _detect(
+    store: BridgeStore, marks: dict[str, float], windows: list[int], clock: float
+) -> tuple[_Dirty, dict[str, float], list[str]]:
+    """What changed since the marks: the dirty store-days, the new marks, marks to drop."""
+    dirty, out, drop = _Dirty(), dict[str, float](), list[str]()
+    reach = max(windows, default=0) * DAY_S + 1.0  # how far back a visit or purchase reaches
+    for r in _fresh(store, "decisions", marks, clock, out, drop):
+        dirty.add("decisions", r["store_id"], r["ts"])
+        if r["outcome"] in ("send", "holdout"):
+            dirty.add("exposures", r["store_id"], r["ts"])
+    for table in ("sends", "send_log"):
+        for r in _fresh(store, table, marks, clock, out, drop):
+            if r["store_id"] is not None:
+                dirty.add("sends", r["store_id"], r["ts"])
+            dirty.add("exposures", r["d_store"], r["d_ts"])
+    for r in _fresh(store, "purchases", marks, clock, out, drop):
+        _exposures_of(store, dirty, r["customer_id"], r["ts"] - reach, r["ts"])
+    # Events: by the ingest's clock, looking LOOKBACK_S back; the ones already seen then are
+    # remembered (by id) so that they are not done again.
+    received = marks.get("received", float("-inf"))
+    seen = {n[3:] for n in marks if n.startswith("ev:")}
+    top = received
+    for r in store.query(
+        "SELECT e.event_id, e.store_id, e.type, e.ts, e.received, c.id AS customer_id "
+        "FROM events e LEFT JOIN customers c ON e.type='visit' AND c.subject=e.subject "
+        "WHERE e.type IN (?, ?) AND e.received>=?",
+        [*DETECTIONS, received - LOOKBACK_S],
+    ):
+        top = max(top, r["received"])
+        if r["event_id"] in seen:
+            continue
+        out[f"ev:{r['event_id']}"] = r["received"]
+        dirty.add("events", r["store_id"], r["ts"])
+        if r["type"] == "visit":
+            _exposures_of(store, dirty, r["customer_id"], r["ts"] - reach, r["ts"])
+    out["received"] = top
+    drop += [n for n, v in marks.items() if n.startswith("ev:") and v < top - LOOKBACK_S]
+    # Erasures (rare): an erased customer's visits no longer count as returns.
+    row = store.query(
+        "SELECT count(*) AS n, max(erased) AS latest FROM customers WHERE erased IS NOT NULL"
+    )[0]
+    if row["n"] != marks.get("erased:n", 0) or (row["latest"] or 0) != marks.get("erased:max", 0):
+        latest = marks.get("erased:max", 0.0)
+        rows = store.query("SELECT id FROM customers WHERE erased>=?", [latest - LOOKBACK_S])
+        if len(rows) < row["n"] - marks.get("erased:n", 0):
+            rows = store.query("SELECT id FROM customers WHERE erased IS NOT NULL")
+        for c in rows:
+            _exposures_of(store, dirty, c["id"], float("-inf"), float("inf"))
+        out["erased:n"], out["erased:max"] = row["n"], row["latest"] or 0
+    return dirty, out, drop
+
+
+def _capture(store: BridgeStore, clock: float) -> dict[str, float]:
+    """Marks as of now, before a build reads the rows (what comes later is caught up after)."""
+    out: dict[str, float] = {}
+    for table in _WATCHED:
+        top = store.query(f"SELECT max(id) AS top FROM {table}")[0]["top"] or 0
+        recent = {r["id"] for r in store.query(f"SELECT id FROM {table} WHERE id>?", [top - 1000])}
+        for gap in set(range(max(1, top - 999), top + 1)) - recent:
+            out[f"gap:{table}:{gap}"] = clock
+        out[f"id:{table}"] = top
+    row = store.query(
+        "SELECT max(received) AS top FROM events WHERE type IN (?, ?)", list(DETECTIONS)
+    )[0]
+    out["received"] = row["top"] if row["top"] is not None else float("-inf")
+    row = store.query(
+        "SELECT count(*) AS n, max(erased) AS latest FROM customers WHERE erased IS NOT NULL"
+    )[0]
+    out["erased:n"], out["erased:max"] = row["n"], row["latest"] or 0
+    return out
+
+
+def refresh_figures(
+    store: BridgeStore, return_days: int | None = None, clock: float | None = None
+) -> None:
+    """Bring the daily figures up to date, with those of the ``return_days`` window.
+
+    The first call builds them from every row, one pass per kind (a while on a big store; the
+    bridge keeps working meanwhile), and stores them with the marks taken before reading:
+    whatever came in during the build is caught up next. Later calls find what changed since
+    the marks and recompute those store-days, all in one transaction that no other refresh
+    runs alongside, so figures and marks always agree."""
+    clock = time.time() if clock is None else clock
+    marks = _marks(store)
+    builds = [] if marks.get("base") == 1 else [("events", 0), ("decisions", 0), ("sends", 0)]
+    if return_days is not None and marks.get(f"window:{return_days}") != 1:
+        builds.append(("exposures", return_days))
+    if builds:
+        taken = _capture(store, clock)
+        done = [(kind, w, _grouped(store, kind, None, None, None, w)) for kind, w in builds]
+        with _alone(store) as db:
+            for kind, w, rows in done:
+                _store(db, kind, rows, None, w)
+            flags = {f"window:{w}": 1 for kind, w, _ in done if kind == "exposures"}
+            if marks.get("base") != 1:
+                flags["base"] = 1
+            stale = [n for n in _marks(store) if n.startswith(("gap:", "ev:"))]
+            _set_marks(db, {**taken, **flags}, stale)
+        marks = _marks(store)
+    windows = sorted(int(n[7:]) for n in marks if n.startswith("window:"))
+    dirty, out, drop = _detect(store, marks, windows, clock)
+    if not dirty and not drop and all(marks.get(k) == v for k, v in out.items()):
+        return  # nothing new: no write transaction
+    with _alone(store) as db:
+        marks = _marks(store)
+        windows = sorted(int(n[7:]) for n in marks if n.startswith("window:"))
+        dirty, out, drop = _detect(store, marks, windows, clock)
+        for kind, days in dirty.days.items():
+            for day, stores in sorted(days.items()):
+                for w in windows if kind == "exposures" else [0]:
+                    rows = _grouped(store, kind, day * DAY_S, (day + 1) * DAY_S, stores, w)
+                    _store(db, kind, rows, {day: stores}, w)
+        if out or drop:
+            _set_marks(db, out, drop)
+
+
+def reset_figures(store: BridgeStore) -> None:
+    """Forget the daily figures: the next report builds them again from every row."""
+    with store.transaction() as db:
+        for table in ("report_marks", "report_event_days", "report_decision_days",
+                      "report_send_days", "report_exposure_days"):  # fmt: skip
+            db.execute(f"DELETE FROM {table}")
 
 
 # -- printing -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from cloud_bridge.auth import Principal, require
 from cloud_bridge.console.charts import COLORS, hbars
 from cloud_bridge.console.common import check_store, page, store_scope_sql, visible_stores
 from cloud_bridge.decide import REASONS
-from cloud_bridge.reports import Report, summarise
+from cloud_bridge.reports import Report, day_of, exposure_report, refresh_figures
 from cloud_bridge.store import BridgeStore
 
 __all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "optout_rates"]
@@ -67,96 +67,115 @@ class Filters:
         return "&".join(parts)
 
 
-def _where(f: Filters, me: Principal, store_col: str, ts_col: str) -> tuple[str, list[Any]]:
+def _days(f: Filters) -> list[Any]:
+    """The filters' UTC days as the daily figures number them: first, last (exclusive)."""
+    return [day_of(f.since), day_of(f.until)]
+
+
+def _scope(f: Filters, me: Principal, store_col: str = "store_id") -> tuple[str, list[Any]]:
+    """The principal's stores and the store filter, on ``store_col``."""
     cond, args = store_scope_sql(me, store_col)
-    sql, out = [cond, f"{ts_col}>=?", f"{ts_col}<?"], [*args, f.since, f.until]
     if f.store_id:
-        sql.append(f"{store_col}=?")
-        out.append(f.store_id)
-    return " AND ".join(sql), out
+        return f"{cond} AND {store_col}=?", [*args, f.store_id]
+    return cond, list(args)
 
 
-def _campaign(f: Filters, alias: str) -> tuple[str, list[Any]]:
+def _campaign(f: Filters, alias: str = "", keep_holdouts: bool = False) -> tuple[str, list[Any]]:
     sql, args = [], []
     if f.campaign_id:
-        sql.append(f"{alias}.campaign_id=?")
+        sql.append(f"{alias}campaign_id=?")
         args.append(f.campaign_id)
     if f.variant:
-        sql.append(f"{alias}.variant=?")
+        sql.append("(holdout<>0 OR variant=?)" if keep_holdouts else f"{alias}variant=?")
         args.append(f.variant)
     return "".join(f" AND {s}" for s in sql), args
 
 
 def report_of(store: BridgeStore, f: Filters, me: Principal, now: float) -> Report:
-    """Returns and lift over the exposures that match the filters (and the principal's stores)."""
-    rows = [
-        e
-        for e in store.exposures(RETURN_DAYS, f.since)
-        if e["ts"] < f.until
-        and me.can_see(e["store_id"])
-        and (not f.store_id or e["store_id"] == f.store_id)
-        and (not f.campaign_id or e["campaign_id"] == f.campaign_id)
-        and (not f.variant or e["holdout"] or e["variant"] == f.variant)
-    ]
-    return summarise(rows, now, RETURN_DAYS)
+    """Returns and lift over the exposures that match the filters (and the principal's stores);
+    a variant filter keeps the campaign's holdout to compare with."""
+    where, args = _scope(f, me)
+    cw, c_args = _campaign(f, keep_holdouts=True)
+    return exposure_report(
+        store, now, RETURN_DAYS, f.since, f.until, where + cw, [*args, *c_args], refresh=False
+    )
 
 
 def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dict[str, int]:
-    ev, ev_args = _where(f, me, "e.store_id", "e.ts")
+    """Detections (arrive and visit events), decisions of eligible customers, SMS sent and
+    delivered, returns; from the daily figures (``refresh_figures`` first)."""
+    where, args = _scope(f, me)
+    days = _days(f)
     detections = store.query(
-        f"SELECT count(*) AS n FROM events e WHERE e.type IN ('arrive','visit') AND {ev}", ev_args
+        "SELECT coalesce(sum(n), 0) AS n FROM report_event_days "
+        f"WHERE day>=? AND day<? AND {where}",
+        [*days, *args],
     )[0]["n"]
-    dw, d_args = _where(f, me, "e.store_id", "d.ts")
-    cw, c_args = _campaign(f, "d")
+    cw, c_args = _campaign(f)
     eligible = store.query(
-        "SELECT count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        f"WHERE {dw}{cw} AND d.reason NOT IN ({','.join('?' * len(NOT_ELIGIBLE))})",
-        [*d_args, *c_args, *NOT_ELIGIBLE],
+        "SELECT coalesce(sum(n), 0) AS n FROM report_decision_days WHERE day>=? AND day<? "
+        f"AND {where}{cw} AND reason NOT IN ({','.join('?' * len(NOT_ELIGIBLE))})",
+        [*days, *args, *c_args, *NOT_ELIGIBLE],
     )[0]["n"]
-    sw, s_args = _where(f, me, "s.store_id", "s.ts")
-    scw, sc_args = _campaign(f, "s")
     sends = store.query(
-        f"SELECT sum(s.state IN ({','.join('?' * len(SENT))})) AS sent, "
-        f"sum(s.state='delivered') AS delivered FROM sends s WHERE {sw}{scw}",
-        [*SENT, *s_args, *sc_args],
+        f"SELECT coalesce(sum(CASE WHEN state IN ({','.join('?' * len(SENT))}) THEN n "
+        "ELSE 0 END), 0) AS sent, coalesce(sum(CASE WHEN state='delivered' THEN n ELSE 0 END), "
+        f"0) AS delivered FROM report_send_days WHERE day>=? AND day<? AND {where}{cw}",
+        [*SENT, *days, *args, *c_args],
     )[0]
     returns = sum(line.returns for line in report.stores)
     return {
         "detections": int(detections),
         "eligible": int(eligible),
-        "sent": int(sends["sent"] or 0),
-        "delivered": int(sends["delivered"] or 0),
+        "sent": int(sends["sent"]),
+        "delivered": int(sends["delivered"]),
         "returns": int(returns),
     }
 
 
 def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
-    dw, d_args = _where(f, me, "e.store_id", "d.ts")
-    cw, c_args = _campaign(f, "d")
+    where, args = _scope(f, me)
+    cw, c_args = _campaign(f)
     rows = store.query(
-        "SELECT d.reason, count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        f"WHERE {dw}{cw} AND d.outcome<>'send' GROUP BY d.reason ORDER BY n DESC",
-        [*d_args, *c_args],
+        "SELECT reason, sum(n) AS n FROM report_decision_days WHERE day>=? AND day<? "
+        f"AND {where}{cw} AND outcome<>'send' GROUP BY reason ORDER BY n DESC, reason",
+        [*_days(f), *args, *c_args],
     )
     for r in rows:
+        r["n"] = int(r["n"])
         r["explanation"] = REASONS.get(r["reason"], r["reason"])
     return rows
 
 
 def optout_rates(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
     """Per campaign: sends in the period and customers who opted out of SMS within 30 days
-    after one of them; the rate against the 2 % line."""
-    sw, s_args = _where(f, me, "s.store_id", "s.ts")
-    scw, sc_args = _campaign(f, "s")
+    after one of them; the rate against the 2 % line. Sends from the daily figures; opt-outs
+    from the SMS consent revocations that can follow a send of the period (few)."""
+    where, args = _scope(f, me)
+    cw, c_args = _campaign(f)
+    marks = ",".join("?" * len(SENT))
     rows = store.query(
-        "SELECT s.campaign_id, count(*) AS sends, count(DISTINCT CASE WHEN EXISTS (SELECT 1 "
-        "FROM consents k WHERE k.customer_id=s.customer_id AND k.kind='sms' AND "
-        "k.status='revoked' AND k.ts>=s.ts AND k.ts<=s.ts+?) THEN s.customer_id END) AS optouts "
-        f"FROM sends s WHERE {sw}{scw} AND s.state IN ({','.join('?' * len(SENT))}) "
-        "GROUP BY s.campaign_id ORDER BY s.campaign_id",
-        [OPTOUT_WINDOW_DAYS * 86400, *s_args, *sc_args, *SENT],
+        "SELECT campaign_id, sum(n) AS sends FROM report_send_days WHERE day>=? AND day<? "
+        f"AND {where}{cw} AND state IN ({marks}) GROUP BY campaign_id ORDER BY campaign_id",
+        [*_days(f), *args, *c_args, *SENT],
     )
+    sw, s_args = _scope(f, me, "s.store_id")
+    scw, _ = _campaign(f, "s.")
+    window = OPTOUT_WINDOW_DAYS * 86400
+    optouts = {
+        r["campaign_id"]: int(r["n"])
+        for r in store.query(
+            "SELECT s.campaign_id, count(DISTINCT s.customer_id) AS n FROM consents k "
+            "JOIN sends s ON s.customer_id=k.customer_id AND k.ts>=s.ts AND k.ts<=s.ts+? "
+            "WHERE k.kind='sms' AND k.status='revoked' AND k.ts>=? AND k.ts<=? "
+            f"AND s.ts>=? AND s.ts<? AND {sw}{scw} AND s.state IN ({marks}) "
+            "GROUP BY s.campaign_id",
+            [window, f.since, f.until + window, f.since, f.until, *s_args, *c_args, *SENT],
+        )
+    }
     for r in rows:
+        r["sends"] = int(r["sends"])
+        r["optouts"] = optouts.get(r["campaign_id"], 0)
         r["rate"] = r["optouts"] / r["sends"] if r["sends"] else None
         r["over_line"] = r["rate"] is not None and r["rate"] > OPTOUT_LINE
     return rows
@@ -169,6 +188,7 @@ def _line(x: Any) -> dict[str, Any]:
 def build(store: BridgeStore, f: Filters, me: Principal, now: float) -> dict[str, Any]:
     if f.store_id:
         check_store(me, f.store_id)
+    refresh_figures(store, RETURN_DAYS)
     rep = report_of(store, f, me, now)
     return {
         "filters": {
