@@ -545,6 +545,9 @@ def simulate(
     if provision is not None:
         from cloud_bridge.provisioning import ProvisioningError
 
+        if not verbose:  # two lines per sensor otherwise
+            logging.getLogger("cloud_bridge.provisioning").setLevel(logging.WARNING)
+
         try:
             creds, update = sim.provision_fleet(store, settings, provision, store_prefix, per_store)
         except (ProvisioningError, sim.SimulatorError) as exc:
@@ -659,7 +662,12 @@ def _print_simulation(data: dict) -> None:  # type: ignore[type-arg]
         ("elapsed s (publishing window)", f"{data['elapsed_s']:.1f} ({data['publish_window_s']:.1f})"),
     ]  # fmt: skip
     if "lost" in data:
-        rows.append(("stored in the bridge / lost", f"{data['stored']} / {data['lost']}"))
+        rows.append(
+            (
+                "stored in the bridge / lost (not stored by --verify-timeout)",
+                f"{data['stored']} / {data['lost']}",
+            )
+        )
     for reason, n in data["refused_reasons"].items():
         rows.append((f"refused: {reason}", str(n)))
     for error in data["errors"][:5]:
