@@ -647,6 +647,20 @@ class _Shard:
     def _inflight(self) -> int:
         return sum(len(c.inflight) for c in self.clients)
 
+    def _io(self, sim: _SimClient, mask: int) -> None:
+        try:
+            if mask & selectors.EVENT_READ:
+                sim.client.loop_read()
+                # TLS: records already decrypted wait in the SSL object, not the socket, so
+                # the selector would not wake us for them.
+                while sim.sock is not None and getattr(sim.sock, "pending", int)() > 0:
+                    sim.client.loop_read()
+            if mask & selectors.EVENT_WRITE and sim.sock is not None:
+                sim.client.loop_write()
+        except Exception as exc:  # one client's failure must not end everyone's run
+            log.exception("simulated sensor %s: network loop failed", sim.sensor.username)
+            self.note_error(f"{sim.sensor.username}: {type(exc).__name__}: {exc}")
+
     def run(self) -> dict[str, Any]:
         plan = self.plan
         t0 = time.monotonic()
@@ -684,15 +698,7 @@ class _Shard:
             if self._heap:
                 wake = min(wake, self._heap[0][0])
             for key, mask in self.sel.select(max(0.0, min(wake - now, 0.25))):
-                sim = key.data
-                if mask & selectors.EVENT_READ:
-                    sim.client.loop_read()
-                    # TLS: records already decrypted wait in the SSL object, not the socket,
-                    # so the selector would not wake us for them.
-                    while sim.sock is not None and getattr(sim.sock, "pending", int)() > 0:
-                        sim.client.loop_read()
-                if mask & selectors.EVENT_WRITE and sim.sock is not None:
-                    sim.client.loop_write()
+                self._io(key.data, mask)
             now = time.monotonic()
             while self._heap and self._heap[0][0] <= now:
                 when, _, action, sim = heapq.heappop(self._heap)
