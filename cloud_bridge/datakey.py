@@ -8,6 +8,7 @@ hex of an HMAC over a fixed label) lets the store notice a database opened with 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -58,10 +59,8 @@ def load_data_key(keys_dir: Path, env: dict[str, str] | None = None) -> bytes:
                 fh.write(secrets.token_hex(32) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            try:
+            with contextlib.suppress(FileExistsError):  # another process was first: theirs
                 os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process created it a moment ago: use theirs
         finally:
             os.unlink(tmp)
     return _parse(path.read_text(encoding="ascii"), str(path))

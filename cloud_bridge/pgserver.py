@@ -25,9 +25,7 @@ class PostgresError(RuntimeError):
 
 
 def pg_bindir() -> Path:
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
-    )
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if not found:
         which = shutil.which("initdb")
         if which:

@@ -44,6 +44,10 @@ def test_processes_racing_to_create_keys_agree(tmp_path: Path) -> None:
     subject, public, data = results[0]
     assert len(bytes.fromhex(subject)) == 32 and len(bytes.fromhex(data)) == 32
     keys = tmp_path / "keys"
-    assert sorted(p.name for p in keys.iterdir()) == ["data.key", "roster-signing.key", "subject.key"]
+    assert sorted(p.name for p in keys.iterdir()) == [
+        "data.key",
+        "roster-signing.key",
+        "subject.key",
+    ]
     for f in keys.iterdir():
         assert f.stat().st_mode & 0o077 == 0

@@ -69,9 +69,9 @@ def test_two_workers_share_events_and_keep_caps(world) -> None:  # type: ignore[
     assert found["undecided"] == 0 and found["errors"] == 0
     assert found["duplicates"] == 0 and found["cap_violations"] == 0
     # One welcome per customer seen arriving, at most two regulars per customer seen visiting.
-    arrivals = store.query(
-        "SELECT count(DISTINCT subject) AS n FROM events WHERE type='arrive'"
-    )[0]["n"]
+    arrivals = store.query("SELECT count(DISTINCT subject) AS n FROM events WHERE type='arrive'")[
+        0
+    ]["n"]
     welcome = store.query("SELECT count(*) AS n FROM sends WHERE campaign_id='welcome'")[0]["n"]
     assert welcome == arrivals
     # Stats go to one worker of the group too: one history row per message, not one per worker.
@@ -125,9 +125,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(world) -> None:  #
     assert found["events"] == unique
     assert found["undecided"] == 0 and found["errors"] == 0
     assert found["duplicates"] == 0 and found["cap_violations"] == 0
-    sandbox = store.query(
-        "SELECT count(*) AS n, count(DISTINCT sid) AS d FROM sandbox_messages"
-    )[0]
+    sandbox = store.query("SELECT count(*) AS n, count(DISTINCT sid) AS d FROM sandbox_messages")[0]
     assert sandbox["n"] == sandbox["d"]
     # Every send reserved is delivered once, including those the killed worker had reserved.
     deadline = time.monotonic() + 60
