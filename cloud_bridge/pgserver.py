@@ -132,3 +132,24 @@ def wait_ready(dsn: str, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise PostgresError(f"PostgreSQL at {dsn} is not reachable: {exc}") from exc
             time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cloud_bridge.pgserver [DBNAME]``: start a throwaway cluster, create DBNAME
+    (default passby), print its URL, and run until SIGTERM/SIGINT (load tests, scripts)."""
+    import signal
+    import sys
+    import threading
+
+    name = (argv if argv is not None else sys.argv[1:]) or ["passby"]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with LocalPostgres() as pg:
+        print(pg.create_database(name[0]), flush=True)
+        stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,6 +6,8 @@
 #   scripts/simulate_local.sh [SENSORS=2000] [DURATION_S=600] [RATE_PER_SENSOR=0.2] [WORKDIR]
 #
 # Extra 'cloud-bridge simulate' options can follow in SIM_ARGS (e.g. SIM_ARGS="--processes 2").
+# WORKERS=N runs N bridge workers on a private PostgreSQL cluster (python -m cloud_bridge.pgserver)
+# instead of one bridge on SQLite: the scale-out set-up of deploy/cloud/SCALE.md.
 # Everything lives in WORKDIR (default var/simulate, wiped first): bridge.toml, the database,
 # mosquitto.conf and its log, bridge.log, sim-credentials.json (0600), summary.json, acked.txt.
 # Exit status: that of 'cloud-bridge simulate' (1 when a sensor never connected, an event went
@@ -27,8 +29,27 @@ PORT=$("$BIN/python" -c 'from cloud_bridge.mosquitto import free_port; print(fre
 BRIDGE_PASSWORD=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
 ulimit -n "$(ulimit -Hn)"  # one descriptor per connection, in the broker and the simulator
 
+WORKERS=${WORKERS:-1}
+pids=()
+# shellcheck disable=SC2317  # run by the EXIT trap
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+DATABASE=""
+if [ "$WORKERS" -gt 1 ]; then
+  "$BIN/python" -m cloud_bridge.pgserver passby >"$WORK/postgres.url" 2>"$WORK/postgres.log" &
+  pids+=($!)
+  for _ in $(seq 300); do [ -s "$WORK/postgres.url" ] && break; sleep 0.1; done
+  [ -s "$WORK/postgres.url" ] || { echo "PostgreSQL did not start:"; cat "$WORK/postgres.log"; exit 2; }
+  DATABASE="database = \"$(cat "$WORK/postgres.url")\""
+fi
+
 cat >"$WORK/bridge.toml" <<EOF
 data_dir = "$WORK/bridge"
+$DATABASE
 [mqtt]
 host = "127.0.0.1"
 port = $PORT
@@ -58,22 +79,18 @@ EOF
 "$BIN/cloud-bridge" simulate --provision "$SENSORS" -c "$WORK/bridge.toml" \
   --credentials "$WORK/sim-credentials.json"
 
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
 "$MOSQUITTO" -c "$WORK/mosquitto/mosquitto.conf" &
 pids+=($!)
-"$BIN/cloud-bridge" run --no-console -c "$WORK/bridge.toml" >"$WORK/bridge.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  grep -q "bridge connected" "$WORK/bridge.log" && break
-  sleep 0.1
+for w in $(seq "$WORKERS"); do
+  log="$WORK/bridge-$w.log"
+  "$BIN/cloud-bridge" run --no-console --worker-id "$w" -c "$WORK/bridge.toml" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 300); do
+    grep -q "bridge connected" "$log" && break
+    sleep 0.1
+  done
+  grep -q "bridge connected" "$log" || { echo "bridge worker $w did not connect:"; tail "$log"; exit 2; }
 done
-grep -q "bridge connected" "$WORK/bridge.log" || { echo "bridge did not connect:"; tail "$WORK/bridge.log"; exit 2; }
 
 status=0
 # shellcheck disable=SC2086
@@ -83,12 +100,16 @@ status=0
   --verify --verify-timeout 300 ${SIM_ARGS:-} || status=$?
 
 "$BIN/python" - "$WORK" <<'EOF'
-import json, sqlite3, sys
+import json, sys
+from cloud_bridge.config import BridgeSettings
+from cloud_bridge.store import BridgeStore
+from edge_agent.config import load_settings
 work = sys.argv[1]
 s = json.load(open(f"{work}/summary.json"))
-db = sqlite3.connect(f"file:{work}/bridge/bridge.db?mode=ro", uri=True)
-stored = db.execute("SELECT count(*) FROM events WHERE store_id LIKE 'sim-%'").fetchone()[0]
-decided = db.execute("SELECT count(DISTINCT event_id) FROM decisions").fetchone()[0]
+settings = load_settings(BridgeSettings, f"{work}/bridge.toml")
+db = BridgeStore(settings.database_path(), settings.data_key_bytes())
+stored = db.query("SELECT count(*) AS n FROM events WHERE store_id LIKE 'sim-%'")[0]["n"]
+decided = db.query("SELECT count(DISTINCT event_id) AS n FROM decisions")[0]["n"]
 print(json.dumps({
     "published": s["events_published"], "acked": s["events_acked"],
     "stored_acked": s.get("stored"), "lost": s.get("lost"),
