@@ -30,7 +30,7 @@ from edge_agent.protocol import (
 )
 from edge_agent.uplink import make_client, session_properties
 
-__all__ = ["IngestCounters", "handle_message", "Ingest", "SUBSCRIPTIONS"]
+__all__ = ["IngestCounters", "handle_message", "flush_seen", "Ingest", "SUBSCRIPTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ class IngestCounters:
     dead_letters: int = 0
     status: int = 0
     stats: int = 0
-    # when each sensor's last_seen was last written for an event (at most once a second)
-    seen_written: dict[tuple[str, str], float] = field(default_factory=dict)
+    # sensors that sent events since the last flush, with the time of the latest: written
+    # together at most once a second (one statement, not one per event)
+    seen_due: dict[tuple[str, str], float] = field(default_factory=dict)
+    seen_flushed: float = 0.0
     last_event_id: str = ""  # the event the last 'event' result stored
     # sensors whose last status spoke another protocol version: their events are refused
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -103,10 +105,9 @@ def handle_message(
                 return "duplicate"
             counters.events += 1
             counters.last_event_id = msg.event_id
-            key = (store_id, sensor_id)
-            if now - counters.seen_written.get(key, 0.0) >= SEEN_EVERY_S:
-                counters.seen_written[key] = now
-                store.sensor_seen(store_id, sensor_id, now)
+            counters.seen_due[(store_id, sensor_id)] = now
+            if now - counters.seen_flushed >= SEEN_EVERY_S:
+                flush_seen(store, counters, now)
             return "event"
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
@@ -151,6 +152,14 @@ def handle_message(
     return dead(f"unexpected topic leaf {leaf!r}")
 
 
+def flush_seen(store: BridgeStore, counters: IngestCounters, now: float) -> None:
+    """Write the last_seen of every sensor that sent events since the last flush."""
+    counters.seen_flushed = now
+    if counters.seen_due:
+        due, counters.seen_due = counters.seen_due, {}
+        store.sensors_seen([(k[0], k[1], t) for k, t in due.items()])
+
+
 class Ingest:
     """Subscribes with an MQTT v5 shared subscription so several bridges share the events."""
 
@@ -170,6 +179,9 @@ class Ingest:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._lock = threading.Lock()  # the counters, between the MQTT thread and the flusher
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
@@ -185,9 +197,10 @@ class Ingest:
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
         try:
-            kind = handle_message(
-                self.store, message.topic, message.payload, time.time(), self.counters
-            )
+            with self._lock:
+                kind = handle_message(
+                    self.store, message.topic, message.payload, time.time(), self.counters
+                )
         except Exception:  # e.g. database locked or disk full: not acknowledged, redelivered
             log.exception("failed to store message on %s; not acknowledged", message.topic)
             return
@@ -205,7 +218,25 @@ class Ingest:
             properties=session_properties(self.settings.session_expiry_s),
         )
         self._client.loop_start()
+        self._flusher = threading.Thread(target=self._flush_loop, name="ingest-seen", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        """last_seen of the sensors of the last events, even when no message follows them."""
+        while not self._stop.wait(SEEN_EVERY_S):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            with self._lock:
+                flush_seen(self.store, self.counters, time.time())
+        except Exception:  # the database is away: the next flush writes them
+            log.exception("could not record when sensors were last seen")
 
     def stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=5.0)
+        self.flush()

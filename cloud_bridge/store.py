@@ -314,9 +314,9 @@ MIGRATIONS: list[str] = [
     """,
     # 8: daily report figures (cloud_bridge/reports.py keeps them up to date from the rows
     # added since it last looked; they are a cache: emptying report_marks rebuilds them).
-    # Per store and UTC day: detections, decisions by outcome and reason, sends by state,
-    # exposures with returns, revenue and cost per return window. Indexes to find what
-    # changed and the rows of one store and day.
+    # Per store and UTC day: detections, decisions by outcome and reason, sends by state; per
+    # return window, every exposure (send or holdout) with its return, revenue and cost, and
+    # their daily sums. Indexes to find what changed.
     """
     CREATE TABLE report_marks (name TEXT PRIMARY KEY, value REAL NOT NULL);
     CREATE TABLE report_event_days (
@@ -324,23 +324,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX report_event_days_day ON report_event_days(day, store_id);
     CREATE TABLE report_decision_days (
-        bucket TEXT, day INTEGER NOT NULL, store_id TEXT, campaign_id TEXT, variant TEXT,
+        day INTEGER NOT NULL, store_id TEXT NOT NULL, campaign_id TEXT, variant TEXT,
         outcome TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL
     );
-    CREATE INDEX report_decision_days_day ON report_decision_days(day, bucket);
+    CREATE INDEX report_decision_days_day ON report_decision_days(day, store_id);
     CREATE TABLE report_send_days (
-        store_id TEXT NOT NULL, day INTEGER NOT NULL, campaign_id TEXT, variant TEXT,
+        day INTEGER NOT NULL, store_id TEXT NOT NULL, campaign_id TEXT, variant TEXT,
         state TEXT NOT NULL, n INTEGER NOT NULL
     );
     CREATE INDEX report_send_days_day ON report_send_days(day, store_id);
+    CREATE TABLE report_exposures (
+        return_days INTEGER NOT NULL, decision_id INTEGER NOT NULL, day INTEGER NOT NULL,
+        ts REAL NOT NULL, store_id TEXT, campaign_id TEXT, variant TEXT,
+        holdout INTEGER NOT NULL, counted INTEGER NOT NULL, returned INTEGER NOT NULL,
+        revenue REAL NOT NULL, cost REAL NOT NULL, PRIMARY KEY (return_days, decision_id)
+    );
+    CREATE INDEX report_exposures_ts ON report_exposures(return_days, ts);
     CREATE TABLE report_exposure_days (
-        return_days INTEGER NOT NULL, store_id TEXT, day INTEGER NOT NULL, campaign_id TEXT,
+        return_days INTEGER NOT NULL, day INTEGER NOT NULL, store_id TEXT, campaign_id TEXT,
         variant TEXT, holdout INTEGER NOT NULL, n INTEGER NOT NULL, returns INTEGER NOT NULL,
         revenue REAL NOT NULL, cost REAL NOT NULL
     );
     CREATE INDEX report_exposure_days_day ON report_exposure_days(return_days, day, store_id);
-    CREATE INDEX decisions_store_ts ON decisions(store_id, ts);
-    CREATE INDEX decisions_outcome_ts ON decisions(outcome, ts);
     CREATE INDEX events_type_received ON events(type, received);
     CREATE INDEX consents_revoked ON consents(kind, status, ts);
     CREATE INDEX customers_erased ON customers(erased)
@@ -979,6 +984,15 @@ class BridgeStore:
         row = {"store_id": store_id, "sensor_id": sensor_id, "last_seen": now, **fields}
         with self._lock:
             self.db["sensors"].upsert(row, pk=("store_id", "sensor_id"))
+
+    def sensors_seen(self, rows: list[tuple[str, str, float]]) -> None:
+        """(store_id, sensor_id, last_seen) for many sensors, in one transaction."""
+        with self.transaction() as db:
+            db.conn.executemany(
+                "INSERT INTO sensors(store_id, sensor_id, last_seen) VALUES (?,?,?) "
+                "ON CONFLICT (store_id, sensor_id) DO UPDATE SET last_seen=excluded.last_seen",
+                rows,
+            )
 
     def next_new_events(
         self, limit: int = 100, received_before: float | None = None

@@ -166,3 +166,37 @@ def test_incompatible_protocol_marks_sensor(bridge) -> None:
     )
     handle_message(store, "passby/v1/main-st/door-9/status", status.encode(), time.time(), c)
     assert handle_message(store, "passby/v1/main-st/door-9/events", ev, time.time(), c) == "event"
+
+
+def test_last_seen_written_together_once_a_second(bridge) -> None:
+    """Events mark their sensor seen; the marks are written in one statement at most once a
+    second (and by the flush that follows the last event), each sensor's latest time kept."""
+    from cloud_bridge.ingest import flush_seen
+
+    store, keys = bridge
+    c = IngestCounters()
+    t0 = 1_700_000_000.0
+    sensors = ["door-a", "door-b", "door-c"]
+    for i, s in enumerate(sensors):
+        topic = f"passby/v1/main-st/{s}/events"
+        assert handle_message(store, topic, event(keys, "C-1001"), t0 + i * 0.1, c) == "event"
+    assert (
+        handle_message(store, "passby/v1/main-st/door-b/events", event(keys, "C-1002"), t0 + 0.5, c)
+        == "event"
+    )
+
+    def seen() -> dict[str, float | None]:
+        rows = store.query(
+            "SELECT sensor_id, last_seen FROM sensors WHERE sensor_id IN ('door-a','door-b','door-c')"
+        )
+        return {r["sensor_id"]: r["last_seen"] for r in rows}
+
+    assert seen() == {"door-a": t0}  # the first event flushed at once, the rest wait
+    flush_seen(store, c, t0 + 1.0)
+    assert seen() == {"door-a": t0, "door-b": t0 + 0.5, "door-c": t0 + 0.2}
+    # A second later the next event flushes by itself.
+    assert (
+        handle_message(store, "passby/v1/main-st/door-c/events", event(keys, "C-1001"), t0 + 2.5, c)
+        == "event"
+    )
+    assert seen()["door-c"] == t0 + 2.5
