@@ -47,7 +47,6 @@ __all__ = [
     "summarise",
     "build_report",
     "exposure_report",
-    "exposure_groups",
     "refresh_figures",
     "reset_figures",
     "day_of",
@@ -258,21 +257,32 @@ def build_report(
 
 
 # -- daily figures --------------------------------------------------------------------------
-# Reports read per-store, per-UTC-day figures (migration 8) instead of every row: detections,
-# decisions by outcome and reason, sends by state and, per return window, exposures with their
-# returns, revenue and cost. ``refresh_figures`` keeps them exact. A store-day's figures are
-# always recomputed whole from the rows (never incremented), so doing it twice is harmless;
-# what needs recomputing is found from what was added since the last look:
+# Reports read figures kept per UTC day and store (migration 8) instead of every row:
 #
-#   decisions, sends, send_log, purchases   ids above the last id seen; an id below it that
-#                                           was missing (PostgreSQL hands out ids before the
-#                                           commit) is looked for again for GAP_S
-#   events (arrive, visit)                  ``received`` since the last one seen, less
-#                                           LOOKBACK_S (the ingest's clock; ids are text)
+#   report_event_days      detections (arrive, visit events)           recomputed per store-day
+#   report_send_days       sends by campaign, variant and state        recomputed per store-day
+#   report_decision_days   decisions by campaign, variant, outcome,    counted once per decision
+#                          reason (store: the event's)
+#   report_exposures       per return window, every send and holdout   recomputed per exposure
+#                          would-be send: counted (it reached a
+#                          customer we have), returned, revenue, cost
+#   report_exposure_days   per window, the exposures' daily sums       changed by each exposure's
+#                                                                      difference
+#
+# ``refresh_figures`` finds what changed since it last looked (report_marks) and brings the
+# figures up to date, in one transaction no other refresh runs alongside:
+#
+#   decisions, sends, send_log, purchases   ids above the last one seen; an id below it that was
+#                                           missing (PostgreSQL hands ids out before the commit)
+#                                           is looked for again for GAP_S
+#   events (arrive, visit)                  ``received`` from the last one seen less LOOKBACK_S
+#                                           (the ingest's clock: event ids are text), each once
 #   erasures                                the number of erased customers changed
 #
-# A new decision or send dirties its own store-day; a send's state change, its decision's
-# exposure; a visit, purchase or erasure, the exposures of that customer it can change.
+# A new decision is counted; a new send or a send's state change recomputes its store-day and
+# its decision's exposure; a visit, purchase or erasure the exposures of that customer it can
+# change. Recomputing is harmless when nothing changed, so the marks other than the decisions'
+# may lag; the decisions' count each decision exactly once.
 
 DAY_S = 86400
 DETECTIONS = ("arrive", "visit")
@@ -280,27 +290,23 @@ LOOKBACK_S = 60.0
 GAP_S = 600.0
 MAX_GAPS = 10_000
 CHUNK = 500
+_GROUP = "store_id, campaign_id, variant, holdout"
 
-# One row per exposure as BridgeStore.exposures counts it: sends that reached the customer and
-# holdout would-be sends, of customers we have. Parameters: from, to (decision time).
-_EXPOSED = (
-    "FROM decisions d JOIN customers c ON c.id=d.customer_id "
-    "LEFT JOIN sends s ON s.decision_id=d.id "
-    "WHERE d.outcome IN ('send', 'holdout') AND d.ts>=? AND d.ts<? "
-    "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired'))"
-)
-_EVER = ("d.ts>=? AND d.ts<?", "1=1")  # for a pass over every row: no time range, no index
-_EXPOSED_KEYS = "d.store_id, d.campaign_id, d.variant, d.holdout, d.ts"
-# ... with whether it returned (a visit within the window after it), the revenue of the
-# customer's purchases in the window and the SMS cost. Parameters: window, window, from, to.
-_EXPOSURES = (
-    f"SELECT {_EXPOSED_KEYS}, CASE WHEN EXISTS (SELECT 1 FROM events e "
+# Every exposure as BridgeStore.exposures sees it, with whether it counts (a send that reached
+# a customer we have, or a holdout), whether it returned (a visit within the window after it),
+# the revenue of the customer's purchases in that window and the SMS cost.
+_EXPOSURE_FACTS = (
+    "SELECT d.id AS decision_id, d.ts, d.store_id, d.campaign_id, d.variant, d.holdout, "
+    "CASE WHEN c.id IS NOT NULL AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired')) "
+    "THEN 1 ELSE 0 END AS counted, CASE WHEN EXISTS (SELECT 1 FROM events e "
     "WHERE e.subject=c.subject AND e.type='visit' AND e.ts>d.ts AND e.ts-d.ts<=?) "
     "THEN 1 ELSE 0 END AS returned, coalesce((SELECT sum(p.amount) FROM purchases p "
     "WHERE p.customer_id=d.customer_id AND p.ts>d.ts AND p.ts<=d.ts+?), 0) AS revenue, "
-    f"coalesce(s.cost, 0) AS cost {_EXPOSED}"
+    "coalesce(s.cost, 0) AS cost FROM decisions d LEFT JOIN customers c ON c.id=d.customer_id "
+    "LEFT JOIN sends s ON s.decision_id=d.id WHERE d.outcome IN ('send', 'holdout')"
 )
-_GROUP = "store_id, campaign_id, variant, holdout"
+_FACT_COLUMNS = ("return_days", "decision_id", "day", "ts", "store_id", "campaign_id", "variant",
+                 "holdout", "counted", "returned", "revenue", "cost")  # fmt: skip
 
 
 def day_of(ts: float) -> int:
@@ -313,48 +319,11 @@ def day_of(ts: float) -> int:
     return day
 
 
-def _among(column: str, stores: set[str | None] | None) -> tuple[str, list[Any]]:
-    """``column`` is one of ``stores`` (None among them: or NULL); None: any."""
-    if stores is None:
-        return "1=1", []
-    named = sorted(s for s in stores if s is not None)
-    parts = [f"{column} IN ({','.join('?' * len(named))})"] if named else []
-    if None in stores:
-        parts.append(f"{column} IS NULL")
-    return "(" + " OR ".join(parts or ["0=1"]) + ")", named
-
-
-def exposure_groups(
-    store: BridgeStore,
-    return_days: int,
-    start: float,
-    end: float,
-    now: float,
-    where: str = "1=1",
-    args: list[Any] | tuple[Any, ...] = (),
-) -> list[dict[str, Any]]:
-    """Exposures from ``start`` to ``end`` straight from the rows, by store, campaign, variant
-    and holdout flag: n, returns, revenue, cost and (sends only) still open at ``now``.
-    ``where`` may use store_id, campaign_id, variant and holdout."""
-    window = return_days * DAY_S
-    return store.query(
-        f"SELECT {_GROUP}, count(*) AS n, sum(returned) AS returns, sum(revenue) AS revenue, "
-        "sum(cost) AS cost, sum(CASE WHEN holdout=0 AND ts+?>? THEN 1 ELSE 0 END) AS open "
-        f"FROM ({_EXPOSURES}) x WHERE {where} GROUP BY {_GROUP}",
-        [window, now, window, window, start, end, *args],
-    )
-
-
-def _open_groups(
-    store: BridgeStore, return_days: int, start: float, end: float, now: float,
-    where: str, args: list[Any] | tuple[Any, ...],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Sends from ``start`` to ``end`` whose window is still open at ``now``."""
-    return store.query(
-        f"SELECT {_GROUP}, count(*) AS open FROM (SELECT {_EXPOSED_KEYS} {_EXPOSED}) x "
-        f"WHERE holdout=0 AND ts+?>? AND {where} GROUP BY {_GROUP}",
-        [start, end, return_days * DAY_S, now, *args],
-    )
+def _day_sql(ts: str) -> str:
+    """SQL for ``day_of(ts)`` (a quotient rounded up to the next day a hair before midnight is
+    put back)."""
+    day = f"CAST({ts} / {DAY_S} AS INTEGER)"
+    return f"{day} - CASE WHEN {ts} < {day} * {DAY_S} THEN 1 ELSE 0 END"
 
 
 def exposure_report(
@@ -368,8 +337,8 @@ def exposure_report(
     refresh: bool = True,
 ) -> Report:
     """The report over exposures from ``since`` to ``until`` (None: all) that match ``where``
-    (on store_id, campaign_id, variant, holdout): whole UTC days from the daily figures, the
-    parts of days at either end and the windows still open at ``now`` from the rows."""
+    (on store_id, campaign_id, variant, holdout): whole UTC days from the daily sums, parts of
+    days at either end and the windows still open at ``now`` from the exposures."""
     if refresh:
         refresh_figures(store, return_days)
     window = return_days * DAY_S
@@ -389,178 +358,253 @@ def exposure_report(
             int(r["returns"] or 0), float(r["revenue"] or 0.0), float(r["cost"] or 0.0), open_,
         )  # fmt: skip
 
+    def exposures(lo: float, hi: float, only_open: bool = False) -> list[dict[str, Any]]:
+        return store.query(
+            f"SELECT {_GROUP}, count(*) AS n, sum(returned) AS returns, sum(revenue) AS revenue, "
+            "sum(cost) AS cost, sum(CASE WHEN holdout=0 AND ts+?>? THEN 1 ELSE 0 END) AS open "
+            "FROM report_exposures WHERE return_days=? AND counted=1 AND ts>=? AND ts<? "
+            f"{'AND holdout=0 AND ts+?>? ' if only_open else ''}AND ({where}) GROUP BY {_GROUP}",
+            [window, now, return_days, lo, hi, *([window, now] if only_open else []), *args],
+        )
+
     for lo, hi in edges:
-        for r in exposure_groups(store, return_days, lo, hi, now, where, args):
-            add(r, int(r["n"]), int(r["open"] or 0))
-    span, span_args = "day>=?", [first]
+        for r in exposures(lo, hi):
+            add(r, int(r["n"]), int(r["open"]))
+    days, days_args = "day>=?", [first]
     if last is not None:
-        span, span_args = "day>=? AND day<?", [first, last]
-    days = (
-        f"FROM report_exposure_days WHERE return_days=? AND {span} AND ({where}) GROUP BY {_GROUP}"
-    )
+        days, days_args = "day>=? AND day<?", [first, last]
     for r in store.query(
         f"SELECT {_GROUP}, sum(n) AS n, sum(returns) AS returns, sum(revenue) AS revenue, "
-        f"sum(cost) AS cost {days}",
-        [return_days, *span_args, *args],
+        f"sum(cost) AS cost FROM report_exposure_days WHERE return_days=? AND {days} "
+        f"AND ({where}) GROUP BY {_GROUP}",
+        [return_days, *days_args, *args],
     ):
         add(r, int(r["n"]), 0)
-    # Open windows: every send of the days whose first second is still open; the rows of the
-    # day or two the window's start falls in; none before.
+    # Open windows: every send of the days whose first second is still open, from the sums;
+    # of the day or two the window's start falls in, from the exposures; none before.
     open_from = day_of(now - window)
     while open_from * DAY_S + window <= now:
         open_from += 1
     while (open_from - 1) * DAY_S + window > now:
         open_from -= 1
     open_from = max(open_from, first)
-    closed_to = max(first, day_of(now - window) - 2)  # every day before is closed
-    while closed_to < open_from and (closed_to + 1) * DAY_S + window <= now:
-        closed_to += 1
     zero = {"returns": 0, "revenue": 0.0, "cost": 0.0}
     if last is None or open_from < last:
         for r in store.query(
             f"SELECT {_GROUP}, sum(n) AS open FROM report_exposure_days WHERE return_days=? "
-            f"AND day>=? {'' if last is None else 'AND day<?'} AND holdout=0 AND ({where}) "
+            f"AND {days} AND holdout=0 AND ({where}) "
             f"GROUP BY {_GROUP}",
-            [return_days, open_from, *([] if last is None else [last]), *args],
+            [return_days, open_from, *days_args[1:], *args],
         ):
             add({**r, **zero}, 0, int(r["open"]))
-    lo, hi = max(closed_to * DAY_S, now - window - 1.0), open_from * DAY_S
+    lo, hi = max(first * DAY_S, now - window - 1.0), open_from * DAY_S
     if last is not None:
         hi = min(hi, last * DAY_S)
     if lo < hi:
-        for r in _open_groups(store, return_days, lo, hi, now, f"({where})", args):
+        for r in exposures(lo, hi, only_open=True):
             add({**r, **zero}, 0, int(r["open"]))
     return _report(by, return_days)
 
 
 # -- keeping the daily figures ------------------------------------------------------------
 
-_KINDS = ("events", "decisions", "sends", "exposures")
-# Per kind: the table, the store column that buckets its rows, the columns it stores.
-_TABLES = {
-    "events": ("report_event_days", "store_id", ("store_id", "day", "type", "n")),
-    "decisions": (
-        "report_decision_days",
-        "bucket",
-        ("bucket", "day", "store_id", "campaign_id", "variant", "outcome", "reason", "n"),
-    ),
-    "sends": (
-        "report_send_days",
-        "store_id",
-        ("store_id", "day", "campaign_id", "variant", "state", "n"),
-    ),
-    "exposures": (
-        "report_exposure_days",
-        "store_id",
-        ("return_days", "store_id", "day", "campaign_id", "variant", "holdout", "n", "returns",
-         "revenue", "cost"),
-    ),
-}  # fmt: skip
+
+def _among(column: str, stores: Iterable[str | None] | None) -> tuple[str, list[Any]]:
+    """``column`` is one of ``stores`` (None among them: or NULL); None: any."""
+    if stores is None:
+        return "1=1", []
+    stores = set(stores)
+    named = sorted(s for s in stores if s is not None)
+    parts = [f"{column} IN ({','.join('?' * len(named))})"] if named else []
+    if None in stores:
+        parts.append(f"{column} IS NULL")
+    return "(" + " OR ".join(parts or ["0=1"]) + ")", named
 
 
-def _day_sql(ts: str) -> str:
-    """SQL for the UTC day of ``ts``, exactly as ``day_of`` (a quotient rounded up to the next
-    integer a hair before midnight is put back)."""
-    day = f"CAST({ts} / {DAY_S} AS INTEGER)"
-    return f"{day} - CASE WHEN {ts} < {day} * {DAY_S} THEN 1 ELSE 0 END"
+def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
+    items = sorted(items)
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
 
 
-def _grouped(
-    store: BridgeStore,
-    kind: str,
-    lo: float | None,
-    hi: float | None,
-    stores: set[str | None] | None,
-    window: int = 0,
-) -> list[dict[str, Any]]:
-    """The ``kind`` figures of the rows from ``lo`` to ``hi`` (None: all) of ``stores`` (None:
-    every one), by day and the table's columns, straight from the rows."""
-    span, span_args = ("ts>=? AND ts<?", [lo, hi]) if lo is not None else ("1=1", [])
-    if kind == "events":
-        if stores is None:  # the index wants the stores: every store with events
-            stores = _stores_of(store, "events")
-        cond, args = _among("store_id", stores)
-        return store.query(
-            f"SELECT {_day_sql('ts')} AS day, store_id, type, count(*) AS n FROM events "
-            f"WHERE {cond} AND type IN (?, ?) AND {span} GROUP BY 1, store_id, type",
-            [*args, *DETECTIONS, *span_args],
-        )
-    if kind == "decisions":
-        cond, args = _among("d.store_id", stores)
-        return store.query(
-            f"SELECT {_day_sql('d.ts')} AS day, d.store_id AS bucket, e.store_id, "
-            "d.campaign_id, d.variant, d.outcome, d.reason, count(*) AS n FROM decisions d "
-            f"JOIN events e ON e.event_id=d.event_id WHERE {span.replace('ts', 'd.ts')} "
-            f"AND {cond} "
-            "GROUP BY 1, d.store_id, e.store_id, d.campaign_id, d.variant, d.outcome, d.reason",
-            [*span_args, *args],
-        )
-    if kind == "sends":
-        cond, args = _among("store_id", stores)
-        return store.query(
-            f"SELECT {_day_sql('ts')} AS day, store_id, campaign_id, variant, state, "
-            f"count(*) AS n FROM sends WHERE {span} AND {cond} "
-            "GROUP BY 1, store_id, campaign_id, variant, state",
-            [*span_args, *args],
-        )
-    cond, args = _among("store_id", stores)
-    rows = store.query(
-        f"SELECT {_day_sql('ts')} AS day, {_GROUP}, count(*) AS n, sum(returned) AS returns, "
-        f"sum(revenue) AS revenue, sum(cost) AS cost "
-        f"FROM ({_EXPOSURES.replace(*_EVER) if lo is None else _EXPOSURES}) x WHERE {cond} "
-        f"GROUP BY 1, {_GROUP}",
-        [window * DAY_S, window * DAY_S, *span_args, *args],
-    )
-    for r in rows:
-        r["return_days"] = window
-        r["revenue"], r["cost"] = float(r["revenue"] or 0.0), float(r["cost"] or 0.0)
-    return rows
+def _store_days(
+    store: BridgeStore, kind: str, day: int | None, stores: Iterable[str] | None
+) -> list[tuple[Any, ...]]:
+    """Detections (``kind`` "events") or sends by state ("sends") of these stores on ``day``
+    (None: every store, every day), from the rows, as rows of their report table."""
+    if stores is None:  # the indexes are by store first: name every store
+        stores = {r["store_id"] for r in store.query(f"SELECT DISTINCT store_id FROM {kind}")}
+    span, span_args = "1=1", []
+    if day is not None:
+        span, span_args = "ts>=? AND ts<?", [day * DAY_S, (day + 1) * DAY_S]
+    out: list[tuple[Any, ...]] = []
+    for part in _chunks(stores):
+        marks = ",".join("?" * len(part))
+        if kind == "events":
+            out += [
+                (r["day"], r["store_id"], r["type"], r["n"])
+                for r in store.query(
+                    f"SELECT {_day_sql('ts')} AS day, store_id, type, count(*) AS n FROM events "
+                    f"WHERE store_id IN ({marks}) AND type IN (?, ?) AND {span} "
+                    "GROUP BY 1, store_id, type",
+                    [*part, *DETECTIONS, *span_args],
+                )
+            ]
+        else:
+            out += [
+                (r["day"], r["store_id"], r["campaign_id"], r["variant"], r["state"], r["n"])
+                for r in store.query(
+                    f"SELECT {_day_sql('ts')} AS day, store_id, campaign_id, variant, state, "
+                    f"count(*) AS n FROM sends WHERE store_id IN ({marks}) AND {span} "
+                    "GROUP BY 1, store_id, campaign_id, variant, state",
+                    [*part, *span_args],
+                )
+            ]
+    return out
 
 
-def _store(
-    db: Any,
-    kind: str,
-    rows: list[dict[str, Any]],
-    days: dict[int, set[str | None] | None] | None,
-    window: int = 0,
+_STORE_DAY_COLUMNS = {
+    "events": ("report_event_days", "day, store_id, type, n"),
+    "sends": ("report_send_days", "day, store_id, campaign_id, variant, state, n"),
+}
+
+
+def _put_store_days(
+    db: Any, kind: str, rows: list[tuple[Any, ...]], days: dict[int, set[str]] | None
 ) -> None:
-    """Replace the ``kind`` figures of ``days`` (store-days; None: all of them) by ``rows``."""
-    table, bucket, columns = _TABLES[kind]
-    scope, scope_args = ("return_days=?", [window]) if kind == "exposures" else ("1=1", [])
+    """Replace the ``kind`` figures of these store-days (None: all) by ``rows``."""
+    table, columns = _STORE_DAY_COLUMNS[kind]
     if days is None:
-        db.execute(f"DELETE FROM {table} WHERE {scope}", scope_args)
+        db.execute(f"DELETE FROM {table}")
     for day, stores in (days or {}).items():
-        cond, args = _among(bucket, stores)
-        db.execute(
-            f"DELETE FROM {table} WHERE {scope} AND day=? AND {cond}", [*scope_args, day, *args]
-        )
+        for part in _chunks(stores):
+            db.execute(
+                f"DELETE FROM {table} WHERE day=? AND store_id IN ({','.join('?' * len(part))})",
+                [day, *part],
+            )
+    _insert(db, table, columns, rows)
+
+
+def _insert(db: Any, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
     if rows:
-        db.conn.executemany(
-            f"INSERT INTO {table}({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
-            [tuple(r[c] for c in columns) for r in rows],
-        )
+        marks = ",".join("?" * len(rows[0]))
+        db.conn.executemany(f"INSERT INTO {table}({columns}) VALUES ({marks})", rows)
 
 
-def _stores_of(store: BridgeStore, table: str) -> set[str | None]:
-    return {r["store_id"] for r in store.query(f"SELECT DISTINCT store_id FROM {table}")}
+def _merge(
+    db: Any, table: str, scope: dict[str, Any], keys: tuple[str, ...], values: tuple[str, ...],
+    changes: dict[tuple[Any, ...], list[float]],
+) -> None:  # fmt: skip
+    """Add ``changes`` (by day, store_id and ``keys``: amounts of ``values``, the first a count)
+    to the rows of ``table`` within ``scope``; rows whose count drops to 0 go."""
+    by_store_day: dict[tuple[int, Any], dict[tuple[Any, ...], list[float]]] = defaultdict(dict)
+    for key, amounts in changes.items():
+        by_store_day[key[0], key[1]][key[2:]] = amounts
+    fixed = "".join(f"{c}=? AND " for c in scope)
+    for (day, store_id), part in by_store_day.items():
+        cond, cond_args = _among("store_id", [store_id])
+        where, args = f"{fixed}day=? AND {cond}", [*scope.values(), day, *cond_args]
+        rows = {
+            tuple(r[k] for k in keys): [r[v] for v in values]
+            for r in db.query(
+                f"SELECT {', '.join((*keys, *values))} FROM {table} WHERE {where}", args
+            )
+        }
+        for key, amounts in part.items():
+            old = rows.get(key, [0] * len(values))
+            rows[key] = [a + b for a, b in zip(old, amounts, strict=True)]
+        db.execute(f"DELETE FROM {table} WHERE {where}", args)
+        _insert(
+            db, table, ", ".join((*scope, "day", "store_id", *keys, *values)),
+            [(*scope.values(), day, store_id, *k, *v) for k, v in rows.items() if v[0]],
+        )  # fmt: skip
 
 
-@dataclass
-class _Dirty:
-    """Store-days whose figures must be recomputed, per kind."""
-
-    days: dict[str, dict[int, set[str | None] | None]] = field(
-        default_factory=lambda: {k: {} for k in _KINDS}
+def _decision_rows(store: BridgeStore, where: str, args: list[Any]) -> list[dict[str, Any]]:
+    """Decisions counted by day, event store, campaign, variant, outcome and reason."""
+    return store.query(
+        f"SELECT {_day_sql('d.ts')} AS day, e.store_id, d.campaign_id, d.variant, d.outcome, "
+        "d.reason, count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
+        f"WHERE {where} GROUP BY 1, e.store_id, d.campaign_id, d.variant, d.outcome, d.reason",
+        args,
     )
 
-    def add(self, kind: str, store_id: str | None, ts: float | None) -> None:
-        if ts is not None:
-            stores = self.days[kind].setdefault(day_of(ts), set())
-            if stores is not None:
-                stores.add(store_id)
 
-    def __bool__(self) -> bool:
-        return any(self.days.values())
+def _count_decisions(db: Any, store: BridgeStore, ids: list[int]) -> None:
+    """Count these new decisions in report_decision_days."""
+    changes: dict[tuple[Any, ...], list[float]] = {}
+    for part in _chunks(ids):
+        for r in _decision_rows(store, f"d.id IN ({','.join('?' * len(part))})", part):
+            key = (r["day"], r["store_id"], r["campaign_id"], r["variant"], r["outcome"],
+                   r["reason"])  # fmt: skip
+            changes[key] = [changes.get(key, [0])[0] + r["n"]]
+    _merge(db, "report_decision_days", {}, ("campaign_id", "variant", "outcome", "reason"),
+           ("n",), changes)  # fmt: skip
+
+
+def _facts(store: BridgeStore, window: int, ids: list[int] | None) -> dict[int, tuple[Any, ...]]:
+    """Exposure facts of these decisions (None: all) for the window, from the rows."""
+    parts: Iterable[list[int] | None] = [None] if ids is None else _chunks(ids)
+    out = {}
+    for part in parts:
+        cond = "" if part is None else f" AND d.id IN ({','.join('?' * len(part))})"
+        for r in store.query(_EXPOSURE_FACTS + cond, [window * DAY_S] * 2 + (part or [])):
+            out[r["decision_id"]] = (
+                window, r["decision_id"], day_of(r["ts"]), r["ts"], r["store_id"],
+                r["campaign_id"], r["variant"], r["holdout"], r["counted"], r["returned"],
+                float(r["revenue"] or 0.0), float(r["cost"] or 0.0),
+            )  # fmt: skip
+    return out
+
+
+def _refresh_exposures(db: Any, store: BridgeStore, window: int, ids: set[int]) -> None:
+    """Recompute the window's facts of these exposures; move their daily sums by the change."""
+    new = _facts(store, window, list(ids))
+    changes: dict[tuple[Any, ...], list[float]] = {}
+
+    def move(fact: tuple[Any, ...], sign: int) -> None:
+        _, _, day, _, store_id, campaign, variant, holdout, counted, returned, revenue, cost = fact
+        if counted:
+            key = (day, store_id, campaign, variant, holdout)
+            old = changes.get(key, [0, 0, 0.0, 0.0])
+            changes[key] = [old[0] + sign, old[1] + sign * returned, old[2] + sign * revenue,
+                            old[3] + sign * cost]  # fmt: skip
+
+    for part in _chunks(ids):
+        marks = ",".join("?" * len(part))
+        for r in db.query(
+            f"SELECT {', '.join(_FACT_COLUMNS)} FROM report_exposures WHERE return_days=? "
+            f"AND decision_id IN ({marks})",
+            [window, *part],
+        ):
+            move(tuple(r[c] for c in _FACT_COLUMNS), -1)
+        db.execute(
+            f"DELETE FROM report_exposures WHERE return_days=? AND decision_id IN ({marks})",
+            [window, *part],
+        )
+    for fact in new.values():
+        move(fact, 1)
+    _insert(db, "report_exposures", ", ".join(_FACT_COLUMNS), list(new.values()))
+    _merge(db, "report_exposure_days", {"return_days": window},
+           ("campaign_id", "variant", "holdout"), ("n", "returns", "revenue", "cost"),
+           changes)  # fmt: skip
+
+
+def _build_exposures(db: Any, window: int, facts: dict[int, tuple[Any, ...]]) -> None:
+    db.execute("DELETE FROM report_exposures WHERE return_days=?", [window])
+    db.execute("DELETE FROM report_exposure_days WHERE return_days=?", [window])
+    _insert(db, "report_exposures", ", ".join(_FACT_COLUMNS), list(facts.values()))
+    db.execute(
+        "INSERT INTO report_exposure_days(return_days, day, store_id, campaign_id, variant, "
+        "holdout, n, returns, revenue, cost) SELECT return_days, day, store_id, campaign_id, "
+        "variant, holdout, count(*), sum(returned), sum(revenue), sum(cost) "
+        "FROM report_exposures WHERE return_days=? AND counted=1 "
+        "GROUP BY return_days, day, store_id, campaign_id, variant, holdout",
+        [window],
+    )
+
+
+# Marks ------------------------------------------------------------------------------------
 
 
 def _marks(store: BridgeStore) -> dict[str, float]:
@@ -587,81 +631,89 @@ def _alone(store: BridgeStore) -> Iterator[Any]:
         yield db
 
 
-# What each table with integer ids tells about the figures: SELECT ... FROM table t ...
+# What each table with integer ids tells: SELECT ... FROM table t ...
 _WATCHED = {
     "decisions": "SELECT t.id, t.store_id, t.ts, t.outcome FROM decisions t",
-    "sends": "SELECT t.id, t.store_id, t.ts, d.store_id AS d_store, d.ts AS d_ts FROM sends t "
-    "LEFT JOIN decisions d ON d.id=t.decision_id",
-    "send_log": "SELECT t.id, s.store_id, s.ts, d.store_id AS d_store, d.ts AS d_ts "
-    "FROM send_log t LEFT JOIN sends s ON t.kind='offer' AND s.id=t.send_id "
-    "LEFT JOIN decisions d ON d.id=s.decision_id",
+    "sends": "SELECT t.id, t.store_id, t.ts, t.decision_id FROM sends t",
+    "send_log": "SELECT t.id, s.store_id, s.ts, s.decision_id FROM send_log t "
+    "LEFT JOIN sends s ON t.kind='offer' AND s.id=t.send_id",
     "purchases": "SELECT t.id, t.customer_id, t.ts FROM purchases t",
 }
 
 
 def _fresh(
-    store: BridgeStore, table: str, marks: dict[str, float], clock: float,
-    out: dict[str, float], drop: list[str],
+    store: BridgeStore, table: str, marks: dict[str, float], clock: float, out: dict[str, float],
+    drop: list[str], prefix: str = "",
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Rows of ``table`` added since the last look: ids above the mark, and missing ids below
-    it that have turned up. Notes the new mark and the ids still missing in ``out``/``drop``."""
-    mark = int(marks.get(f"id:{table}", 0))
-    prefix = f"gap:{table}:"
-    gaps = {int(n[len(prefix) :]): v for n, v in marks.items() if n.startswith(prefix)}
+    """Rows of ``table`` added since the marks (named with ``prefix``): ids above the mark and
+    missing ids below it that have turned up. Notes the new marks in ``out`` and ``drop``."""
+    mark = int(marks.get(f"{prefix}id:{table}", 0))
+    gap = f"{prefix}gap:{table}:"
+    gaps = {int(n[len(gap) :]): v for n, v in marks.items() if n.startswith(gap)}
     rows = store.query(f"{_WATCHED[table]} WHERE t.id>?", [mark])
     ids = [int(r["id"]) for r in rows]
-    found = []
-    missing = sorted(gaps)
-    for i in range(0, len(missing), CHUNK):
-        part = missing[i : i + CHUNK]
-        found += store.query(f"{_WATCHED[table]} WHERE t.id IN ({','.join('?' * len(part))})", part)
-    for r in found:
-        drop.append(f"{prefix}{int(r['id'])}")
-        gaps.pop(int(r["id"]))
-    for gap, noticed in gaps.items():
-        if noticed < clock - GAP_S:
-            drop.append(f"{prefix}{gap}")  # rolled back, or deleted: not coming
+    for part in _chunks(gaps):
+        found = store.query(f"{_WATCHED[table]} WHERE t.id IN ({','.join('?' * len(part))})", part)
+        rows += found
+        for r in found:
+            drop.append(f"{gap}{int(r['id'])}")
+            gaps.pop(int(r["id"]))
+    drop += [f"{gap}{n}" for n, noticed in gaps.items() if noticed < clock - GAP_S]
     top = max(ids, default=mark)
     if top - mark > len(ids):
-        new_gaps = sorted(set(range(mark + 1, top + 1)) - set(ids))
-        for gap in new_gaps[-MAX_GAPS:]:
-            out[f"{prefix}{gap}"] = clock
-    out[f"id:{table}"] = top
-    return rows + found
+        missing = sorted(set(range(mark + 1, top + 1)) - set(ids))
+        out.update({f"{gap}{n}": clock for n in missing[-MAX_GAPS:]})
+    out[f"{prefix}id:{table}"] = top
+    return rows
 
 
-def _exposures_of(
-    store: BridgeStore, dirty: _Dirty, customer_id: int | None, lo: float, hi: float
-) -> None:
-    """The customer's exposures from ``lo`` to ``hi`` (decision time) are dirty."""
-    if customer_id is None:
-        return
-    for r in store.query(
-        "SELECT store_id, ts FROM decisions WHERE customer_id=? "
-        "AND outcome IN ('send', 'holdout') AND ts>=? AND ts<?",
-        [customer_id, lo, hi],
-    ):
-        dirty.add("exposures", r["store_id"], r["ts"])
+@dataclass
+class _Dirty:
+    """What to recompute: store-days of detections and sends, exposures (decision ids)."""
+
+    events: dict[int, set[str]] = field(default_factory=dict)
+    sends: dict[int, set[str]] = field(default_factory=dict)
+    exposures: set[int] = field(default_factory=set)
+
+    def day(self, kind: dict[int, set[str]], store_id: str | None, ts: float | None) -> None:
+        if store_id is not None and ts is not None:
+            kind.setdefault(day_of(ts), set()).add(store_id)
+
+    def customer(self, store: BridgeStore, customer_id: Any, lo: float, hi: float) -> None:
+        """The customer's exposures from ``lo`` to ``hi`` (decision time)."""
+        if customer_id is not None:
+            self.exposures.update(
+                r["id"]
+                for r in store.query(
+                    "SELECT id FROM decisions WHERE customer_id=? "
+                    "AND outcome IN ('send', 'holdout') AND ts>=? AND ts<?",
+                    [customer_id, lo, hi],
+                )
+            )
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.sends or self.exposures)
 
 
 def _detect(
     store: BridgeStore, marks: dict[str, float], windows: list[int], clock: float
-) -> tuple[_Dirty, dict[str, float], list[str]]:
-    """What changed since the marks: the dirty store-days, the new marks, marks to drop."""
+) -> tuple[_Dirty, list[int], dict[str, float], list[str]]:
+    """What changed since the marks: what to recompute, the decisions to count, new marks and
+    marks to drop."""
     dirty, out, drop = _Dirty(), dict[str, float](), list[str]()
     reach = max(windows, default=0) * DAY_S + 1.0  # how far back a visit or purchase reaches
+    new = [int(r["id"]) for r in _fresh(store, "decisions", marks, clock, out, drop, "d:")]
     for r in _fresh(store, "decisions", marks, clock, out, drop):
-        dirty.add("decisions", r["store_id"], r["ts"])
         if r["outcome"] in ("send", "holdout"):
-            dirty.add("exposures", r["store_id"], r["ts"])
+            dirty.exposures.add(int(r["id"]))
     for table in ("sends", "send_log"):
         for r in _fresh(store, table, marks, clock, out, drop):
-            if r["store_id"] is not None:
-                dirty.add("sends", r["store_id"], r["ts"])
-            dirty.add("exposures", r["d_store"], r["d_ts"])
+            dirty.day(dirty.sends, r["store_id"], r["ts"])
+            if r["decision_id"] is not None:
+                dirty.exposures.add(int(r["decision_id"]))
     for r in _fresh(store, "purchases", marks, clock, out, drop):
-        _exposures_of(store, dirty, r["customer_id"], r["ts"] - reach, r["ts"])
-    # Events: by the ingest's clock, looking LOOKBACK_S back; the ones already seen then are
+        dirty.customer(store, r["customer_id"], r["ts"] - reach, r["ts"])
+    # Events by the ingest's clock, looking LOOKBACK_S back; those already seen then are
     # remembered (by id) so that they are not done again.
     received = marks.get("received", float("-inf"))
     seen = {n[3:] for n in marks if n.startswith("ev:")}
@@ -673,38 +725,41 @@ def _detect(
         [*DETECTIONS, received - LOOKBACK_S],
     ):
         top = max(top, r["received"])
-        if r["event_id"] in seen:
-            continue
-        out[f"ev:{r['event_id']}"] = r["received"]
-        dirty.add("events", r["store_id"], r["ts"])
-        if r["type"] == "visit":
-            _exposures_of(store, dirty, r["customer_id"], r["ts"] - reach, r["ts"])
+        if r["event_id"] not in seen:
+            out[f"ev:{r['event_id']}"] = r["received"]
+            dirty.day(dirty.events, r["store_id"], r["ts"])
+            if r["type"] == "visit":
+                dirty.customer(store, r["customer_id"], r["ts"] - reach, r["ts"])
     out["received"] = top
     drop += [n for n, v in marks.items() if n.startswith("ev:") and v < top - LOOKBACK_S]
     # Erasures (rare): an erased customer's visits no longer count as returns.
     row = store.query(
         "SELECT count(*) AS n, max(erased) AS latest FROM customers WHERE erased IS NOT NULL"
     )[0]
-    if row["n"] != marks.get("erased:n", 0) or (row["latest"] or 0) != marks.get("erased:max", 0):
-        latest = marks.get("erased:max", 0.0)
-        rows = store.query("SELECT id FROM customers WHERE erased>=?", [latest - LOOKBACK_S])
-        if len(rows) < row["n"] - marks.get("erased:n", 0):
-            rows = store.query("SELECT id FROM customers WHERE erased IS NOT NULL")
-        for c in rows:
-            _exposures_of(store, dirty, c["id"], float("-inf"), float("inf"))
-        out["erased:n"], out["erased:max"] = row["n"], row["latest"] or 0
-    return dirty, out, drop
+    latest = row["latest"] or 0.0
+    if row["n"] != marks.get("erased:n", 0) or latest != marks.get("erased:max", 0.0):
+        erased = store.query(
+            "SELECT id FROM customers WHERE erased>=?", [marks.get("erased:max", 0.0) - LOOKBACK_S]
+        )
+        if len(erased) < row["n"] - marks.get("erased:n", 0):
+            erased = store.query("SELECT id FROM customers WHERE erased IS NOT NULL")
+        for c in erased:
+            dirty.customer(store, c["id"], float("-inf"), float("inf"))
+        out["erased:n"], out["erased:max"] = row["n"], latest
+    return dirty, new, out, drop
 
 
 def _capture(store: BridgeStore, clock: float) -> dict[str, float]:
-    """Marks as of now, before a build reads the rows (what comes later is caught up after)."""
+    """Marks as of now, taken before a build reads the rows: the ids seen (and those missing
+    among the last 1000), the last event received, the erasures."""
     out: dict[str, float] = {}
     for table in _WATCHED:
         top = store.query(f"SELECT max(id) AS top FROM {table}")[0]["top"] or 0
         recent = {r["id"] for r in store.query(f"SELECT id FROM {table} WHERE id>?", [top - 1000])}
-        for gap in set(range(max(1, top - 999), top + 1)) - recent:
-            out[f"gap:{table}:{gap}"] = clock
-        out[f"id:{table}"] = top
+        for prefix in ("", "d:") if table == "decisions" else ("",):
+            out |= {f"{prefix}gap:{table}:{n}": clock
+                    for n in set(range(max(1, top - 999), top + 1)) - recent}  # fmt: skip
+            out[f"{prefix}id:{table}"] = top
     row = store.query(
         "SELECT max(received) AS top FROM events WHERE type IN (?, ?)", list(DETECTIONS)
     )[0]
@@ -712,8 +767,23 @@ def _capture(store: BridgeStore, clock: float) -> dict[str, float]:
     row = store.query(
         "SELECT count(*) AS n, max(erased) AS latest FROM customers WHERE erased IS NOT NULL"
     )[0]
-    out["erased:n"], out["erased:max"] = row["n"], row["latest"] or 0
+    out["erased:n"], out["erased:max"] = row["n"], row["latest"] or 0.0
     return out
+
+
+def _catch_up(db: Any, store: BridgeStore, clock: float) -> None:
+    """Inside ``_alone``: bring every figure up to date from the marks."""
+    marks = _marks(store)
+    windows = sorted(int(n[7:]) for n in marks if n.startswith("window:"))
+    dirty, new, out, drop = _detect(store, marks, windows, clock)
+    _count_decisions(db, store, new)
+    for kind in ("events", "sends"):
+        days = getattr(dirty, kind)
+        for day, stores in days.items():
+            _put_store_days(db, kind, _store_days(store, kind, day, stores), {day: stores})
+    for window in windows:
+        _refresh_exposures(db, store, window, dirty.exposures)
+    _set_marks(db, out, drop)
 
 
 def refresh_figures(
@@ -721,50 +791,54 @@ def refresh_figures(
 ) -> None:
     """Bring the daily figures up to date, with those of the ``return_days`` window.
 
-    The first call builds them from every row, one pass per kind (a while on a big store; the
-    bridge keeps working meanwhile), and stores them with the marks taken before reading:
-    whatever came in during the build is caught up next. Later calls find what changed since
-    the marks and recompute those store-days, all in one transaction that no other refresh
-    runs alongside, so figures and marks always agree."""
+    The first call builds them from every row (a while on a big store: one pass per kind,
+    outside any transaction, so the bridge keeps working), then stores them with marks taken
+    before reading and catches up from those. Later calls find what changed and recompute only
+    that; a call that finds nothing writes nothing."""
     clock = time.time() if clock is None else clock
     marks = _marks(store)
-    builds = [] if marks.get("base") == 1 else [("events", 0), ("decisions", 0), ("sends", 0)]
-    if return_days is not None and marks.get(f"window:{return_days}") != 1:
-        builds.append(("exposures", return_days))
-    if builds:
+    if marks.get("base") != 1:
         taken = _capture(store, clock)
-        done = [(kind, w, _grouped(store, kind, None, None, None, w)) for kind, w in builds]
+        gaps = [int(n.split(":")[-1]) for n in taken if n.startswith("d:gap:")]
+        events = _store_days(store, "events", None, None)
+        sends = _store_days(store, "sends", None, None)
+        missing = f" AND d.id NOT IN ({','.join('?' * len(gaps))})" if gaps else ""
+        decisions = _decision_rows(store, f"d.id<=?{missing}", [taken["d:id:decisions"], *gaps])
         with _alone(store) as db:
-            for kind, w, rows in done:
-                _store(db, kind, rows, None, w)
-            flags = {f"window:{w}": 1 for kind, w, _ in done if kind == "exposures"}
-            if marks.get("base") != 1:
-                flags["base"] = 1
-            stale = [n for n in _marks(store) if n.startswith(("gap:", "ev:"))]
-            _set_marks(db, {**taken, **flags}, stale)
+            db.execute("DELETE FROM report_marks")
+            db.execute("DELETE FROM report_exposures")
+            db.execute("DELETE FROM report_exposure_days")
+            db.execute("DELETE FROM report_decision_days")
+            _put_store_days(db, "events", events, None)
+            _put_store_days(db, "sends", sends, None)
+            _insert(db, "report_decision_days", "day, store_id, campaign_id, variant, outcome, "
+                    "reason, n", [tuple(r.values()) for r in decisions])  # fmt: skip
+            _set_marks(db, {**taken, "base": 1})
+            _catch_up(db, store, clock)
         marks = _marks(store)
+    if return_days is not None and marks.get(f"window:{return_days}") != 1:
+        taken = _capture(store, clock)
+        facts = _facts(store, return_days, None)
+        with _alone(store) as db:
+            _build_exposures(db, return_days, facts)
+            # what changed while reading: found from the marks taken before
+            dirty = _detect(store, taken, [return_days], clock)[0]
+            _refresh_exposures(db, store, return_days, dirty.exposures)
+            _set_marks(db, {f"window:{return_days}": 1})
+            _catch_up(db, store, clock)
+        return
     windows = sorted(int(n[7:]) for n in marks if n.startswith("window:"))
-    dirty, out, drop = _detect(store, marks, windows, clock)
-    if not dirty and not drop and all(marks.get(k) == v for k, v in out.items()):
-        return  # nothing new: no write transaction
-    with _alone(store) as db:
-        marks = _marks(store)
-        windows = sorted(int(n[7:]) for n in marks if n.startswith("window:"))
-        dirty, out, drop = _detect(store, marks, windows, clock)
-        for kind, days in dirty.days.items():
-            for day, stores in sorted(days.items()):
-                for w in windows if kind == "exposures" else [0]:
-                    rows = _grouped(store, kind, day * DAY_S, (day + 1) * DAY_S, stores, w)
-                    _store(db, kind, rows, {day: stores}, w)
-        if out or drop:
-            _set_marks(db, out, drop)
+    dirty, new, out, drop = _detect(store, marks, windows, clock)
+    if dirty or new or drop or any(marks.get(k) != v for k, v in out.items()):
+        with _alone(store) as db:
+            _catch_up(db, store, clock)
 
 
 def reset_figures(store: BridgeStore) -> None:
     """Forget the daily figures: the next report builds them again from every row."""
     with store.transaction() as db:
         for table in ("report_marks", "report_event_days", "report_decision_days",
-                      "report_send_days", "report_exposure_days"):  # fmt: skip
+                      "report_send_days", "report_exposures", "report_exposure_days"):  # fmt: skip
             db.execute(f"DELETE FROM {table}")
 
 

@@ -82,9 +82,11 @@ def store_day(store: BridgeStore, store_id: str, day: date | None, now: float) -
         [start, store_id, start, end, *DELIVERED],
     ):
         sent[min(23, r["h"])] += r["n"]
+    # Each visit's sends are found by customer ("|| ''" keeps SQLite off the store's sends).
     returns = store.query(
         "SELECT count(DISTINCT e.subject) AS n FROM events e JOIN customers c "
-        "ON c.subject=e.subject JOIN sends s ON s.customer_id=c.id AND s.store_id=e.store_id "
+        "ON c.subject=e.subject JOIN sends s ON s.customer_id=c.id "
+        "AND s.store_id || ''=e.store_id "
         "WHERE e.store_id=? AND e.type='visit' AND e.ts>=? AND e.ts<? AND s.ts<e.ts "
         f"AND s.ts>=e.ts-? AND s.state IN ({','.join('?' * len(DELIVERED))})",
         [store_id, start, end, RETURN_DAYS * 86400, *DELIVERED],
