@@ -348,7 +348,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX report_exposure_days_day ON report_exposure_days(return_days, day, store_id);
     CREATE INDEX events_type_received ON events(type, received);
     CREATE INDEX consents_revoked ON consents(kind, status, ts);
-    CREATE INDEX customers_erased ON customers(erased)
+    CREATE INDEX customers_erased ON customers(erased);
+    CREATE INDEX decisions_store ON decisions(store_id, id)
     """,
 ]
 

@@ -64,8 +64,9 @@ def overview(
     decisions = store.query(
         "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
         "e.store_id, c.name AS customer FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        f"LEFT JOIN customers c ON c.id=d.customer_id WHERE {e_cond} ORDER BY d.id DESC LIMIT ?",
-        [*e_args, limit],
+        f"LEFT JOIN customers c ON c.id=d.customer_id WHERE {e_cond} AND {d_cond} "
+        "ORDER BY d.id DESC LIMIT ?",
+        [*e_args, *d_args, limit],
     )
     for d in decisions:
         d["explanation"] = REASONS.get(d["reason"], d["reason"])
