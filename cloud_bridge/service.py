@@ -99,11 +99,13 @@ class BridgeService:
         self.ingest.stop()
         self.worker.stop()
         log.info(
-            "bridge worker %s stopping: %d events stored, %d decided, %d taken over",
+            "bridge worker %s stopping: %d events stored, %d decided, %d taken over, "
+            "%d put back (customer busy in another worker)",
             self.settings.worker_id,
             self.ingest.counters.events,
             self.worker.counters.events,
             self.worker.counters.orphans,
+            self.worker.counters.deferred,
         )
         self.deliverer.stop()
         if self.web:

@@ -295,3 +295,29 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by the processes of a scale run, by role (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"workers": 0.0, "postgres": 0.0, "mosquitto": 0.0, "publisher": 0.0}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used = (int(fields[11]) + int(fields[12])) / tick
+        if "--worker-id" in cmd:
+            out["workers"] += used
+        elif cmd.startswith("postgres"):
+            out["postgres"] += used
+        elif "mosquitto" in cmd.split(" ")[0]:
+            out["mosquitto"] += used
+        elif "scale-publisher" in cmd:
+            out["publisher"] += used
+    return out

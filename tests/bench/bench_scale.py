@@ -32,6 +32,7 @@ from scale_helpers import (  # noqa: E402
     Fleet,
     Publisher,
     audit,
+    cpu_seconds,
     latencies,
     make_events,
     pct,
@@ -62,9 +63,11 @@ def one_run(pg: LocalPostgres, workers: int, lines: list[str], tmp: Path) -> dic
         for k in range(workers):
             fleet.start(str(k + 1))
         pub = Publisher(work, broker.port, lines)
+        cpu0 = cpu_seconds()
         t0 = pub.go()
         if not wait_decided(store, unique, 900):
             raise RuntimeError(f"{workers} workers: not all events decided: {audit(store)}")
+        cpu1 = cpu_seconds()
         published = pub.result()
         last = store.query("SELECT max(ts) AS t FROM decisions")[0]["t"]
         elapsed = last - t0
@@ -74,6 +77,10 @@ def one_run(pg: LocalPostgres, workers: int, lines: list[str], tmp: Path) -> dic
         fleet.stop()
         broker.stop()
         store.close()
+    for k in range(workers):
+        for line in fleet.log(str(k + 1)).splitlines():
+            if "stopping:" in line:
+                print(f"  worker {k + 1}/{workers}: {line.split('stopping: ')[1]}")
     return {
         "workers": workers,
         "events": unique,
@@ -82,6 +89,9 @@ def one_run(pg: LocalPostgres, workers: int, lines: list[str], tmp: Path) -> dic
         "events_per_s": unique / elapsed,
         "p50_ms": pct(lat, 50) * 1000,
         "p99_ms": pct(lat, 99) * 1000,
+        # CPU per event, milliseconds, by role; and how busy the machine's cores were
+        "cpu_ms": {k: (cpu1[k] - cpu0[k]) * 1000 / unique for k in cpu1},
+        "cores_busy": sum(cpu1[k] - cpu0[k] for k in cpu1) / elapsed,
         **found,
     }
 
@@ -104,6 +114,14 @@ def run() -> dict[str, Any]:
               f"{r['p50_ms']:>8.0f} {r['p99_ms']:>8.0f} {r['elapsed_s']:>9.1f} "
               f"{r['decisions']:>8} {r['sends']:>6} {r['duplicates']:>5} "
               f"{r['cap_violations']:>8} {r['undecided']:>9}")  # fmt: skip
+    print("\nCPU per event (ms) by role, and cores busy over the run (this machine has "
+          f"{os.cpu_count()}):")  # fmt: skip
+    print(f"{'workers':>7} {'bridge':>7} {'postgres':>8} {'mosquitto':>9} {'publisher':>9} "
+          f"{'cores busy':>10}")  # fmt: skip
+    for r in results:
+        c = r["cpu_ms"]
+        print(f"{r['workers']:>7} {c['workers']:>7.2f} {c['postgres']:>8.2f} "
+              f"{c['mosquitto']:>9.2f} {c['publisher']:>9.2f} {r['cores_busy']:>10.2f}")  # fmt: skip
     by = {r["workers"]: r for r in results}
     figures: dict[str, Any] = {
         "duplicates": sum(r["duplicates"] for r in results),
@@ -113,6 +131,7 @@ def run() -> dict[str, Any]:
     for n, r in by.items():
         figures[f"events_per_s_{n}"] = round(r["events_per_s"], 1)
         figures[f"p99_ms_{n}"] = round(r["p99_ms"], 1)
+        figures[f"cores_busy_{n}"] = round(r["cores_busy"], 2)
     if 1 in by and 2 in by:
         figures["scaling_2_over_1"] = round(by[2]["events_per_s"] / by[1]["events_per_s"], 2)
     if 1 in by and 4 in by:
