@@ -17,9 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from cloud_bridge.auth import Accounts  # noqa: E402
 from cloud_bridge.campaigns import save_campaigns, validate_campaigns  # noqa: E402
+from cloud_bridge.console import campaigns as campaigns_console  # noqa: E402
 from cloud_bridge.reports import refresh_figures, reset_figures  # noqa: E402
 from cloud_bridge.store import BridgeStore  # noqa: E402
 from cloud_bridge.web import create_app  # noqa: E402
@@ -48,8 +51,9 @@ ADMIN_PAGES = [
     "/api/v1/stores", "/api/v1/stores/s001", "/api/v1/campaigns", "/api/v1/campaigns/camp-1",
     "/api/v1/customers?q=C-4242", "/api/v1/customers/C-4242", "/api/v1/reports",
     "/api/v1/reports?store_id=s002&campaign_id=camp-1&variant=A", "/api/v1/reports.csv",
-    "/api/v1/engine/stats", "/metrics",
+    "/api/v1/engine/stats",
 ]  # fmt: skip
+# Not timed: /metrics (Prometheus' scrape, not a page: it counts every event and decision).
 OWNER_PAGES = [
     "/", "/fleet", f"/fleet/{OWNER_STORE}/door-2", f"/stores/{OWNER_STORE}", "/reports",
     "/reports.csv", "/api/overview", "/api/v1/fleet", f"/api/v1/stores/{OWNER_STORE}",
@@ -220,17 +224,42 @@ def burst(store: BridgeStore, n: int = 300) -> int:
     return written + 50
 
 
-def timed(client: TestClient, path: str, samples: int) -> tuple[float, float]:
-    r = client.get(path)  # warm-up (and the page's own caches)
-    assert r.status_code == 200, (path, r.status_code)
+def timed(call: Callable[[], Any], samples: int) -> tuple[float, float, float]:
+    """(first, p50, p95) ms of ``call`` (a request that must answer 200): the first request
+    fills the page's own caches; p50 and p95 are of the ``samples`` after it."""
     times = []
-    for _ in range(samples):
+    for _ in range(samples + 1):
         t = time.perf_counter()
-        r = client.get(path)
+        r = call()
         times.append((time.perf_counter() - t) * 1000)
-        assert r.status_code == 200, (path, r.status_code)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+        assert r.status_code == 200, (r.request.url, r.status_code, r.text[:200])
+    first, rest = times[0], sorted(times[1:])
+    return first, statistics.median(rest), rest[min(len(rest) - 1, round(0.95 * (len(rest) - 1)))]
+
+
+def preview_calls(app: Any, client: TestClient) -> dict[str, Callable[[], Any]]:
+    """The campaign form's live preview (the form loads it on open and on every change): the
+    HTML fragment with the session's CSRF token, and the API with a bearer token."""
+    m = re.search(r'name="csrf" value="([^"]+)"', client.get("/campaigns/camp-1").text)
+    assert m, "no CSRF token on the campaign form"
+    form = {
+        "csrf": m.group(1), "id": "camp-1", "name": "Camp 1", "trigger.type": "arrive",
+        "variants.A": "Hello {{ first_name }}, 10% off today.", "caps.count": "1",
+        "caps.days": "30", "holdout_pct": "10",
+    }  # fmt: skip
+    user = app.state.accounts.store.user_by_name("ada")
+    token = app.state.accounts.new_token(user["id"], "bench", time.time())[1]
+    body = {
+        "name": "Camp 1", "trigger": {"type": "arrive"}, "caps": {"count": 1, "days": 30},
+        "variants": [{"id": "A", "template": "Hello {{ first_name }}, 10% off today."}],
+    }  # fmt: skip
+    auth = {"Authorization": f"Bearer {token}"}
+    return {
+        "POST /campaigns/preview": lambda: client.post("/campaigns/preview", data=form),
+        "POST /api/v1/campaigns/preview": lambda: client.post(
+            "/api/v1/campaigns/preview", json=body, headers=auth
+        ),
+    }
 
 
 def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[str, Any]:
@@ -250,9 +279,14 @@ def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[
     for user, paths in (("ada", ADMIN_PAGES), ("olga", OWNER_PAGES)):
         c = TestClient(app)
         login(c, user)
-        for p in paths:
-            p50, p95 = timed(c, p, samples)
-            rows.append((user, p, p50, p95))
+        calls = {p: (lambda c=c, p=p: c.get(p)) for p in paths}
+        if user == "ada":
+            campaigns_console._consented_cache.clear()  # the first preview fills them: cold
+            campaigns_console._triggered_cache.clear()
+            calls |= preview_calls(app, c)
+        for p, call in calls.items():
+            first, p50, p95 = timed(call, samples)
+            rows.append((user, p, first, p50, p95))
     c = TestClient(app)
     login(c, "ada")
     wrote = burst(store)
@@ -262,14 +296,15 @@ def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[
     t = time.perf_counter()
     assert c.get("/reports").status_code == 200
     settled = (time.perf_counter() - t) * 1000
-    print(f"{'user':6} {'page':60} {'p50 ms':>7} {'p95 ms':>7}")
-    for user, p, p50, p95 in rows:
+    print(f"{'user':6} {'page':60} {'first':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    for user, p, first, p50, p95 in rows:
         flag = "  SLOW" if max(p50, p95) > GOAL_MS else ""
-        print(f"{user:6} {p:60} {p50:7.0f} {p95:7.0f}{flag}")
+        print(f"{user:6} {p:60} {first:7.0f} {p50:7.0f} {p95:7.0f}{flag}")
     print(f"{'ada':6} {f'/reports after a burst of {wrote} new rows (catch-up)':60} "
           f"{after_burst:7.0f}\n{'ada':6} {'/reports right after that':60} {settled:7.0f}")  # fmt: skip
-    slowest = max(rows, key=lambda r: r[2])
-    slowest95 = max(rows, key=lambda r: r[3])
+    slowest = max(rows, key=lambda r: r[3])
+    slowest95 = max(rows, key=lambda r: r[4])
+    slowest_first = max(rows, key=lambda r: r[2])
     return {
         "bench": "console",
         "pages": len(rows),
@@ -278,11 +313,13 @@ def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[
         "sensors": SENSORS,
         "samples": samples,
         "slowest_page": f"{slowest[0]} {slowest[1]}",
-        "slowest_p50_ms": round(slowest[2], 1),
+        "slowest_p50_ms": round(slowest[3], 1),
         "slowest_p95_page": f"{slowest95[0]} {slowest95[1]}",
-        "slowest_p95_ms": round(slowest95[3], 1),
-        "pages_over_300ms_p50": sum(1 for r in rows if r[2] > GOAL_MS),
-        "pages_over_300ms_p95": sum(1 for r in rows if r[3] > GOAL_MS),
+        "slowest_p95_ms": round(slowest95[4], 1),
+        "slowest_first_page": f"{slowest_first[0]} {slowest_first[1]}",
+        "slowest_first_ms": round(slowest_first[2], 1),
+        "pages_over_300ms_p50": sum(1 for r in rows if r[3] > GOAL_MS),
+        "pages_over_300ms_p95": sum(1 for r in rows if r[4] > GOAL_MS),
         "reports_after_burst_ms": round(after_burst, 1),
         "burst_rows": wrote,
         "figures_build_s": round(figures_s, 1),
