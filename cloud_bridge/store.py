@@ -2091,6 +2091,26 @@ class BridgeStore:
             return self
         return BridgeStore(self.location, self._data_key)
 
+    def claim_events(self, event_ids: list[str], state: str = "done") -> set[str]:
+        """new -> ``state`` for these events in one statement; the ids this call took (not
+        those another worker took first; on PostgreSQL, not those another holds right now)."""
+        if not event_ids:
+            return set()
+        marks = ",".join("?" * len(event_ids))
+        if self.postgres:
+            sql = (
+                f"UPDATE events SET state=? WHERE event_id IN (SELECT event_id FROM events "
+                f"WHERE event_id IN ({marks}) AND state='new' FOR UPDATE SKIP LOCKED) "
+                "RETURNING event_id"
+            )
+        else:
+            sql = (
+                f"UPDATE events SET state=? WHERE event_id IN ({marks}) AND state='new' "
+                "RETURNING event_id"
+            )
+        with self._lock:
+            return {r[0] for r in self.db.execute(sql, [state, *event_ids]).fetchall()}
+
     def claim_event(self, event_id: str, state: str = "done") -> bool:
         """new -> ``state`` for one event; False if another worker took it first."""
         if self.postgres:

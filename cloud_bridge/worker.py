@@ -182,6 +182,9 @@ class DecisionWorker:
         self.orphan_after_s = orphan_after_s
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
+        self._handoff: collections.deque[tuple[int, str, str, str]] | None = None
+        self._handoff_cv = threading.Condition()
+        self._handoff_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._book: tuple[Any, CampaignBook] | None = None
@@ -285,14 +288,36 @@ class DecisionWorker:
         except _EventFailed:
             self.counters = snapshot
             reserved, done = self._write(plans, now, mono, book, savepoints=True)
-        for send_id, phone, sender, text in reserved:
-            try:
-                result = self.deliverer.deliver(send_id, phone, sender, text)
-            except Exception:  # the intent is committed: delivery's recovery picks it up
-                log.exception("send %s: handing it to delivery failed", send_id)
-                continue
-            log.debug("send %s -> %s", send_id, result.status)
+        if self._handoff is not None:  # started: the handoff thread prepares and queues them
+            with self._handoff_cv:
+                self._handoff.extend(reserved)
+                self._handoff_cv.notify()
+        else:
+            for send in reserved:
+                self._hand(send)
         return done
+
+    def _hand(self, send: tuple[int, str, str, str]) -> None:
+        send_id, phone, sender, text = send
+        try:
+            result = self.deliverer.deliver(send_id, phone, sender, text)
+        except Exception:  # the intent is committed: delivery's recovery picks it up
+            log.exception("send %s: handing it to delivery failed", send_id)
+            return
+        log.debug("send %s -> %s", send_id, result.status)
+
+    def _handoff_run(self) -> None:
+        """Hands committed sends to delivery (final text, outbox key, queue) beside the
+        decisions, so deciding never waits for that bookkeeping."""
+        assert self._handoff is not None
+        while True:
+            with self._handoff_cv:
+                while not self._handoff and not self._stop.is_set():
+                    self._handoff_cv.wait(0.5)
+                if not self._handoff:
+                    return
+                send = self._handoff.popleft()
+            self._hand(send)
 
     def _plan(
         self,
@@ -349,14 +374,20 @@ class DecisionWorker:
             # no two wait for each other).
             needs = {i: self._lock_keys(plan, book) for i, (_, plan) in enumerate(plans)}
             held = self.store.try_lock_for(sorted(set().union(*needs.values())))
-            for i, (row, plan) in enumerate(plans):
-                if not needs[i] <= held:
+            ready = []
+            for i, (row, _) in enumerate(plans):
+                if needs[i] <= held:
+                    ready.append(row["event_id"])
+                else:
                     self._deferred.append(row["event_id"])
-                    continue
+            # new -> done for the whole batch in one statement; those another worker took
+            # first are not ours (a failing event is marked error below)
+            claimed = self.store.claim_events(ready)
+            for row, plan in plans:
+                if row["event_id"] not in claimed:
+                    continue  # put back, or another worker has it
                 try:
                     with self.store.transaction() if savepoints else contextlib.nullcontext():
-                        if not self.store.claim_event(row["event_id"]):
-                            continue  # another worker has it
                         if isinstance(plan, BaseException):
                             raise plan
                         send = None
@@ -368,7 +399,7 @@ class DecisionWorker:
                         raise _EventFailed from exc  # roll the batch back, go event by event
                     self.counters.errors += 1
                     log.error("event %s: decision failed (%s); marked error", row["event_id"], exc)
-                    self.store.claim_event(row["event_id"], "error")
+                    self.store.mark_event(row["event_id"], "error")
                     continue
                 done += 1
                 if send is not None:
@@ -598,6 +629,11 @@ class DecisionWorker:
 
     # thread -------------------------------------------------------------------------------
     def start(self) -> None:
+        self._handoff = collections.deque()
+        self._handoff_thread = threading.Thread(
+            target=self._handoff_run, name="send-handoff", daemon=True
+        )
+        self._handoff_thread.start()
         self._thread = threading.Thread(target=self._run, name="decision-worker", daemon=True)
         self._thread.start()
 
@@ -618,5 +654,9 @@ class DecisionWorker:
         self.wake.set()
         if self._thread:
             self._thread.join(timeout=5.0)
+        if self._handoff_thread is not None:
+            with self._handoff_cv:
+                self._handoff_cv.notify()
+            self._handoff_thread.join(timeout=10.0)  # hands what is left; the rest: recovery
         if self._own:
             self.store.close()
