@@ -189,24 +189,30 @@ class Deliverer:
         queue it, or send it now when the deliverer is not running. ``to``, ``sender`` and
         ``body`` are read from the store (kept in the signature for the decision worker)."""
         now = self.clock()
-        early = self.prepare(send_id, now)
+        early, expires_at = self._prepare(send_id, now)
         if early is not None:
             return early
-        job = self.store.delivery_job("sends", send_id)
-        if job is None:
-            return SendResult("failed", error="send vanished")
-        return self._dispatch("sends", send_id, job["expires_at"], now)
+        if expires_at is None:  # prepared by someone else meanwhile: theirs is the one
+            job = self.store.delivery_job("sends", send_id)
+            if job is None:
+                return SendResult("failed", error="send vanished")
+            expires_at = job["expires_at"]
+        return self._dispatch("sends", send_id, expires_at, now)
 
     def prepare(self, send_id: int, now: float) -> SendResult | None:
         """Fix the final text of a reserved offer once; a SendResult if it ends here."""
+        return self._prepare(send_id, now)[0]
+
+    def _prepare(self, send_id: int, now: float) -> tuple[SendResult | None, float | None]:
+        """prepare(), and the offer's expiry when it is known without reading the row again."""
         store, o = self.store, self.options
         job = store.delivery_job("sends", send_id)
         if job is None:
-            return SendResult("failed", error="no such send")
+            return SendResult("failed", error="no such send"), None
         if job["state"] != "reserved":
-            return SendResult("failed", error=f"send is {job['state']}, not reserved")
+            return SendResult("failed", error=f"send is {job['state']}, not reserved"), None
         if job["idem_key"]:
-            return None
+            return None, job["expires_at"]
         event_ts = job["event_ts"] or job["ts"]
         expires_at = event_ts + o.offer_ttl_s
         language = (
@@ -231,7 +237,7 @@ class Deliverer:
             )
         except SenderError as exc:
             self._finish("sends", send_id, "failed", now, f"invalid sender: {exc}")
-            return SendResult("failed", error="invalid sender name")
+            return SendResult("failed", error="invalid sender name"), None
         cost = composed.cost
         fields = {
             "idem_key": f"pb{send_id}-{secrets.token_hex(4)}",
@@ -246,12 +252,12 @@ class Deliverer:
         }
         optout = (token, job["customer_id"], now) if token else None
         if not store.prepare_send(send_id, fields, optout):
-            return None  # prepared by someone else meanwhile
+            return None, None  # prepared by someone else meanwhile
         if cost.parts > o.max_parts:
             reason = f"text takes {cost.parts} SMS parts ({cost.encoding}), max {o.max_parts}"
             self._finish("sends", send_id, "failed", now, reason)
-            return SendResult("failed", error=reason)
-        return None
+            return SendResult("failed", error=reason), None
+        return None, expires_at
 
     def queue_reply(
         self,

@@ -1949,15 +1949,26 @@ class BridgeStore:
                 return None, "no_sms_consent"
             if live[2] != "active":
                 return None, "no_recognition_consent"
-            n_campaign = db.execute(
-                f"SELECT count(*) FROM sends WHERE customer_id=? AND campaign_id=? AND ts>=? "
-                f"AND state IN ({placeholders})",
-                [customer_id, campaign_id, now - cap_days * 86400, *CAPPED_STATES],
-            ).fetchone()[0]
+            # The customer's sends, read once by the customer's index: this campaign's in its
+            # window, and all of them in the overall window.
+            campaign_since, overall_since = now - cap_days * 86400, now - overall_days * 86400
+            n_campaign, n_all = db.execute(
+                "SELECT coalesce(sum(CASE WHEN campaign_id=? AND ts>=? THEN 1 ELSE 0 END), 0), "
+                "coalesce(sum(CASE WHEN ts>=? THEN 1 ELSE 0 END), 0) FROM sends "
+                f"WHERE customer_id=? AND ts>=? AND state IN ({placeholders})",
+                [
+                    campaign_id,
+                    campaign_since,
+                    overall_since,
+                    customer_id,
+                    min(campaign_since, overall_since),
+                    *CAPPED_STATES,
+                ],
+            ).fetchone()
             n_campaign += db.execute(
                 "SELECT count(*) FROM decisions WHERE customer_id=? AND outcome='holdout' "
                 "AND campaign_id=? AND ts>=?",
-                [customer_id, campaign_id, now - cap_days * 86400],
+                [customer_id, campaign_id, campaign_since],
             ).fetchone()[0]
             reason, detail = "", ""
             if n_campaign >= cap_count:
@@ -1970,11 +1981,6 @@ class BridgeStore:
                 if used >= budget:
                     reason, detail = "campaign_budget", f"{used} of {budget} SMS used"
             if not reason and not holdout:
-                n_all = db.execute(
-                    f"SELECT count(*) FROM sends WHERE customer_id=? AND ts>=? "
-                    f"AND state IN ({placeholders})",
-                    [customer_id, now - overall_days * 86400, *CAPPED_STATES],
-                ).fetchone()[0]
                 if n_all >= overall_cap:
                     reason, detail = "overall_cap", f"{n_all} SMS in {overall_days} days"
                 elif store_budget is not None:
@@ -2043,18 +2049,21 @@ class BridgeStore:
     def bucket_book(
         self, name: str, now: float, interval: float, tolerance: float, deadline: float | None
     ) -> float | None:
-        """Book a token atomically; the new arrival time, or None when it would only be free
-        after ``deadline`` (nothing booked)."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO bridge_meta(name, value) VALUES (?, '-1e300')", [name]
-            )
-            limit = "" if deadline is None else " AND max(CAST(value AS REAL), ?) - ? <= ?"
-            row = db.execute(
-                "UPDATE bridge_meta SET value = CAST(max(CAST(value AS REAL), ?) + ? AS TEXT) "
-                f"WHERE name=?{limit} RETURNING value",
-                [now, interval, name, *([] if deadline is None else [now, tolerance, deadline])],
-            ).fetchone()
+        """Book a token atomically (one UPDATE); the new arrival time, or None when it would
+        only be free after ``deadline`` (nothing booked)."""
+        limit = "" if deadline is None else " AND max(CAST(value AS REAL), ?) - ? <= ?"
+        book = (
+            "UPDATE bridge_meta SET value = CAST(max(CAST(value AS REAL), ?) + ? AS TEXT) "
+            f"WHERE name=?{limit} RETURNING value"
+        )
+        params = [now, interval, name, *([] if deadline is None else [now, tolerance, deadline])]
+        with self._lock:
+            row = self.db.execute(book, params).fetchone()
+            if row is None and self.bucket_tat(name) == float("-inf"):  # the bucket's first use
+                self.db.execute(
+                    "INSERT OR IGNORE INTO bridge_meta(name, value) VALUES (?, '-1e300')", [name]
+                )
+                row = self.db.execute(book, params).fetchone()
         return None if row is None else float(row[0])
 
     def lock_for(self, keys: list[str]) -> None:
