@@ -62,8 +62,6 @@ def seed(store: BridgeStore, customers: int, now: float) -> None:
                     "INSERT INTO consents(customer_id, kind, status, ts) VALUES (?,?,?,?)",
                     [i, kind, "active", now - 86400],
                 )
-    if store.postgres:
-        store.db.execute("ANALYZE")  # planner statistics, as a database in service has them
     for cid, trigger, cap, days, prio in CAMPAIGNS:
         store.save_campaign(
             {
