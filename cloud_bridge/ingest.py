@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,12 +31,21 @@ from edge_agent.protocol import (
 )
 from edge_agent.uplink import make_client, session_properties
 
-__all__ = ["IngestCounters", "handle_message", "flush_seen", "Ingest", "SUBSCRIPTIONS"]
+__all__ = [
+    "IngestCounters",
+    "handle_message",
+    "handle_batch",
+    "flush_seen",
+    "Ingest",
+    "SUBSCRIPTIONS",
+]
 
 log = logging.getLogger(__name__)
 
 SHARE_GROUP = "passby-bridge"
 SEEN_EVERY_S = 1.0  # a sensor's last_seen needs no more than one write a second
+BATCH_MAX = 200  # messages stored together at most
+BATCH_LINGER_S = 0.002  # how long a message waits for others to be stored with
 # Events and stats go to ONE bridge worker of the group (MQTT v5 shared subscription): each is
 # stored once however many workers run. Status is retained and small: every worker gets it
 # (a shared subscription would not deliver retained messages), and storing it is idempotent.
@@ -74,12 +84,54 @@ def handle_message(
     store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
 ) -> str:
     """Validate and store one message; returns 'event', 'duplicate', 'dead', 'status' or 'stats'."""
+    return handle_batch(store, [(topic, payload)], now, counters)[0][0]
 
-    def dead(reason: str) -> str:
+
+def handle_batch(
+    store: BridgeStore, messages: list[tuple[str, bytes]], now: float, counters: IngestCounters
+) -> list[tuple[str, str]]:
+    """Validate and store messages in order; (kind, event_id) for each, kind as for
+    ``handle_message``. The events are stored together, in one statement: if that fails the
+    exception propagates and none of them counts as stored (nothing must be acknowledged)."""
+    results: list[tuple[str, str]] = []
+    rows: list[tuple[int, PresenceMessage, str, str, str]] = []
+    for topic, payload in messages:
+        kind, event = _one(store, topic, payload, now, counters)
+        if event is not None:
+            store_id, sensor_id, _ = parse_topic(topic)
+            rows.append((len(results), event, store_id, sensor_id, payload.decode("utf-8")))
+        results.append((kind, ""))
+    if not rows:
+        return results
+    fresh = store.insert_events(
+        [(m.event_id, st, se, m.type, m.subject, m.ts, text, now) for _, m, st, se, text in rows]
+    )
+    for index, msg, store_id, sensor_id, _ in rows:
+        if msg.event_id in fresh:
+            fresh.discard(msg.event_id)  # a second copy in the same batch is a duplicate
+            counters.events += 1
+            counters.last_event_id = msg.event_id
+            counters.seen_due[(store_id, sensor_id)] = now
+            results[index] = ("event", msg.event_id)
+        else:
+            counters.duplicates += 1
+            results[index] = ("duplicate", msg.event_id)
+    if now - counters.seen_flushed >= SEEN_EVERY_S:
+        flush_seen(store, counters, now)
+    return results
+
+
+def _one(
+    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+) -> tuple[str, PresenceMessage | None]:
+    """One message: a valid event is returned to be stored with its batch ('pending');
+    anything else is handled here."""
+
+    def dead(reason: str) -> tuple[str, None]:
         counters.dead_letters += 1
         store.dead_letter(topic, reason, hashlib.sha256(payload).hexdigest(), len(payload), now)
         log.warning("dead letter on %s: %s", topic, reason)
-        return "dead"
+        return "dead", None
 
     try:
         store_id, sensor_id, leaf = parse_topic(topic)
@@ -96,19 +148,7 @@ def handle_message(
                 return dead(
                     f"sensor speaks protocol v{other}, this bridge v{PROTOCOL_VERSION}: event refused"
                 )
-            msg = PresenceMessage.model_validate_json(text)
-            fresh = store.insert_event(
-                msg.event_id, store_id, sensor_id, msg.type, msg.subject, msg.ts, text, now
-            )
-            if not fresh:
-                counters.duplicates += 1
-                return "duplicate"
-            counters.events += 1
-            counters.last_event_id = msg.event_id
-            counters.seen_due[(store_id, sensor_id)] = now
-            if now - counters.seen_flushed >= SEEN_EVERY_S:
-                flush_seen(store, counters, now)
-            return "event"
+            return "pending", PresenceMessage.model_validate_json(text)
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
@@ -133,7 +173,7 @@ def handle_message(
                 agent_version=status.agent_version,
                 roster_version=status.roster_version,
             )
-            return "status"
+            return "status", None
         if leaf == "stats":
             stats = StatsMessage.model_validate_json(text)
             counters.stats += 1
@@ -146,7 +186,7 @@ def handle_message(
                 agent_version=stats.agent_version,
             )
             store.record_stats(store_id, sensor_id, stats.model_dump(), now)
-            return "stats"
+            return "stats", None
     except ValidationError as exc:
         return dead(f"invalid {leaf} message: {_reason(exc)}")
     return dead(f"unexpected topic leaf {leaf!r}")
@@ -180,6 +220,8 @@ class Ingest:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._lock = threading.Lock()  # the counters, between the MQTT thread and the flusher
+        self._pending: list[Any] = []  # received, not yet stored (nor acknowledged)
+        self._pending_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
@@ -196,18 +238,36 @@ class Ingest:
         log.warning("bridge disconnected from broker: %s", reason_code)
 
     def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
-        try:
-            with self._lock:
-                kind = handle_message(
-                    self.store, message.topic, message.payload, time.time(), self.counters
-                )
-        except Exception:  # e.g. database locked or disk full: not acknowledged, redelivered
-            log.exception("failed to store message on %s; not acknowledged", message.topic)
+        """Messages are stored in small batches (one statement for their events), then
+        acknowledged in the order they came: what is acknowledged is on disk."""
+        with self._lock:
+            self._pending.append(message)
+            if len(self._pending) >= BATCH_MAX:
+                self._store_pending()
+            else:
+                self._pending_cv.notify()
+
+    def _store_pending(self) -> None:
+        """(with the lock) Store the pending messages, acknowledge them, wake the decisions."""
+        batch, self._pending = self._pending, []
+        if not batch:
             return
-        if message.qos > 0:
-            client.ack(message.mid, message.qos)
-        if kind == "event":
-            self.on_event(self.counters.last_event_id)
+        try:
+            results = handle_batch(
+                self.store, [(m.topic, m.payload) for m in batch], time.time(), self.counters
+            )
+        except Exception:  # e.g. database away or disk full: not acknowledged, redelivered
+            log.exception("failed to store %d messages; not acknowledged", len(batch))
+            return
+        for message in batch:
+            if message.qos > 0:
+                try:
+                    self._client.ack(message.mid, message.qos)
+                except Exception as exc:  # gone meanwhile: the broker sends it again, deduped
+                    log.warning("could not acknowledge message %s: %s", message.mid, exc)
+        for kind, event_id in results:
+            if kind == "event":
+                self.on_event(event_id)
 
     def start(self) -> None:
         self._client.connect_async(
@@ -218,17 +278,34 @@ class Ingest:
             properties=session_properties(self.settings.session_expiry_s),
         )
         self._client.loop_start()
+        self._stop.clear()  # an ingest can be stopped and started again
         self._flusher = threading.Thread(target=self._flush_loop, name="ingest-seen", daemon=True)
         self._flusher.start()
 
     def _flush_loop(self) -> None:
-        """last_seen of the sensors of the last events, even when no message follows them."""
-        while not self._stop.wait(SEEN_EVERY_S):
-            self.flush()
+        """Stores what the MQTT thread received once it has lingered BATCH_LINGER_S, and
+        writes the last_seen of the sensors of the last events even when no message follows."""
+        next_seen = time.monotonic() + SEEN_EVERY_S
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    if not self._pending:
+                        self._pending_cv.wait(min(0.2, max(0.0, next_seen - time.monotonic())))
+                if self._pending:
+                    self._stop.wait(BATCH_LINGER_S)  # let a burst gather
+                    with self._lock:
+                        self._store_pending()
+                if time.monotonic() >= next_seen:
+                    next_seen = time.monotonic() + SEEN_EVERY_S
+                    self.flush()
+            except Exception:  # keep storing: what failed was not acknowledged
+                log.exception("ingest flush failed")
+                self._stop.wait(0.5)
 
     def flush(self) -> None:
         try:
             with self._lock:
+                self._store_pending()
                 flush_seen(self.store, self.counters, time.time())
         except Exception:  # the database is away: the next flush writes them
             log.exception("could not record when sensors were last seen")

@@ -171,7 +171,11 @@ def translate(sql: str) -> tuple[str, str | None]:
         table = m.group(1)
     if _OR_IGNORE.match(code):
         code = _OR_IGNORE.sub("INSERT INTO", code, count=1).rstrip().rstrip(";")
-        code += " ON CONFLICT DO NOTHING"
+        ret = re.search(r"\sRETURNING\s", code, re.I)
+        if ret:  # the conflict clause goes before RETURNING
+            code = f"{code[: ret.start()]} ON CONFLICT DO NOTHING{code[ret.start() :]}"
+        else:
+            code += " ON CONFLICT DO NOTHING"
     for i, lit in enumerate(literals):
         code = code.replace(marker.format(i), lit.replace("%", "%%"), 1)
     return code, table

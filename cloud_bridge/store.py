@@ -973,6 +973,21 @@ class BridgeStore:
             )
             return cur.rowcount == 1
 
+    def insert_events(
+        self, rows: list[tuple[str, str, str, str, str, float, str, float]]
+    ) -> set[str]:
+        """Store new events in one statement; the ids that were new (the others were seen)."""
+        if not rows:
+            return set()
+        values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(rows))
+        with self._lock:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO events(event_id, store_id, sensor_id, type, subject, ts, "
+                f"payload, received) VALUES {values} RETURNING event_id",
+                [v for row in rows for v in row],
+            )
+            return {r[0] for r in cur.fetchall()}
+
     def dead_letter(self, topic: str, reason: str, sha256: str, size: int, now: float) -> None:
         with self._lock:
             self.db.execute(

@@ -200,3 +200,26 @@ def test_last_seen_written_together_once_a_second(bridge) -> None:
         == "event"
     )
     assert seen()["door-c"] == t0 + 2.5
+
+
+def test_a_batch_stores_its_events_together_and_keeps_order(bridge) -> None:
+    """Messages stored as one batch: a copy in the same batch or an earlier one is a
+    duplicate, a bad message is a dead letter, the good ones are stored, results in order."""
+    from cloud_bridge.ingest import handle_batch
+
+    store, keys = bridge
+    c = IngestCounters()
+    first, second = event(keys, "C-1001"), event(keys, "C-1002")
+    handle_message(store, TOPIC, first, time.time(), c)
+    batch = [
+        (TOPIC, second),
+        (TOPIC, b"{not json"),
+        (TOPIC, second),  # the same event twice in one batch
+        (TOPIC, first),  # seen in an earlier batch
+        ("passby/v1/main-st/door-1/status", b'{"state": "online"}'),  # invalid status
+    ]
+    kinds = [k for k, _ in handle_batch(store, batch, time.time(), c)]
+    assert kinds == ["event", "dead", "duplicate", "duplicate", "dead"]
+    assert (c.events, c.duplicates, c.dead_letters) == (2, 2, 2)
+    ids = {r["event_id"] for r in store.query("SELECT event_id FROM events")}
+    assert ids == {json.loads(first)["event_id"], json.loads(second)["event_id"]}
