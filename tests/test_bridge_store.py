@@ -216,7 +216,7 @@ def test_a_batch_stores_its_events_together_and_keeps_order(bridge) -> None:
         (TOPIC, b"{not json"),
         (TOPIC, second),  # the same event twice in one batch
         (TOPIC, first),  # seen in an earlier batch
-        ("passby/v1/main-st/door-1/status", b'{"state": "online"}'),  # invalid status
+        ("passby/v1/main-st/door-1/bogus", second),  # no such topic leaf
     ]
     kinds = [k for k, _ in handle_batch(store, batch, time.time(), c)]
     assert kinds == ["event", "dead", "duplicate", "duplicate", "dead"]
