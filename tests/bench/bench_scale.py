@@ -116,12 +116,11 @@ def run() -> dict[str, Any]:
               f"{r['cap_violations']:>8} {r['undecided']:>9}")  # fmt: skip
     print("\nCPU per event (ms) by role, and cores busy over the run (this machine has "
           f"{os.cpu_count()}):")  # fmt: skip
-    print(f"{'workers':>7} {'bridge':>7} {'postgres':>8} {'mosquitto':>9} {'publisher':>9} "
-          f"{'cores busy':>10}")  # fmt: skip
+    print(f"{'workers':>7} {'bridge':>7} {'postgres':>8} {'mosquitto':>9} {'cores busy':>10}")
     for r in results:
         c = r["cpu_ms"]
         print(f"{r['workers']:>7} {c['workers']:>7.2f} {c['postgres']:>8.2f} "
-              f"{c['mosquitto']:>9.2f} {c['publisher']:>9.2f} {r['cores_busy']:>10.2f}")  # fmt: skip
+              f"{c['mosquitto']:>9.2f} {r['cores_busy']:>10.2f}")  # fmt: skip
     by = {r["workers"]: r for r in results}
     figures: dict[str, Any] = {
         "duplicates": sum(r["duplicates"] for r in results),
