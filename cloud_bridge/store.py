@@ -1354,16 +1354,15 @@ class BridgeStore:
         the attempt number, or None if the row is not (or no longer) reserved."""
         t = self._outbox(table)
         with self.transaction() as db:
-            cur = db.execute(
+            row = db.execute(
                 f"UPDATE {t} SET state='sending', attempts=attempts+1, attempt_at=?, "
-                "lease_until=?, next_at=NULL, updated=? WHERE id=? AND state='reserved'",
+                "lease_until=?, next_at=NULL, updated=? WHERE id=? AND state='reserved' "
+                "RETURNING attempts",
                 [now, lease_until, now, send_id],
-            )
-            if cur.rowcount != 1:
+            ).fetchone()
+            if row is None:
                 return None
-            attempt = int(
-                db.execute(f"SELECT attempts FROM {t} WHERE id=?", [send_id]).fetchone()[0]
-            )
+            attempt = int(row[0])
             self._log_send(db, t, send_id, now, "sending", f"attempt {attempt}")
             return attempt
 
