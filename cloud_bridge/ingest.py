@@ -67,7 +67,6 @@ class IngestCounters:
     # together at most once a second (one statement, not one per event)
     seen_due: dict[tuple[str, str], float] = field(default_factory=dict)
     seen_flushed: float = 0.0
-    last_event_id: str = ""  # the event the last 'event' result stored
     # sensors whose last status spoke another protocol version: their events are refused
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -110,7 +109,6 @@ def handle_batch(
         if msg.event_id in fresh:
             fresh.discard(msg.event_id)  # a second copy in the same batch is a duplicate
             counters.events += 1
-            counters.last_event_id = msg.event_id
             counters.seen_due[(store_id, sensor_id)] = now
             results[index] = ("event", msg.event_id)
         else:

@@ -52,19 +52,25 @@ def is_postgres_url(location: object) -> bool:
 _STRING = re.compile(r"'(?:[^']|'')*'")
 
 
-def _split_args(inner: str) -> list[str]:
-    """Top-level comma split of a function's argument text."""
-    args, depth, start, quote = [], 0, 0, False
-    for i, ch in enumerate(inner):
+def _outside_quotes(sql: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, parenthesis depth after it) of each character outside string literals."""
+    depth, quote = 0, False
+    for i in range(start, len(sql)):
+        ch = sql[i]
         if ch == "'":
             quote = not quote
-        elif quote:
             continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
+        if quote:
+            continue
+        depth += (ch == "(") - (ch == ")")
+        yield i, ch, depth
+
+
+def _split_args(inner: str) -> list[str]:
+    """Top-level comma split of a function's argument text."""
+    args, start = [], 0
+    for i, ch, depth in _outside_quotes(inner):
+        if ch == "," and depth == 0:
             args.append(inner[start:i].strip())
             start = i + 1
     args.append(inner[start:].strip())
@@ -72,19 +78,10 @@ def _split_args(inner: str) -> list[str]:
 
 
 def _matching(sql: str, open_at: int) -> int:
-    depth, quote = 0, False
-    for i in range(open_at, len(sql)):
-        ch = sql[i]
-        if ch == "'":
-            quote = not quote
-        elif quote:
-            continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+    """Index of the parenthesis closing the one at ``open_at``."""
+    for i, ch, depth in _outside_quotes(sql, open_at):
+        if ch == ")" and depth == 0:
+            return i
     raise ValueError(f"unbalanced parentheses in SQL: {sql[:120]}")
 
 

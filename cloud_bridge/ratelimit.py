@@ -25,6 +25,13 @@ class BucketStats:
     first: float | None = None  # clock time of the first token taken
     last: float | None = None  # clock time the last token taken became available
 
+    def took(self, at: float) -> None:
+        """A token taken, available at clock time ``at``."""
+        self.taken += 1
+        if self.first is None:
+            self.first = at
+        self.last = at
+
     def utilisation(self, rate: float, burst: int) -> float | None:
         """Tokens taken over tokens the bucket could give between the first and the last."""
         if self.first is None or self.last is None or self.taken < 2:
@@ -67,11 +74,7 @@ class TokenBucket:
             if deadline is not None and now + wait > deadline:
                 return None
             self._tat = tat + self._interval
-            s = self.stats
-            s.taken += 1
-            if s.first is None:
-                s.first = now + wait
-            s.last = now + wait
+            self.stats.took(now + wait)
             return wait
 
     def try_take(self, now: float) -> bool:
@@ -115,11 +118,7 @@ class SharedBucket(TokenBucket):
             return None
         wait = max(0.0, tat - self._interval - self._tolerance - now)
         with self._lock:
-            s = self.stats
-            s.taken += 1
-            if s.first is None:
-                s.first = now + wait
-            s.last = now + wait
+            self.stats.took(now + wait)
         return wait
 
 

@@ -2134,24 +2134,6 @@ class BridgeStore:
         with self._lock:
             return {r[0] for r in self.db.execute(sql, [state, *event_ids]).fetchall()}
 
-    def claim_event(self, event_id: str, state: str = "done") -> bool:
-        """new -> ``state`` for one event; False if another worker took it first."""
-        if self.postgres:
-            # Never wait for a row another worker is deciding: it has the event (and waiting
-            # while holding our own claims could deadlock). If it rolls back, the event is
-            # still new and a later sweep takes it.
-            cur = self.db.execute(
-                "UPDATE events SET state=? WHERE event_id IN (SELECT event_id FROM events "
-                "WHERE event_id=? AND state='new' FOR UPDATE SKIP LOCKED)",
-                [state, event_id],
-            )
-            return cur.rowcount == 1
-        with self._lock:
-            cur = self.db.conn.execute(
-                "UPDATE events SET state=? WHERE event_id=? AND state='new'", [state, event_id]
-            )
-            return cur.rowcount == 1
-
     def mark_events(self, event_ids: list[str], state: str) -> None:
         with self._lock:
             self.db.conn.executemany(
