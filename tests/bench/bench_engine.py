@@ -25,8 +25,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -242,33 +240,9 @@ class _Queued:
     status = "queued"
 
 
-PUBLISHER = r"""
-import json, sys, time
-import paho.mqtt.client as mqtt
-port, path = int(sys.argv[1]), sys.argv[2]
-events = [json.loads(line) for line in open(path)]
-pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-pub.max_inflight_messages_set(1000)
-pub.max_queued_messages_set(0)
-pub.connect("127.0.0.1", port)
-pub.loop_start()
-print("ready", flush=True)
-sys.stdin.readline()
-t0 = time.perf_counter()
-infos = []
-for topic, event in events:
-    ts = time.time()
-    event.update(ts=ts, first_seen=ts - 30, last_seen=ts)
-    infos.append(pub.publish(topic, json.dumps(event), qos=1))
-for info in infos:
-    info.wait_for_publish(120)
-print(time.perf_counter() - t0, flush=True)
-pub.disconnect()
-pub.loop_stop()
-"""
-
-
 def ingest_to_decision() -> dict[str, Any]:
+    from scale_helpers import Publisher  # tests/ is on the path (tests/bench/run.py)
+
     from cloud_bridge.ingest import Ingest
     from cloud_bridge.mosquitto import LocalMosquitto
     from cloud_bridge.providers import SandboxProvider
@@ -343,21 +317,10 @@ def ingest_to_decision() -> dict[str, Any]:
                 "dwell_s": 45.0,
             }
             lines.append(json.dumps([f"passby/v1/{rng.choice(open_stores)}/door-1/events", event]))
-        events_file = tmp / "events.jsonl"
-        events_file.write_text("\n".join(lines) + "\n")
         # the sensors' side publishes from its own process, as from other machines
-        pub = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, str(broker.port), str(events_file)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert pub.stdin is not None and pub.stdout is not None
-        if pub.stdout.readline().strip() != "ready":
-            raise RuntimeError("the publisher could not connect to Mosquitto")
+        pub = Publisher(tmp, broker.port, lines)
         t0 = time.perf_counter()
-        pub.stdin.write("go\n")
-        pub.stdin.flush()
+        pub.go()
         deadline = time.monotonic() + 300
         stored_s = None
         while time.monotonic() < deadline:
@@ -368,7 +331,7 @@ def ingest_to_decision() -> dict[str, Any]:
                 break
             time.sleep(0.01)
         elapsed = time.perf_counter() - t0
-        published_s = float(pub.communicate(timeout=60)[0].strip() or "nan")
+        published_s = pub.result(timeout=60)["publish_s"]
         reasons = Counter(
             {
                 r["reason"]: r["n"]
