@@ -2073,7 +2073,8 @@ class BridgeStore:
         params = [now, interval, name, *([] if deadline is None else [now, tolerance, deadline])]
         with self._lock:
             row = self.db.execute(book, params).fetchone()
-            if row is None and self.bucket_tat(name) == float("-inf"):  # the bucket's first use
+            if row is None:  # the bucket's first use (or a deadline refused: booking again is
+                # as atomic; a racing worker that created the row first must not look refused)
                 self.db.execute(
                     "INSERT OR IGNORE INTO bridge_meta(name, value) VALUES (?, '-1e300')", [name]
                 )

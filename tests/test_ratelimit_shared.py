@@ -47,3 +47,39 @@ def test_two_workers_share_one_rate(db_location) -> None:  # type: ignore[no-unt
     finally:
         a.close()
         b.close()
+
+
+def test_first_booking_races_another_worker_creating_the_bucket(db_location) -> None:  # type: ignore[no-untyped-def]
+    """Worker A finds no bucket row; before it creates one, worker B creates it and books.
+    A must still get the next token, not be told 'refused'."""
+    a, b = BridgeStore(db_location), BridgeStore(db_location)
+    try:
+        ba, bb = SharedBucket(a, "race", rate=10.0), SharedBucket(b, "race", rate=10.0)
+        now = 2_000_000.0
+        real_execute = a.db.execute
+        raced: list[float | None] = []
+
+        def execute(sql, params=None):  # type: ignore[no-untyped-def]
+            cursor = real_execute(sql, params) if params is not None else real_execute(sql)
+            if sql.startswith("UPDATE bridge_meta") and not raced:
+                rows = cursor.fetchall()
+                assert rows == []  # A's first UPDATE found no row
+                raced.append(bb.reserve(now))  # B creates the bucket and books token 0
+
+                class Empty:
+                    def fetchone(self):  # type: ignore[no-untyped-def]
+                        return None
+
+                return Empty()
+            return cursor
+
+        a.db.execute = execute  # type: ignore[method-assign]
+        try:
+            got = ba.reserve(now)
+        finally:
+            a.db.execute = real_execute  # type: ignore[method-assign]
+        assert raced == [0.0]
+        assert got is not None and abs(got - 0.1) < 1e-6
+    finally:
+        a.close()
+        b.close()
