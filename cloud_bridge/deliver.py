@@ -355,13 +355,12 @@ class Deliverer:
                 log.exception("%s %s: delivery failed unexpectedly", table, row_id)
 
     def _take_turn(self, table: str, row_id: int, expires_at: float | None) -> None:
+        """Wait for a token, then attempt. The row is read once, after the token (consent,
+        erasure and flags are checked then, right before sending, not before a wait); a row
+        that turns out blocked has cost a token, which is rare and only slows the queue."""
         now = self.clock()
-        job = self.store.delivery_job(table, row_id)
-        if job is None or job["state"] != "reserved":
-            return
-        blocker = self._blocker(table, job, now)
-        if blocker is not None:
-            self._finish(table, row_id, blocker[0], now, blocker[1])
+        if expires_at is not None and now >= expires_at:
+            self._finish(table, row_id, "expired", now, "the offer expired before it could be sent")
             return
         if not self.bucket.acquire(self._deadline(expires_at, now), self._stop):
             if not self._stop.is_set():

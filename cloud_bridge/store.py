@@ -1810,10 +1810,20 @@ class BridgeStore:
     def engine_customer(self, subject: str, before: float, since: float) -> dict[str, Any] | None:
         """The customer with this subject, latest consents, last purchase and the times of the
         visits the sensors saw in [since, before) (``visit_times``, newest first, at most 500)."""
-        with self._lock:  # one statement: the decision worker runs this for every event
+        return self.engine_customers([subject], before, since).get(subject)
+
+    def engine_customers(
+        self, subjects: list[str], before: float, since: float
+    ) -> dict[str, dict[str, Any]]:
+        """``engine_customer`` for many subjects in one statement (the decision worker reads
+        a batch's customers at once); subjects that are no customer are left out."""
+        if not subjects:
+            return {}
+        marks = ",".join("?" * len(subjects))
+        with self._lock:
             cur = self.db.conn.execute(
-                "SELECT c.id, c.crm_id, c.name, c.phone, c.favourite_product, c.loyalty_tier, "
-                "c.visits, c.first_purchase, c.erased, "
+                "SELECT c.id, c.subject, c.crm_id, c.name, c.phone, c.favourite_product, "
+                "c.loyalty_tier, c.visits, c.first_purchase, c.erased, "
                 "(SELECT k.status FROM consents k WHERE k.customer_id=c.id AND k.kind='sms' "
                 "ORDER BY k.ts DESC, k.id DESC LIMIT 1) AS sms, "
                 "(SELECT k.status FROM consents k WHERE k.customer_id=c.id "
@@ -1821,34 +1831,47 @@ class BridgeStore:
                 "(SELECT max(p.ts) FROM purchases p WHERE p.customer_id=c.id) AS last_purchase, "
                 "(SELECT group_concat(v.ts) FROM (SELECT e.ts FROM events e WHERE "
                 "e.subject=c.subject AND e.type='visit' AND e.ts>=? AND e.ts<? "
-                "ORDER BY e.ts DESC LIMIT 500) v) AS visit_times "
-                "FROM customers c WHERE c.subject=?",
-                [since, before, subject],
+                f"ORDER BY e.ts DESC LIMIT 500) v) AS visit_times "
+                f"FROM customers c WHERE c.subject IN ({marks})",
+                [since, before, *subjects],
             )
-            found = cur.fetchone()
-            if found is None:
-                return None
-            row = dict(zip([d[0] for d in cur.description], found, strict=True))
-        visits = row["visit_times"]
-        row["visit_times"] = tuple(float(t) for t in visits.split(",")) if visits else ()
-        return row
+            names = [d[0] for d in cur.description]
+            found = cur.fetchall()
+        out = {}
+        for values in found:
+            row = dict(zip(names, values, strict=True))
+            visits = row["visit_times"]
+            row["visit_times"] = tuple(float(t) for t in visits.split(",")) if visits else ()
+            out[row["subject"]] = row
+        return out
 
     def engine_history(
         self, customer_id: int, since: float
     ) -> tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
         """(sends that count against caps, holdout would-be sends) since ``since``."""
+        return self.engine_histories([customer_id], since).get(customer_id, ((), ()))
+
+    def engine_histories(
+        self, customer_ids: list[int], since: float
+    ) -> dict[int, tuple[tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]]:
+        """``engine_history`` for many customers in one statement; customers with neither
+        are left out."""
+        if not customer_ids:
+            return {}
         placeholders = ",".join("?" * len(CAPPED_STATES))
+        ids = ",".join("?" * len(customer_ids))
         with self._lock:
             rows = self.db.conn.execute(
-                f"SELECT 0, campaign_id, ts FROM sends WHERE customer_id=? AND ts>=? "
-                f"AND state IN ({placeholders}) UNION ALL "
-                "SELECT 1, campaign_id, ts FROM decisions WHERE customer_id=? "
+                f"SELECT 0, campaign_id, ts, customer_id FROM sends WHERE customer_id IN ({ids}) "
+                f"AND ts>=? AND state IN ({placeholders}) UNION ALL "
+                f"SELECT 1, campaign_id, ts, customer_id FROM decisions WHERE customer_id IN ({ids}) "
                 "AND outcome='holdout' AND ts>=?",
-                [customer_id, since, *CAPPED_STATES, customer_id, since],
+                [*customer_ids, since, *CAPPED_STATES, *customer_ids, since],
             ).fetchall()
-        sends = tuple((r[1], r[2]) for r in rows if not r[0])
-        holdouts = tuple((r[1], r[2]) for r in rows if r[0])
-        return sends, holdouts
+        found: dict[int, tuple[list[tuple[str, float]], list[tuple[str, float]]]] = {}
+        for kind, campaign_id, ts, customer_id in rows:
+            found.setdefault(customer_id, ([], []))[kind].append((campaign_id, ts))
+        return {c: (tuple(s), tuple(h)) for c, (s, h) in found.items()}
 
     def campaign_send_counts(self, campaign_ids: list[str]) -> dict[str, int]:
         """Lifetime sends (counting against budgets) of these campaigns."""
