@@ -184,12 +184,15 @@ class Deliverer:
         to: str | None = None,
         sender: str | None = None,
         body: str | None = None,
+        known: dict[str, Any] | None = None,
     ) -> SendResult:
         """Make a reserved offer final (text with brand and opt-out, key, expiry, cost) and
         queue it, or send it now when the deliverer is not running. ``to``, ``sender`` and
-        ``body`` are read from the store (kept in the signature for the decision worker)."""
+        ``body`` are read from the store (kept in the signature for the decision worker).
+        ``known``: the row as the decision that just reserved it knows it (the columns of
+        ``delivery_job`` that preparing uses), which saves reading it back."""
         now = self.clock()
-        early, expires_at = self._prepare(send_id, now)
+        early, expires_at = self._prepare(send_id, now, known)
         if early is not None:
             return early
         if expires_at is None:  # prepared by someone else meanwhile: theirs is the one
@@ -203,10 +206,14 @@ class Deliverer:
         """Fix the final text of a reserved offer once; a SendResult if it ends here."""
         return self._prepare(send_id, now)[0]
 
-    def _prepare(self, send_id: int, now: float) -> tuple[SendResult | None, float | None]:
-        """prepare(), and the offer's expiry when it is known without reading the row again."""
+    def _prepare(
+        self, send_id: int, now: float, known: dict[str, Any] | None = None
+    ) -> tuple[SendResult | None, float | None]:
+        """prepare(), and the offer's expiry when it is known without reading the row again.
+        With ``known`` the row is not read (the guarded UPDATE still only prepares a row that
+        is reserved and unprepared)."""
         store, o = self.store, self.options
-        job = store.delivery_job("sends", send_id)
+        job = known if known is not None else store.delivery_job("sends", send_id)
         if job is None:
             return SendResult("failed", error="no such send"), None
         if job["state"] != "reserved":

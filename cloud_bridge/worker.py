@@ -64,6 +64,9 @@ class _EventFailed(Exception):
     """One event of a fast-path batch failed: the batch is redone with savepoints."""
 
 
+_Reserved = tuple[int, dict[str, Any]]  # a reserved send: its id, the row as decided
+
+
 @dataclass(frozen=True)
 class _Decided:
     event: Event
@@ -182,7 +185,7 @@ class DecisionWorker:
         self.orphan_after_s = orphan_after_s
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
-        self._handoff: collections.deque[tuple[int, str, str, str]] | None = None
+        self._handoff: collections.deque[_Reserved] | None = None
         self._handoff_cv = threading.Condition()
         self._handoff_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -320,10 +323,10 @@ class DecisionWorker:
             )
         return memo
 
-    def _hand(self, send: tuple[int, str, str, str]) -> None:
-        send_id, phone, sender, text = send
+    def _hand(self, send: _Reserved) -> None:
+        send_id, known = send
         try:
-            result = self.deliverer.deliver(send_id, phone, sender, text)
+            result = self.deliverer.deliver(send_id, known=known)
         except Exception:  # the intent is committed: delivery's recovery picks it up
             log.exception("send %s: handing it to delivery failed", send_id)
             return
@@ -383,9 +386,9 @@ class DecisionWorker:
         mono: float,
         book: CampaignBook,
         savepoints: bool,
-    ) -> tuple[list[tuple[int, str, str, str]], int]:
+    ) -> tuple[list[_Reserved], int]:
         """Phase 2: one write transaction for the batch."""
-        reserved: list[tuple[int, str, str, str]] = []
+        reserved: list[_Reserved] = []
         shared: dict[tuple[str, str], int] = {}  # budget counts read in this transaction
         touched: set[int] = set()  # customers with a send or holdout reserved in this batch
         done = 0
@@ -522,7 +525,7 @@ class DecisionWorker:
         book: CampaignBook,
         shared: dict[tuple[str, str], int],
         touched: set[int],
-    ) -> tuple[int, str, str, str] | None:
+    ) -> _Reserved | None:
         """Store one planned decision inside the batch's transaction. A skip is stored as it
         is. A send or holdout is decided again first if its customer already got one in this
         batch; its reservation re-checks consent, erasure, caps and budgets, and if that
@@ -549,7 +552,7 @@ class DecisionWorker:
         book: CampaignBook,
         shared: dict[tuple[str, str], int],
         record_failure: bool = True,
-    ) -> tuple[tuple[int, str, str, str] | None, bool]:
+    ) -> tuple[_Reserved | None, bool]:
         """Store a decision; reserve a send or holdout exposure. Returns (send id, phone,
         sender, text) of a reserved send, and whether anything was stored (False only when a
         reservation was refused and ``record_failure`` is off)."""
@@ -620,7 +623,20 @@ class DecisionWorker:
         if store_info.daily_budget is not None:
             k = ("s", f"{store_info.id}@{day_start}")
             shared[k] = shared.get(k, 0) + 1
-        return (key, customer.phone, outcome.sender, outcome.text), True
+        known = {  # the reserved row as delivery's preparation reads it (saves the read)
+            "id": key,
+            "state": "reserved",
+            "idem_key": None,
+            "customer_id": customer.id,
+            "phone": customer.phone,
+            "sender": outcome.sender,
+            "body": outcome.text,
+            "ts": now,
+            "event_ts": event.ts,
+            "store_name": store_info.name,
+            "store_country": store_info.country,
+        }
+        return (key, known), True
 
     # opt-out guard ------------------------------------------------------------------------
     def maybe_guard(self, now: float) -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from cloud_bridge import worker as worker_mod
 from cloud_bridge.ingest import IngestCounters, handle_message
 from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.providers import SandboxProvider, SendResult
 from cloud_bridge.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.worker import DecisionWorker, event_of
@@ -113,3 +113,33 @@ def test_worker_on_its_own_connection(bridge) -> None:
     w.stop()
     assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 2
     assert BridgeStore(":memory:").reopen() is not None
+
+
+def test_what_the_worker_hands_delivery_is_the_stored_row(bridge, monkeypatch) -> None:
+    """The decision hands delivery the reserved row as it knows it, so delivery need not read
+    it back: every column it hands must equal what reading the row gives."""
+    store, keys = bridge
+    fire(store, keys, ["C-1001", "C-1002"])
+    w = DecisionWorker(store, SandboxProvider(store))
+    handed: list[tuple[int, dict]] = []
+    real = w.deliverer.deliver
+
+    def keep(send_id: int, known: dict | None = None) -> SendResult:
+        handed.append((send_id, dict(known or {})))
+        return SendResult("queued")
+
+    monkeypatch.setattr(w.deliverer, "deliver", keep)
+    w.process_pending()
+    assert len(handed) == 2
+    for send_id, known in handed:
+        row = store.delivery_job("sends", send_id)
+        assert row is not None and row["state"] == "reserved" and row["idem_key"] is None
+        assert {k: row[k] for k in known} == pytest.approx(known)
+    # prepared from what was handed, the final text is the one preparing from the row gives
+    for send_id, known in handed:
+        assert real(send_id, known=known).status == "accepted"
+    sent = store.query(
+        "SELECT s.body, s.language, st.name FROM sends s JOIN stores st ON st.id=s.store_id "
+        "WHERE s.state='accepted'"
+    )
+    assert len(sent) == 2 and all(r["name"] in r["body"] and r["language"] for r in sent)
