@@ -411,6 +411,28 @@ class SchemaTooNew(RuntimeError):
     """The database was migrated by a newer bridge; this one must not touch it."""
 
 
+def decision_row(
+    event_id: str,
+    customer_id: int | None,
+    campaign_id: str | None,
+    store_id: str | None,
+    outcome: str,
+    reason: str,
+    detail: str,
+    now: float,
+    *,
+    variant: str | None = None,
+    holdout: bool = False,
+    segment: str | None = None,
+    checks: str | None = None,
+) -> list[Any]:
+    """One decision's values in the order of ``BridgeStore.DECISION_COLUMNS``."""
+    return [
+        event_id, customer_id, campaign_id, outcome, reason, detail, now, variant,
+        int(holdout), store_id, segment, checks,
+    ]  # fmt: skip
+
+
 class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
@@ -1896,6 +1918,11 @@ class BridgeStore:
             )[0]["n"]
         )
 
+    DECISION_COLUMNS = (
+        "event_id, customer_id, campaign_id, outcome, reason, detail, ts, variant, holdout, "
+        "store_id, segment, checks"
+    )
+
     def record_decision(
         self,
         event_id: str,
@@ -1915,25 +1942,25 @@ class BridgeStore:
         """Store one decision (``checks``: the chain of checks as JSON)."""
         with self._lock:
             cur = self.db.conn.execute(
-                "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
-                "detail, ts, variant, holdout, store_id, segment, checks) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    event_id,
-                    customer_id,
-                    campaign_id,
-                    outcome,
-                    reason,
-                    detail,
-                    now,
-                    variant,
-                    int(holdout),
-                    store_id,
-                    segment,
-                    checks,
-                ],
-            )
+                f"INSERT INTO decisions({self.DECISION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                decision_row(
+                    event_id, customer_id, campaign_id, store_id, outcome, reason, detail, now,
+                    variant=variant, holdout=holdout, segment=segment, checks=checks,
+                ),
+            )  # fmt: skip
             return int(cur.lastrowid or 0)
+
+    def record_decisions(self, rows: list[list[Any]]) -> None:
+        """Store many decisions (rows from ``decision_row``) in few statements (the decision
+        worker's skips of a batch, inside its transaction)."""
+        with self._lock:
+            for i in range(0, len(rows), 200):
+                chunk = rows[i : i + 200]
+                marks = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+                self.db.conn.execute(
+                    f"INSERT INTO decisions({self.DECISION_COLUMNS}) VALUES {marks}",
+                    [v for r in chunk for v in r],
+                )
 
     def reserve_offer(
         self,

@@ -43,7 +43,7 @@ from cloud_bridge.decide import (
 )
 from cloud_bridge.deliver import Deliverer
 from cloud_bridge.providers import Provider
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.store import BridgeStore, decision_row
 
 __all__ = [
     "DecisionWorker",
@@ -185,6 +185,7 @@ class DecisionWorker:
         self.orphan_after_s = orphan_after_s
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
+        self._skips: list[list[Any]] | None = None  # a fast batch's skips, stored at its end
         self._handoff: collections.deque[_Reserved] | None = None
         self._handoff_cv = threading.Condition()
         self._handoff_thread: threading.Thread | None = None
@@ -409,6 +410,7 @@ class DecisionWorker:
             # new -> done for the whole batch in one statement; those another worker took
             # first are not ours (a failing event is marked error below)
             claimed = self.store.claim_events(ready)
+            self._skips = None if savepoints else []
             for row, plan in plans:
                 if row["event_id"] not in claimed:
                     continue  # put back, or another worker has it
@@ -418,8 +420,8 @@ class DecisionWorker:
                             raise plan
                         send = None
                         if plan is not None:
-                            self.counters.events += 1
                             send = self._settle(plan, now, mono, book, shared, touched)
+                            self.counters.events += 1
                 except Exception as exc:
                     if not savepoints:
                         raise _EventFailed from exc  # roll the batch back, go event by event
@@ -430,6 +432,12 @@ class DecisionWorker:
                 done += 1
                 if send is not None:
                     reserved.append(send)
+            skips, self._skips = self._skips, None
+            if skips:
+                try:
+                    self.store.record_decisions(skips)
+                except Exception as exc:  # find the one that fails, event by event
+                    raise _EventFailed from exc
         return reserved, done
 
     @staticmethod
@@ -565,8 +573,7 @@ class DecisionWorker:
         )
         checks = checks_json(outcome)
         if isinstance(outcome, Skip) and not outcome.holdout:
-            self.counters.skips += 1
-            self.store.record_decision(
+            row = decision_row(
                 event.event_id,
                 customer.id if customer else None,
                 outcome.campaign_id,
@@ -578,6 +585,11 @@ class DecisionWorker:
                 segment=outcome.segment or None,
                 checks=checks,
             )
+            if self._skips is not None:  # the batch's skips go in at its end, in one statement
+                self._skips.append(row)
+            else:
+                self.store.record_decisions([row])
+            self.counters.skips += 1
             log.debug("event %s: skip (%s)", event.event_id, outcome.reason)
             return None, True
         assert customer is not None and store_info is not None

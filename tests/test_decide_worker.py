@@ -143,3 +143,32 @@ def test_what_the_worker_hands_delivery_is_the_stored_row(bridge, monkeypatch) -
         "WHERE s.state='accepted'"
     )
     assert len(sent) == 2 and all(r["name"] in r["body"] and r["language"] for r in sent)
+
+
+def test_a_batch_stores_its_skips_at_once_and_isolates_one_that_fails(bridge, monkeypatch) -> None:
+    store, keys = bridge
+    fire(store, keys, ["C-1001", "C-1002", "C-1003"])
+    # unknown subjects: three skips in one batch
+    fire(store, keys, ["C-9991", "C-9992", "C-9993"])
+    events = store.next_new_events(10)
+    bad = events[4]["event_id"]
+    calls: list[int] = []
+    real = store.record_decisions
+
+    def picky(rows):  # type: ignore[no-untyped-def]
+        calls.append(len(rows))
+        if any(r[0] == bad for r in rows):
+            raise ValueError("this row cannot be stored")
+        return real(rows)
+
+    monkeypatch.setattr(store, "record_decisions", picky)
+    w = DecisionWorker(store, SandboxProvider(store))
+    assert w.process_pending() == 5
+    # first the batch's 3 skips at once (failed, batch rolled back), then one by one
+    assert calls[0] == 3 and calls[1:] == [1, 1, 1]
+    states = {r["event_id"]: r["state"] for r in store.query("SELECT * FROM events")}
+    assert states[bad] == "error" and list(states.values()).count("done") == 5
+    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions WHERE outcome='skip'")]
+    assert len(reasons) == 2 and set(reasons) == {"unknown_subject"}
+    assert w.counters.errors == 1 and w.counters.sends == 3 and w.counters.skips == 2
+    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
