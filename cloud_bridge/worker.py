@@ -186,6 +186,7 @@ class DecisionWorker:
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
         self._skips: list[list[Any]] | None = None  # a fast batch's skips, stored at its end
+        self._held: set[str] = set()  # keys the batch's transaction holds
         self._handoff: collections.deque[_Reserved] | None = None
         self._handoff_cv = threading.Condition()
         self._handoff_thread: threading.Thread | None = None
@@ -411,6 +412,7 @@ class DecisionWorker:
             # first are not ours (a failing event is marked error below)
             claimed = self.store.claim_events(ready)
             self._skips = None if savepoints else []
+            self._held = held
             for row, plan in plans:
                 if row["event_id"] not in claimed:
                     continue  # put back, or another worker has it
@@ -619,6 +621,8 @@ class DecisionWorker:
             segment=outcome.segment or None,
             checks=checks,
             record_failure=record_failure,
+            held=self._held,  # taken for the batch's transaction, which covers this one
+            joined=True,
         )
         if key is None:
             if not record_failure:

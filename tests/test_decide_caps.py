@@ -142,3 +142,50 @@ def test_store_daily_budget_under_8_threads(bridge) -> None:
     assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 5
     reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
     assert "store_budget" in reasons
+
+
+def test_reservation_rechecks_consent_erasure_caps_and_holdouts(bridge) -> None:
+    """The reservation's own checks (one statement): every refusal it can give, and the
+    windows it counts in."""
+    store, _, _ = bridge
+    now = time.time()
+    ids = [r["id"] for r in store.query("SELECT id FROM customers ORDER BY id")][:3]
+    store_id = store.query("SELECT id FROM stores ORDER BY id")[0]["id"]
+    n = iter(range(1000))
+
+    def reserve(customer: int, campaign: str, **kw: object) -> tuple[int | None, str]:
+        args = {"cap_count": 1, "cap_days": 30, "overall_cap": 2, "overall_days": 7, **kw}
+        return store.reserve_offer(
+            f"ev{next(n)}", customer, campaign, "A", store_id, now, sender="Shop", body="Hi",
+            provider="sandbox", **args,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    a, b, c = ids
+    key, why = reserve(a, "spring")
+    assert key is not None and why == ""
+    assert reserve(a, "spring") == (None, "campaign_cap")  # 1 in 30 days
+    assert reserve(a, "spring", cap_count=2)[1] == ""  # 2 allowed
+    assert reserve(a, "summer") == (None, "overall_cap")  # 2 of any campaign in 7 days
+    assert reserve(a, "summer", overall_cap=3)[1] == ""
+    # a send 10 days old counts for a 30-day campaign cap, not for a 7-day overall cap
+    store.db.execute("UPDATE sends SET ts=? WHERE customer_id=?", [now - 10 * 86400, a])
+    assert reserve(a, "autumn")[1] == ""
+    assert reserve(a, "spring", cap_count=2) == (None, "campaign_cap")  # 2 in 30 days
+    assert reserve(a, "spring", cap_count=2, cap_days=5)[1] == ""  # none in 5 days
+    # holdout exposures count against their campaign's cap only
+    hold, why = reserve(b, "winter", holdout=True)
+    assert hold is not None and why == ""
+    assert reserve(b, "winter") == (None, "campaign_cap")
+    assert reserve(b, "other")[1] == ""
+    # consent and erasure, as they are at the moment of reserving
+    store.record_consent(c, "sms", "revoked", now)
+    assert reserve(c, "spring") == (None, "no_sms_consent")
+    store.record_consent(c, "sms", "active", now + 1)
+    store.record_consent(c, "recognition", "revoked", now + 1)
+    assert reserve(c, "spring") == (None, "no_recognition_consent")
+    store.db.execute("UPDATE customers SET erased=? WHERE id=?", [now, c])
+    assert reserve(c, "spring") == (None, "erased")
+    refused = store.query("SELECT reason FROM decisions WHERE outcome='skip' ORDER BY id")
+    assert [r["reason"] for r in refused] == [
+        "campaign_cap", "overall_cap", "campaign_cap", "campaign_cap",
+    ]  # fmt: skip
