@@ -128,7 +128,8 @@ for i, (topic, event) in enumerate(events):
     infos.append(pub.publish(topic, json.dumps(sent[event["event_id"]]), qos=1))
 for info in infos:
     info.wait_for_publish(300)
-print(json.dumps({"publish_s": time.perf_counter() - t0, "acked": sum(i.is_published() for i in infos)}), flush=True)
+print(json.dumps({"publish_s": time.perf_counter() - t0, "acked": sum(i.is_published() for i in infos),
+                  "cpu_s": time.process_time()}), flush=True)
 pub.disconnect()
 pub.loop_stop()
 """
@@ -283,10 +284,13 @@ def audit(store: BridgeStore) -> dict[str, Any]:
     }
 
 
-def latencies(store: BridgeStore) -> list[float]:
-    """Seconds from the sensor's publish (event ts) to the stored decision, per event."""
+def latencies(store: BridgeStore, since: float = 0.0) -> list[float]:
+    """Seconds from the sensor's publish (event ts) to the stored decision, per event (those
+    published from ``since`` on)."""
     rows = store.query(
-        "SELECT d.ts - e.ts AS s FROM decisions d JOIN events e ON e.event_id = d.event_id"
+        "SELECT d.ts - e.ts AS s FROM decisions d JOIN events e ON e.event_id = d.event_id "
+        "WHERE e.ts >= ?",
+        [since],
     )
     return sorted(float(r["s"]) for r in rows)
 

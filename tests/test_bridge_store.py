@@ -202,6 +202,22 @@ def test_last_seen_written_together_once_a_second(bridge) -> None:
     assert seen()["door-c"] == t0 + 2.5
 
 
+def test_sensors_seen_from_two_workers_only_moves_forward(bridge) -> None:
+    """Two workers flush the same sensors, in any order and with repeats: each sensor keeps
+    its latest time (a late flush of older marks does not put them back)."""
+    store, _ = bridge
+    other = store.reopen()
+    try:
+        store.sensors_seen([("main-st", "door-z", 200.0), ("main-st", "door-y", 50.0)])
+        other.sensors_seen(
+            [("main-st", "door-y", 40.0), ("main-st", "door-z", 100.0), ("main-st", "door-y", 60.0)]
+        )
+    finally:
+        other.close()
+    rows = store.query("SELECT sensor_id, last_seen FROM sensors WHERE sensor_id LIKE 'door-_'")
+    assert {r["sensor_id"]: r["last_seen"] for r in rows} == {"door-z": 200.0, "door-y": 60.0}
+
+
 def test_a_batch_stores_its_events_together_and_keeps_order(bridge) -> None:
     """Messages stored as one batch: a copy in the same batch or an earlier one is a
     duplicate, a bad message is a dead letter, the good ones are stored, results in order."""

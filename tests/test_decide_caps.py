@@ -189,3 +189,39 @@ def test_reservation_rechecks_consent_erasure_caps_and_holdouts(bridge) -> None:
     assert [r["reason"] for r in refused] == [
         "campaign_cap", "overall_cap", "campaign_cap", "campaign_cap",
     ]  # fmt: skip
+
+
+def test_a_put_back_event_waits_for_the_other_workers_commit(bridge) -> None:
+    """Another worker is reserving for this customer (holds the key in an open transaction):
+    the event is put back once and decided in a transaction that waits for that commit; it
+    is not retried in a loop meanwhile."""
+    store, keys, db = bridge
+    campaigns(store, 1)
+    rows = fire(store, keys, ["C-1001"])
+    cid = store.query("SELECT id FROM customers WHERE crm_id='C-1001'")[0]["id"]
+    other = BridgeStore(db)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with other.transaction():
+            other.lock_for([f"customer:{cid}"])  # on SQLite the write transaction is the lock
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(10)
+        w = DecisionWorker(store, SandboxProvider(store))
+        threading.Timer(0.4, release.set).start()
+        t0 = time.monotonic()
+        assert w.process_batch(rows, time.time()) == 1
+        waited = time.monotonic() - t0
+    finally:
+        release.set()
+        t.join()
+        other.close()
+    assert waited >= 0.3  # it waited for the commit ...
+    assert w.counters.sends == 1  # ... then reserved
+    assert w.counters.deferred == (1 if store.postgres else 0)  # put back once, not spun
+    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 1
