@@ -168,7 +168,9 @@ def test_a_batch_stores_its_skips_at_once_and_isolates_one_that_fails(bridge, mo
     assert calls[0] == 3 and calls[1:] == [1, 1, 1]
     states = {r["event_id"]: r["state"] for r in store.query("SELECT * FROM events")}
     assert states[bad] == "error" and list(states.values()).count("done") == 5
-    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions WHERE outcome='skip'")]
+    reasons = [
+        r["reason"] for r in store.query("SELECT reason FROM decisions WHERE outcome='skip'")
+    ]
     assert len(reasons) == 2 and set(reasons) == {"unknown_subject"}
     assert w.counters.errors == 1 and w.counters.sends == 3 and w.counters.skips == 2
     assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
