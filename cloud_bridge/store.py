@@ -1940,31 +1940,14 @@ class BridgeStore:
         "store_id, segment, checks"
     )
 
-    def record_decision(
-        self,
-        event_id: str,
-        customer_id: int | None,
-        campaign_id: str | None,
-        store_id: str | None,
-        outcome: str,
-        reason: str,
-        detail: str,
-        now: float,
-        *,
-        variant: str | None = None,
-        holdout: bool = False,
-        segment: str | None = None,
-        checks: str | None = None,
-    ) -> int:
-        """Store one decision (``checks``: the chain of checks as JSON)."""
+    def record_decision(self, *args: Any, **kw: Any) -> int:
+        """Store one decision (the arguments of ``decision_row``; ``checks``: the chain of
+        checks as JSON); its id."""
         with self._lock:
             cur = self.db.conn.execute(
                 f"INSERT INTO decisions({self.DECISION_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                decision_row(
-                    event_id, customer_id, campaign_id, store_id, outcome, reason, detail, now,
-                    variant=variant, holdout=holdout, segment=segment, checks=checks,
-                ),
-            )  # fmt: skip
+                decision_row(*args, **kw),
+            )
             return int(cur.lastrowid or 0)
 
     def record_decisions(self, rows: list[list[Any]]) -> None:
