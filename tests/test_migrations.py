@@ -566,22 +566,8 @@ def _unique_keys(store: BridgeStore, table: str) -> set[tuple[str, ...]]:
     return out
 
 
-def _foreign_keys(store: BridgeStore, table: str) -> set[tuple[str, str, str]]:
-    if store.postgres:
-        rows = store.query(
-            "SELECT kcu.column_name AS col, ccu.table_name AS ref, ccu.column_name AS ref_col "
-            "FROM information_schema.table_constraints tc "
-            "JOIN information_schema.key_column_usage kcu "
-            "ON kcu.constraint_name=tc.constraint_name AND kcu.table_schema=tc.table_schema "
-            "JOIN information_schema.constraint_column_usage ccu "
-            "ON ccu.constraint_name=tc.constraint_name AND ccu.table_schema=tc.table_schema "
-            "WHERE tc.constraint_type='FOREIGN KEY' AND tc.table_schema=current_schema() "
-            "AND tc.table_name=?",
-            [table],
-        )
-        return {(r["col"], r["ref"], r["ref_col"]) for r in rows}
-    rows = store.query('SELECT "from", "table", "to" FROM pragma_foreign_key_list(?)', [table])
-    return {(r["from"], r["table"], r["to"]) for r in rows}
+def _foreign_keys(store: BridgeStore, table: str) -> set[tuple[str, str, str | None]]:
+    return set(foreign_keys(store.db if store.postgres else store.db.conn, table))
 
 
 def _indexes(store: BridgeStore) -> set[tuple[str, str, tuple[str, ...]]]:
