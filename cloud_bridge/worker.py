@@ -397,10 +397,10 @@ class DecisionWorker:
         done = 0
         self._deferred.clear()
         with self.store.transaction():
-            # Reservations count caps and budgets: hold their keys for this transaction. Keys
-            # another worker holds right now are not waited for: those events stay new and
-            # come back in the next batch (no worker ever waits for another's whole batch, and
-            # no two wait for each other).
+            # Reservations count caps and budgets: hold their keys for this transaction. A
+            # batch does not wait for keys another worker holds right now: those events stay
+            # new and are put back (process_batch decides them in a transaction of their own
+            # that waits, taking its keys in order; so no two transactions wait for each other).
             needs = {i: self._lock_keys(plan, book) for i, (_, plan) in enumerate(plans)}
             keys = sorted(set().union(*needs.values()))
             if wait:  # put-back events: wait for their keys (see process_batch)
