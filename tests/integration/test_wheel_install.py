@@ -9,6 +9,7 @@ needs no package index), but not the development checkout: the only ``cloud_brid
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +38,13 @@ def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of what the distribution is made of, so setuptools' build/ and
+    # egg-info land in the copy, not in the checkout.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for package in ("edge_agent", "cloud_bridge"):
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     # No build isolation: the build backend pinned in the dev extras is used, no index is asked.
     _run(
@@ -50,7 +58,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "-q",
             "-w",
             str(out),
-            str(REPO),
+            str(src),
         ],
         cwd=out,
     )
