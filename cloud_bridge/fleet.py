@@ -43,7 +43,7 @@ ALERTS: Final[dict[str, tuple[str, str]]] = {
     "offline": (
         "the box has been offline for more than 5 minutes",
         "check power and the network cable or Wi-Fi uplink of the box; on the box run "
-        "`systemctl status edge-agent` and `journalctl -u edge-agent -n 50`",
+        "`systemctl status passby-agent` and `journalctl -u passby-agent -n 50`",
     ),
     "outbox_growing": (
         "events are piling up on the box: the broker does not acknowledge them",

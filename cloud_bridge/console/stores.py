@@ -143,7 +143,7 @@ def checklist(
             else "no box provisioned for this store",
             "fix": "Plug the box in and connect it to the network; if it is new, pair it: "
             f"`cloud-bridge sensors add --store {store_id}` then `edge-agent enroll CODE` on "
-            "the box. Still offline? `journalctl -u edge-agent -n 50` on the box.",
+            "the box. Still offline? `journalctl -u passby-agent -n 50` on the box.",
         },
         {
             "key": "frames_flowing",
