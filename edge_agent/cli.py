@@ -159,17 +159,21 @@ def doctor(
 ) -> None:
     """Check the capture interface (exists, monitor mode, driver, channel, permissions, frames)."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.padding import Padding
 
     from edge_agent.doctor import diagnose, gather
 
     checks = diagnose(gather(iface, channel, listen))
-    table = Table(title=f"edge-agent doctor: {iface}")
-    for col in ("check", "result", "what we saw", "fix"):
-        table.add_column(col)
+    # One block per check, wrapped to the terminal (80 columns when it cannot tell): a table
+    # of four columns wraps unreadably in an SSH window.
+    out = Console(highlight=False)
+    out.print(f"[bold]edge-agent doctor: {escape(iface)}[/]")
     for c in checks:
-        table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAIL[/]", c.message, c.fix)
-    Console(width=160).print(table)
+        mark = "[green]ok  [/]" if c.ok else "[red]FAIL[/]"
+        out.print(f"{mark} [bold]{escape(c.name)}[/]: {escape(c.message)}")
+        if not c.ok and c.fix:
+            out.print(Padding(f"fix: {escape(c.fix)}", (0, 0, 0, 5)))
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -77,3 +78,20 @@ def test_cli_exit_code_and_message() -> None:
     )
     assert out.returncode == 1
     assert "not a Wi-Fi interface" in out.stdout
+
+
+def test_cli_output_fits_an_80_column_ssh_window() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "doctor", "--iface", "lo", "--listen", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80", "TERM": "xterm"},
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) > 3
+    wide = [line for line in lines if len(line) > 80]
+    assert not wide, f"{len(wide)} lines wider than 80 columns, e.g. {wide[0]!r}"
+    # Every failing check still says what we saw and how to fix it, in full.
+    text = " ".join(" ".join(lines).split())
+    assert "not a Wi-Fi interface" in text and "fix:" in text
