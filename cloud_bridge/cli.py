@@ -303,9 +303,25 @@ def demo(
     raise typer.Exit(run_demo(workdir, keep, replays))
 
 
+def _one_config(file: Path | None, config: Path | None) -> Path:
+    """The file named as an argument or with -c (both CLIs take either); exactly one."""
+    if file is not None and config is not None and file != config:
+        typer.echo(f"error: two config files given ({file} and -c {config}): name one", err=True)
+        raise typer.Exit(2)
+    chosen = file or config
+    if chosen is None:
+        typer.echo("error: name the config file: validate-config FILE (or -c FILE)", err=True)
+        raise typer.Exit(2)
+    return chosen
+
+
 @app.command("validate-config")
-def validate_config(config: Path = typer.Argument(..., help="bridge TOML config file")) -> None:
+def validate_config(
+    file: Path | None = typer.Argument(None, help="bridge TOML config file (or -c FILE)"),
+    config: Path | None = CONFIG_OPT,
+) -> None:
     """Check a bridge config file and say exactly which setting is wrong."""
+    config = _one_config(file, config)
     settings = _load(config)
     typer.echo(f"{config}: OK (database {settings.database_path()})")
 

@@ -294,8 +294,20 @@ def calibrate(
 
 
 @app.command("validate-config")
-def validate_config(config: Path = CONFIG_OPT) -> None:
+def validate_config(
+    file: Path | None = typer.Argument(None, help="edge TOML config file (or -c FILE)"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="edge TOML config file", envvar="PASSBY_EDGE_CONFIG"
+    ),
+) -> None:
     """Check an edge config file and say exactly which setting is wrong."""
+    if file is not None and config is not None and file != config:
+        typer.echo(f"error: two config files given ({file} and -c {config}): name one", err=True)
+        raise typer.Exit(2)
+    config = file or config
+    if config is None:
+        typer.echo("error: name the config file: validate-config FILE (or -c FILE)", err=True)
+        raise typer.Exit(2)
     settings = _load(config)
     try:
         settings.site_key_bytes()

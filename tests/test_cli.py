@@ -90,3 +90,28 @@ def test_bad_toml_syntax_is_reported(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "not valid TOML" in out.stderr and "line 1" in out.stderr
+
+
+@pytest.mark.parametrize("module", ["edge_agent.cli", "cloud_bridge.cli"])
+def test_validate_config_takes_the_file_either_way(tmp_path: Path, module: str) -> None:
+    """`validate-config FILE` and `validate-config -c FILE` mean the same on both CLIs."""
+    cfg = tmp_path / "x.toml"
+    cfg.write_text("[mqtt]\nport = 0\n")  # wrong on both sides: the error must name the file
+    runs = [
+        subprocess.run(
+            [sys.executable, "-m", module, "validate-config", *form],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for form in ([str(cfg)], ["-c", str(cfg)])
+    ]
+    assert runs[0].returncode == runs[1].returncode == 2
+    assert str(cfg) in runs[0].stderr and runs[0].stderr == runs[1].stderr
+    none = subprocess.run(
+        [sys.executable, "-m", module, "validate-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert none.returncode == 2 and "name the config file" in none.stderr
