@@ -18,7 +18,7 @@
 #   -h, --help
 #
 # Layout: /opt/passby/{releases/VERSION/venv,current -> releases/VERSION,lib}, /etc/passby
-# (config, root:passby 0750), /var/lib/passby (outbox, roster; the agent's only writable path).
+# (config, root:passby 2750: setgid, so files written there stay group passby), /var/lib/passby (outbox, roster; the agent's only writable path).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
