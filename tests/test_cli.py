@@ -115,3 +115,20 @@ def test_validate_config_takes_the_file_either_way(tmp_path: Path, module: str) 
         timeout=60,
     )
     assert none.returncode == 2 and "name the config file" in none.stderr
+
+
+def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
+    """A production bridge must not quietly record SMS in the sandbox: `run` names the setting."""
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[mqtt]\nport = 1\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "cloud_bridge.cli", "run", "-c", str(cfg), "--no-console"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "no SMS provider chosen" in out.stderr and "[provider] kind" in out.stderr
+    assert str(cfg) in out.stderr
+    # Nothing was started or created on the way to the refusal.
+    assert not (tmp_path / "data").exists()
