@@ -64,7 +64,7 @@ def _require_provider_choice(settings: BridgeSettings, config: Path | None) -> N
         return
     where = f"in {config}" if config else "in the config file"
     typer.echo(
-        f"error: no SMS provider chosen: set [provider] kind {where} to \"twilio\", \"smsc\" "
+        f'error: no SMS provider chosen: set [provider] kind {where} to "twilio", "smsc" '
         'or "http" with its account settings (README: SMS providers), or to "sandbox" to send '
         "nothing (messages are only recorded: demos and tests). PASSBY_PROVIDER__KIND works too.",
         err=True,
@@ -112,7 +112,7 @@ def run(
 
 @app.command()
 def seed(
-    tenant: Path = typer.Argument(..., help="tenant TOML: store, sensor, customers, campaigns"),
+    tenant: Path = typer.Argument(..., help="tenant TOML: store, customers, campaigns"),
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Load a tenant file (store, customers with devices and consent, campaigns)."""
@@ -127,6 +127,12 @@ def seed(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if t.sensor is not None:
+        typer.echo(
+            f"note: {tenant}: the [sensor] section is not used (add boxes with "
+            f"`cloud-bridge sensors add --store {t.store.id}`); ignored",
+            err=True,
+        )
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
     do_seed(store, BridgeKeys(settings.data_dir), t, time.time())
     typer.echo(

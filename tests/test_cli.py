@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from cloud_bridge.cli import app as bridge_app
 from edge_agent.cli import app as edge_app
@@ -132,3 +133,23 @@ def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
     assert str(cfg) in out.stderr
     # Nothing was started or created on the way to the refusal.
     assert not (tmp_path / "data").exists()
+
+
+def test_seed_takes_a_tenant_file_without_a_sensor_section(tmp_path: Path) -> None:
+    """The tenant file is a bulk import of a store, its customers and campaigns; boxes are added
+    with `sensors add`, so no [sensor] section is demanded (an old one is ignored, with a note)."""
+    from cloud_bridge.cli import app as bridge
+
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    tenant = tmp_path / "t.toml"
+    tenant.write_text(
+        '[store]\nid = "north"\nname = "North"\ntimezone = "Europe/Moscow"\ncountry = "RU"\n'
+        'sender_name = "North"\n'
+    )
+    out = CliRunner().invoke(bridge, ["seed", str(tenant), "-c", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert "seeded store north" in out.output
+    tenant.write_text(tenant.read_text() + '\n[sensor]\nid = "door-1"\n')
+    out = CliRunner().invoke(bridge, ["seed", str(tenant), "-c", str(cfg)])
+    assert out.exit_code == 0 and "[sensor] section is not used" in out.output
