@@ -294,7 +294,14 @@ class EnrolSettings(_Section):
     )
     api_token: SecretStr | None = Field(
         None,
-        description="bearer token for the customer admin API (erasure); unset: the API refuses",
+        description="bearer token of the customer API (what it may do: api_token_scopes); "
+        "unset: those calls are refused",
+    )
+    api_token_scopes: list[Literal["customers.erase", "enrol.link"]] = Field(
+        ["customers.erase"],
+        description="what api_token allows: 'customers.erase' (DELETE /api/v1/customers/ID), "
+        "'enrol.link' (an enrolment may name crm_id or source 'crm': attach a phone and a "
+        "device to that CRM customer; for a loyalty app's server)",
     )
 
 

@@ -13,7 +13,13 @@ no new code. Never logged: phone, name, MAC, code.
 
 HTTP (``router``): the portal pages under ``/enrol/{store_id}``; JSON ``POST /api/v1/enrolments``,
 ``POST /api/v1/enrolments/{id}/confirm``, ``GET /api/v1/consent-text``, and the admin
-``DELETE /api/v1/customers/{crm_id}`` (erasure, bearer token ``enrol.api_token``).
+``DELETE /api/v1/customers/{crm_id}`` (erasure).
+
+Who may link identities: the public (portal, app) enrolls a phone, and a confirmed code changes
+only the customer who has that phone; the device MAC it names never moves away from another
+customer. Naming a ``crm_id`` (attach to that CRM customer, at the verified number, moving the
+device to them) or ``source = "crm"`` needs ``Authorization: Bearer <enrol.api_token>`` with the
+scope ``enrol.link``; erasure needs the scope ``customers.erase`` (``TOKEN_SCOPES``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from edge_agent.roster import subject_id
 
 __all__ = [
     "PORTAL_MAC_PARAMS",
+    "TOKEN_SCOPES",
     "Enrolments",
     "EnrolmentError",
     "InvalidInput",
@@ -85,6 +92,12 @@ PORTAL_MAC_PARAMS: dict[str, str] = {
 # Where the portal wants the client to go afterwards (shown as a link when http(s)).
 CONTINUE_PARAMS = ("url", "redir", "continue_url", "redirect")
 SOURCES = ("portal", "api", "crm")
+# What ``enrol.api_token`` may be allowed to do (``enrol.api_token_scopes``).
+TOKEN_SCOPES: dict[str, str] = {
+    "customers.erase": "DELETE /api/v1/customers/{crm_id}: erase a customer",
+    "enrol.link": "POST /api/v1/enrolments with crm_id or source 'crm': link a phone and a "
+    "device to that CRM customer",
+}
 SWEEP_EVERY_S = 60.0
 WEB_CRM_PREFIX = "web-"
 _SEAL_DEVICE = b"portal-device"
@@ -385,6 +398,10 @@ class Enrolments:
         """Inside the confirm transaction: customer, device, consents with proof, suppression."""
         store, cipher = self.store, self.store.cipher
         phone, crm_id = row["phone"], row["crm_id"]
+        # Only a caller with the enrol.link scope names a CRM id (checked at the API): such an
+        # enrolment may attach to that customer. Without one, the customer is found by the
+        # phone that just confirmed the code, so only that phone's holder changes them.
+        linked = crm_id is not None
         customer = store.customer_row(crm_id) if crm_id else None
         if customer is None:
             by_phone = store.customers_by_phone(phone)
@@ -419,16 +436,22 @@ class Enrolments:
         device = False
         if row["mac_enc"] is not None:
             mac = cipher.decrypt_mac(row["mac_enc"])
-            store.add_device(
-                customer_id,
-                mac,
-                now,
-                now + self.settings.device_ttl_days * 86400,
-                source=row["source"],
-                store_id=row["store_id"],
-                take_over=True,
-            )
-            device = True
+            # A MAC is the caller's word (an API field, a captive-portal parameter): only a
+            # CRM-linked enrolment may move it away from another customer; otherwise it stays
+            # with whoever holds it, so nobody is tracked through someone else's phone.
+            if linked or not self._held_by_others(mac, customer_id, now):
+                store.add_device(
+                    customer_id,
+                    mac,
+                    now,
+                    now + self.settings.device_ttl_days * 86400,
+                    source=row["source"],
+                    store_id=row["store_id"],
+                    take_over=linked,
+                )
+                device = True
+            else:
+                log.info("enrolment: device kept by its enrolled owner (store %s)", row["store_id"])
         proof = {
             "method": "sms-code",
             "enrolment_id": row["id"],
@@ -466,6 +489,16 @@ class Enrolments:
             mac_enc=None,
         )
         return Confirmed(customer_id, crm_id, store.latest_consents(customer_id), device)
+
+    def _held_by_others(self, mac: bytes, customer_id: int, now: float) -> bool:
+        """Another live customer has this MAC enrolled and unexpired."""
+        rows = self.store.query(
+            "SELECT 1 FROM devices d JOIN customers c ON c.id=d.customer_id WHERE d.mac_hmac=? "
+            "AND c.erased IS NULL AND d.customer_id<>? AND (d.expires IS NULL OR d.expires>?) "
+            "LIMIT 1",
+            [self.store.cipher.mac_lookup(mac), customer_id, now],
+        )
+        return bool(rows)
 
     def opt_out(
         self, store_id: str, phone: str, now: float, ip: str | None, user_agent: str | None
@@ -536,8 +569,13 @@ class EnrolmentIn(BaseModel):
         None, description="consent text version shown (default current)"
     )
     mac: str | None = Field(None, description="the phone's MAC on the store's Wi-Fi, if known")
-    crm_id: str | None = Field(None, description="the customer's id in the caller's CRM")
-    source: Literal["api", "crm"] = Field("api", description="who collected the consent")
+    crm_id: str | None = Field(
+        None,
+        description="the customer's id in the caller's CRM (needs the enrol.link token scope)",
+    )
+    source: Literal["api", "crm"] = Field(
+        "api", description="who collected the consent ('crm' needs the enrol.link token scope)"
+    )
 
 
 class ConfirmIn(BaseModel):
@@ -562,6 +600,25 @@ def _continue_url(params: dict[str, str]) -> str:
         if re.match(r"^https?://[^\s<>\"']+$", value) and len(value) < 2000:
             return value
     return ""
+
+
+def _require_scope(request: Request, settings: EnrolSettings, scope: str, what: str) -> None:
+    """401 without the right bearer token, 403 when the token lacks ``scope``."""
+    token = settings.api_token
+    given = request.headers.get("authorization", "")
+    ok = token is not None and hmac.compare_digest(
+        given.encode(), f"Bearer {token.get_secret_value()}".encode()
+    )
+    if not ok:
+        raise HTTPException(
+            401,
+            f"{what} needs 'Authorization: Bearer <enrol.api_token>' with the scope {scope}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if scope not in settings.api_token_scopes:
+        raise HTTPException(
+            403, f"{what}: enrol.api_token lacks the scope {scope} (enrol.api_token_scopes)"
+        )
 
 
 def _error_json(exc: EnrolmentError) -> JSONResponse:
@@ -744,7 +801,13 @@ def router(
 
     @api.post("/api/v1/enrolments", status_code=202)
     def api_start(request: Request, body: EnrolmentIn) -> Response:
-        """Start a double opt-in: the customer gets a code by SMS."""
+        """Start a double opt-in: the customer gets a code by SMS. Naming ``crm_id`` (or
+        ``source`` crm) needs the bearer token ``enrol.api_token`` with the scope enrol.link."""
+        enrolments = get(request)
+        if body.crm_id is not None or body.source == "crm":
+            _require_scope(
+                request, enrolments.settings, "enrol.link", "naming crm_id or source crm"
+            )
         ip, ua = _client(request)
         mac = None
         if body.mac:
@@ -755,7 +818,7 @@ def router(
             if mac[0] & 1:
                 return _error_json(InvalidInput([("mac", "mac is a group address")]))
         try:
-            started = get(request).start(
+            started = enrolments.start(
                 store_id=body.store_id,
                 phone=body.phone,
                 name=body.name,
@@ -797,13 +860,11 @@ def router(
 
     @api.delete("/api/v1/customers/{crm_id}")
     def api_erase(request: Request, crm_id: str) -> dict[str, Any]:
-        """Erase a customer (admin; bearer token ``enrol.api_token``)."""
-        token = get(request).settings.api_token
-        if token is None:
+        """Erase a customer (bearer token ``enrol.api_token`` with the scope customers.erase)."""
+        settings = get(request).settings
+        if settings.api_token is None:
             raise HTTPException(403, "the customer admin API is off: set enrol.api_token")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
-            raise HTTPException(401, "a valid bearer token is required")
+        _require_scope(request, settings, "customers.erase", "erasure")
         if not erase_customer(store, crm_id, clock()):
             raise HTTPException(404, "no such customer")
         return {"erased": True}
