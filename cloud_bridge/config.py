@@ -265,6 +265,27 @@ class WebSettings(_Section):
         20, description="failed logins from one IP per login_window_s before 429", ge=1
     )
     login_window_s: float = Field(900.0, description="window of the login limits, seconds", gt=0)
+    trusted_proxies: list[str] = Field(
+        [],
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; anyone else is judged by the socket address and "
+        "scheme (default none; nginx on this host: ['127.0.0.1', '::1'])",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address or network (CIDR); "
+                    "host names are not resolved"
+                ) from None
+        return [item.strip() for item in v]
 
 
 class EnrolSettings(_Section):
