@@ -259,10 +259,22 @@ class WebSettings(_Section):
         "(behind a proxy: when it sends X-Forwarded-Proto and uvicorn trusts it)",
     )
     login_failures_per_user: int = Field(
-        5, description="failed logins for one user name per login_window_s before 429", ge=1
+        5,
+        description="failed logins for one user name from one address (since its last success "
+        "there) per login_window_s before that address gets 429 for that user",
+        ge=1,
     )
     login_failures_per_ip: int = Field(
-        20, description="failed logins from one IP per login_window_s before 429", ge=1
+        20,
+        description="failed logins from one address (IPv6: its /64), any user names, per "
+        "login_window_s before that address gets 429",
+        ge=1,
+    )
+    login_failures_per_account: int = Field(
+        100,
+        description="failed logins for one user name from all addresses per login_window_s "
+        "before the account refuses every address that failed on it (others still log in)",
+        ge=1,
     )
     login_window_s: float = Field(900.0, description="window of the login limits, seconds", gt=0)
     trusted_proxies: list[str] = Field(
