@@ -330,6 +330,18 @@ class EnrolSettings(_Section):
         description="bearer token of the customer API (what it may do: api_token_scopes); "
         "unset: those calls are refused",
     )
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_token(cls, v: SecretStr | None) -> SecretStr | None:
+        # Bearer tokens are not throttled: they must be unguessable instead.
+        if v is not None and len(v.get_secret_value().strip()) < 20:
+            raise ValueError(
+                "enrol.api_token must be at least 20 characters (openssl rand -hex 32): "
+                "bearer tokens are not rate limited, so they must be unguessable"
+            )
+        return v
+
     api_token_scopes: list[Literal["customers.erase", "enrol.link"]] = Field(
         ["customers.erase"],
         description="what api_token allows: 'customers.erase' (DELETE /api/v1/customers/ID), "

@@ -54,7 +54,10 @@ def env(tmp_path: Path, db_location):
     app = FastAPI()
     app.include_router(router(store, clock=clock))
     app.state.enrolments = Enrolments(
-        store, EnrolSettings(api_token="t0ken"), SandboxProvider(store), keys.subject_key
+        store,
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server"),
+        SandboxProvider(store),
+        keys.subject_key,
     )
     with TestClient(app) as client:
         yield store, keys, client, clock, app
@@ -565,7 +568,7 @@ def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) ->
     store, keys, client, clock, app = env
     app.state.enrolments = Enrolments(
         store,
-        EnrolSettings(api_token="t0ken", api_token_scopes=["enrol.link"]),
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server", api_token_scopes=["enrol.link"]),
         SandboxProvider(store),
         keys.subject_key,
     )
@@ -577,7 +580,7 @@ def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) ->
             "consent_sms": True, "consent_recognition": True, "mac": "da:a1:19:3c:4e:01",
             "crm_id": "W-77",
         },
-        headers={"authorization": "Bearer t0ken"},
+        headers={"authorization": "Bearer t0ken-of-the-loyalty-server"},
     )  # fmt: skip
     assert r.status_code == 202, r.text
     code, _ = last_code(store, "+79165550001")
@@ -602,7 +605,7 @@ def test_api_with_crm_id_attaches_to_that_customer_at_the_verified_number(env) -
     store, keys, client, _, app = env
     app.state.enrolments = Enrolments(
         store,
-        EnrolSettings(api_token="t0ken", api_token_scopes=["enrol.link"]),
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server", api_token_scopes=["enrol.link"]),
         SandboxProvider(store),
         keys.subject_key,
     )
@@ -612,7 +615,7 @@ def test_api_with_crm_id_attaches_to_that_customer_at_the_verified_number(env) -
             "store_id": "main-st", "phone": "+79165550001", "name": "Olga", "language": "en",
             "consent_sms": True, "consent_recognition": True, "crm_id": "C-1002",
         },
-        headers={"authorization": "Bearer t0ken"},
+        headers={"authorization": "Bearer t0ken-of-the-loyalty-server"},
     )  # fmt: skip
     assert r.status_code == 202, r.text
     code, _ = last_code(store, "+79165550001")
