@@ -605,10 +605,10 @@ def _continue_url(params: dict[str, str]) -> str:
 def _require_scope(request: Request, settings: EnrolSettings, scope: str, what: str) -> None:
     """401 without the right bearer token, 403 when the token lacks ``scope``."""
     token = settings.api_token
+    if token is None:
+        raise HTTPException(403, f"{what} is off: set enrol.api_token with the scope {scope}")
     given = request.headers.get("authorization", "")
-    ok = token is not None and hmac.compare_digest(
-        given.encode(), f"Bearer {token.get_secret_value()}".encode()
-    )
+    ok = hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
     if not ok:
         raise HTTPException(
             401,
@@ -861,10 +861,7 @@ def router(
     @api.delete("/api/v1/customers/{crm_id}")
     def api_erase(request: Request, crm_id: str) -> dict[str, Any]:
         """Erase a customer (bearer token ``enrol.api_token`` with the scope customers.erase)."""
-        settings = get(request).settings
-        if settings.api_token is None:
-            raise HTTPException(403, "the customer admin API is off: set enrol.api_token")
-        _require_scope(request, settings, "customers.erase", "erasure")
+        _require_scope(request, get(request).settings, "customers.erase", "the erasure API")
         if not erase_customer(store, crm_id, clock()):
             raise HTTPException(404, "no such customer")
         return {"erased": True}

@@ -280,3 +280,13 @@ def test_a_short_enrolment_token_is_refused_at_load() -> None:
     with pytest.raises(ValueError, match="at least 20 characters"):
         BridgeSettings(enrol={"api_token": "s3cret"})
     assert BridgeSettings(enrol={"api_token": "a" * 20}).enrol.api_token is not None
+
+
+def test_without_a_configured_token_linking_is_off(env) -> None:
+    store, keys, client, app = env
+    app.state.enrolments = Enrolments(
+        store, EnrolSettings(), SandboxProvider(store), keys.subject_key
+    )
+    r = start(client, LINK, crm_id="C-1002")
+    assert r.status_code == 403 and "set enrol.api_token" in r.json()["detail"]
+    assert start(client).status_code == 202  # the public enrolment itself is unaffected
