@@ -325,6 +325,12 @@ class EnrolSettings(_Section):
         description="enrolments started from one IP per hour (a store's guests share one IP)",
         ge=1,
     )
+    optouts_per_ip_per_hour: int = Field(
+        30,
+        description="opt-outs by phone number on the portal page from one address per hour "
+        "(no code is asked: this keeps one address from withdrawing everyone's consent)",
+        ge=1,
+    )
     api_token: SecretStr | None = Field(
         None,
         description="bearer token of the customer API (what it may do: api_token_scopes); "

@@ -29,6 +29,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud_bridge.auth import address_key
 from cloud_bridge.config import BridgeSettings, EnrolSettings
 from cloud_bridge.consent import (
     LANGUAGE_NAMES,
@@ -188,6 +190,10 @@ class Enrolments:
         self.provider = provider
         self.subject_key = subject_key
         self._swept = float("-inf")  # when finished enrolments were last scrubbed
+        # Portal opt-outs per address key in the last hour. In memory: the console and its
+        # portal pages run in one bridge process (the other workers run --no-console).
+        self._optouts: dict[str, list[float]] = {}
+        self._optouts_lock = threading.Lock()
 
     # portal -------------------------------------------------------------------------------
     def mac_from_params(self, params: dict[str, str]) -> bytes | None:
@@ -490,6 +496,19 @@ class Enrolments:
         )
         return Confirmed(customer_id, crm_id, store.latest_consents(customer_id), device)
 
+    def _optout_allowed(self, key: str, now: float) -> bool:
+        """Count one portal opt-out from this address key, unless its hourly limit is used."""
+        hour_ago = now - 3600
+        with self._optouts_lock:
+            if len(self._optouts) > 10_000:  # forget addresses idle for an hour
+                self._optouts = {k: v for k, v in self._optouts.items() if v[-1] > hour_ago}
+            recent = [t for t in self._optouts.get(key, []) if t > hour_ago]
+            if len(recent) >= self.settings.optouts_per_ip_per_hour:
+                self._optouts[key] = recent
+                return False
+            self._optouts[key] = [*recent, now]
+            return True
+
     def _held_by_others(self, mac: bytes, customer_id: int, now: float) -> bool:
         """Another live customer has this MAC enrolled and unexpired."""
         rows = self.store.query(
@@ -509,6 +528,9 @@ class Enrolments:
             e164 = normalise_phone(phone, store.country)
         except PhoneError as exc:
             raise InvalidInput([("phone", f"phone number {exc}")]) from None
+        if not self._optout_allowed(address_key(ip), now):
+            log.info("opt-out refused: per-IP rate limit (store %s)", store_id)
+            raise RateLimited("too many opt-outs from this address")
         proof = {
             "source": "portal opt-out",
             "store_id": store_id,
@@ -780,6 +802,9 @@ def router(
         except InvalidInput:
             error = words(lang)["err_phone"]
             return page(request, "enrol_optout.html", info, lang, 422, done=False, error=error)
+        except RateLimited as exc:
+            error = words(lang)[exc.word]
+            return page(request, "enrol_optout.html", info, lang, 429, done=False, error=error)
         return page(request, "enrol_optout.html", info, lang, done=True)
 
     # JSON API -----------------------------------------------------------------------------

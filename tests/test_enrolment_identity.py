@@ -290,3 +290,24 @@ def test_without_a_configured_token_linking_is_off(env) -> None:
     r = start(client, LINK, crm_id="C-1002")
     assert r.status_code == 403 and "set enrol.api_token" in r.json()["detail"]
     assert start(client).status_code == 202  # the public enrolment itself is unaffected
+
+
+def test_portal_opt_out_cannot_be_scripted_over_the_whole_customer_base(env) -> None:
+    """The opt-out page withdraws consent by phone number with no code (withdrawing must stay
+    as easy as consenting), so one address may do it only enrol.optouts_per_ip_per_hour (30)
+    times an hour: a stranger cannot wipe every customer's consent from one place."""
+    store, _, client, app = env
+    for i in range(30):
+        r = client.post("/enrol/main-st/optout", data={"lang": "en", "phone": f"+7916555{i:04d}"})
+        assert r.status_code == 200, i
+    before = snapshot(store, "C-1002")
+    r = client.post("/enrol/main-st/optout", data={"lang": "en", "phone": BORIS_PHONE})
+    assert r.status_code == 429 and 'role="alert"' in r.text
+    assert snapshot(store, "C-1002") == before  # Boris's consents stand
+    # someone else (another address) still opts out at once
+    other = TestClient(app, client=("198.51.100.44", 50000))
+    assert other.post("/enrol/main-st/optout", data={"phone": BORIS_PHONE}).status_code == 200
+    assert store.latest_consents(store.customer_row("C-1002")["id"]) == {
+        "sms": "revoked",
+        "recognition": "revoked",
+    }
