@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -168,6 +169,21 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _ip_for_limit(ip: str | None) -> tuple[str | None, str | None]:
+    """(the address as the consent proof keeps it, what the per-IP limit counts). IPv6 is
+    written exploded and counted by its /64 (one subscriber's network, which a caller can
+    rotate in); IPv4-mapped IPv6 is IPv4; a non-IP host name is kept and counted as is."""
+    try:
+        addr = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return ip, ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        text = addr.exploded
+        return text, text[:19]  # the first four groups: the /64
+    text = str(addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr)
+    return text, text
+
+
 def _clean_name(raw: str) -> str | None:
     name = " ".join((raw or "").split())
     if not name or len(name) > 80 or any(ord(c) < 32 for c in name):
@@ -294,6 +310,7 @@ class Enrolments:
         cipher = self.store.cipher
         phone_hmac = cipher.lookup("phone", e164)
         hour_ago = now - 3600
+        ip, ip_count = _ip_for_limit(ip)
         enrolment_id = secrets.token_urlsafe(16)
         code = f"{secrets.randbelow(1_000_000):06d}"
         expires = now + self.settings.code_ttl_s
@@ -324,13 +341,18 @@ class Enrolments:
         with self.store.transaction():  # count and insert atomically: limits hold under load
             # PostgreSQL: one worker at a time per phone and per IP (SQLite's BEGIN IMMEDIATE
             # already serialises every writer)
-            self.store.lock_for([f"enrol-phone:{phone_hmac}", *([f"enrol-ip:{ip}"] if ip else [])])
+            self.store.lock_for(
+                [f"enrol-phone:{phone_hmac}", *([f"enrol-ip:{ip_count}"] if ip else [])]
+            )
             if now - self._swept >= SWEEP_EVERY_S:  # a table scan: not on every request
                 self.store.expire_enrolments(now)
                 self._swept = now
-            if ip and self.store.count_enrolments(hour_ago, ip=ip) >= (
-                self.settings.enrolments_per_ip_per_hour
-            ):
+            from_ip = 0
+            if ip and ip_count != ip:  # an IPv6 /64
+                from_ip = self.store.count_enrolments(hour_ago, ip_prefix=ip_count)
+            elif ip:
+                from_ip = self.store.count_enrolments(hour_ago, ip=ip)
+            if from_ip >= self.settings.enrolments_per_ip_per_hour:
                 limited = "IP"
             elif self.store.count_enrolments(hour_ago, phone_hmac=phone_hmac) >= (
                 self.settings.codes_per_phone_per_hour

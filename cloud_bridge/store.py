@@ -863,15 +863,22 @@ class BridgeStore:
             )
 
     def count_enrolments(
-        self, since: float, phone_hmac: str | None = None, ip: str | None = None
+        self,
+        since: float,
+        phone_hmac: str | None = None,
+        ip: str | None = None,
+        ip_prefix: str | None = None,
     ) -> int:
-        """Enrolments started since ``since`` for a phone (keyed hash) or from an IP."""
+        """Enrolments started since ``since`` for a phone (keyed hash), from an IP, or from
+        IPs whose text starts with ``ip_prefix`` (an IPv6 /64, written exploded)."""
         if phone_hmac is not None:
             sql, arg = "phone_hmac=?", phone_hmac
         elif ip is not None:
             sql, arg = "ip=?", ip
+        elif ip_prefix is not None:
+            sql, arg = f"substr(ip, 1, {len(ip_prefix):d})=?", ip_prefix
         else:
-            raise ValueError("count_enrolments needs phone_hmac or ip")
+            raise ValueError("count_enrolments needs phone_hmac, ip or ip_prefix")
         return int(
             self.query(
                 f"SELECT count(*) AS n FROM enrolments WHERE {sql} AND created>=?", [arg, since]

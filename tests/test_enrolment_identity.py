@@ -311,3 +311,23 @@ def test_portal_opt_out_cannot_be_scripted_over_the_whole_customer_base(env) -> 
         "sms": "revoked",
         "recognition": "revoked",
     }
+
+
+def test_an_ipv6_caller_cannot_rotate_addresses_inside_its_64_past_the_enrolment_limit(
+    env,
+) -> None:
+    """One subscriber gets a whole /64: the per-address enrolment limit counts the /64."""
+    store, keys, _, app = env
+    app.state.enrolments = Enrolments(
+        store, EnrolSettings(enrolments_per_ip_per_hour=3), SandboxProvider(store), keys.subject_key
+    )
+
+    def from_(ip: str, phone: str) -> int:
+        return start(TestClient(app, client=(ip, 50000)), phone=phone, mac=None).status_code
+
+    got = [from_(f"2001:db8:5:7::{i:x}", f"+7916556{i:04d}") for i in range(1, 6)]
+    assert got == [202, 202, 202, 429, 429]
+    assert from_("2001:db8:5:8::1", "+79165569998") == 202  # the next /64 is someone else
+    assert from_("::ffff:192.0.2.7", "+79165569997") == 202  # IPv4-mapped counts as IPv4
+    ips = {r["ip"] for r in store.query("SELECT ip FROM enrolments")}
+    assert "2001:0db8:0005:0007:0000:0000:0000:0001" in ips and "192.0.2.7" in ips
