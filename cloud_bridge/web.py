@@ -13,6 +13,7 @@ proxy-header handling (which trusts loopback) is off wherever the bridge starts 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,7 @@ from cloud_bridge.store import BridgeStore
 
 __all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "TEMPLATES"]
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "console" / "static"
 Anyone = Annotated[Principal, Depends(require())]
 
@@ -127,18 +129,25 @@ class ForwardedHeaders:
     def __init__(self, app: Any, trusted: list[str]) -> None:
         self.app = app
         self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+        self.warned = False  # about forwarded headers from a peer not in the list
 
     def trusted(self, ip: IPAddress | None) -> bool:
         return ip is not None and any(ip in net for net in self.networks)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         client = scope.get("client")
-        if (
-            self.networks
-            and scope["type"] in ("http", "websocket")
-            and client
-            and self.trusted(_ip(str(client[0])))
-        ):
+        if scope["type"] not in ("http", "websocket") or not client:
+            pass
+        elif not self.trusted(_ip(str(client[0]))):
+            if not self.warned and any(n == b"x-forwarded-for" for n, _ in scope["headers"]):
+                self.warned = True  # once: a proxy sends it on every request
+                log.warning(
+                    "X-Forwarded-For from %s ignored: it is not in web.trusted_proxies (if it "
+                    "is your reverse proxy, add it there, or every client counts as %s)",
+                    client[0],
+                    client[0],
+                )
+        else:
             scope = dict(scope)
             hops: list[str] = []
             proto = ""

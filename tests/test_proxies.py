@@ -243,3 +243,28 @@ def test_shipped_nginx_and_bridge_config_agree() -> None:
     assert s.web.trusted_proxies == ["127.0.0.1", "::1"] and s.web.port == 8080
     for doc in (Path(__file__).parents[1] / "README.md", cloud / "README.md"):
         assert "trusted_proxies" in doc.read_text(), doc
+
+
+def test_forwarded_headers_from_an_untrusted_peer_are_reported_once(tmp_path: Path, caplog) -> None:
+    """A bridge upgraded behind nginx without web.trusted_proxies would judge every client as
+    127.0.0.1 (one shared limit): the first ignored X-Forwarded-For says what to set, once,
+    without the forwarded address itself."""
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    settings = settings_for(tmp_path, [])
+    store = BridgeStore(settings.database_path(), settings.data_key_bytes())
+    caplog.set_level(logging.WARNING, logger="cloud_bridge.web")
+    try:
+        app = create_app(store, settings)
+        c = TestClient(app, client=("127.0.0.1", 40000))
+        for i in range(3):
+            c.get("/healthz", headers={"x-forwarded-for": f"203.0.113.{i}"})
+        c.get("/healthz")
+    finally:
+        store.close()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cloud_bridge.web"]
+    assert len(warnings) == 1, warnings
+    assert "web.trusted_proxies" in warnings[0] and "127.0.0.1" in warnings[0]
+    assert "203.0.113" not in warnings[0]
