@@ -806,7 +806,10 @@ def serve(
     store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
     h, p = host or settings.web.host, settings.web.port if port is None else port
     typer.echo(f"console at http://{h}:{p}  (users: cloud-bridge users add NAME --role admin)")
-    uvicorn.run(create_app(store, settings), host=h, port=p, log_level="warning")
+    # proxy_headers off: the app applies web.trusted_proxies (uvicorn would trust loopback)
+    uvicorn.run(
+        create_app(store, settings), host=h, port=p, log_level="warning", proxy_headers=False
+    )
 
 
 def main() -> None:
