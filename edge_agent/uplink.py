@@ -260,7 +260,7 @@ class Uplink:
             if not on:  # what waits for a receipt is sent again and forgotten on PUBACK
                 self._awaiting.clear()
                 self._rewind = 0
-        log.warning(
+        log.info(
             "%s: events are now forgotten %s",
             why,
             "only on the bridge's receipt" if on else "on the broker's PUBACK",
