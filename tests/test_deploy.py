@@ -252,7 +252,9 @@ def test_bridge_worker_unit_is_the_bridge_unit_without_console() -> None:
     assert {"--config", "--no-console", "--worker-id"} <= run_opts
     own = {"ExecStart", "ReadWritePaths", "SyslogIdentifier"}
     same = [(k, v) for k, v in main["Service"] if k not in own]
-    assert [(k, v) for k, v in worker["Service"] if k not in own] == same
+    account = ("Environment", "PASSBY_MQTT__USERNAME=bridge-%i")  # one account per worker
+    assert account in worker["Service"]
+    assert [(k, v) for k, v in worker["Service"] if k not in own and (k, v) != account] == same
     assert one(worker, "Service", "ReadWritePaths") == "/var/lib/passby-bridge"  # no provisioning
     assert one(worker, "Service", "SyslogIdentifier") == "passby-bridge-%i"
     after = one(worker, "Unit", "After").split()
