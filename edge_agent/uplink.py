@@ -55,6 +55,7 @@ NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
 MAX_INFLIGHT = 200
 EARLY_TTL_S = 2.0  # a PUBACK that beat publish() back is claimed within this, or is stale
 MAX_AWAITING = 20_000  # events PUBACKed and waiting for the bridge's receipt, at most
+RESEND_SCAN_S = 0.25  # how often the uplink looks for overdue receipts
 HELLO_WAIT_S = 0.5  # after the hello SUBACK, for a retained hello to arrive
 RECEIPTS_FLAG = "receipts"  # outbox meta: the bridge announced receipts (1) or withdrew them (0)
 
@@ -143,6 +144,9 @@ class Uplink:
         self._awaiting: dict[int, float] = {}  # outbox id -> when to send again, no receipt
         self._attempts: dict[int, int] = {}  # outbox id -> times sent again for want of one
         self._hello_mid: int | None = None
+        self._next_scan = 0.0  # next look for events whose receipt is overdue
+        # outbox ids whose receipt beat their PUBACK here: nothing left to wait for
+        self._confirmed_early: set[int] = set()
         self._settled = threading.Event()  # receipts mode known for this connection
         self.receipts_received = 0  # receipt messages
         self.receipt_bytes = 0  # their payload bytes
@@ -294,8 +298,11 @@ class Uplink:
         gone = self.outbox.confirm([*receipt.stored, *(d.event_id for d in receipt.dead)])
         with self._lock:
             for item_id in gone:
-                self._awaiting.pop(item_id, None)
+                if self._awaiting.pop(item_id, None) is None:
+                    self._confirmed_early.add(item_id)
                 self._attempts.pop(item_id, None)
+            if len(self._confirmed_early) > 2 * MAX_INFLIGHT:  # their PUBACKs will not come now
+                self._confirmed_early.clear()
         self._settled.set()
         self._wake.set()
 
@@ -331,6 +338,9 @@ class Uplink:
         if code == 0 or (code < 0x80 and code != NO_MATCHING_SUBSCRIBERS):
             self._backoff_s = 0.0
             with self._lock:
+                if item_id in self._confirmed_early:  # its receipt came first
+                    self._confirmed_early.discard(item_id)
+                    return
                 if self._receipts_on:  # the broker has it; only the bridge's receipt counts
                     n = self._attempts.get(item_id, 0)
                     wait = self.settings.receipt_timeout_s * min(2**n, 8)
@@ -367,9 +377,10 @@ class Uplink:
 
     def _resend_unconfirmed(self) -> None:
         """Events PUBACKed but without a receipt in time go out again (oldest first)."""
-        if not self._awaiting or not self._settled.is_set():
-            return
         now = time.monotonic()
+        if not self._awaiting or not self._settled.is_set() or now < self._next_scan:
+            return
+        self._next_scan = now + RESEND_SCAN_S  # a scan is O(awaiting): not at every event
         with self._lock:
             due = sorted(i for i, t in self._awaiting.items() if t <= now)[:BATCH]
             for item_id in due:
