@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -79,10 +80,18 @@ def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False
     if settings.username or password:
         client.username_pw_set(settings.username, password)
     client.enable_logger(logging.getLogger("paho.mqtt"))  # DEBUG shows every packet
+    client.on_socket_open = _no_delay
     client.reconnect_delay_set(
         min_delay=max(1, int(settings.reconnect_min_s)), max_delay=int(settings.reconnect_max_s)
     )
     return client
+
+
+def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
+    """Small packets leave at once. Without this, Nagle holds a PUBLISH back behind our PUBACK
+    of a receipt until the broker's delayed TCP ACK (measured: p50 3 -> 25 ms with receipts)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 def session_properties(expiry_s: int) -> Properties:
