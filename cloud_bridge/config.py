@@ -353,8 +353,9 @@ class BridgeSettings(PassbySettings):
         "1",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="this bridge process's name among several: its MQTT client id is "
-        "passby-bridge-<worker_id> (each worker needs its own; a restarted worker keeps its id "
-        "and gets back the events the broker held for it)",
+        "passby-bridge-<worker_id> (each worker needs its own, and its own broker account where "
+        "Mosquitto ties client ids to accounts; a restarted worker keeps its id and gets back "
+        "the events the broker held for it)",
     )
     orphan_after_s: float = Field(
         10.0,

@@ -18,6 +18,7 @@ import sys
 import tarfile
 import threading
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -484,6 +485,13 @@ def test_cloud_install_with_postgres_workers() -> None:
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
     assert re.findall(r"^database = .*$", toml, re.M) == [f'database = "{PG_DATABASE}"']
+    # Mosquitto ties a client id to its account: one account per worker, with the bridge's rights
+    assert tomllib.loads(toml)["provisioning"]["bridge_accounts"] == ["bridge-2", "bridge-3"]
+    for account in ("bridge", "bridge-2", "bridge-3"):
+        assert (
+            f"mosquitto_passwd -b /etc/mosquitto/passby/passby.passwd {account} ***" in res.stdout
+        )
+        assert f"| user {account}\n" in res.stdout
     body = dict(steps(res.stdout))
     units = next(b for t, b in body.items() if t.startswith("systemd units"))
     assert (
