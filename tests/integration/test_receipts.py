@@ -334,3 +334,99 @@ def test_bridge_killed_between_storing_and_confirming_loses_nothing(
             worker1.kill()
         sensor.close()
         worker2.close()
+
+
+# -- upgrades in either order, and dead letters --------------------------------------------------
+
+
+def _uplink(broker: Any, path: Path, **kw: Any) -> tuple[Outbox, Uplink]:
+    outbox = Outbox(path)
+    settings = MqttSettings(host=broker.host, port=broker.port, reconnect_max_s=1.0, **kw)
+    uplink = Uplink(settings, "main-st", "door-1", outbox)
+    uplink.start()
+    assert uplink.wait_connected(10)
+    return outbox, uplink
+
+
+def test_new_sensor_with_an_old_bridge_forgets_on_puback_and_does_not_loop(
+    mosquitto: Any, tmp_path: Path
+) -> None:
+    """An old bridge: a shared subscriber that announces nothing and sends no receipts."""
+    got: list[bytes] = []
+    old_bridge = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "old-bridge", protocol=mqtt.MQTTv5)
+    old_bridge.on_message = lambda c, u, m: got.append(m.payload)
+    old_bridge.connect(mosquitto.host, mosquitto.port)
+    old_bridge.loop_start()
+    old_bridge.subscribe("$share/passby-bridge/passby/v1/+/+/events", qos=1)
+    time.sleep(0.3)
+    outbox, uplink = _uplink(mosquitto, tmp_path / "outbox.db", receipt_timeout_s=0.5)
+    try:
+        for i in range(50):
+            msg = event("01d0b1d9", i, time.time())
+            outbox.add(EVENTS_A, msg.to_json(), msg.event_id)
+        uplink.kick()
+        assert uplink.wait_drained(10), f"outbox depth {outbox.depth()}"
+        time.sleep(2.0)  # four receipt timeouts: nothing may be sent again
+        assert not uplink.receipts_on
+        assert uplink.resent == 0
+        assert len(got) == 50
+    finally:
+        uplink.stop()
+        outbox.close()
+        old_bridge.disconnect()
+        old_bridge.loop_stop()
+
+
+def test_old_sensor_with_the_new_bridge_still_delivers(mosquitto: Any, tmp_path: Path) -> None:
+    """receipts = "off" behaves as a sensor from before receipts: it never subscribes to them."""
+    store = BridgeStore(tmp_path / "bridge.db", data_key=bytes.fromhex(DATA_KEY))
+    ingest = Ingest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None)
+    ingest.start()
+    assert ingest.connected.wait(10)
+    time.sleep(0.3)
+    outbox, uplink = _uplink(mosquitto, tmp_path / "outbox.db", receipts="off")
+    try:
+        for i in range(50):
+            msg = event("01d5e750", i, time.time())
+            outbox.add(EVENTS_A, msg.to_json(), msg.event_id)
+        uplink.kick()
+        assert uplink.wait_drained(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and ingest.counters.events < 50:
+            time.sleep(0.1)
+        assert ingest.counters.events == 50
+        assert uplink.receipts_received == 0 and not uplink.receipts_on
+        assert ingest.counters.receipts >= 1  # sent, and dropped by the broker: nobody reads them
+    finally:
+        uplink.stop()
+        outbox.close()
+        ingest.stop()
+        store.close()
+
+
+def test_dead_lettered_event_is_receipted_and_dropped_with_the_reason(
+    mosquitto: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = BridgeStore(tmp_path / "bridge.db", data_key=bytes.fromhex(DATA_KEY))
+    ingest = Ingest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None)
+    ingest.start()
+    assert ingest.connected.wait(10)
+    time.sleep(0.3)
+    outbox, uplink = _uplink(mosquitto, tmp_path / "outbox.db", receipt_timeout_s=0.5)
+    try:
+        good = event("dead0001", 1, time.time())
+        bad = json.loads(event("dead0001", 2, time.time()).to_json())
+        bad["subject"] = "aa:bb:cc:dd:ee:ff"  # a MAC is never a subject: refused by the bridge
+        outbox.add(EVENTS_A, good.to_json(), good.event_id)
+        outbox.add(EVENTS_A, json.dumps(bad), bad["event_id"])
+        uplink.kick()
+        assert uplink.wait_drained(10), f"outbox depth {outbox.depth()}"
+        assert uplink.dead == 1 and ingest.counters.dead_letters == 1
+        assert ingest.counters.events == 1
+        assert f"the bridge refused event {bad['event_id']}: invalid events message" in caplog.text
+        assert "aa:bb:cc:dd:ee:ff" not in caplog.text  # the reason never echoes the value
+    finally:
+        uplink.stop()
+        outbox.close()
+        ingest.stop()
+        store.close()
