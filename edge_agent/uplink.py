@@ -206,6 +206,8 @@ class Uplink:
             self._inflight.clear()
             self._early.clear()
             self._awaiting.clear()  # everything is sent again below, and awaited again
+            self._attempts.clear()
+            self._confirmed_early.clear()
             self._hold_until = 0.0  # a fresh connection: retry held events at once
             # Resend everything not yet acknowledged. Applied by the sender thread itself before
             # its next outbox read, so a pass in progress cannot move the cursor past it.
