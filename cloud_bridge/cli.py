@@ -244,7 +244,7 @@ def cmd_ping(
 
     try:
         outcomes = send_commands(
-            settings.mqtt, "ping", _targets(store_id, sensor_id, settings), {}, timeout
+            settings.commands_mqtt(), "ping", _targets(store_id, sensor_id, settings), {}, timeout
         )
     except CommandError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -293,7 +293,11 @@ def cmd_config(
             raise typer.Exit(2)
     try:
         outcomes = send_commands(
-            settings.mqtt, "config", _targets(store_id, sensor_id, settings), body, timeout
+            settings.commands_mqtt(),
+            "config",
+            _targets(store_id, sensor_id, settings),
+            body,
+            timeout,
         )
     except CommandError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -387,7 +391,7 @@ def sensors_add(
     """Create a sensor with broker credentials and print its one-time pairing code."""
     from datetime import UTC, datetime
 
-    from cloud_bridge.provisioning import ProvisioningError, add_sensor, render_acl
+    from cloud_bridge.provisioning import ProvisioningError, add_sensor, sensor_acl_block
     from cloud_bridge.store import BridgeStore
 
     settings = _load(config)
@@ -412,9 +416,7 @@ def sensors_add(
         typer.echo(f"{done.username}:{row['mqtt_password_hash']}")
     if p.acl_file is None:
         typer.echo("and this block to its ACL file:")
-        typer.echo(
-            render_acl(p.bridge_username, [(done.store_id, done.sensor_id)]).split("\n\n", 2)[-1]
-        )
+        typer.echo("\n".join(sensor_acl_block(done.store_id, done.sensor_id)))
 
 
 @sensors_app.command("list")

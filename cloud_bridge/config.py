@@ -368,7 +368,14 @@ class ProvisioningSettings(_Section):
         None, description="Mosquitto acl_file, rewritten from the sensor list (unset: not written)"
     )
     bridge_username: str = Field(
-        "bridge", description="broker account of the bridge: reads passby/v1/#, writes commands"
+        "bridge",
+        description="broker account of the bridge: reads passby/v1/#, writes commands, receipts "
+        "and the bridge hello",
+    )
+    bridge_accounts: list[str] = Field(
+        default_factory=list,
+        description="further broker accounts with the bridge's rights in the generated ACL: one "
+        "per extra worker and one for commands (Mosquitto ties each account to one connection)",
     )
     broker_pid_file: Path | None = Field(
         None,
@@ -390,6 +397,10 @@ class ProvisioningSettings(_Section):
 class BridgeSettings(PassbySettings):
     """Everything the cloud bridge needs to run."""
 
+    def commands_mqtt(self) -> MqttSettings:
+        """The broker connection commands are sent with."""
+        return self.command_mqtt or self.mqtt
+
     data_dir: Path = Field(Path("var/bridge"), description="database and generated keys live here")
     database: str | None = Field(
         None,
@@ -400,8 +411,9 @@ class BridgeSettings(PassbySettings):
         "1",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="this bridge process's name among several: its MQTT client id is "
-        "passby-bridge-<worker_id> (each worker needs its own; a restarted worker keeps its id "
-        "and gets back the events the broker held for it)",
+        "passby-bridge-<worker_id> (each worker needs its own, and its own broker account where "
+        "Mosquitto ties client ids to accounts; a restarted worker keeps its id and gets back "
+        "the events the broker held for it)",
     )
     orphan_after_s: float = Field(
         10.0,
@@ -410,6 +422,12 @@ class BridgeSettings(PassbySettings):
         "takes over events left undecided this long (a worker that died mid-batch)",
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")
+    command_mqtt: MqttSettings | None = Field(
+        None,
+        description="broker connection for sensor commands (CLI ping/config, roster "
+        "announcements) with its own account: Mosquitto's use_username_as_clientid gives an "
+        "account one connection, so sharing this worker's would disconnect it (default: mqtt)",
+    )
     provider: ProviderSettings = Field(default_factory=ProviderSettings, description="SMS provider")
     delivery: DeliverySettings = Field(
         default_factory=DeliverySettings, description="send outbox, retries, cost, opt-out"

@@ -1,8 +1,16 @@
 """MQTT ingest: validate each sensor message, dead-letter the bad ones, drop duplicates.
 
 An event is committed to the store before we acknowledge it (paho ``manual_ack``): if storing
-fails, no PUBACK goes out and the broker redelivers, so an acknowledged event is always on disk. Invalid messages are kept as dead
-letters with the reason (and only a hash of the payload: it may hold anything).
+fails, no PUBACK goes out and the broker redelivers, so an acknowledged event is always on disk.
+Invalid messages are kept as dead letters with the reason (and only a hash of the payload: it
+may hold anything).
+
+End-to-end receipts: after a batch is committed, and before its PUBACKs, every sensor that
+sent events in it gets one ``ReceiptMessage`` on ``passby/v1/{store}/{sensor}/receipts`` (QoS 1)
+naming the events stored (duplicates included: the sensor sent it again because a receipt got
+lost) and those dead-lettered, with the reason. Only then may the sensor forget them. On every
+connect the bridge publishes the retained ``BridgeHello`` that tells sensors to wait for
+receipts. A crash between commit and receipt costs a resend, which is a duplicate here.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -21,18 +30,25 @@ from pydantic import ValidationError
 from cloud_bridge.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
+    BRIDGE_HELLO_TOPIC,
+    EVENT_ID_PATTERN,
     PROTOCOL_VERSION,
     TOPIC_ROOT,
+    BridgeHello,
+    DeadReceipt,
     PresenceMessage,
+    ReceiptMessage,
     StatsMessage,
     StatusMessage,
     TopicError,
     parse_topic,
+    topic,
 )
 from edge_agent.uplink import make_client, session_properties
 
 __all__ = [
     "IngestCounters",
+    "Receipts",
     "handle_message",
     "handle_batch",
     "flush_seen",
@@ -69,6 +85,46 @@ class IngestCounters:
     seen_flushed: float = 0.0
     # sensors whose last status spoke another protocol version: their events are refused
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
+    last_dead_reason: str = ""  # the reason of the latest dead letter (for its receipt)
+    receipts: int = 0  # receipt messages published
+    receipt_bytes: int = 0  # their payload bytes
+
+
+_EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
+RECEIPT_IDS_MAX = 1000  # event ids per receipt message (a batch is at most BATCH_MAX anyway)
+
+
+@dataclass
+class Receipts:
+    """What a committed batch settled, per sensor: events stored (new or duplicate) and events
+    dead-lettered with the reason. ``messages()`` gives the receipts to publish."""
+
+    stored: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    dead: dict[tuple[str, str], list[DeadReceipt]] = field(default_factory=dict)
+
+    def messages(self, now: float) -> list[tuple[str, str]]:
+        """(topic, payload) of one receipt per sensor (more for a very large batch)."""
+        out = []
+        for key in sorted(set(self.stored) | set(self.dead)):
+            stored, dead = self.stored.get(key, []), self.dead.get(key, [])
+            for i in range(0, max(len(stored), len(dead)), RECEIPT_IDS_MAX):
+                msg = ReceiptMessage(
+                    stored=stored[i : i + RECEIPT_IDS_MAX],
+                    dead=dead[i : i + RECEIPT_IDS_MAX],
+                    ts=now,
+                )
+                out.append((topic(key[0], key[1], "receipts"), msg.to_json()))
+        return out
+
+
+def _event_id_of(payload: bytes) -> str | None:
+    """The event_id of an events payload that was refused, if it has a well-formed one."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return None
+    event_id = data.get("event_id") if isinstance(data, dict) else None
+    return event_id if isinstance(event_id, str) and _EVENT_ID_RE.match(event_id) else None
 
 
 def _reason(exc: ValidationError) -> str:
@@ -87,19 +143,29 @@ def handle_message(
 
 
 def handle_batch(
-    store: BridgeStore, messages: list[tuple[str, bytes]], now: float, counters: IngestCounters
+    store: BridgeStore,
+    messages: list[tuple[str, bytes]],
+    now: float,
+    counters: IngestCounters,
+    receipts: Receipts | None = None,
 ) -> list[tuple[str, str]]:
     """Validate and store messages in order; (kind, event_id) for each, kind as for
     ``handle_message``. The events are stored together, in one statement: if that fails the
-    exception propagates and none of them counts as stored (nothing must be acknowledged)."""
+    exception propagates and none of them counts as stored (nothing must be acknowledged).
+    ``receipts``, when given, collects what each sensor may forget once this returned."""
     results: list[tuple[str, str]] = []
     rows: list[tuple[int, PresenceMessage, str, str, str]] = []
-    for topic, payload in messages:
-        kind, event = _one(store, topic, payload, now, counters)
+    for topic_, payload in messages:
+        kind, event = _one(store, topic_, payload, now, counters)
         if event is not None:
-            store_id, sensor_id, _ = parse_topic(topic)
+            store_id, sensor_id, _ = parse_topic(topic_)
             rows.append((len(results), event, store_id, sensor_id, payload.decode("utf-8")))
+        elif kind == "dead" and receipts is not None:
+            _receipt_dead(receipts, topic_, payload, counters.last_dead_reason)
         results.append((kind, ""))
+    if receipts is not None:
+        for _, msg, store_id, sensor_id, _ in rows:
+            receipts.stored.setdefault((store_id, sensor_id), []).append(msg.event_id)
     if not rows:
         return results
     fresh = store.insert_events(
@@ -119,6 +185,19 @@ def handle_batch(
     return results
 
 
+def _receipt_dead(receipts: Receipts, topic_: str, payload: bytes, reason: str) -> None:
+    """A dead-lettered event is settled too: its sensor must drop it, not send it forever."""
+    try:
+        store_id, sensor_id, leaf = parse_topic(topic_)
+    except TopicError:
+        return
+    event_id = _event_id_of(payload) if leaf == "events" else None
+    if event_id is not None:
+        receipts.dead.setdefault((store_id, sensor_id), []).append(
+            DeadReceipt(event_id=event_id, reason=reason[:300])
+        )
+
+
 def _one(
     store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
 ) -> tuple[str, PresenceMessage | None]:
@@ -127,6 +206,7 @@ def _one(
 
     def dead(reason: str) -> tuple[str, None]:
         counters.dead_letters += 1
+        counters.last_dead_reason = reason
         store.dead_letter(topic, reason, hashlib.sha256(payload).hexdigest(), len(payload), now)
         log.warning("dead letter on %s: %s", topic, reason)
         return "dead", None
@@ -228,6 +308,9 @@ class Ingest:
             log.error("broker refused the bridge connection: %s", reason_code)
             return
         client.subscribe(list(SUBSCRIPTIONS))
+        # Retained: a sensor (re)connecting learns that it must wait for receipts.
+        hello = BridgeHello(ts=time.time()).to_json()
+        client.publish(BRIDGE_HELLO_TOPIC, hello, qos=1, retain=True)
         self.connected.set()
         log.info("bridge connected to %s:%s", self.settings.host, self.settings.port)
 
@@ -250,13 +333,16 @@ class Ingest:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        receipts = Receipts()
+        now = time.time()
         try:
             results = handle_batch(
-                self.store, [(m.topic, m.payload) for m in batch], time.time(), self.counters
+                self.store, [(m.topic, m.payload) for m in batch], now, self.counters, receipts
             )
         except Exception:  # e.g. database away or disk full: not acknowledged, redelivered
             log.exception("failed to store %d messages; not acknowledged", len(batch))
             return
+        self._send_receipts(receipts, now)
         for message in batch:
             if message.qos > 0:
                 try:
@@ -266,6 +352,18 @@ class Ingest:
         for kind, event_id in results:
             if kind == "event":
                 self.on_event(event_id)
+
+    def _send_receipts(self, receipts: Receipts, now: float) -> None:
+        """(after the commit) Tell each sensor what it may forget. A receipt lost here only
+        costs a resend after the sensor's receipt timeout."""
+        for topic_, payload in receipts.messages(now):
+            try:
+                self._client.publish(topic_, payload, qos=1)
+            except Exception as exc:  # e.g. disconnected meanwhile: the sensor resends
+                log.warning("could not send a receipt on %s: %s", topic_, exc)
+                continue
+            self.counters.receipts += 1
+            self.counters.receipt_bytes += len(payload)
 
     def start(self) -> None:
         self._client.connect_async(

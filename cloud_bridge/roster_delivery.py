@@ -61,7 +61,7 @@ def publish_roster(
         ]
         if sensors:
             outcomes = send_commands(
-                settings.mqtt,
+                settings.commands_mqtt(),
                 "roster",
                 sensors,
                 {"version": version, "url": url, "sha256": sha},

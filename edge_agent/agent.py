@@ -148,7 +148,11 @@ def to_message(event: PresenceEvent, roster_version: int) -> PresenceMessage:
 
 
 def load_roster_file(settings: EdgeSettings) -> Roster:
-    """The last-good signed roster from disk, or an empty one (nothing matches) if none yet."""
+    """The last-good signed roster from disk, or an empty one (nothing matches) if none yet.
+
+    A roster older than the newest this sensor has ever loaded (``data_dir/roster.version``)
+    is refused even when validly signed: putting an old file back must not bring back
+    subjects a newer roster removed (erasure, withdrawn consent)."""
     path = settings.roster_path()
     site_key = settings.site_key_bytes()
     if not path.exists():
@@ -161,9 +165,23 @@ def load_roster_file(settings: EdgeSettings) -> Roster:
     except ValueError as exc:
         raise ConfigError(f"roster_public_key is not a 32-byte hex Ed25519 key: {exc}") from None
     try:
-        return load_roster(path.read_bytes(), public, site_key, store_id=settings.store_id)
+        roster = load_roster(path.read_bytes(), public, site_key, store_id=settings.store_id)
     except RosterError as exc:
         raise RosterError(f"{path}: {exc}") from None
+    from edge_agent.commands import ROSTER_MARK, read_roster_mark, write_roster_mark
+
+    newest = read_roster_mark(settings.data_dir)
+    if roster.version < newest:
+        raise RosterError(
+            f"{path}: roster v{roster.version} is older than v{newest}, which this sensor has "
+            f"already loaded ({settings.data_dir / ROSTER_MARK}): refusing a rollback; deliver "
+            f"v{newest} or newer"
+        )
+    try:
+        write_roster_mark(settings.data_dir, roster.version)
+    except OSError as exc:
+        log.warning("cannot remember roster v%s in %s: %s", roster.version, settings.data_dir, exc)
+    return roster
 
 
 @dataclass

@@ -51,6 +51,23 @@ def presence_config(p: PresenceSettings) -> PresenceConfig:
     )
 
 
+ROSTER_MARK = "roster.version"  # in data_dir: the newest roster version ever loaded here
+
+
+def read_roster_mark(data_dir: Path) -> int:
+    """The newest roster version this sensor has loaded (0: none, or an unreadable mark)."""
+    try:
+        return int((data_dir / ROSTER_MARK).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def write_roster_mark(data_dir: Path, version: int) -> None:
+    """Remember ``version`` (only ever upwards) so a restart can refuse an older roster."""
+    if version > read_roster_mark(data_dir):
+        write_atomic(data_dir / ROSTER_MARK, f"{version}\n".encode(), 0o644)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write, fsync, rename: a power cut leaves the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,6 +236,7 @@ class CommandWorker:
                 data={"roster_version": current.version},
             )
         write_atomic(self.settings.roster_path(), data)
+        write_roster_mark(self.settings.data_dir, new.version)
         self.swap_roster(new)
         log.info(
             "roster v%s loaded (%s entries); v%s kept as last good",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -92,7 +92,25 @@ class MqttSettings(_Section):
         7 * 86400, description="how long the broker keeps our session while offline", ge=0
     )
     reconnect_min_s: float = Field(1.0, description="first reconnect delay", gt=0)
-    reconnect_max_s: float = Field(60.0, description="cap of the reconnect backoff", gt=0)
+    reconnect_max_s: float = Field(
+        10.0,
+        description="cap of the reconnect backoff, seconds; at most 15 so a sensor is back "
+        "within 15 s of the broker returning",
+        gt=0,
+        le=15,
+    )
+    receipts: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="forget an event only on the bridge's receipt: 'auto' once the bridge has "
+        "announced receipts (remembered in the outbox), 'on' always, 'off' on the broker's PUBACK "
+        "(protocol v1 before receipts)",
+    )
+    receipt_timeout_s: float = Field(
+        30.0,
+        description="an event published without a receipt within this is sent again (doubling "
+        "per attempt up to 8x)",
+        gt=0,
+    )
 
     def password_value(self) -> str | None:
         return read_secret(self.password, self.password_file, "broker password")

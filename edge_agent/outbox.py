@@ -1,4 +1,6 @@
-"""Durable outbox: every event is on disk before it is published and leaves only on PUBACK.
+"""Durable outbox: every event is on disk before it is published and leaves only when the
+bridge's end-to-end receipt names it (``confirm``), or, talking to a bridge that sends no
+receipts, on the broker's PUBACK (``ack``).
 
 paho-mqtt keeps its session in memory, so a restart or a power cut would lose what the broker
 has not acknowledged. The outbox is one SQLite file, bounded by count and bytes; when full the
@@ -11,7 +13,7 @@ Durability, chosen deliberately (the "why" for each pragma is next to it in ``_c
 * ``synchronous=FULL`` for ``add``: the WAL is fsynced at every commit, so an event the agent
   has accepted survives a power cut. (WAL + NORMAL would be corruption-safe too, but may lose
   the last commits; a lost arrival is a lost offer.)
-* ``synchronous=NORMAL`` for ``ack``: forgetting an event need not be durable. A lost ack only
+* ``synchronous=NORMAL`` for ``ack`` and ``confirm``: forgetting an event need not be durable. A lost ack only
   means the event is published again after a reboot and the bridge drops it by ``event_id``;
   not fsyncing acks halves the fsyncs under load and keeps paho's network thread (which calls
   ``ack``) from waiting on the disk. The next FULL commit syncs those frames too.
@@ -346,6 +348,51 @@ class Outbox:
             if row is not None:
                 self._depth -= 1
                 self._bytes -= int(row[0])
+
+    def confirm(self, event_ids: list[str]) -> list[int]:
+        """The bridge has these events (its receipt): forget them; returns the outbox ids
+        forgotten (unknown or already forgotten ids are ignored). Not fsynced, as ``ack``."""
+        gone: list[int] = []
+        if not event_ids:
+            return gone
+        with self._lock, self.db.conn:
+            self._synchronous("NORMAL")
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = self.db.execute(
+                    f"DELETE FROM outbox WHERE event_id IN ({marks}) RETURNING id, length(payload)",
+                    chunk,
+                )
+                for row in cur.fetchall():
+                    gone.append(int(row[0]))
+                    self._depth -= 1
+                    self._bytes -= int(row[1])
+        return gone
+
+    def get(self, ids: list[int]) -> list[OutboxItem]:
+        """The rows among ``ids`` still in the outbox, oldest first."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT id, topic, payload, event_id FROM outbox WHERE id IN ({marks}) ORDER BY id",
+                ids,
+            ).fetchall()
+        return [OutboxItem(int(r[0]), r[1], r[2], r[3]) for r in rows]
+
+    def flag(self, key: str) -> int:
+        """A small persistent setting (e.g. ``receipts``: the bridge announced them)."""
+        return self._meta(key)
+
+    def set_flag(self, key: str, value: int) -> None:
+        with self._lock, self.db.conn:
+            self.db.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
 
     def close(self) -> None:
         with self._lock:

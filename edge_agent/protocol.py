@@ -12,6 +12,20 @@ Topic root: ``passby/v1/{store_id}/{sensor_id}/``
 | ``stats``      | up        | 0            | StatsMessage   |
 | ``cmd/{name}`` | down      | 1            | COMMANDS[name] |
 | ``reply/{name}``| up       | 1            | ReplyMessage   |
+| ``receipts``   | down      | 1            | ReceiptMessage |
+
+and one topic outside every sensor's subtree: ``passby/v1/_bridge/hello`` (down, QoS 1,
+retained, ``BridgeHello``), where the bridge announces that it sends receipts.
+
+End-to-end receipts (``passby.receipt/1``): the bridge publishes on a sensor's ``receipts`` the
+``event_id`` of every event from that sensor it has committed to its database (``stored``;
+duplicates included, so a lost receipt is made good by the sensor's resend) or dead-lettered
+(``dead``, with the reason), after the commit and before its PUBACK. A sensor that has seen a
+``BridgeHello`` with ``receipts >= 1`` (it remembers that in its outbox) deletes an event only
+on its receipt, never on the broker's PUBACK, and sends again what stays unconfirmed after
+``mqtt.receipt_timeout_s``. A sensor that never saw the hello (an old bridge) deletes on PUBACK
+as protocol v1 always did; an old sensor never subscribes to ``receipts`` and the broker drops
+them. The ``events`` payload and the topic root are unchanged, so old and new sides mix.
 
 Every command carries a ``request_id`` that its reply echoes. Commands: ``ping``, ``roster``
 (a new signed roster exists: version, URL, SHA-256), ``config`` (change presence thresholds or
@@ -45,16 +59,29 @@ __all__ = [
     "ConfigCommand",
     "COMMANDS",
     "ReplyMessage",
+    "RECEIPT_SCHEMA",
+    "RECEIPTS_VERSION",
+    "BRIDGE_HELLO_TOPIC",
+    "DeadReceipt",
+    "ReceiptMessage",
+    "BridgeHello",
+    "EVENT_ID_PATTERN",
 ]
 
 PROTOCOL_VERSION = 1
 EVENT_SCHEMA: Final = "passby.event/1"
+RECEIPT_SCHEMA: Final = "passby.receipt/1"
+RECEIPTS_VERSION = 1  # what BridgeHello.receipts announces
+EVENT_ID_PATTERN = r"^[0-9a-f]{32}$"
+# Outside every sensor's subtree: "_bridge" cannot be a store id (ID_PATTERN starts alphanumeric).
+BRIDGE_HELLO_TOPIC: Final = f"passby/v{PROTOCOL_VERSION}/_bridge/hello"
 TOPIC_ROOT = f"passby/v{PROTOCOL_VERSION}"
 # Store and sensor ids are path segments: no MQTT wildcards, separators or spaces.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 # A subject is a 64-bit keyed hash of a CRM id, hex encoded; never a MAC or phone.
 SUBJECT_PATTERN = r"^[0-9a-f]{16}$"
 _ID_RE = re.compile(ID_PATTERN)
+_EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 LEAVES = ("status", "events", "stats")
 
 
@@ -103,7 +130,7 @@ class PresenceMessage(_Model):
     )
     event_id: str = Field(
         description="unique id (hex); the bridge drops duplicates by it",
-        pattern=r"^[0-9a-f]{32}$",
+        pattern=EVENT_ID_PATTERN,
     )
     type: Literal["arrive", "visit", "leave"] = Field(description="presence transition")
     subject: str = Field(description="pseudonymous subject id", pattern=SUBJECT_PATTERN)
@@ -145,7 +172,10 @@ class StatsMessage(_Model):
     client_frames: int = Field(description="client-originated frames since start", ge=0)
     matched: int = Field(description="frames from enrolled devices since start", ge=0)
     malformed: int = Field(description="malformed frames since start", ge=0)
-    outbox_depth: int = Field(description="events waiting for the broker's ack", ge=0)
+    outbox_depth: int = Field(
+        description="events waiting for the bridge's receipt (or the broker's ack, without receipts)",
+        ge=0,
+    )
     dropped: int = Field(description="events dropped because the outbox was full", ge=0)
     outbox_recovered: int = Field(
         0, description="times a corrupt or locked outbox was moved aside at start", ge=0
@@ -213,6 +243,53 @@ class ReplyMessage(_Model):
     data: dict[str, Any] = Field(default_factory=dict, description="command-specific results")
 
 
+class DeadReceipt(_Model):
+    """An event the bridge dead-lettered: the sensor drops it and logs the reason."""
+
+    event_id: str = Field(description="the event's event_id", pattern=EVENT_ID_PATTERN)
+    reason: str = Field(description="why the bridge refused it", max_length=300)
+
+
+class ReceiptMessage(_Model):
+    """The bridge has these events of this sensor for good: the sensor may forget them."""
+
+    schema_: Literal["passby.receipt/1"] = Field(
+        RECEIPT_SCHEMA, alias="schema", description="payload schema id"
+    )
+    stored: list[str] = Field(
+        default_factory=list,
+        description="event_ids committed to the bridge's database (new or duplicate)",
+        max_length=10_000,
+    )
+    dead: list[DeadReceipt] = Field(
+        default_factory=list,
+        description="event_ids dead-lettered, with the reason",
+        max_length=10_000,
+    )
+    ts: float = Field(0.0, description="when the bridge sent it, epoch seconds", ge=0)
+
+    @field_validator("stored")
+    @classmethod
+    def _ids(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if not _EVENT_ID_RE.match(x)]
+        if bad:
+            raise ValueError(f"{len(bad)} stored id(s) are not 32 hex digits")
+        return v
+
+
+class BridgeHello(_Model):
+    """Retained on BRIDGE_HELLO_TOPIC: what the bridge offers sensors. ``receipts`` 0 (or an
+    empty retained message) withdraws receipts: sensors go back to forgetting on PUBACK."""
+
+    schema_: Literal["passby.bridge/1"] = Field(
+        "passby.bridge/1", alias="schema", description="payload schema id"
+    )
+    receipts: int = Field(
+        RECEIPTS_VERSION, description="receipt schema version sent (0: none)", ge=0
+    )
+    ts: float = Field(0.0, description="when the bridge announced it, epoch seconds", ge=0)
+
+
 def json_schemas() -> dict[str, Any]:
     """JSON Schema of every payload, for third parties."""
     schemas: dict[str, Any] = {
@@ -220,6 +297,8 @@ def json_schemas() -> dict[str, Any]:
         "status": StatusMessage.model_json_schema(by_alias=True),
         "stats": StatsMessage.model_json_schema(by_alias=True),
         "reply/{name}": ReplyMessage.model_json_schema(by_alias=True),
+        "receipts": ReceiptMessage.model_json_schema(by_alias=True),
+        BRIDGE_HELLO_TOPIC: BridgeHello.model_json_schema(by_alias=True),
     }
     for name, model in COMMANDS.items():
         schemas[f"cmd/{name}"] = model.model_json_schema(by_alias=True)

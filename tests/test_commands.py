@@ -191,3 +191,24 @@ def test_malformed_and_unknown_commands_answered(tmp_path: Path) -> None:
     assert not reply.ok and reply.request_id == rid and "version" in reply.detail
     assert not h.worker.handle("reboot", b"{}").ok
     assert not h.worker.handle("ping", b"\xff").ok
+
+
+def test_older_roster_refused_at_restart_with_the_reason(tmp_path: Path, server: str) -> None:
+    """v2 arrives by command; someone puts the validly signed v1 back; the next start refuses
+    it (a rollback could bring back erased subjects) and names both versions."""
+    from edge_agent.agent import load_roster_file
+    from edge_agent.roster import RosterError
+
+    h = Harness(tmp_path)
+    assert load_roster_file(h.settings).version == 1  # the first start
+    reply, _ = announce(h, server, roster_bytes(2), 2)
+    assert reply.ok, reply.detail
+    assert load_roster_file(h.settings).version == 2  # a restart with the new roster is fine
+    h.settings.roster_path().write_bytes(roster_bytes(1))  # restored from an old backup, say
+    with pytest.raises(RosterError, match=r"roster v1 is older than v2, which this sensor has"):
+        load_roster_file(h.settings)
+    h.settings.roster_path().write_bytes(roster_bytes(3))  # a newer one is welcome
+    assert load_roster_file(h.settings).version == 3
+    h.settings.roster_path().write_bytes(roster_bytes(2))
+    with pytest.raises(RosterError, match="older than v3"):
+        load_roster_file(h.settings)

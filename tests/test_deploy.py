@@ -18,6 +18,7 @@ import sys
 import tarfile
 import threading
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 from types import ModuleType
@@ -252,7 +253,9 @@ def test_bridge_worker_unit_is_the_bridge_unit_without_console() -> None:
     assert {"--config", "--no-console", "--worker-id"} <= run_opts
     own = {"ExecStart", "ReadWritePaths", "SyslogIdentifier"}
     same = [(k, v) for k, v in main["Service"] if k not in own]
-    assert [(k, v) for k, v in worker["Service"] if k not in own] == same
+    account = ("Environment", "PASSBY_MQTT__USERNAME=bridge-%i")  # one account per worker
+    assert account in worker["Service"]
+    assert [(k, v) for k, v in worker["Service"] if k not in own and (k, v) != account] == same
     assert one(worker, "Service", "ReadWritePaths") == "/var/lib/passby-bridge"  # no provisioning
     assert one(worker, "Service", "SyslogIdentifier") == "passby-bridge-%i"
     after = one(worker, "Unit", "After").split()
@@ -482,6 +485,13 @@ def test_cloud_install_with_postgres_workers() -> None:
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
     assert re.findall(r"^database = .*$", toml, re.M) == [f'database = "{PG_DATABASE}"']
+    # Mosquitto ties a client id to its account: one account per worker, with the bridge's rights
+    assert tomllib.loads(toml)["provisioning"]["bridge_accounts"] == ["bridge-2", "bridge-3"]
+    for account in ("bridge", "bridge-2", "bridge-3"):
+        assert (
+            f"mosquitto_passwd -b /etc/mosquitto/passby/passby.passwd {account} ***" in res.stdout
+        )
+        assert f"| user {account}\n" in res.stdout
     body = dict(steps(res.stdout))
     units = next(b for t, b in body.items() if t.startswith("systemd units"))
     assert (

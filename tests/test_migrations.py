@@ -39,6 +39,16 @@ from cloud_bridge.worker import DecisionWorker
 LATEST = len(store_mod.MIGRATIONS)
 KEY = bytes(range(32))
 NOW = time.time()
+
+
+@pytest.fixture(autouse=True)
+def _now_is_now() -> None:
+    """NOW follows the wall clock per test: an offer expires 10 min after the event by the
+    real clock, and the full suite reaches this module more than 10 min after importing it."""
+    global NOW
+    NOW = time.time()
+
+
 DAY = 86400.0
 TOPIC = "passby/v1/main-st/door-1/events"
 ANNA, BORIS = "0123456789abcdef", "fedcba9876543210"

@@ -8,7 +8,11 @@ import pytest
 from pydantic import ValidationError
 
 from edge_agent.protocol import (
+    BRIDGE_HELLO_TOPIC,
+    BridgeHello,
+    DeadReceipt,
     PresenceMessage,
+    ReceiptMessage,
     TopicError,
     json_schemas,
     parse_topic,
@@ -80,5 +84,27 @@ def test_json_schema_export() -> None:
         "cmd/ping",
         "cmd/roster",
         "cmd/config",
+        "receipts",
+        "passby/v1/_bridge/hello",
     } == set(schemas)
     assert "subject" in schemas["events"]["properties"]
+    assert {"stored", "dead"} <= set(schemas["receipts"]["properties"])
+
+
+def test_receipt_roundtrip_and_refusals() -> None:
+    msg = ReceiptMessage(
+        stored=["a" * 32], dead=[DeadReceipt(event_id="b" * 32, reason="ts: in the future")]
+    )
+    data = json.loads(msg.to_json())
+    assert data["schema"] == "passby.receipt/1"
+    assert ReceiptMessage.model_validate_json(msg.to_json()) == msg
+    with pytest.raises(ValidationError):
+        ReceiptMessage.model_validate({"stored": ["aa:bb:cc:dd:ee:ff"]})
+    with pytest.raises(ValidationError):
+        ReceiptMessage.model_validate({"stored": [], "extra": 1})
+
+
+def test_bridge_hello_is_outside_every_sensor_subtree() -> None:
+    with pytest.raises(TopicError):
+        parse_topic(BRIDGE_HELLO_TOPIC + "/x")  # "_bridge" is no store id
+    assert BridgeHello().receipts == 1

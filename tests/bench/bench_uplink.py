@@ -18,7 +18,11 @@ Then a burst (``BURST`` events added as fast as possible), and the outbox alone:
 
 Headline: ``p50_ms``/``p99_ms`` (delivered), ``ingest_p50_ms``/``ingest_p99_ms`` (stored),
 ``events_per_s``, ``lost`` and ``duplicates_after_dedupe`` (counted in the bridge's store).
-Goal: p99 < 50 ms on loopback, 0 lost.
+Goal: p99 < 50 ms on loopback, 0 lost, with end-to-end receipts on (the outbox is drained only
+by the bridge's receipts). The receipt traffic they add is reported per event
+(``receipt_msgs_per_event``, ``receipt_bytes_per_event``, counted where the sensor receives
+them) beside the events' own bytes (``event_bytes_per_event``), and ``resent`` counts events
+sent again for want of a receipt.
 """
 
 from __future__ import annotations
@@ -146,6 +150,8 @@ class Rig:
         self.topic = topic(STORE, SENSOR, "events")
         self.delivered: dict[str, float] = {}
         self.duplicates_dropped = 0
+        self.event_bytes = 0
+        self.events_added = 0
 
     def produce(self, prefix: str, n: int, rate: float | None) -> float:
         """Add n events (paced at ``rate``/s, or as fast as possible); returns seconds taken."""
@@ -156,6 +162,8 @@ class Rig:
                 if delay > 0:
                     time.sleep(delay)
             event_id, payload = _event(prefix, i, time.time())
+            self.event_bytes += len(payload)
+            self.events_added += 1
             self.outbox.add(self.topic, payload, event_id)
             self.uplink.kick()
         return time.monotonic() - t0
@@ -250,6 +258,15 @@ def run() -> dict[str, Any]:
     table.add_column("latency to")
     for column in ("events", "lost", "dup", "p50 ms", "p90 ms", "p99 ms", "max ms", "events/s"):
         table.add_column(column, justify="right")
+    up = rig.uplink
+    per_event = max(1, rig.events_added)
+    receipts = {
+        "receipts_on": up.receipts_on,
+        "receipt_msgs_per_event": round(up.receipts_received / per_event, 4),
+        "receipt_bytes_per_event": round(up.receipt_bytes / per_event, 1),
+        "event_bytes_per_event": round(rig.event_bytes / per_event, 1),
+        "resent": up.resent,
+    }
     for name, f in ((f"stream {RATE:g}/s", stream), ("burst (unpaced)", burst)):
         for where, label in (("delivered", "bridge MQTT client"), ("stored", "stored by ingest")):
             first = where == "delivered"
@@ -269,7 +286,11 @@ def run() -> dict[str, Any]:
         f"outbox alone: {outbox['outbox_adds_per_s']:,.0f} adds/s (synchronous=FULL, one fsync "
         f"each), {outbox['outbox_acks_per_s']:,.0f} acks/s (NORMAL); burst {BURST:,} events "
         f"stored in {burst_s:.1f} s; duplicate deliveries dropped by the bridge: "
-        f"{rig.duplicates_dropped}"
+        f"{rig.duplicates_dropped}; receipts "
+        f"{'on' if receipts['receipts_on'] else 'OFF'}: {up.receipts_received:,} receipt messages "
+        f"for {rig.events_added:,} events = {receipts['receipt_msgs_per_event']:.3f} messages and "
+        f"{receipts['receipt_bytes_per_event']:.1f} bytes per event (the event itself: "
+        f"{receipts['event_bytes_per_event']:.0f} bytes), {up.resent} resent for want of one"
     )
     console.print(table)
     lost = stream["lost"] + burst["lost"]
@@ -294,6 +315,7 @@ def run() -> dict[str, Any]:
         "burst_delivered_p99_ms": round(burst["delivered_p99_ms"], 2),
         "outbox_adds_per_s": round(outbox["outbox_adds_per_s"]),
         "outbox_acks_per_s": round(outbox["outbox_acks_per_s"]),
+        **receipts,
     }
 
 

@@ -351,3 +351,48 @@ def test_new_sensor_works_after_provisioning_and_stops_after_revoke(
             break
         time.sleep(0.2)
     assert str(reason) == "Not authorized"
+
+
+# -- identities: each account connects only as itself ----------------------------------------
+
+
+def test_sensor_account_cannot_take_the_bridges_or_another_sensors_session(
+    deployment: Deployment,
+) -> None:
+    """The shipped config ties the client id to the user name: a sensor account connecting
+    with the bridge's documented id (or another sensor's) gets its own id, and nobody is
+    thrown off."""
+    victims = {"bridge": "passby-bridge-1", B: "passby-edge-main-st-door-2"}
+    kicked: dict[str, list[Any]] = {user: [] for user in victims}
+    made: list[mqtt.Client] = []
+    try:
+        for user, client_id in victims.items():
+            c = make_client(deployment.mqtt(user, deployment.passwords[user],
+                                            deployment.broker.pki.ca_file), client_id)  # fmt: skip
+            c.on_disconnect = lambda c, u, f, rc, p, user=user: kicked[user].append(rc)
+            up = threading.Event()
+            c.on_connect = lambda c, u, f, rc, p, up=up: up.set()
+            c.connect(deployment.broker.host, deployment.broker.port)
+            c.loop_start()
+            made.append(c)
+            assert up.wait(10), f"{user} could not connect"
+        for client_id in victims.values():  # sensor A tries both identities
+            thief = make_client(
+                deployment.mqtt(A, deployment.passwords[A], deployment.broker.pki.ca_file),
+                client_id,
+            )
+            got: list[Any] = []
+            thief.on_connect = lambda c, u, f, rc, p, got=got: got.append(rc)
+            thief.connect(deployment.broker.host, deployment.broker.port)
+            thief.loop_start()
+            made.append(thief)
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert got and not got[0].is_failure  # it gets in, but as itself
+        time.sleep(QUIET_S)
+        assert kicked == {"bridge": [], B: []}, f"sessions taken over: {kicked}"
+    finally:
+        for c in made:
+            c.disconnect()
+            c.loop_stop()
