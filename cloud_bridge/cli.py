@@ -43,6 +43,10 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request URL at INFO (a provider URL may carry a phone number): off.
+    from cloud_bridge.providers import quiet_http_client_logs
+
+    quiet_http_client_logs()
 
 
 def _load(config: Path | None) -> BridgeSettings:
