@@ -6,7 +6,7 @@ Routes (FastAPI):
   ``X-Twilio-Signature`` (HMAC-SHA1 of the URL and the sorted parameters, auth token as key).
 * ``POST /sms/smsc/callback``: SMSC.ru status notices and incoming SMS (``md5`` check field
   over the fields and the API password). SMSC posts in the charset the handler URL asks for
-  (``smsc_callback_url`` gives ``...?charset=utf-8``), else in windows-1251, its default; the
+  (``smsc_callback_url`` gives ``...?charset=utf-8&md5=1``), else in windows-1251, its default; the
   body is decoded in that charset and the md5 is checked over the bytes SMSC sent.
 * ``POST /sms/http/status`` and ``/sms/http/inbound``: the generic gateway's JSON, signed with
   ``X-Passby-Signature: t=UNIX,v1=HEX`` (HMAC-SHA256 of ``t.body``), ``t`` within
@@ -308,8 +308,9 @@ SMSC_DEFAULT_CHARSET: Final = "windows-1251"
 
 
 def smsc_callback_url(public_url: str) -> str:
-    """The handler URL to enter in SMSC's account settings: callbacks in UTF-8."""
-    return public_url.rstrip("/") + "/sms/smsc/callback?charset=utf-8"
+    """The handler URL to enter in SMSC's account settings: callbacks in UTF-8, with the md5
+    check field (SMSC adds it when the handler URL names ``md5``)."""
+    return public_url.rstrip("/") + "/sms/smsc/callback?charset=utf-8&md5=1"
 
 
 def smsc_signature(fields: list[str], password: str, charset: str = "utf-8") -> str:

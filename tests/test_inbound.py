@@ -411,7 +411,7 @@ def _smsc_post(client, fields: dict[str, str], charset: str, url_charset: str | 
     from integration.fake_providers import smsc_callback
 
     body, headers = smsc_callback(fields, "smsc-pw", charset)
-    path = "/sms/smsc/callback" + (f"?charset={url_charset}" if url_charset else "")
+    path = "/sms/smsc/callback" + (f"?charset={url_charset}&md5=1" if url_charset else "?md5=1")
     return client.post(path, content=body, headers=headers)
 
 
@@ -471,4 +471,4 @@ def test_smsc_callback_url_asks_for_utf8() -> None:
     from cloud_bridge.inbound import smsc_callback_url
 
     url = smsc_callback_url("https://bridge.example/")
-    assert url == "https://bridge.example/sms/smsc/callback?charset=utf-8"
+    assert url == "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1"
