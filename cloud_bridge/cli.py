@@ -312,6 +312,11 @@ def validate_config(config: Path = typer.Argument(..., help="bridge TOML config 
     """Check a bridge config file and say exactly which setting is wrong."""
     settings = _load(config)
     typer.echo(f"{config}: OK (database {settings.database_path()})")
+    if settings.provider.kind == "smsc":
+        from cloud_bridge.inbound import smsc_callback_url
+
+        # SMSC takes its handler URL from the account settings, not per message.
+        typer.echo(f"SMSC handler URL (User settings): {smsc_callback_url(settings.public_url)}")
 
 
 @app.command()

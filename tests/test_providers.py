@@ -450,3 +450,19 @@ def test_one_off_send_reports_retry_as_failed() -> None:
     p = twilio(lambda r: httpx.Response(503))
     assert p.send("+15551234567", "Cafe", "code").status == "failed"
     assert classify_exception(httpx.ConnectError("x")).status == "retry"
+
+
+def test_validate_config_gives_the_smsc_handler_url_in_utf8(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cloud_bridge.cli import app
+
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path}"\npublic_url = "https://bridge.example"\n'
+        '[provider]\nkind = "smsc"\n[provider.smsc]\nlogin = "l"\npassword = "p"\n'
+    )
+    out = CliRunner().invoke(app, ["validate-config", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1" in out.output
+    assert "smsc-pass-9731" not in out.output
