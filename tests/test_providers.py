@@ -460,7 +460,7 @@ def test_validate_config_gives_the_smsc_handler_url_in_utf8(tmp_path) -> None:  
     cfg = tmp_path / "bridge.toml"
     cfg.write_text(
         f'data_dir = "{tmp_path}"\npublic_url = "https://bridge.example"\n'
-        '[provider]\nkind = "smsc"\n[provider.smsc]\nlogin = "l"\npassword = "p"\n'
+        '[provider]\nkind = "smsc"\n[provider.smsc]\nlogin = "l"\npassword = "smsc-pass-9731"\n'
     )
     out = CliRunner().invoke(app, ["validate-config", str(cfg)])
     assert out.exit_code == 0, out.output
