@@ -344,7 +344,7 @@ def twilio_status(
     state = TWILIO_STATUSES.get(status)
     if state is None:
         return None
-    code = int(error_code) if str(error_code or "").isdigit() else None
+    code = int(str(error_code)) if str(error_code or "").isdigit() else None
     if state in ("accepted", "delivered"):
         return StatusResult(state, provider_id=sid)  # type: ignore[arg-type]
     action: Action | None = "invalid_number" if code in _TWILIO_INVALID else None

@@ -26,7 +26,7 @@ from cloud_bridge import cli
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.deliver import Deliverer, DeliveryOptions
 from cloud_bridge.inbound import gateway_signature, inbound_router
-from cloud_bridge.providers import make_provider, twilio_signature
+from cloud_bridge.providers import Outgoing, make_provider, twilio_signature
 from cloud_bridge.ratelimit import TokenBucket
 from cloud_bridge.store import BridgeStore
 
@@ -173,6 +173,20 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
         # A direct one-off send (the enrolment code path) and a lookup of each kind.
         provider.send(phones[0], "Cafe", "Your code is 493817")
         bodies.append("Your code is 493817")
+        looked = {
+            provider.status(
+                Outgoing(key=k, to=phones[0], sender="Cafe", body=b, attempt_at=now)
+            ).status
+            for k, b in (("k-other", "Another text"), ("k-none", "Never sent"))
+        }
+        if fake is not None:
+            # reconcile found / not found / unknown, each taken
+            assert d.counters.retried and d.counters.unknown and d.counters.reconciled
+            reasons = " ".join(r["detail"] for r in store.query("SELECT detail FROM send_log"))
+            assert "safe to send again" in reasons, reasons[-2000:]  # not found, sent again
+            assert "status API: accepted" in reasons or "status API: delivered" in reasons
+        if kind == "twilio":
+            assert looked == {"error"}  # another message to that number: absence unproven
 
         app = FastAPI()
         app.include_router(inbound_router(store, settings))
