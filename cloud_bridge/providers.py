@@ -668,6 +668,14 @@ class SmscProvider(_OneOff):
             )
         return SendResult("unknown", error="answer without id or error_code")
 
+    def send(self, to: str, sender: str, body: str) -> SendResult:
+        """A one-off text (an enrolment code, unique each time): error 4 refused this request
+        and no identical one came before it, so it surely was not sent."""
+        result = super().send(to, sender, body)
+        if result.status == "unknown" and result.code == "4":
+            return SendResult("failed", error=result.error, code="4")
+        return result
+
     def _error(self, code: int | None) -> SendResult:
         reason = f"SMSC {code}: {SMSC_ERRORS.get(code or 0, 'unknown error')}"
         if code == 4:

@@ -466,3 +466,10 @@ def test_validate_config_gives_the_smsc_handler_url_in_utf8(tmp_path) -> None:  
     assert out.exit_code == 0, out.output
     assert "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1" in out.output
     assert "smsc-pass-9731" not in out.output
+
+
+def test_smsc_one_off_send_blocked_is_failed_not_unknown() -> None:
+    """An enrolment code is unique: error 4 means this (only) request was not sent."""
+    blocked = smsc(lambda r: httpx.Response(200, json={"error": "blocked", "error_code": 4}))
+    assert blocked.send("+79161234502", "Cafe", "code 5521").status == "failed"
+    assert blocked.submit(MSG).status == "unknown"  # an offer may have had an earlier copy
