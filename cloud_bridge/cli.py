@@ -45,6 +45,10 @@ def _logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request URL at INFO (a provider URL may carry a phone number): off.
+    from cloud_bridge.providers import quiet_http_client_logs
+
+    quiet_http_client_logs()
 
 
 def _load(config: Path | None) -> BridgeSettings:
@@ -354,6 +358,11 @@ def validate_config(
     config = _one_config(file, config)
     settings = _load(config)
     typer.echo(f"{config}: OK (database {settings.database_path()})")
+    if settings.provider.kind == "smsc":
+        from cloud_bridge.inbound import smsc_callback_url
+
+        # SMSC takes its handler URL from the account settings, not per message.
+        typer.echo(f"SMSC handler URL (User settings): {smsc_callback_url(settings.public_url)}")
 
 
 @app.command()

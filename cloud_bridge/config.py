@@ -48,6 +48,13 @@ class TwilioSettings(_Section):
     base_url: str = Field(
         "https://api.twilio.com", description="Twilio API base URL", pattern=r"^https?://"
     )
+    absent_after_s: float = Field(
+        60.0,
+        description="a send whose answer was lost is believed not taken (and sent again) only "
+        "if Twilio's message list shows nothing to that number this long after the attempt",
+        ge=0,
+        le=3600,
+    )
 
     def auth_token_value(self) -> str | None:
         return read_secret(self.auth_token, self.auth_token_file, "Twilio auth token")

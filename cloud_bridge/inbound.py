@@ -5,7 +5,9 @@ Routes (FastAPI):
 * ``POST /sms/twilio/status`` and ``/sms/twilio/inbound``: form posts signed with
   ``X-Twilio-Signature`` (HMAC-SHA1 of the URL and the sorted parameters, auth token as key).
 * ``POST /sms/smsc/callback``: SMSC.ru status notices and incoming SMS (``md5`` check field
-  over the fields and the API password).
+  over the fields and the API password). SMSC posts in the charset the handler URL asks for
+  (``smsc_callback_url`` gives ``...?charset=utf-8&md5=1``), else in windows-1251, its default; the
+  body is decoded in that charset and the md5 is checked over the bytes SMSC sent.
 * ``POST /sms/http/status`` and ``/sms/http/inbound``: the generic gateway's JSON, signed with
   ``X-Passby-Signature: t=UNIX,v1=HEX`` (HMAC-SHA256 of ``t.body``), ``t`` within
   ``delivery.webhook_max_age_s``.
@@ -30,6 +32,7 @@ import logging
 import re
 import time
 import unicodedata
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -38,7 +41,14 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from cloud_bridge.errors import ReplayError, SignatureError, WebhookError
-from cloud_bridge.providers import StatusResult, twilio_signature
+from cloud_bridge.providers import (
+    SMSC_STATUS_STATES,
+    TWILIO_STATUSES,
+    StatusResult,
+    smsc_status,
+    twilio_signature,
+    twilio_status,
+)
 from cloud_bridge.sms_text import confirmation_text
 from cloud_bridge.store import BridgeStore
 
@@ -50,6 +60,11 @@ __all__ = [
     "handle_inbound",
     "optout",
     "smsc_signature",
+    "smsc_callback_url",
+    "smsc_form",
+    "SMSC_CHARSETS",
+    "TWILIO_STATUSES",
+    "SMSC_STATUS_STATES",
     "gateway_signature",
     "inbound_router",
 ]
@@ -286,9 +301,62 @@ def _link_context(store: BridgeStore, token: str) -> tuple[str, str]:
 # -- signatures ------------------------------------------------------------------------------------
 
 
-def smsc_signature(fields: list[str], password: str) -> str:
-    """SMSC callback check field: md5 of the fields and the API password joined by ':'."""
-    return hashlib.md5(":".join([*fields, password]).encode()).hexdigest()  # noqa: S324
+# The charsets SMSC can post callbacks in (``?charset=`` of the handler URL); its default is
+# windows-1251.
+SMSC_CHARSETS: Final = ("utf-8", "windows-1251", "koi8-r")
+SMSC_DEFAULT_CHARSET: Final = "windows-1251"
+
+
+def smsc_callback_url(public_url: str) -> str:
+    """The handler URL to enter in SMSC's account settings: callbacks in UTF-8, with the md5
+    check field (SMSC adds it when the handler URL names ``md5``)."""
+    return public_url.rstrip("/") + "/sms/smsc/callback?charset=utf-8&md5=1"
+
+
+def smsc_signature(fields: list[str], password: str, charset: str = "utf-8") -> str:
+    """SMSC callback check field: md5 of the fields and the API password joined by ':', over
+    the bytes in the charset the callback was posted in (status: id, phone, status; incoming
+    SMS: sms_id, phone, mes, to)."""
+    data = ":".join([*fields, password]).encode(charset)
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - SMSC's documented check field
+
+
+def _smsc_charset(query_charset: str | None, content_type: str) -> str:
+    """The charset of an SMSC callback: the handler URL's ``charset``, else the content type's,
+    else SMSC's default (windows-1251)."""
+    given = query_charset
+    if not given:
+        match = re.search(r"charset=\s*\"?([A-Za-z0-9_.:-]+)", content_type or "")
+        given = match.group(1) if match else None
+    name = (given or SMSC_DEFAULT_CHARSET).strip().lower()
+    name = {"utf8": "utf-8", "cp1251": "windows-1251", "win-1251": "windows-1251"}.get(name, name)
+    if name not in SMSC_CHARSETS:
+        raise WebhookError(
+            f"SMSC callback charset {given!r} is not one SMSC uses ({', '.join(SMSC_CHARSETS)})"
+        )
+    return name
+
+
+def smsc_form(body: bytes, charset: str) -> dict[str, str]:
+    """An SMSC callback's form fields, decoded in ``charset``; bytes that do not fit it are
+    refused whole (WebhookError), never guessed at."""
+    try:
+        text = body.decode("ascii")  # percent-encoded, as SMSC posts
+    except UnicodeDecodeError:
+        try:
+            text = body.decode(charset)
+        except UnicodeDecodeError:
+            raise WebhookError(f"SMSC callback body is not valid {charset}") from None
+    try:
+        pairs = urllib.parse.parse_qsl(
+            text, keep_blank_values=True, encoding=charset, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise WebhookError(
+            f"SMSC callback is not valid {charset}: set the handler URL in SMSC's settings to "
+            "…/sms/smsc/callback?charset=utf-8 (or leave charset out for windows-1251)"
+        ) from None
+    return dict(pairs)
 
 
 def gateway_signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -329,12 +397,6 @@ def _check_twilio(
 
 
 # -- router ----------------------------------------------------------------------------------------
-
-_TWILIO_RECEIPT = {
-    "queued": "accepted", "accepted": "accepted", "scheduled": "accepted", "sending": "accepted",
-    "sent": "accepted", "delivered": "delivered", "read": "delivered",
-    "undelivered": "undelivered", "failed": "failed", "canceled": "failed",
-}  # fmt: skip
 
 
 def inbound_router(store: BridgeStore, settings: Any | None) -> APIRouter:
@@ -403,7 +465,7 @@ def inbound_router(store: BridgeStore, settings: Any | None) -> APIRouter:
         return settings.provider.twilio.auth_token_value() if settings is not None else None
 
     @router.post("/sms/twilio/status", include_in_schema=False)
-    async def twilio_status(request: Request) -> Response:
+    async def twilio_status_callback(request: Request) -> Response:
         form = await request.form()
         params = [(k, str(v)) for k, v in form.multi_items()]
 
@@ -412,27 +474,12 @@ def inbound_router(store: BridgeStore, settings: Any | None) -> APIRouter:
                 raise HTTPException(404, "Twilio is not the configured provider")
             _check_twilio(twilio_token(), request, public_url, params)
             p = dict(params)
-            state = _TWILIO_RECEIPT.get(p.get("MessageStatus", ""), "")
-            if state:
-                code = p.get("ErrorCode") or None
-                from cloud_bridge.providers import TwilioProvider
-
-                refused = (
-                    TwilioProvider._refused(int(code), state) if code and code.isdigit() else None
-                )
-                receipt(
-                    request,
-                    StatusResult(
-                        state,  # type: ignore[arg-type]
-                        provider_id=p.get("MessageSid"),
-                        error=refused.error if refused and state != "accepted" else None,
-                        code=code,
-                        action=refused.action if refused and state != "accepted" else None,
-                    ),
-                    request.query_params.get("key"),
-                    p.get("MessageSid"),
-                    p.get("MessageStatus", ""),
-                )
+            raw = p.get("MessageStatus", "")
+            status = twilio_status(raw, p.get("MessageSid"), p.get("ErrorCode"))
+            if status is None:
+                log.info("Twilio status callback %r: not an outbound status; ignored", raw[:40])
+            else:
+                receipt(request, status, request.query_params.get("key"), p.get("MessageSid"), raw)
             return Response(status_code=204)
 
         return run(go)
@@ -462,52 +509,39 @@ def inbound_router(store: BridgeStore, settings: Any | None) -> APIRouter:
     # SMSC.ru ----------------------------------------------------------------------------------
     @router.post("/sms/smsc/callback", include_in_schema=False)
     async def smsc_callback(request: Request) -> Response:
-        form = await request.form()
-        p = {k: str(v) for k, v in form.items()}
+        body = await request.body()
 
         def go() -> Response:
             if kind != "smsc" or settings is None:
                 raise HTTPException(404, "SMSC is not the configured provider")
+            charset = _smsc_charset(
+                request.query_params.get("charset"), request.headers.get("content-type", "")
+            )
+            p = smsc_form(body, charset)
             password = settings.provider.smsc.password_value() or ""
             if "mes" in p:  # an incoming SMS
-                fields = [
-                    p.get("sms_id", ""),
-                    p.get("phone", ""),
-                    p.get("mes", ""),
-                    p.get("to", ""),
-                ]
+                fields = [p.get(k, "") for k in ("sms_id", "phone", "mes", "to")]
             else:
-                fields = [p.get("id", ""), p.get("phone", ""), p.get("status", "")]
-            if not hmac.compare_digest(p.get("md5", ""), smsc_signature(fields, password)):
+                fields = [p.get(k, "") for k in ("id", "phone", "status")]
+            try:
+                expected = smsc_signature(fields, password, charset)
+            except UnicodeEncodeError:
+                expected = ""
+            if not expected or not hmac.compare_digest(p.get("md5", ""), expected):
                 raise SignatureError("bad SMSC md5 check field")
             if "mes" in p:
                 inbound(
                     request, "smsc", p.get("sms_id", ""), p.get("phone", ""), p.get("to"), p["mes"]
                 )
+                return Response("OK", media_type="text/plain")
+            raw = p.get("status", "").strip()
+            code = int(raw) if re.fullmatch(r"-?\d+", raw) else None
+            status = smsc_status(code, p.get("id")) if code is not None else None
+            if status is None or status.status == "not_found":
+                # Not a state we can place (undocumented, or "not found"): changes nothing.
+                log.info("SMSC status callback %r: not a delivery state; ignored", raw[:8])
             else:
-                from cloud_bridge.providers import SMSC_STATUSES
-
-                code = int(p.get("status", "-3") or -3)
-                state = (
-                    "accepted" if code in (-1, 0) else
-                    "delivered" if code in (1, 2, 4) else
-                    "failed" if code in (22, 23, 24, 25) else "undelivered"
-                )  # fmt: skip
-                receipt(
-                    request,
-                    StatusResult(
-                        state,  # type: ignore[arg-type]
-                        provider_id=p.get("id"),
-                        error=None
-                        if state in ("accepted", "delivered")
-                        else f"SMSC status {code}: {SMSC_STATUSES.get(code, 'unknown')}",
-                        code=str(code),
-                        action="invalid_number" if code in (22, 25) else None,
-                    ),
-                    None,
-                    p.get("id"),
-                    str(code),
-                )
+                receipt(request, status, None, p.get("id"), raw)
             return Response("OK", media_type="text/plain")
 
         return run(go)

@@ -5,17 +5,29 @@ machine needs to know:
 
 * ``accepted``: the provider took the message (with its id).
 * ``retry``: the provider surely did not take it: the connection was never made (refused, DNS,
-  connect timeout), or it answered 429/503 (honour ``Retry-After``), 500/502 (an error before
-  processing), or a provider code that means "not now" (SMSC 4). Safe to send again.
-* ``failed``: the provider refused it for good (bad number, opted out, forbidden text); the
-  ``action`` says what else must happen (``opt_out``: revoke consent; ``invalid_number``: flag).
+  connect timeout), or it answered 429/503 (honour ``Retry-After``) or 500/502 (an error before
+  processing). Safe to send again.
+* ``failed``: the provider refused it for good (bad number, opted out, forbidden text, 501/505:
+  a request it cannot serve); the ``action`` says what else must happen (``opt_out``: revoke
+  consent; ``invalid_number``: flag).
 * ``unknown``: the request may have been processed but we did not see the answer (read timeout,
-  dropped connection, 504, SMSC 9 "identical request"). Never sent again blindly: the
-  deliverer asks ``status(Outgoing)`` or waits for a receipt.
+  dropped connection, 504 and every other 5xx, SMSC 9 "identical request", SMSC 4 "address
+  blocked", after which an earlier identical request may have gone out). Never sent again
+  blindly: the deliverer asks ``status(Outgoing)`` (after ``retry_after``) or waits for a
+  receipt.
 
 ``status(Outgoing) -> StatusResult`` asks the provider's status API about one message, by its
 provider id when we have one, else by our own key (SMSC's client-chosen ``id``) or by recipient,
-body and time (Twilio's message list). ``not_found`` means the provider never took it.
+body and time (Twilio's message list). ``not_found`` is returned only when the provider
+positively shows it does not have the message (what allows a second send); anything less
+certain is ``error`` (ask again later, never resend). Twilio's and SMSC's statuses are mapped by
+one table each (``TWILIO_STATUSES``, ``SMSC_STATUS_STATES``), used by the status lookup and by
+the status callbacks alike.
+
+Credentials and phone numbers travel in request bodies or headers (Twilio: Basic auth and form
+bodies; SMSC: POST bodies for send.php and status.php), except Twilio's message list, whose
+``To`` filter exists only as a query parameter. The HTTP client's own request log (httpx at
+INFO writes every URL) is silenced by ``quiet_http_client_logs``.
 
 Providers: Twilio (Messages API, form-encoded, Basic auth; ``twilio_signature`` checks
 callbacks), SMSC.ru (HTTP API, alphanumeric senders, error codes 1-9, status codes), a generic
@@ -37,9 +49,9 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 
@@ -58,7 +70,13 @@ __all__ = [
     "TWILIO_ERRORS",
     "SMSC_ERRORS",
     "SMSC_STATUSES",
+    "SMSC_STATUS_STATES",
+    "TWILIO_STATUSES",
+    "TWILIO_MAX_VALIDITY_S",
     "classify_exception",
+    "quiet_http_client_logs",
+    "smsc_status",
+    "twilio_status",
     "retry_after_s",
     "twilio_signature",
     "make_provider",
@@ -175,18 +193,30 @@ def classify_exception(exc: httpx.HTTPError) -> SendResult:
 
 
 def _retry_for_status(r: httpx.Response) -> SendResult | None:
-    """HTTP statuses that say "not processed, try later"; 504 says "maybe processed"."""
-    if r.status_code in (429, 503):
+    """What a 429 or 5xx says about a send request (None for other statuses):
+
+    * 429, 503: busy, not processed: retry (honour ``Retry-After``);
+    * 500, 502: an error before processing: retry;
+    * 501, 505: the provider cannot serve this request at all: failed (a configuration error);
+    * 504 and every other 5xx (507, 508, 520-599 ...): maybe processed: unknown, ask.
+    """
+    status = r.status_code
+    if status in (429, 503):
         return SendResult(
             "retry",
-            error=f"HTTP {r.status_code} (provider busy)",
+            error=f"HTTP {status} (provider busy)",
             retry_after=retry_after_s(r.headers.get("Retry-After")),
-            code=str(r.status_code),
+            code=str(status),
         )
-    if r.status_code in (500, 502):
-        return SendResult("retry", error=f"HTTP {r.status_code} (provider error before processing)")
-    if r.status_code == 504:
-        return SendResult("unknown", error="HTTP 504 (gateway timeout: maybe processed)")
+    if status in (500, 502):
+        return SendResult("retry", error=f"HTTP {status} (provider error before processing)")
+    if status in (501, 505):
+        return SendResult(
+            "failed", error=f"HTTP {status} (the provider cannot serve this request)",
+            code=str(status),
+        )  # fmt: skip
+    if 500 <= status < 600:
+        return SendResult("unknown", error=f"HTTP {status} (server error: maybe processed)")
     return None
 
 
@@ -255,8 +285,30 @@ TWILIO_ERRORS: dict[int, str] = {
     30008: "unknown error",
 }
 _TWILIO_INVALID = {21211, 21614, 30005, 30006}
-_TWILIO_ACCEPTED = {"queued", "accepted", "scheduled", "sending", "sent", "receiving", "received"}
-_TWILIO_DELIVERED = {"delivered", "read"}
+# Every status Twilio's Message resource defines, as the delivery state machine reads it. The
+# status lookup and the status callback both use this table. None: not a status of an outbound
+# message (the lookup answers "error", the callback is ignored).
+TWILIO_STATUSES: Final[dict[str, str | None]] = {
+    "queued": "accepted",
+    "accepted": "accepted",  # taken by a Messaging Service
+    "scheduled": "accepted",  # to go out at its SendAt
+    "sending": "accepted",
+    "sent": "accepted",  # handed to the carrier; no delivery receipt yet
+    "delivered": "delivered",
+    "read": "delivered",  # WhatsApp/RCS: read by the recipient
+    "undelivered": "undelivered",
+    "partially_delivered": "undelivered",  # some parts never arrived; it went out, never resend
+    "failed": "failed",
+    "canceled": "failed",  # a scheduled message canceled before it went out; never resend
+    "receiving": None,  # inbound statuses: an incoming message's sid is never ours
+    "received": None,
+}
+# Twilio's documented range of ValidityPeriod (error 21624 outside it): 1 .. 36 000 s (10 h).
+TWILIO_MAX_VALIDITY_S: Final = 36000
+# How far before our attempt a message Twilio lists may be dated (clock skew between us and
+# Twilio): a message to the same number inside this window with another text makes absence
+# unprovable.
+TWILIO_LIST_SKEW_S: Final = 300.0
 
 
 def _twilio_reason(code: int | None, fallback: str) -> str:
@@ -284,11 +336,45 @@ def _twilio_time(value: str | None) -> float | None:
         return None
 
 
+def twilio_status(
+    status: str, sid: str | None = None, error_code: str | int | None = None
+) -> StatusResult | None:
+    """One Twilio status (lookup or callback) as a StatusResult; None if it is not one of an
+    outbound message's statuses (``TWILIO_STATUSES``)."""
+    state = TWILIO_STATUSES.get(status)
+    if state is None:
+        return None
+    code = int(str(error_code)) if str(error_code or "").isdigit() else None
+    if state in ("accepted", "delivered"):
+        return StatusResult(state, provider_id=sid)  # type: ignore[arg-type]
+    action: Action | None = "invalid_number" if code in _TWILIO_INVALID else None
+    if code == 21610:
+        action = "opt_out"
+    return StatusResult(
+        state,  # type: ignore[arg-type]
+        provider_id=sid,
+        error=_twilio_reason(code, status.replace("_", " ")),
+        code=None if code is None else str(code),
+        action=action,
+    )
+
+
 class TwilioProvider(_OneOff):
-    """Twilio Messages API: ``POST /2010-04-01/Accounts/{sid}/Messages.json``."""
+    """Twilio Messages API: ``POST /2010-04-01/Accounts/{sid}/Messages.json``.
+
+    Twilio has no idempotency key, and its list hides nothing but filters badly: a message still
+    queued has no ``date_sent``, so a ``DateSent`` filter misses it. A send without a sid is
+    looked up in the full list of messages to its number (no date filter, every page, up to
+    ``max_pages``); it is "not found" only if no message to that number was created since
+    shortly before the attempt, and only ``absent_after_s`` after the attempt (a request still
+    in flight at Twilio has finished by then). Any other message to that number in the window
+    (Smart Encoding or link shortening may have changed our text) makes absence unprovable:
+    "error", never a second send. The status callback, which carries our key, settles it."""
 
     name = "twilio"
     can_reconcile = True
+    absent_after_s = 60.0
+    max_pages = 5
 
     def __init__(
         self,
@@ -297,6 +383,7 @@ class TwilioProvider(_OneOff):
         auth_token: str,
         messaging_service_sid: str | None = None,
         base_url: str = "https://api.twilio.com",
+        absent_after_s: float = 60.0,
     ) -> None:
         if not account_sid or not auth_token:
             raise ProviderConfigError("twilio needs provider.twilio.account_sid and auth_token")
@@ -304,7 +391,9 @@ class TwilioProvider(_OneOff):
         self.account_sid = account_sid
         self.auth = (account_sid, auth_token)
         self.messaging_service_sid = messaging_service_sid
-        self.base = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}"
+        self.absent_after_s = absent_after_s
+        self.host = base_url.rstrip("/")
+        self.base = f"{self.host}/2010-04-01/Accounts/{account_sid}"
         self.account = f"twilio:{account_sid}"
 
     def submit(self, msg: Outgoing) -> SendResult:
@@ -316,7 +405,8 @@ class TwilioProvider(_OneOff):
         if msg.status_callback:
             data["StatusCallback"] = msg.status_callback
         if msg.validity_s:
-            data["ValidityPeriod"] = str(min(14400, max(1, int(msg.validity_s))))
+            # The offer's remaining life, within Twilio's documented limit.
+            data["ValidityPeriod"] = str(min(TWILIO_MAX_VALIDITY_S, max(1, int(msg.validity_s))))
         try:
             r = self.client.post(f"{self.base}/Messages.json", data=data, auth=self.auth)
         except httpx.HTTPError as exc:
@@ -359,28 +449,14 @@ class TwilioProvider(_OneOff):
             action=action,
         )
 
-    def _status_of(self, m: dict[str, Any]) -> StatusResult:
+    @staticmethod
+    def _status_of(m: dict[str, Any]) -> StatusResult:
         sid = str(m.get("sid") or "") or None
         status = str(m.get("status") or "")
-        code = m.get("error_code")
-        code_i = int(code) if code not in (None, "") else None
-        if status in _TWILIO_DELIVERED:
-            return StatusResult("delivered", provider_id=sid)
-        if status in _TWILIO_ACCEPTED:
-            return StatusResult("accepted", provider_id=sid)
-        action: Action | None = "invalid_number" if code_i in _TWILIO_INVALID else None
-        if code_i == 21610:
-            action = "opt_out"
-        state: Literal["undelivered", "failed"] = (
-            "undelivered" if status == "undelivered" else "failed"
-        )
-        return StatusResult(
-            state,
-            provider_id=sid,
-            error=_twilio_reason(code_i, status or "failed"),
-            code=None if code_i is None else str(code_i),
-            action=action,
-        )
+        found = twilio_status(status, sid, m.get("error_code"))
+        if found is None:
+            return StatusResult("error", provider_id=sid, error=f"Twilio status {status!r}")
+        return found
 
     def status(self, msg: Outgoing) -> StatusResult:
         try:
@@ -391,22 +467,52 @@ class TwilioProvider(_OneOff):
                 if r.status_code != 200:
                     return StatusResult("error", error=f"status API HTTP {r.status_code}")
                 return self._status_of(_json(r))
-            # No sid (the answer was lost): look for our message in the account's list.
-            since = datetime.fromtimestamp(msg.attempt_at - 86400, UTC).strftime("%Y-%m-%d")
-            r = self.client.get(
-                f"{self.base}/Messages.json",
-                params={"To": msg.to, "DateSent>": since, "PageSize": "100"},
-                auth=self.auth,
-            )
+            return self._lookup_without_sid(msg)
         except httpx.HTTPError as exc:
             return StatusResult("error", error=f"status API: {type(exc).__name__}")
-        if r.status_code != 200:
-            return StatusResult("error", error=f"status API HTTP {r.status_code}")
-        for m in _json(r).get("messages") or []:
-            created = _twilio_time(m.get("date_created"))
-            if m.get("body") == msg.body and (created is None or created >= msg.attempt_at - 120):
-                return self._status_of(m)
-        return StatusResult("not_found")
+
+    def _lookup_without_sid(self, msg: Outgoing) -> StatusResult:
+        """Our message among every message Twilio lists for its number (see the class)."""
+        since = msg.attempt_at - TWILIO_LIST_SKEW_S
+        url: str | None = f"{self.base}/Messages.json"
+        params: dict[str, str] | None = {"To": msg.to, "PageSize": "1000"}
+        others = 0
+        for _ in range(self.max_pages):
+            assert url is not None
+            r = self.client.get(url, params=params, auth=self.auth)
+            if r.status_code != 200:
+                return StatusResult("error", error=f"status API HTTP {r.status_code}")
+            page = _json(r)
+            for m in page.get("messages") or []:
+                if str(m.get("direction") or "").startswith("inbound"):
+                    continue
+                created = _twilio_time(m.get("date_created"))
+                if created is not None and created < since:
+                    continue
+                if m.get("body") == msg.body:
+                    return self._status_of(m)
+                others += 1
+            nxt = page.get("next_page_uri")
+            if not nxt:
+                break
+            url, params = f"{self.host}{nxt}", None
+        else:
+            return StatusResult(
+                "error", error=f"more than {self.max_pages} pages of messages to this number"
+            )
+        if others:
+            return StatusResult(
+                "error",
+                error=f"{others} other message(s) to this number at that time: absence cannot "
+                "be proven; waiting for the status callback",
+            )
+        if time.time() - msg.attempt_at < self.absent_after_s:
+            return StatusResult(
+                "error",
+                error=f"not listed yet; absence is believed {self.absent_after_s:.0f} s after "
+                "the attempt",
+            )
+        return StatusResult("not_found", error="Twilio lists no message to this number since")
 
 
 # -- SMSC.ru -------------------------------------------------------------------------------------
@@ -416,16 +522,28 @@ SMSC_ERRORS: dict[int, str] = {
     1: "parameter error",
     2: "invalid login or password",
     3: "insufficient funds",
-    4: "IP temporarily blocked after frequent errors",
+    4: "address temporarily blocked (frequent errors or repeated requests)",
     5: "invalid date format",
     6: "message forbidden (by text or sender name)",
     7: "invalid phone number format",
     8: "message cannot be delivered to this number",
     9: "identical send request repeated within a minute",
 }
-# status.php message statuses.
+# status.php error codes: 3 is "message not found" (a single-message lookup; a multiple one
+# answers status -3 instead), 4 the same address block as send.php's, 9 too many lookups of
+# one message within a minute.
+SMSC_STATUS_ERRORS: dict[int, str] = {
+    1: "parameter error",
+    2: "invalid login or password",
+    3: "message not found",
+    4: "address temporarily blocked",
+    5: "error deleting the message",
+    9: "more than five lookups of one message within a minute",
+}
+# status.php / callback message statuses.
 SMSC_STATUSES: dict[int, str] = {
     -3: "message not found",
+    -2: "stopped",
     -1: "waiting to be sent",
     0: "passed to the operator",
     1: "delivered",
@@ -438,6 +556,46 @@ SMSC_STATUSES: dict[int, str] = {
     24: "insufficient funds",
     25: "unavailable number",
 }
+# Every SMSC status as the delivery state machine reads it (status lookup and callback alike).
+# A code not listed here is not guessed at: the lookup answers "error", the callback is ignored.
+SMSC_STATUS_STATES: Final[dict[int, str]] = {
+    -3: "not_found",
+    -2: "failed",  # stopped (by the account or SMSC) before it went out; never resend
+    -1: "accepted",
+    0: "accepted",
+    1: "delivered",
+    2: "delivered",
+    4: "delivered",  # the recipient followed a link in it
+    3: "undelivered",  # expired in the network
+    20: "undelivered",
+    22: "failed",
+    23: "failed",
+    24: "failed",
+    25: "failed",
+}
+_SMSC_INVALID = {22, 25}
+# SMSC's FAQ: an address is blocked for 10 (frequent errors) or 30 minutes. A send refused with
+# error 4 is asked about, not resent, once the shorter block is over.
+SMSC_BLOCK_S: Final = 600.0
+
+
+def smsc_status(code: int, pid: str | None = None) -> StatusResult | None:
+    """One SMSC status code (lookup or callback) as a StatusResult; None if not documented."""
+    state = SMSC_STATUS_STATES.get(code)
+    if state is None:
+        return None
+    reason = f"SMSC status {code}: {SMSC_STATUSES[code]}"
+    if state == "not_found":
+        return StatusResult("not_found", error=reason)
+    if state in ("accepted", "delivered"):
+        return StatusResult(state, provider_id=pid)  # type: ignore[arg-type]
+    return StatusResult(
+        state,  # type: ignore[arg-type]
+        provider_id=pid,
+        error=reason,
+        code=str(code),
+        action="invalid_number" if code in _SMSC_INVALID else None,
+    )
 
 
 def smsc_validity(seconds: int | None) -> str | None:
@@ -449,10 +607,12 @@ def smsc_validity(seconds: int | None) -> str | None:
 
 
 class SmscProvider(_OneOff):
-    """SMSC.ru HTTP API: ``/sys/send.php`` and ``/sys/status.php`` with ``fmt=3`` (JSON)."""
+    """SMSC.ru HTTP API: ``/sys/send.php`` and ``/sys/status.php`` with ``fmt=3`` (JSON), both by
+    POST (SMSC takes GET or POST), so the password and the phone never sit in a URL."""
 
     name = "smsc"
     can_reconcile = True
+    block_s = SMSC_BLOCK_S
 
     def __init__(
         self,
@@ -498,7 +658,7 @@ class SmscProvider(_OneOff):
         if r.status_code != 200 or not body:
             return SendResult("unknown", error=f"HTTP {r.status_code} without a JSON answer")
         if "error_code" in body:
-            return self._error(int(body["error_code"]), self.duplicate_window_s)
+            return self._error(_int(body["error_code"]))
         if "id" in body:
             cnt = body.get("cnt")
             return SendResult(
@@ -508,46 +668,66 @@ class SmscProvider(_OneOff):
             )
         return SendResult("unknown", error="answer without id or error_code")
 
-    @staticmethod
-    def _error(code: int, window_s: float = 60.0) -> SendResult:
-        reason = f"SMSC {code}: {SMSC_ERRORS.get(code, 'unknown error')}"
+    def send(self, to: str, sender: str, body: str) -> SendResult:
+        """A one-off text (an enrolment code, unique each time): error 4 refused this request
+        and no identical one came before it, so it surely was not sent."""
+        result = super().send(to, sender, body)
+        if result.status == "unknown" and result.code == "4":
+            return SendResult("failed", error=result.error, code="4")
+        return result
+
+    def _error(self, code: int | None) -> SendResult:
+        reason = f"SMSC {code}: {SMSC_ERRORS.get(code or 0, 'unknown error')}"
         if code == 4:
-            return SendResult("retry", error=reason, retry_after=60.0, code=str(code))
+            # The address is blocked; this request was not processed, but the block may be for
+            # repeated identical requests, so an earlier copy may have gone out. Wait out the
+            # block, then ask; never resend blindly.
+            return SendResult("unknown", error=reason, code="4", retry_after=self.block_s)
         if code == 9:
             # "Identical request within a minute": an earlier identical request reached SMSC,
             # so the message may be on its way. Ask (after the window), never resend blindly.
-            return SendResult("unknown", error=reason, code=str(code), retry_after=window_s)
+            return SendResult(
+                "unknown", error=reason, code="9", retry_after=self.duplicate_window_s
+            )
+        if code is None:
+            return SendResult("unknown", error="SMSC answered an error without a code")
         action: Action | None = "invalid_number" if code in (7, 8) else None
         return SendResult("failed", error=reason, code=str(code), action=action)
 
     def status(self, msg: Outgoing) -> StatusResult:
-        params = {**self._auth(), "phone": msg.to, "id": str(msg.numeric_id)}
+        data = {**self._auth(), "phone": msg.to, "id": str(msg.numeric_id)}
         try:
-            r = self.client.get(f"{self.base}/sys/status.php", params=params)
+            r = self.client.post(f"{self.base}/sys/status.php", data=data)
         except httpx.HTTPError as exc:
             return StatusResult("error", error=f"status API: {type(exc).__name__}")
         body = _json(r)
         if r.status_code != 200 or not body:
             return StatusResult("error", error=f"status API HTTP {r.status_code}")
         if "error_code" in body:
-            code = int(body["error_code"])
-            return StatusResult("error", error=f"SMSC status error {code}", code=str(code))
-        status = int(body.get("status", -3))
-        reason = f"SMSC status {status}: {SMSC_STATUSES.get(status, 'unknown')}"
-        pid = str(msg.numeric_id)
-        if status == -3:
-            return StatusResult("not_found", error=reason)
-        if status in (-1, 0):
-            return StatusResult("accepted", provider_id=pid)
-        if status in (1, 2, 4):
-            return StatusResult("delivered", provider_id=pid)
-        if status in (22, 25):
-            return StatusResult(
-                "failed", provider_id=pid, error=reason, code=str(status), action="invalid_number"
-            )
-        if status in (23, 24):
-            return StatusResult("failed", provider_id=pid, error=reason, code=str(status))
-        return StatusResult("undelivered", provider_id=pid, error=reason, code=str(status))
+            code = _int(body["error_code"])
+            reason = f"SMSC status error {code}: {SMSC_STATUS_ERRORS.get(code or 0, 'unknown')}"
+            if code == 3:  # documented "message not found" of a single-message lookup
+                return StatusResult("not_found", error=reason, code="3")
+            return StatusResult("error", error=reason, code=None if code is None else str(code))
+        code = _int(body.get("status"))
+        if code is None:
+            # A missing or garbled status is not "not found": ask again later.
+            return StatusResult("error", error="SMSC status answer without a status")
+        found = smsc_status(code, str(msg.numeric_id))
+        if found is None:
+            return StatusResult("error", error=f"SMSC status {code}: not documented")
+        return found
+
+
+def _int(value: Any) -> int | None:
+    """An integer field of a provider's JSON (number or numeric string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return None
 
 
 # -- generic HTTP gateway --------------------------------------------------------------------------
@@ -616,6 +796,15 @@ class HttpGatewayProvider(_OneOff):
         self.client = client
         self.rules = rules
         self.account = account or f"http:{urllib.parse.urlsplit(rules.url).netloc}"
+        for name, template in (("url", rules.url), ("status_url", rules.status_url or "")):
+            private = [p for p in ("to", "body", "sender") if "{" + p + "}" in template]
+            if private:
+                log.warning(
+                    "provider.http.%s puts {%s} in the URL: phone numbers or texts will travel "
+                    "in URLs (and in any proxy's log); put them in the body if the gateway can",
+                    name,
+                    "}, {".join(private),
+                )
         self.can_reconcile = bool(rules.status_url)
 
     @staticmethod
@@ -660,9 +849,12 @@ class HttpGatewayProvider(_OneOff):
                 retry_after=retry_after_s(r.headers.get("Retry-After")),
                 code=str(r.status_code),
             )
-        if r.status_code == 504 or r.status_code in rules.success_status:
-            # 504: maybe processed. A 2xx that fails the success rule: we cannot tell.
+        if r.status_code in rules.success_status:
+            # A 2xx that fails the success rule: we cannot tell.
             return SendResult("unknown", error=f"HTTP {r.status_code}: answer not understood")
+        server = _retry_for_status(r) if r.status_code >= 500 else None
+        if server is not None:  # 5xx not in retry_status: 504 and the rest maybe processed
+            return server
         return SendResult(
             "failed", error=f"HTTP {r.status_code} from the gateway", code=str(r.status_code)
         )
@@ -713,6 +905,7 @@ def make_provider(
             t.auth_token_value() or "",
             t.messaging_service_sid,
             t.base_url,
+            t.absent_after_s,
         )
     if kind == "smsc":
         s = settings.smsc
@@ -741,8 +934,17 @@ def make_provider(
     raise ProviderConfigError(f"unknown SMS provider kind {kind!r}")
 
 
+def quiet_http_client_logs() -> None:
+    """The HTTP client's own loggers write every request URL (httpx at INFO) and connection
+    details (httpcore at DEBUG); a provider URL may carry a phone number (Twilio's list
+    filter), so they are kept at WARNING whatever the root level is."""
+    for name in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def http_client(settings: Any) -> httpx.Client:
     """The one httpx.Client a provider uses: bounded pool, explicit timeouts, no redirects."""
+    quiet_http_client_logs()
     return httpx.Client(
         timeout=httpx.Timeout(
             settings.read_timeout_s,

@@ -21,6 +21,7 @@ PUBLIC = "https://bridge.example"
 SID = "AC" + "c" * 32
 TOKEN = "twilio-token"
 PHONE = "+79160000001"
+CALLBACK_UTF8 = "/sms/smsc/callback?charset=utf-8"
 
 
 @pytest.mark.parametrize(
@@ -271,16 +272,17 @@ def test_smsc_callbacks(make_env) -> None:  # type: ignore[no-untyped-def]
     store, cid, provider, d, client = make_env("smsc")
     sid = reserve(store, cid, time.time(), provider="smsc")
     d.deliver(sid)
+    # The handler URL as smsc_callback_url() gives it: SMSC then posts UTF-8.
     fields = {"id": "R1", "phone": PHONE.lstrip("+"), "status": "1"}
     fields["md5"] = smsc_signature([fields["id"], fields["phone"], fields["status"]], "smsc-pw")
-    assert client.post("/sms/smsc/callback", data=fields).status_code == 200
+    assert client.post(CALLBACK_UTF8, data=fields).status_code == 200
     assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "delivered"
-    assert client.post("/sms/smsc/callback", data={**fields, "md5": "0" * 32}).status_code == 403
+    assert client.post(CALLBACK_UTF8, data={**fields, "md5": "0" * 32}).status_code == 403
     msg = {"sms_id": "777", "phone": PHONE.lstrip("+"), "mes": "СТОП", "to": "79000000000"}
     msg["md5"] = smsc_signature([msg["sms_id"], msg["phone"], msg["mes"], msg["to"]], "smsc-pw")
-    assert client.post("/sms/smsc/callback", data=msg).status_code == 200
+    assert client.post(CALLBACK_UTF8, data=msg).status_code == 200
     assert store.latest_consents(cid)["sms"] == "revoked"
-    assert client.post("/sms/smsc/callback", data=msg).status_code == 409
+    assert client.post(CALLBACK_UTF8, data=msg).status_code == 409
     assert "отписаны" in provider.calls[-1].body
 
 
@@ -360,3 +362,113 @@ def test_opt_out_link_of_an_erased_customer_writes_nothing(env) -> None:  # type
     store.erase_customer(cid, time.time())
     assert client.post(f"/o/{token}").status_code == 200
     assert store.consents_of(cid) == []
+
+
+# -- one Twilio status table for the callback and the lookup; SMSC callbacks as SMSC sends them
+
+
+TWILIO_CALLBACK_EXPECT = {
+    "queued": "accepted", "accepted": "accepted", "scheduled": "accepted",
+    "sending": "accepted", "sent": "accepted", "delivered": "delivered", "read": "delivered",
+    "undelivered": "undelivered", "partially_delivered": "undelivered", "failed": "failed",
+    "canceled": "failed",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("status", sorted(TWILIO_CALLBACK_EXPECT))
+def test_twilio_callback_maps_every_status(env, status: str) -> None:  # type: ignore[no-untyped-def]
+    store, cid, _, d, client = env
+    sid = reserve(store, cid, time.time(), provider="twilio")
+    d.deliver(sid)
+    params = {"MessageSid": "R1", "MessageStatus": status, "AccountSid": SID}
+    assert twilio_post(client, "/sms/twilio/status", params).status_code == 204
+    row = store.query("SELECT state FROM sends WHERE id=?", [sid])[0]
+    assert row["state"] == TWILIO_CALLBACK_EXPECT[status]
+
+
+def test_twilio_callback_and_lookup_share_one_table() -> None:
+    from cloud_bridge import inbound, providers
+
+    lookup = {
+        s: providers.TwilioProvider._status_of({"sid": "SM1", "status": s}).status
+        for s in TWILIO_CALLBACK_EXPECT
+    }
+    assert lookup == TWILIO_CALLBACK_EXPECT
+    assert inbound.TWILIO_STATUSES is providers.TWILIO_STATUSES
+
+
+@pytest.mark.parametrize("status", ["receiving", "received", "no-such-status"])
+def test_twilio_callback_of_an_unknown_or_inbound_status_changes_nothing(env, status: str) -> None:  # type: ignore[no-untyped-def]
+    store, cid, _, d, client = env
+    sid = reserve(store, cid, time.time(), provider="twilio")
+    d.deliver(sid)
+    params = {"MessageSid": "R1", "MessageStatus": status, "AccountSid": SID}
+    assert twilio_post(client, "/sms/twilio/status", params).status_code == 204
+    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "accepted"
+
+
+def _smsc_post(client, fields: dict[str, str], charset: str, url_charset: str | None = None):  # type: ignore[no-untyped-def]
+    from integration.fake_providers import smsc_callback
+
+    body, headers = smsc_callback(fields, "smsc-pw", charset)
+    path = "/sms/smsc/callback" + (f"?charset={url_charset}&md5=1" if url_charset else "?md5=1")
+    return client.post(path, content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "charset,url_charset", [("windows-1251", None), ("utf-8", "utf-8"), ("koi8-r", "koi8-r")]
+)
+def test_smsc_stop_in_the_charset_smsc_used(
+    make_env, charset: str, url_charset: str | None
+) -> None:  # type: ignore[no-untyped-def]
+    """SMSC posts windows-1251 unless the handler URL asks for another charset: "СТОП" must
+    opt the customer out either way, and the md5 is over the bytes SMSC sent."""
+    store, cid, provider, _, client = make_env("smsc")
+    msg = {"sms_id": "777", "phone": PHONE.lstrip("+"), "mes": "СТОП", "to": "79000000000"}
+    r = _smsc_post(client, msg, charset, url_charset)
+    assert r.status_code == 200, r.text
+    assert store.latest_consents(cid)["sms"] == "revoked"
+    assert "отписаны" in provider.calls[-1].body
+    assert _smsc_post(client, msg, charset, url_charset).status_code == 409
+
+
+def test_smsc_callback_with_a_charset_that_does_not_fit_is_refused_whole(make_env) -> None:  # type: ignore[no-untyped-def]
+    store, cid, provider, _, client = make_env("smsc")
+    msg = {"sms_id": "778", "phone": PHONE.lstrip("+"), "mes": "СТОП", "to": "79000000000"}
+    r = _smsc_post(client, msg, "windows-1251", "utf-8")  # the URL says utf-8, bytes are 1251
+    assert r.status_code == 400 and "utf-8" in r.text
+    assert store.latest_consents(cid)["sms"] == "active" and not provider.calls
+    assert PHONE.lstrip("+") not in r.text
+
+
+@pytest.mark.parametrize(
+    "code,state",
+    [("-1", "accepted"), ("0", "accepted"), ("1", "delivered"), ("2", "delivered"),
+     ("4", "delivered"), ("3", "undelivered"), ("20", "undelivered"), ("-2", "failed"),
+     ("22", "failed"), ("23", "failed"), ("24", "failed"), ("25", "failed")],
+)  # fmt: skip
+def test_smsc_status_callbacks_map_every_status(make_env, code: str, state: str) -> None:  # type: ignore[no-untyped-def]
+    store, cid, _, d, client = make_env("smsc")
+    sid = reserve(store, cid, time.time(), provider="smsc")
+    d.deliver(sid)
+    r = _smsc_post(client, {"id": "R1", "phone": PHONE.lstrip("+"), "status": code}, "utf-8")
+    assert r.status_code == 200
+    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == state
+
+
+@pytest.mark.parametrize("code", ["-3", "77", ""])
+def test_smsc_status_callback_we_cannot_place_changes_nothing(make_env, code: str) -> None:  # type: ignore[no-untyped-def]
+    """-3 ("not found") or a code SMSC does not document is not read as a final state."""
+    store, cid, _, d, client = make_env("smsc")
+    sid = reserve(store, cid, time.time(), provider="smsc")
+    d.deliver(sid)
+    r = _smsc_post(client, {"id": "R1", "phone": PHONE.lstrip("+"), "status": code}, "utf-8")
+    assert r.status_code == 200
+    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "accepted"
+
+
+def test_smsc_callback_url_asks_for_utf8() -> None:
+    from cloud_bridge.inbound import smsc_callback_url
+
+    url = smsc_callback_url("https://bridge.example/")
+    assert url == "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1"

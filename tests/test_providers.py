@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.parse
 from collections.abc import Callable
 
@@ -110,6 +111,10 @@ def test_twilio_request_shape_and_accept() -> None:
         (500, {"code": 20500}, {}, "retry", None, None),
         (502, {}, {}, "retry", None, None),
         (504, {}, {}, "unknown", None, None),
+        (507, {}, {}, "unknown", None, None),  # any other 5xx: maybe processed, ask
+        (520, {}, {}, "unknown", None, None),
+        (501, {}, {}, "failed", None, None),  # cannot serve this request at all
+        (505, {}, {}, "failed", None, None),
         (400, {"code": 21610, "message": "unsubscribed"}, {}, "failed", "opt_out", None),
         (400, {"code": 21211, "message": "invalid"}, {}, "failed", "invalid_number", None),
         (400, {"code": 21614, "message": "not mobile"}, {}, "failed", "invalid_number", None),
@@ -154,29 +159,21 @@ def test_twilio_status_by_sid_and_by_list() -> None:
         "SM4": {"sid": "SM4", "status": "failed", "error_code": 30006},
     }
 
+    listed: list[dict[str, str]] = [
+        {"sid": "SMx", "status": "sent", "body": "other", "direction": "outbound-api",
+         "date_created": "Tue, 14 Nov 2023 22:13:20 +0000"},
+        {"sid": "SM9", "status": "queued", "body": MSG.body, "direction": "outbound-api",
+         "date_created": "Tue, 14 Nov 2023 22:13:21 +0000", "date_sent": None},  # type: ignore[dict-item]
+        {"sid": "SMin", "status": "received", "body": "STOP", "direction": "inbound",
+         "date_created": "Tue, 14 Nov 2023 22:13:22 +0000"},
+    ]  # fmt: skip
+
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path.endswith("/Messages.json"):
             assert request.url.params["To"] == MSG.to
-            return httpx.Response(
-                200,
-                json={
-                    "messages": [
-                        {
-                            "sid": "SMx",
-                            "status": "sent",
-                            "body": "other",
-                            "date_created": "Tue, 14 Nov 2023 22:13:20 +0000",
-                        },
-                        {
-                            "sid": "SM9",
-                            "status": "sent",
-                            "body": MSG.body,
-                            "date_created": "Tue, 14 Nov 2023 22:13:21 +0000",
-                        },
-                    ]
-                },
-            )
+            assert not [k for k in request.url.params if k.startswith("DateSent")]
+            return httpx.Response(200, json={"messages": listed, "next_page_uri": None})
         sid = path.rsplit("/", 1)[1].removesuffix(".json")
         return httpx.Response(200, json=msgs[sid]) if sid in msgs else httpx.Response(404, json={})
 
@@ -192,12 +189,49 @@ def test_twilio_status_by_sid_and_by_list() -> None:
     assert status("SM3")[0] == "accepted"
     assert status("SM4") == ("failed", "30006 landline or unreachable carrier", "invalid_number")
     assert status("SM404")[0] == "not_found"
-    found = p.status(MSG)  # no sid: matched by recipient, body and time in the list
+    found = p.status(MSG)  # no sid: matched by recipient, body and time, still queued
     assert found.status == "accepted" and found.provider_id == "SM9"
     other = Outgoing(**{**{f: getattr(MSG, f) for f in MSG.__slots__}, "body": "never sent"})  # type: ignore[attr-defined]
-    assert p.status(other).status == "not_found"
+    unsure = p.status(other)  # other messages to that number then: absence is not proven
+    assert unsure.status == "error" and "absence cannot be proven" in (unsure.error or "")
+    listed.clear()
+    assert p.status(other).status == "not_found"  # nothing at all to that number since
+    recent = Outgoing(**{**{f: getattr(MSG, f) for f in MSG.__slots__}, "attempt_at": time.time()})  # type: ignore[attr-defined]
+    assert p.status(recent).status == "error"  # too early to believe absence
     assert twilio(lambda r: httpx.Response(500)).status(MSG).status == "error"
     assert twilio(raises(httpx.ConnectError)).status(MSG).status == "error"
+
+
+def test_twilio_list_is_read_to_its_last_page() -> None:
+    pages = {
+        None: {"messages": [], "next_page_uri": "/2010-04-01/Accounts/x/Messages.json?Page=1"},
+        "1": {"messages": [{"sid": "SM7", "status": "sent", "body": MSG.body,
+                            "date_created": "Tue, 14 Nov 2023 22:13:21 +0000"}],
+              "next_page_uri": None},
+    }  # fmt: skip
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json=pages[request.url.params.get("Page")])
+
+    found = twilio(handler).status(MSG)
+    assert (found.status, found.provider_id) == ("accepted", "SM7")
+    assert seen[1].startswith("https://api.twilio.com/2010-04-01/Accounts/x/Messages.json")
+    endless = twilio(lambda r: httpx.Response(200, json=pages[None]))
+    assert endless.status(MSG).status == "error"  # never "not found" from a partial list
+
+
+def test_twilio_validity_period_is_capped_at_twilios_limit() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"sid": "SM1", "status": "queued"})
+
+    long = Outgoing(**{**{f: getattr(MSG, f) for f in MSG.__slots__}, "validity_s": 50_000})  # type: ignore[attr-defined]
+    twilio(handler).submit(long)
+    assert form(seen[0])["ValidityPeriod"] == "36000"
 
 
 def test_twilio_signature_round_trip() -> None:
@@ -253,7 +287,7 @@ def test_smsc_request_shape_and_accept() -> None:
         (1, "failed", None),
         (2, "failed", None),
         (3, "failed", None),
-        (4, "retry", None),
+        (4, "unknown", None),
         (5, "failed", None),
         (6, "failed", None),
         (7, "failed", "invalid_number"),
@@ -269,20 +303,33 @@ def test_smsc_error_codes(code: int, expect: str, action: str | None) -> None:
     assert result.error and result.error.startswith(f"SMSC {code}:")
     if code == 9:
         assert result.retry_after == 2  # ask after SMSC's duplicate window
+    if code == 4:
+        assert result.retry_after == 600  # ask after SMSC's documented block, never resend
 
 
 @pytest.mark.parametrize(
-    "status,expect",
-    [(-3, "not_found"), (-1, "accepted"), (0, "accepted"), (1, "delivered"), (2, "delivered"),
-     (3, "undelivered"), (20, "undelivered"), (22, "failed"), (23, "failed"), (25, "failed")],
+    "answer,expect",
+    [({"status": -3}, "not_found"), ({"status": -2}, "failed"), ({"status": -1}, "accepted"),
+     ({"status": 0}, "accepted"), ({"status": 1}, "delivered"), ({"status": 2}, "delivered"),
+     ({"status": 4}, "delivered"), ({"status": 3}, "undelivered"),
+     ({"status": 20}, "undelivered"), ({"status": 22}, "failed"), ({"status": 23}, "failed"),
+     ({"status": 24}, "failed"), ({"status": 25}, "failed"), ({"status": "1"}, "delivered"),
+     ({"status": 77}, "error"), ({"err": 0}, "error"), ({"status": None}, "error"),
+     ({"status": "x"}, "error"), ({"error": "not found", "error_code": 3}, "not_found"),
+     ({"error": "blocked", "error_code": 4}, "error"), ({"error": "x", "error_code": 9}, "error")],
 )  # fmt: skip
-def test_smsc_status(status: int, expect: str) -> None:
+def test_smsc_status(answer: dict, expect: str) -> None:  # type: ignore[type-arg]
     def handler(request: httpx.Request) -> httpx.Response:
-        assert request.url.path == "/sys/status.php"
-        assert request.url.params["id"] == "1" and request.url.params["phone"] == MSG.to
-        return httpx.Response(200, json={"status": status, "err": 0})
+        assert request.method == "POST" and request.url.path == "/sys/status.php"
+        assert not request.url.query  # password and phone in the body, never in the URL
+        sent = form(request)
+        assert sent["id"] == "1" and sent["phone"] == MSG.to and sent["psw"] == "pw"
+        return httpx.Response(200, json=answer)
 
-    assert smsc(handler).status(MSG).status == expect
+    result = smsc(handler).status(MSG)
+    assert result.status == expect
+    if answer.get("status") == -2:
+        assert "stopped" in (result.error or "")
 
 
 def test_smsc_http_faults() -> None:
@@ -323,6 +370,8 @@ def test_gateway_template_escaping_and_success_rule() -> None:
         (500, "retry"),
         (503, "retry"),
         (504, "unknown"),
+        (507, "unknown"),
+        (501, "failed"),
         (400, "failed"),
         (401, "failed"),
     ],
@@ -401,3 +450,26 @@ def test_one_off_send_reports_retry_as_failed() -> None:
     p = twilio(lambda r: httpx.Response(503))
     assert p.send("+15551234567", "Cafe", "code").status == "failed"
     assert classify_exception(httpx.ConnectError("x")).status == "retry"
+
+
+def test_validate_config_gives_the_smsc_handler_url_in_utf8(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from cloud_bridge.cli import app
+
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path}"\npublic_url = "https://bridge.example"\n'
+        '[provider]\nkind = "smsc"\n[provider.smsc]\nlogin = "l"\npassword = "smsc-pass-9731"\n'
+    )
+    out = CliRunner().invoke(app, ["validate-config", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1" in out.output
+    assert "smsc-pass-9731" not in out.output
+
+
+def test_smsc_one_off_send_blocked_is_failed_not_unknown() -> None:
+    """An enrolment code is unique: error 4 means this (only) request was not sent."""
+    blocked = smsc(lambda r: httpx.Response(200, json={"error": "blocked", "error_code": 4}))
+    assert blocked.send("+79161234502", "Cafe", "code 5521").status == "failed"
+    assert blocked.submit(MSG).status == "unknown"  # an offer may have had an earlier copy

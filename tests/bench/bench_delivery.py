@@ -68,7 +68,13 @@ def twilio_settings(fake: FakeTwilio, read_timeout: float = 0.5) -> ProviderSett
         rate_per_s=RATE,
         read_timeout_s=read_timeout,
         connect_timeout_s=1.0,
-        twilio={"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN, "base_url": fake.url},
+        # The local server lists a message the moment it takes it: absence is believed at 1 s.
+        twilio={
+            "account_sid": TWILIO_SID,
+            "auth_token": TWILIO_TOKEN,
+            "base_url": fake.url,
+            "absent_after_s": 1.0,
+        },
     )
 
 

@@ -14,9 +14,22 @@ then seeded random draws):
 ``slow_drop``   wait ``slow_s``, close without accepting
 ``drop``        read the request, close the connection without accepting or answering
 ``drop_after``  accept, then close without answering (the worst case: it *was* sent)
+``504``         504 Gateway Timeout, not accepted
+``504_after``   accept, then answer 504 (maybe processed: it *was* sent)
+``507``         507 Insufficient Storage, not accepted (a 5xx nobody lists by name)
 =============  =============================================================================
 
 ``refuse_for(seconds)`` closes the listening socket (connection refused) for a while.
+``requests_seen`` keeps every request (method, path with query string, headers, body) so tests
+can check what travelled in URLs.
+
+Twilio: a message stays ``queued`` with an empty ``date_sent`` until ``advance()`` moves it (or
+the signed callbacks do), as Twilio does; the list honours ``To``, ``From``, ``DateSent``,
+``DateSent<``, ``DateSent>`` (a message without ``date_sent`` never matches a date filter),
+``PageSize`` and ``Page`` with ``next_page_uri``, and puts messages without ``date_sent`` last.
+SMSC: ``status.php`` answers by client id and phone (GET or POST, as SMSC documents), with
+``status_override`` for scripted answers and ``block_for(seconds)`` for error 4 on every
+request; ``smsc_callback(...)`` builds a callback body in the charset SMSC would use.
 Every accepted message is recorded with our unique key (Twilio: the ``key`` query parameter of
 ``StatusCallback``; SMSC: the client ``id``; gateway: ``reference``), so ``duplicates()`` counts
 keys accepted more than once: the number that must stay 0.
@@ -30,6 +43,7 @@ import base64
 import collections
 import contextlib
 import email.utils
+import hashlib
 import json
 import random
 import socket
@@ -53,11 +67,15 @@ __all__ = [
     "FakeTwilio",
     "FakeSmsc",
     "FakeGateway",
+    "smsc_callback",
     "TWILIO_SID",
     "TWILIO_TOKEN",
 ]
 
-FAULTS = ("ok", "429", "500", "503", "slow_ok", "slow_drop", "drop", "drop_after")
+FAULTS = (
+    "ok", "429", "500", "503", "slow_ok", "slow_drop", "drop", "drop_after", "504", "504_after",
+    "507",
+)  # fmt: skip
 TWILIO_SID = "AC" + "0" * 31 + "1"
 TWILIO_TOKEN = "fake-twilio-auth-token"
 # Twilio's magic test numbers: invalid, not a mobile, unsubscribed (STOP).
@@ -111,6 +129,8 @@ class Accepted:
     status: str = "queued"
     error_code: int | None = None
     callback: str | None = None
+    date_sent: float | None = None  # Twilio: empty while the message is queued
+    validity: str | None = None
 
 
 @dataclass
@@ -119,11 +139,20 @@ class _State:
     by_sid: dict[str, Accepted] = field(default_factory=dict)
     requests: int = 0
     request_times: list[tuple[float, str]] = field(default_factory=list)  # (arrival, to)
+    seen: list[tuple[str, str, dict[str, str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class _Drop(Exception):
     """Close the connection without an answer."""
+
+
+class _Answer(Exception):
+    """Answer this instead of the success (the message was taken all the same)."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: Any) -> None:
+        super().__init__(status)
+        self.answer = (status, headers, body)
 
 
 class FakeProvider:
@@ -165,8 +194,12 @@ class FakeProvider:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 url = urllib.parse.urlsplit(self.path)
+                with fake.state.lock:
+                    fake.state.seen.append((method, self.path, dict(self.headers.items()), raw))
                 try:
                     status, headers, body = fake.route(method, url, self.headers, raw)
+                except _Answer as answer:
+                    status, headers, body = answer.answer
                 except _Drop:
                     self.close_connection = True
                     with contextlib.suppress(OSError):
@@ -229,6 +262,11 @@ class FakeProvider:
         self.stop()
 
     # -- bookkeeping -------------------------------------------------------------------------
+    def requests_seen(self) -> list[tuple[str, str, dict[str, str], bytes]]:
+        """(method, path with query string, headers, body) of every request so far."""
+        with self.state.lock:
+            return list(self.state.seen)
+
     def accepted_keys(self) -> collections.Counter[str]:
         with self.state.lock:
             return collections.Counter(a.key for a in self.state.accepted)
@@ -255,6 +293,8 @@ class FakeProvider:
             return 500, {}, self.error_body(500)
         if fault == "503":
             return 503, {"Retry-After": self.retry_after}, self.error_body(503)
+        if fault in ("504", "507"):
+            return int(fault), {}, self.error_body(int(fault))
         if fault == "drop":
             raise _Drop
         if fault == "slow_drop":
@@ -268,6 +308,8 @@ class FakeProvider:
             time.sleep(self.slow_s)
         elif fault == "drop_after":
             raise _Drop
+        elif fault == "504_after":
+            raise _Answer(504, {}, self.error_body(504))
 
     def error_body(self, status: int) -> Any:
         return {"status": status, "message": "fault injected"}
@@ -287,6 +329,8 @@ class FakeTwilio(FakeProvider):
     ``/Messages/{sid}.json`` (GET), Basic auth; optional signed status callbacks."""
 
     name = "twilio"
+    # statuses after which Twilio has set date_sent
+    SENT_STATES = ("sent", "delivered", "undelivered", "failed", "read", "partially_delivered")
 
     def __init__(self, *args: Any, callbacks: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -303,8 +347,20 @@ class FakeTwilio(FakeProvider):
         expected = base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
         return headers.get("Authorization", "") == f"Basic {expected}"
 
+    def advance(self, status: str, key: str | None = None, error_code: int | None = None) -> None:
+        """Move accepted messages (all, or the one with ``key``) to ``status`` as Twilio would:
+        ``date_sent`` is set once the message has left the queue."""
+        with self.state.lock:
+            for a in self.state.accepted:
+                if key is None or a.key == key:
+                    a.status = status
+                    a.error_code = error_code
+                    if status in self.SENT_STATES and a.date_sent is None:
+                        a.date_sent = time.time()
+
     @staticmethod
     def message_json(a: Accepted) -> dict[str, Any]:
+        fmt = email.utils.formatdate
         return {
             "sid": a.sid,
             "account_sid": TWILIO_SID,
@@ -312,9 +368,55 @@ class FakeTwilio(FakeProvider):
             "from": a.sender,
             "body": a.body,
             "status": a.status,
+            "direction": "outbound-api",
             "num_segments": "1",
             "error_code": a.error_code,
-            "date_created": email.utils.formatdate(a.received_at, usegmt=True),
+            "date_created": fmt(a.received_at, usegmt=True),
+            "date_updated": fmt(a.received_at, usegmt=True),
+            "date_sent": None if a.date_sent is None else fmt(a.date_sent, usegmt=True),
+        }
+
+    @staticmethod
+    def _date_filter(q: dict[str, str], a: Accepted) -> bool:
+        """Twilio's DateSent filters (YYYY-MM-DD, UTC): no date_sent, no match."""
+        filters = {k: v for k, v in q.items() if k.startswith("DateSent")}
+        if not filters:
+            return True
+        if a.date_sent is None:
+            return False
+        day = time.strftime("%Y-%m-%d", time.gmtime(a.date_sent))
+        for k, v in filters.items():
+            if (k == "DateSent" and day != v) or (k == "DateSent>" and day < v):
+                return False
+            if k == "DateSent<" and day > v:
+                return False
+        return True
+
+    def _list(self, url: urllib.parse.SplitResult) -> dict[str, Any]:
+        q = dict(urllib.parse.parse_qsl(url.query))
+        size = max(1, min(1000, int(q.get("PageSize") or 50)))
+        page = int(q.get("Page") or 0)
+        with self.state.lock:
+            found = [
+                a
+                for a in self.state.accepted
+                if (not q.get("To") or a.to == q["To"])
+                and (not q.get("From") or a.sender == q["From"])
+                and self._date_filter(q, a)
+            ]
+        # Most recent date_sent first; messages still queued (no date_sent) come last.
+        found.sort(key=lambda a: (a.date_sent is None, -(a.date_sent or 0.0)))
+        chunk = found[page * size : (page + 1) * size]
+        more = len(found) > (page + 1) * size
+        nxt = None
+        if more:
+            nq = urllib.parse.urlencode({**q, "Page": str(page + 1), "PageSize": str(size)})
+            nxt = f"{url.path}?{nq}"
+        return {
+            "messages": [self.message_json(a) for a in chunk],
+            "page": page,
+            "page_size": size,
+            "next_page_uri": nxt,
         }
 
     def route(self, method, url, headers, raw):  # type: ignore[no-untyped-def]
@@ -335,6 +437,9 @@ class FakeTwilio(FakeProvider):
                 or not (form.get("From") or form.get("MessagingServiceSid"))
             ):
                 return 400, {}, {"code": 21604, "message": "missing parameter", "status": 400}
+            validity = form.get("ValidityPeriod")
+            if validity is not None and not (validity.isdigit() and 1 <= int(validity) <= 36000):
+                return 400, {}, {"code": 21624, "message": "invalid validity", "status": 400}
             if to in TWILIO_MAGIC:
                 code = TWILIO_MAGIC[to]
                 return 400, {}, {"code": code, "message": "refused", "status": 400}
@@ -355,6 +460,7 @@ class FakeTwilio(FakeProvider):
                 form["Body"],
                 time.time(),
                 callback=callback,
+                validity=validity,
             )
             self._accept(a)
             if self.callbacks and callback:
@@ -362,11 +468,7 @@ class FakeTwilio(FakeProvider):
             self._fault_after(fault)
             return 201, {}, self.message_json(a)
         if method == "GET" and url.path == f"{base}/Messages.json":
-            q = dict(urllib.parse.parse_qsl(url.query))
-            with self.state.lock:
-                found = [a for a in self.state.accepted if not q.get("To") or a.to == q["To"]]
-            found.sort(key=lambda a: -a.received_at)
-            return 200, {}, {"messages": [self.message_json(a) for a in found[:100]], "page": 0}
+            return 200, {}, self._list(url)
         if (
             method == "GET"
             and url.path.startswith(f"{base}/Messages/")
@@ -379,42 +481,69 @@ class FakeTwilio(FakeProvider):
             return 200, {}, self.message_json(a)
         return 404, {}, {"code": 20404, "message": "not found", "status": 404}
 
+    def post_status(self, a: Accepted, status: str, error_code: int | None = None) -> int:
+        """Post one signed status callback for ``a`` as Twilio does; the HTTP status."""
+        assert a.callback
+        params = {
+            "MessageSid": a.sid,
+            "MessageStatus": status,
+            "AccountSid": TWILIO_SID,
+            "To": a.to,
+            "From": a.sender,
+        }
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        sig = twilio_signature(a.callback, params, TWILIO_TOKEN)
+        r = self._client.post(a.callback, data=params, headers={"X-Twilio-Signature": sig})
+        return r.status_code
+
     def _callback(self, a: Accepted) -> None:
         assert a.callback
         for status in ("sent", "delivered"):
             time.sleep(0.05)
-            a.status = status
-            params = {
-                "MessageSid": a.sid,
-                "MessageStatus": status,
-                "AccountSid": TWILIO_SID,
-                "To": a.to,
-                "From": a.sender,
-            }
-            sig = twilio_signature(a.callback, params, TWILIO_TOKEN)
+            self.advance(status, a.key)
             try:
-                self._client.post(a.callback, data=params, headers={"X-Twilio-Signature": sig})
+                self.post_status(a, status)
             except httpx.HTTPError:
                 self.callback_errors += 1
 
 
 class FakeSmsc(FakeProvider):
-    """``/sys/send.php`` and ``/sys/status.php`` (``fmt=3`` JSON), login/psw, client ids, and
-    SMSC's error 9 for an identical send within ``duplicate_window_s``."""
+    """``/sys/send.php`` and ``/sys/status.php`` (``fmt=3`` JSON, GET or POST), login/psw,
+    client ids, SMSC's error 9 for an identical send within ``duplicate_window_s`` and error 4
+    for every request while ``block_for`` holds."""
 
     name = "smsc"
     LOGIN, PASSWORD = "fake-login", "fake-password"
 
-    def __init__(self, *args: Any, duplicate_window_s: float = 60.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        duplicate_window_s: float = 60.0,
+        not_found_as_error: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.duplicate_window_s = duplicate_window_s
         self._recent: dict[tuple[str, str], float] = {}
+        self.blocked_until = 0.0
+        self.status_code = 1  # what status.php says of a message it has
+        self.status_override: dict[str, Any] = {}  # client id -> the JSON status.php answers
+        self.not_found_as_error = not_found_as_error  # older SMSC: error 3 for a single lookup
 
     def error_body(self, status: int) -> Any:
         return b"Internal Server Error" if status >= 500 else {"error": "too many", "error_code": 4}
 
+    def block_for(self, seconds: float) -> None:
+        """Answer error 4 (address blocked) to every request for ``seconds``."""
+        self.blocked_until = time.time() + seconds
+
     def route(self, method, url, headers, raw):  # type: ignore[no-untyped-def]
         form = _form(raw, url)
+        if time.time() < self.blocked_until:
+            if url.path == "/sys/send.php":
+                self._arrived(form.get("phones", ""))
+            return 200, {}, {"error": "IP blocked", "error_code": 4}
         if form.get("login") != self.LOGIN or form.get("psw") != self.PASSWORD:
             return 200, {}, {"error": "authorise error", "error_code": 2}
         if url.path == "/sys/send.php":
@@ -435,19 +564,45 @@ class FakeSmsc(FakeProvider):
             if last is not None and now - last < self.duplicate_window_s:
                 return 200, {}, {"error": "duplicate request", "error_code": 9, "id": msg_id}
             a = Accepted(msg_id, msg_id, phone, form.get("sender", ""), form.get("mes", ""), now)
+            a.validity = form.get("valid")
             self._accept(a)
             self._fault_after(fault)
             return 200, {}, {"id": int(msg_id or 0), "cnt": 1, "cost": "3.5", "balance": "100.0"}
         if url.path == "/sys/status.php":
-            a = self.state.by_sid.get(form.get("id", ""))
-            if a is None or a.to != form.get("phone"):
+            msg_id = form.get("id", "").rstrip(",")
+            if msg_id in self.status_override:
+                return 200, {}, self.status_override[msg_id]
+            a = self.state.by_sid.get(msg_id)
+            if a is None or a.to != form.get("phone", "").rstrip(","):
+                if self.not_found_as_error:
+                    return 200, {}, {"error": "message not found", "error_code": 3}
                 return 200, {}, {"status": -3, "last_date": "", "last_timestamp": 0, "err": 0}
             return (
                 200,
                 {},
-                {"status": 1, "last_date": "", "last_timestamp": int(a.received_at), "err": 0},
+                {
+                    "status": self.status_code,
+                    "last_date": "",
+                    "last_timestamp": int(a.received_at),
+                    "err": 0,
+                },
             )
         return 404, {}, b"not found"
+
+
+def smsc_callback(
+    fields: dict[str, str], password: str, charset: str = "windows-1251"
+) -> tuple[bytes, dict[str, str]]:
+    """A callback as SMSC posts it: the form body in ``charset`` (SMSC's default is
+    windows-1251, unless the handler URL asks for another) with the ``md5`` check field over
+    the same bytes. Returns (body, headers)."""
+    names = ("sms_id", "phone", "mes", "to") if "mes" in fields else ("id", "phone", "status")
+    values = [fields.get(n, "") for n in names]
+    md5 = hashlib.md5(  # noqa: S324 - SMSC's check field is md5
+        b":".join(v.encode(charset) for v in [*values, password])
+    ).hexdigest()
+    body = urllib.parse.urlencode({**fields, "md5": md5}, encoding=charset).encode("ascii")
+    return body, {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 class FakeGateway(FakeProvider):

@@ -101,6 +101,8 @@ def test_faults_never_duplicate_and_every_intent_ends(kind: str) -> None:
         provider = make_provider(settings, store)
         if kind == "smsc":
             provider.duplicate_window_s = 0.5  # type: ignore[attr-defined]
+        if kind == "twilio":
+            provider.absent_after_s = 0.5  # type: ignore[attr-defined]
         d = Deliverer(
             store,
             provider,
@@ -211,7 +213,7 @@ def _bridge_toml(tmp: Path, broker: int, fake: FakeTwilio, web_port: int) -> Pat
         f'[web]\nhost = "127.0.0.1"\nport = {web_port}\n\n'
         f'[provider]\nkind = "twilio"\nrate_per_s = 20\nconnect_timeout_s = 1.0\nread_timeout_s = 1.0\n\n'
         f'[provider.twilio]\naccount_sid = "{TWILIO_SID}"\nauth_token = "{TWILIO_TOKEN}"\n'
-        f'base_url = "{fake.url}"\n\n'
+        f'base_url = "{fake.url}"\nabsent_after_s = 1.0\n\n'
         "[delivery]\nsenders = 4\nreconcile_after_s = 0.5\nretry_base_s = 0.1\n"
     )
     return path
