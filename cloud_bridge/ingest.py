@@ -3,6 +3,12 @@
 An event is committed to the store before we acknowledge it (paho ``manual_ack``): if storing
 fails, no PUBACK goes out and the broker redelivers, so an acknowledged event is always on disk. Invalid messages are kept as dead
 letters with the reason (and only a hash of the payload: it may hold anything).
+
+Event times are checked against the bridge's clock (the ``now`` passed in): an event whose
+``ts``, ``first_seen`` or ``last_seen`` lies more than ``max_skew_s`` ahead of it, or is not a
+finite time, is dead-lettered with the reason (``cloud_bridge.clock``). A stats message is
+kept whatever its time; its ``ts`` minus ``now`` is the sensor's clock offset, stored with
+the sensor's latest stats (``clock_offset_s``) for the fleet page, its alert and /metrics.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, EVENT_TIME_FIELDS, future_problem
 from cloud_bridge.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
@@ -75,19 +83,41 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        value = err.get("input")
+        if loc in _TIMES and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                parts.append(f"{loc} is not a finite time ({value})")
+                continue
+            if value <= 0:
+                parts.append(f"{loc} is not a time ({value!r}: epoch seconds must be > 0)")
+                continue
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 
 
+_TIMES = frozenset({*EVENT_TIME_FIELDS, "ts"})
+
+
 def handle_message(
-    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+    store: BridgeStore,
+    topic: str,
+    payload: bytes,
+    now: float,
+    counters: IngestCounters,
+    *,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
 ) -> str:
     """Validate and store one message; returns 'event', 'duplicate', 'dead', 'status' or 'stats'."""
-    return handle_batch(store, [(topic, payload)], now, counters)[0][0]
+    return handle_batch(store, [(topic, payload)], now, counters, max_skew_s=max_skew_s)[0][0]
 
 
 def handle_batch(
-    store: BridgeStore, messages: list[tuple[str, bytes]], now: float, counters: IngestCounters
+    store: BridgeStore,
+    messages: list[tuple[str, bytes]],
+    now: float,
+    counters: IngestCounters,
+    *,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
 ) -> list[tuple[str, str]]:
     """Validate and store messages in order; (kind, event_id) for each, kind as for
     ``handle_message``. The events are stored together, in one statement: if that fails the
@@ -95,7 +125,7 @@ def handle_batch(
     results: list[tuple[str, str]] = []
     rows: list[tuple[int, PresenceMessage, str, str, str]] = []
     for topic, payload in messages:
-        kind, event = _one(store, topic, payload, now, counters)
+        kind, event = _one(store, topic, payload, now, counters, max_skew_s)
         if event is not None:
             store_id, sensor_id, _ = parse_topic(topic)
             rows.append((len(results), event, store_id, sensor_id, payload.decode("utf-8")))
@@ -120,10 +150,16 @@ def handle_batch(
 
 
 def _one(
-    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+    store: BridgeStore,
+    topic: str,
+    payload: bytes,
+    now: float,
+    counters: IngestCounters,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
 ) -> tuple[str, PresenceMessage | None]:
     """One message: a valid event is returned to be stored with its batch ('pending');
-    anything else is handled here."""
+    anything else is handled here. ``now`` is the bridge's clock: event times more than
+    ``max_skew_s`` ahead of it are refused."""
 
     def dead(reason: str) -> tuple[str, None]:
         counters.dead_letters += 1
@@ -146,7 +182,12 @@ def _one(
                 return dead(
                     f"sensor speaks protocol v{other}, this bridge v{PROTOCOL_VERSION}: event refused"
                 )
-            return "pending", PresenceMessage.model_validate_json(text)
+            event = PresenceMessage.model_validate_json(text)
+            times = ((f, getattr(event, f)) for f in EVENT_TIME_FIELDS)
+            problem = future_problem(times, now, max_skew_s)
+            if problem is not None:
+                return dead(f"event time refused: {problem}")
+            return "pending", event
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
@@ -175,11 +216,16 @@ def _one(
         if leaf == "stats":
             stats = StatsMessage.model_validate_json(text)
             counters.stats += 1
+            if not math.isfinite(stats.ts):
+                return dead(f"invalid stats message: ts is not a finite time ({stats.ts})")
+            # the sensor's clock offset: its ts when it published against ours when it came
+            # (stats are QoS 0 and never queued, so the transit time is small)
+            offset = stats.ts - now
             store.sensor_seen(
                 store_id,
                 sensor_id,
                 now,
-                last_stats=json.dumps(stats.model_dump()),
+                last_stats=json.dumps({**stats.model_dump(), "clock_offset_s": offset}),
                 roster_version=stats.roster_version,
                 agent_version=stats.agent_version,
             )
@@ -207,8 +253,10 @@ class Ingest:
         store: BridgeStore,
         on_event: Callable[[str], None],
         client_id: str = "passby-bridge-1",
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
     ) -> None:
         self.settings = settings
+        self.max_skew_s = max_skew_s  # event times further ahead of our clock are refused
         self.store = store
         self.on_event = on_event
         self.counters = IngestCounters()
@@ -252,7 +300,11 @@ class Ingest:
             return
         try:
             results = handle_batch(
-                self.store, [(m.topic, m.payload) for m in batch], time.time(), self.counters
+                self.store,
+                [(m.topic, m.payload) for m in batch],
+                time.time(),
+                self.counters,
+                max_skew_s=self.max_skew_s,
             )
         except Exception:  # e.g. database away or disk full: not acknowledged, redelivered
             log.exception("failed to store %d messages; not acknowledged", len(batch))

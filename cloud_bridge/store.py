@@ -1348,7 +1348,8 @@ class BridgeStore:
         )
         if t == "sends":
             sql = (
-                f"SELECT s.*, {common}, e.ts AS event_ts, st.name AS store_name, "
+                f"SELECT s.*, {common}, e.ts AS event_ts, e.received AS event_received, "
+                "st.name AS store_name, "
                 "st.country AS store_country FROM sends s "
                 "JOIN customers c ON c.id=s.customer_id "
                 "LEFT JOIN decisions d ON d.id=s.decision_id "
