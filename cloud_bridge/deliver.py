@@ -148,7 +148,7 @@ def seen_at(job: dict[str, Any]) -> float:
     own time, from the sensor's clock, can only make it earlier. A sensor clock ahead of ours
     never lengthens an offer."""
     times = [job["ts"], job.get("event_received"), job.get("event_ts")]
-    return min(t for t in times if t is not None and math.isfinite(t))
+    return float(min(t for t in times if t is not None and math.isfinite(t)))
 
 
 class Deliverer:

@@ -434,6 +434,10 @@ def decision_row(
     ]  # fmt: skip
 
 
+class _RolledBack(Exception):
+    """Ends ``BridgeStore.rolled_back``'s transaction."""
+
+
 class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
@@ -566,6 +570,17 @@ class BridgeStore:
                     yield self.db
                 finally:
                     self._depth = 0
+
+    @contextmanager
+    def rolled_back(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that is always rolled back: the real work runs and nothing is
+        kept, so a dry run counts exactly what the real run would do."""
+        try:
+            with self.transaction() as db:
+                yield db
+                raise _RolledBack
+        except _RolledBack:
+            pass
 
     @property
     def where(self) -> str:
