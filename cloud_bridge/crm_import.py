@@ -19,14 +19,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from cloud_bridge.csv_input import ImportFileError, check_header, decode_text, sniff_delimiter
+from cloud_bridge.csv_input import (
+    TWICE,
+    ImportFileError,
+    check_header,
+    decode_text,
+    load_json,
+    sniff_delimiter,
+)
 from cloud_bridge.erasure import suppressed
 from cloud_bridge.phones import PhoneError, normalise_phone
 from cloud_bridge.store import BridgeStore
@@ -170,10 +176,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], 
 
 
 def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ImportFileError(f"{path}: not valid JSON: {exc}") from None
+    doc = load_json(text, path)
     if isinstance(doc, dict) and isinstance(doc.get("customers"), list):
         doc = doc["customers"]
     if not isinstance(doc, list):
@@ -187,7 +190,11 @@ def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]],
         unknown = sorted(k for k in item if k not in FIELDS)
         for k in unknown:
             problems.append(Problem(i, str(k), "unknown field (ignored)", "warning"))
-        rows.append((i, {k: v for k, v in item.items() if k in FIELDS}))
+        twice = [k for k in getattr(item, "twice", ()) if k in FIELDS]
+        for k in twice:
+            problems.append(Problem(i, k, TWICE, "error", _text(item, "crm_id")))
+        if not twice:
+            rows.append((i, {k: v for k, v in item.items() if k in FIELDS}))
     return rows, problems
 
 

@@ -1,6 +1,6 @@
 """Reading the files people export from a CRM or a till (customers, purchases): UTF-8 text
-whose encoding errors are placed by line and column, the CSV delimiter, and a header that
-names no column twice.
+whose encoding errors are placed by line and column, the CSV delimiter, a header that names
+no column twice, and JSON objects that remember a key given twice.
 
 Messages name the place (file, line, column, character), never the content: an exported
 line holds names and phone numbers.
@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-__all__ = ["ImportFileError", "decode_text", "sniff_delimiter", "check_header"]
+__all__ = [
+    "TWICE",
+    "ImportFileError",
+    "JsonObject",
+    "check_header",
+    "decode_text",
+    "load_json",
+    "sniff_delimiter",
+]
+
+TWICE = "given twice in this object: which one counts is a guess"
 
 
 class ImportFileError(ValueError):
@@ -81,3 +93,29 @@ def check_header(header: list[str], path: Path | str, names: Iterable[str]) -> N
         listed = ", ".join(str(c) for c in cols[:-1]) + f" and {cols[-1]}"
         parts.append(f"column {h} appears {times} (columns {listed})")
     raise ImportFileError(f"{path}: line 1: {'; '.join(parts)}: keep one of each and import again")
+
+
+class JsonObject(dict[str, Any]):
+    """A JSON object that remembers the keys it was given more than once (``twice``): the
+    standard parser keeps the last one silently."""
+
+    twice: tuple[str, ...] = ()
+
+
+def _object(pairs: list[tuple[str, Any]]) -> JsonObject:
+    obj = JsonObject()
+    twice: list[str] = []
+    for key, value in pairs:
+        if key in obj and key not in twice:
+            twice.append(key)
+        obj[key] = value
+    obj.twice = tuple(twice)
+    return obj
+
+
+def load_json(text: str, path: Path | str) -> Any:
+    """Parse JSON text; objects come back as ``JsonObject``; ImportFileError if invalid."""
+    try:
+        return json.loads(text, object_pairs_hook=_object)
+    except ValueError as exc:
+        raise ImportFileError(f"{path}: not valid JSON: {exc}") from None

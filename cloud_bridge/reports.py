@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import time
 from collections import defaultdict
@@ -936,12 +935,12 @@ class PurchaseReport:
 
 
 def _rows(path: Path, fmt: str | None) -> list[tuple[int, dict[str, Any]]]:
-    from cloud_bridge.csv_input import check_header, decode_text, sniff_delimiter
+    from cloud_bridge.csv_input import check_header, decode_text, load_json, sniff_delimiter
 
     kind = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
     text = decode_text(path.read_bytes(), path, csv_file=kind == "csv")
     if kind == "json":
-        data = json.loads(text)
+        data = load_json(text, path)
         if isinstance(data, dict):
             data = data.get("purchases", [])
         if not isinstance(data, list):
@@ -974,6 +973,7 @@ def import_purchases(
     Purchases of customers erased on request are skipped as suppressed. A CSV must be UTF-8
     (an error names its line and column) and name each column once. ``dry_run`` counts added
     and already-known purchases exactly as the real run would, and keeps nothing."""
+    from cloud_bridge.csv_input import TWICE
     from cloud_bridge.erasure import suppressed
 
     report = PurchaseReport(str(path), dry_run=dry_run)
@@ -985,6 +985,11 @@ def import_purchases(
         def bad(f: str, problem: str, line: int = line) -> None:
             report.problems.append((line, f, problem))
 
+        twice = [k for k in getattr(raw, "twice", ()) if k in PURCHASE_FIELDS]
+        if twice:
+            for k in twice:
+                bad(k, TWICE)
+            continue
         crm_id = str(raw.get("crm_id") or "").strip()
         if not crm_id:
             bad("crm_id", "is required")

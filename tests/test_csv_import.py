@@ -347,3 +347,42 @@ def test_portal_customer_with_the_phone_is_adopted_not_a_conflict(bridge) -> Non
     report = run(store, keys, path)
     assert not report.problems and report.applied == 1 and report.created == 0
     assert store.customer_row("C-2001")["id"] == cid
+
+
+# -- the same boundary in JSON: a key given twice in one object ---------------------------------
+
+
+def test_json_customer_with_a_field_given_twice_is_refused_on_its_item(bridge) -> None:
+    store, keys, tmp = bridge
+    path = tmp / "crm.json"
+    path.write_text(
+        '[{"crm_id": "J-1", "name": "Lev", "phone": "+79167000081", "phone": "+79167000082"},'
+        ' {"crm_id": "J-2", "name": "Mila", "phone": "+79167000083", "note": 1, "note": 2}]',
+        encoding="utf-8",
+    )
+    report = run(store, keys, path)
+    errors = [(p.row, p.field, p.severity) for p in report.problems if p.severity == "error"]
+    assert errors == [(1, "phone", "error")]
+    assert "given twice" in report.problems[0].problem
+    assert store.customer_row("J-1") is None and store.customer_row("J-2") is not None
+
+
+def test_json_purchase_with_a_field_given_twice_is_refused(bridge) -> None:
+    store, _, tmp = bridge
+    path = tmp / "p.json"
+    path.write_text(
+        '[{"crm_id": "C-1001", "time": "2026-01-01T10:00:00Z", "amount": 5, "amount": 500}]'
+    )
+    rep = import_purchases(store, path, time.time())
+    assert rep.problems == [
+        (1, "amount", "given twice in this object: which one counts is a guess")
+    ]
+    assert rep.added == 0
+
+
+def test_json_encoding_error_names_line_and_character(bridge) -> None:
+    store, keys, tmp = bridge
+    path = tmp / "crm.json"
+    path.write_bytes('[\n {"crm_id": "J-1",\n  "name": "Ольга"}]'.encode("cp1251"))
+    with pytest.raises(ImportFileError, match=r"line 3, character 12: not UTF-8"):
+        run(store, keys, path)
