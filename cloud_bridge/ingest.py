@@ -7,8 +7,9 @@ letters with the reason (and only a hash of the payload: it may hold anything).
 Event times are checked against the bridge's clock (the ``now`` passed in): an event whose
 ``ts``, ``first_seen`` or ``last_seen`` lies more than ``max_skew_s`` ahead of it, or is not a
 finite time, is dead-lettered with the reason (``cloud_bridge.clock``). A stats message is
-kept whatever its time; its ``ts`` minus ``now`` is the sensor's clock offset, stored with
-the sensor's latest stats (``clock_offset_s``) for the fleet page, its alert and /metrics.
+kept whatever (finite) time it carries: its ``ts`` minus ``now`` is the sensor's clock offset,
+stored with the sensor's latest stats (``clock_offset_s``) for the fleet page, its alert and
+/metrics.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class IngestCounters:
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+_TIMES = frozenset({*EVENT_TIME_FIELDS, "ts"})  # fields whose bad values get plain words
+
+
 def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
@@ -93,9 +97,6 @@ def _reason(exc: ValidationError) -> str:
                 continue
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
-
-
-_TIMES = frozenset({*EVENT_TIME_FIELDS, "ts"})
 
 
 def handle_message(
