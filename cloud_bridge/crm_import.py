@@ -473,17 +473,13 @@ def _shared_phones(store: BridgeStore, rows: list[_Row]) -> list[Problem]:
     already have it too is applied with a warning (the sharing is older than this import).
     Refusing a row can keep its customer on their old phone, so this runs until nothing more
     is refused."""
-    current: dict[str, str | None] = {}  # crm_id -> its phone now (None: a new customer)
-    holders: dict[str, list[str]] = {}  # phone -> CRM ids of the live customers with it now
+    # phone -> CRM ids of the live customers with it now; crm_id -> its phone now
+    holders, phones_now = store.phone_holders((r.phone for r in rows), (r.crm_id for r in rows))
+    current: dict[str, str | None] = {r.crm_id: phones_now.get(r.crm_id) for r in rows}
 
     def now_holding(phone: str) -> list[str]:
-        if phone not in holders:
-            holders[phone] = [c["crm_id"] for c in store.customers_by_phone(phone)]
-        return holders[phone]
+        return holders.get(phone, [])
 
-    for row in rows:
-        existing = store.customer_row(row.crm_id)
-        current[row.crm_id] = existing["phone"] if existing else None
     refused: dict[int, Problem] = {}
     warned: dict[int, Problem] = {}
     while True:

@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -693,6 +693,28 @@ class BridgeStore:
         return self.query(
             "SELECT * FROM customers WHERE phone=? AND erased IS NULL ORDER BY id", [phone]
         )
+
+    def phone_holders(
+        self, phones: Iterable[str], crm_ids: Iterable[str]
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """For a whole import at once: the CRM ids of the live customers holding each of
+        ``phones`` (oldest first), and the phone each of ``crm_ids`` has now."""
+        holders: dict[str, list[str]] = {}
+        current: dict[str, str] = {}
+        for column, values in (("phone", sorted(set(phones))), ("crm_id", sorted(set(crm_ids)))):
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in self.query(
+                    f"SELECT crm_id, phone FROM customers WHERE erased IS NULL AND {column} "
+                    f"IN ({marks}) ORDER BY id",
+                    chunk,
+                ):
+                    if column == "phone":
+                        holders.setdefault(r["phone"], []).append(r["crm_id"])
+                    else:
+                        current[r["crm_id"]] = r["phone"]
+        return holders, current
 
     def set_crm_id(self, customer_id: int, crm_id: str) -> None:
         """Adopt a CRM id for a customer first known from the portal (the subject stays)."""
