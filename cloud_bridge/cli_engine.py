@@ -362,7 +362,9 @@ def report(
 def purchases_import(
     file: Path = typer.Argument(..., help="CSV or JSON: crm_id, store_id, time, amount, ..."),
     fmt: str | None = typer.Option(None, "--format", help="csv or json (default: by suffix)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="check only"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="run the import and roll it back: counts what a real run adds"
+    ),
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Import CRM purchases for revenue: crm_id, store_id, time, amount[, currency, order_id].
