@@ -14,11 +14,11 @@ Alerts (``ALERTS``), each with the fix a person can apply:
 * ``no_frames``: online, yet no frame heard on the channel across the last samples;
 * ``stale_roster``: the sensor runs an older roster than the store's current one;
 * ``dropping``: the outbox was full and events were dropped;
-* ``hot`` / ``disk_low``: CPU temperature or free disk past their line;
 * ``clock_skew``: the sensor's clock is off the bridge's by more than the allowed skew
   (``policy.max_clock_skew_s``, 2 min by default). Ahead, its events are refused as from the
   future; behind, they arrive stale. The offset is measured on each stats message (its ``ts``
-  against the bridge's clock when it came) and kept in the stats as ``clock_offset_s``.
+  against the bridge's clock when it came) and kept in the stats as ``clock_offset_s``;
+* ``hot`` / ``disk_low``: CPU temperature or free disk past their line.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ ALERTS: Final[dict[str, tuple[str, str]]] = {
         "the box's outbox was full and events were dropped",
         "restore the broker connection first; raise outbox_limit in edge.toml if outages are long",
     ),
+    "clock_skew": (
+        "the box's clock is off: its events are refused (ahead) or arrive stale (behind)",
+        "on the box run `timedatectl status` (System clock synchronized: yes) and check it "
+        "reaches an NTP server (`timedatectl timesync-status`); the bridge's own clock must "
+        "be synchronised too",
+    ),
     "hot": (
         "the CPU is hot (80 °C or more)",
         "give the box air or a heatsink case; keep it out of direct sun",
@@ -76,12 +82,6 @@ ALERTS: Final[dict[str, tuple[str, str]]] = {
     "disk_low": (
         "less than 200 MB free on the box's data disk",
         "free space or use a larger SD card; check log rotation",
-    ),
-    "clock_skew": (
-        "the box's clock is off: its events are refused (ahead) or arrive stale (behind)",
-        "on the box run `timedatectl status` (System clock synchronized: yes) and check it "
-        "reaches an NTP server (`timedatectl timesync-status`); the bridge's own clock must "
-        "be synchronised too",
     ),
 }
 

@@ -251,7 +251,5 @@ def test_sensor_clock_on_fleet_pages_and_metrics(tmp_path: Path, db_location) ->
     assert "5.1 min behind the bridge" in sensor and "timedatectl" in sensor
     auth = {"Authorization": f"Bearer {w.token('ada')}"}
     text = w.client().get("/metrics", headers=auth).text
-    assert (
-        'passby_sensor_clock_offset_seconds{sensor_id="door-1",store_id="main-st"} -305.0' in text
-    )
-    assert 'passby_sensor_clock_offset_seconds{sensor_id="door-2",store_id="main-st"} 1.5' in text
+    assert 'passby_sensor_clock_offset_seconds{sensor="door-1",store="main-st"} -305.0' in text
+    assert 'passby_sensor_clock_offset_seconds{sensor="door-2",store="main-st"} 1.5' in text
