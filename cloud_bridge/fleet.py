@@ -13,11 +13,11 @@ Alerts (``ALERTS``), each with the fix a person can apply:
 * ``outbox_growing``: the events waiting for the broker grew across the last samples;
 * ``no_frames``: online, yet no frame heard on the channel across the last samples;
 * ``stale_roster``: the sensor runs an older roster than the store's current one;
-* ``dropping``: the outbox was full and events were dropped;
 * ``clock_skew``: the sensor's clock is off the bridge's by more than the allowed skew
   (``policy.max_clock_skew_s``, 2 min by default). Ahead, its events are refused as from the
   future; behind, they arrive stale. The offset is measured on each stats message (its ``ts``
   against the bridge's clock when it came) and kept in the stats as ``clock_offset_s``;
+* ``dropping``: the outbox was full and events were dropped;
 * ``hot`` / ``disk_low``: CPU temperature or free disk past their line.
 """
 
