@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["DEFAULT_MAX_SKEW_S", "EVENT_TIME_FIELDS", "span_words", "future_problem"]
+__all__ = ["DEFAULT_MAX_SKEW_S", "EVENT_TIME_FIELDS", "finite", "span_words", "future_problem"]
 
 DEFAULT_MAX_SKEW_S: Final = 120.0
 EVENT_TIME_FIELDS: Final = ("ts", "first_seen", "last_seen")
@@ -20,6 +20,11 @@ EVENT_TIME_FIELDS: Final = ("ts", "first_seen", "last_seen")
 _HOUR = 3600.0
 _DAY = 86400.0
 _YEAR = 365.25 * _DAY
+
+
+def finite(value: float) -> bool:
+    """Whether a time is a number at all (not NaN, not infinite)."""
+    return math.isfinite(value)
 
 
 def span_words(seconds: float) -> str:
@@ -40,7 +45,7 @@ def future_problem(
     """Why these (name, epoch seconds) times cannot be taken at the bridge's ``now``, or None:
     a time that is not finite, or that lies more than ``max_skew_s`` ahead of ``now``."""
     for name, value in times:
-        if not math.isfinite(value):
+        if not finite(value):
             return f"{name} is not a finite time ({value})"
         ahead = value - now
         if ahead > max_skew_s:

@@ -3,13 +3,6 @@
 An event is committed to the store before we acknowledge it (paho ``manual_ack``): if storing
 fails, no PUBACK goes out and the broker redelivers, so an acknowledged event is always on disk. Invalid messages are kept as dead
 letters with the reason (and only a hash of the payload: it may hold anything).
-
-Event times are checked against the bridge's clock (the ``now`` passed in): an event whose
-``ts``, ``first_seen`` or ``last_seen`` lies more than ``max_skew_s`` ahead of it, or is not a
-finite time, is dead-lettered with the reason (``cloud_bridge.clock``). A stats message is
-kept whatever (finite) time it carries: its ``ts`` minus ``now`` is the sensor's clock offset,
-stored with the sensor's latest stats (``clock_offset_s``) for the fleet page, its alert and
-/metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, EVENT_TIME_FIELDS, future_problem
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, EVENT_TIME_FIELDS, finite, future_problem
 from cloud_bridge.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
@@ -72,6 +64,8 @@ class IngestCounters:
     dead_letters: int = 0
     status: int = 0
     stats: int = 0
+    # the bridge's setting (policy.max_clock_skew_s): event times further ahead are refused
+    max_skew_s: float = DEFAULT_MAX_SKEW_S
     # sensors that sent events since the last flush, with the time of the latest: written
     # together at most once a second (one statement, not one per event)
     seen_due: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -80,16 +74,17 @@ class IngestCounters:
     incompatible: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-_TIMES = frozenset({*EVENT_TIME_FIELDS, "ts"})  # fields whose bad values get plain words
-
-
 def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
         value = err.get("input")
-        if loc in _TIMES and isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
+        if (
+            loc in EVENT_TIME_FIELDS
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            if not finite(value):
                 parts.append(f"{loc} is not a finite time ({value})")
                 continue
             if value <= 0:
@@ -100,25 +95,14 @@ def _reason(exc: ValidationError) -> str:
 
 
 def handle_message(
-    store: BridgeStore,
-    topic: str,
-    payload: bytes,
-    now: float,
-    counters: IngestCounters,
-    *,
-    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
 ) -> str:
     """Validate and store one message; returns 'event', 'duplicate', 'dead', 'status' or 'stats'."""
-    return handle_batch(store, [(topic, payload)], now, counters, max_skew_s=max_skew_s)[0][0]
+    return handle_batch(store, [(topic, payload)], now, counters)[0][0]
 
 
 def handle_batch(
-    store: BridgeStore,
-    messages: list[tuple[str, bytes]],
-    now: float,
-    counters: IngestCounters,
-    *,
-    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    store: BridgeStore, messages: list[tuple[str, bytes]], now: float, counters: IngestCounters
 ) -> list[tuple[str, str]]:
     """Validate and store messages in order; (kind, event_id) for each, kind as for
     ``handle_message``. The events are stored together, in one statement: if that fails the
@@ -126,7 +110,7 @@ def handle_batch(
     results: list[tuple[str, str]] = []
     rows: list[tuple[int, PresenceMessage, str, str, str]] = []
     for topic, payload in messages:
-        kind, event = _one(store, topic, payload, now, counters, max_skew_s)
+        kind, event = _one(store, topic, payload, now, counters)
         if event is not None:
             store_id, sensor_id, _ = parse_topic(topic)
             rows.append((len(results), event, store_id, sensor_id, payload.decode("utf-8")))
@@ -151,16 +135,17 @@ def handle_batch(
 
 
 def _one(
-    store: BridgeStore,
-    topic: str,
-    payload: bytes,
-    now: float,
-    counters: IngestCounters,
-    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
 ) -> tuple[str, PresenceMessage | None]:
     """One message: a valid event is returned to be stored with its batch ('pending');
-    anything else is handled here. ``now`` is the bridge's clock: event times more than
-    ``max_skew_s`` ahead of it are refused."""
+    anything else is handled here.
+
+    Event times are checked against the bridge's clock, ``now``: an event whose ``ts``,
+    ``first_seen`` or ``last_seen`` lies more than ``counters.max_skew_s`` ahead of it, or is
+    not a finite time, is dead-lettered with the reason (``cloud_bridge.clock``). A stats
+    message is kept whatever (finite) time it carries: its ``ts`` minus ``now`` is the sensor's
+    clock offset, kept with the sensor's latest stats (``clock_offset_s``) for the fleet page,
+    its clock_skew alert and /metrics."""
 
     def dead(reason: str) -> tuple[str, None]:
         counters.dead_letters += 1
@@ -185,7 +170,7 @@ def _one(
                 )
             event = PresenceMessage.model_validate_json(text)
             times = ((f, getattr(event, f)) for f in EVENT_TIME_FIELDS)
-            problem = future_problem(times, now, max_skew_s)
+            problem = future_problem(times, now, counters.max_skew_s)
             if problem is not None:
                 return dead(f"event time refused: {problem}")
             return "pending", event
@@ -217,7 +202,7 @@ def _one(
         if leaf == "stats":
             stats = StatsMessage.model_validate_json(text)
             counters.stats += 1
-            if not math.isfinite(stats.ts):
+            if not finite(stats.ts):
                 return dead(f"invalid stats message: ts is not a finite time ({stats.ts})")
             # the sensor's clock offset: its ts when it published against ours when it came
             # (stats are QoS 0 and never queued, so the transit time is small)
@@ -257,10 +242,9 @@ class Ingest:
         max_skew_s: float = DEFAULT_MAX_SKEW_S,
     ) -> None:
         self.settings = settings
-        self.max_skew_s = max_skew_s  # event times further ahead of our clock are refused
         self.store = store
         self.on_event = on_event
-        self.counters = IngestCounters()
+        self.counters = IngestCounters(max_skew_s=max_skew_s)
         self.connected = threading.Event()
         self._client = make_client(settings, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -301,11 +285,7 @@ class Ingest:
             return
         try:
             results = handle_batch(
-                self.store,
-                [(m.topic, m.payload) for m in batch],
-                time.time(),
-                self.counters,
-                max_skew_s=self.max_skew_s,
+                self.store, [(m.topic, m.payload) for m in batch], time.time(), self.counters
             )
         except Exception:  # e.g. database away or disk full: not acknowledged, redelivered
             log.exception("failed to store %d messages; not acknowledged", len(batch))

@@ -128,12 +128,12 @@ def test_skew_is_a_setting(bridge) -> None:
     """The same event, 100 s ahead: refused with a skew of 60 s, accepted with the default."""
     store, keys = bridge
     now = time.time()
-    c = IngestCounters()
-    assert (
-        handle_message(store, TOPIC, event_text(keys, now + 100), now, c, max_skew_s=60) == "dead"
-    )
+    narrow = IngestCounters(max_skew_s=60)
+    assert handle_message(store, TOPIC, event_text(keys, now + 100), now, narrow) == "dead"
     assert "at most 60 s" in store.query("SELECT reason FROM dead_letters")[0]["reason"]
-    assert handle_message(store, TOPIC, event_text(keys, now + 100), now, c) == "event"
+    assert (
+        handle_message(store, TOPIC, event_text(keys, now + 100), now, IngestCounters()) == "event"
+    )
     settings = BridgeSettings(policy={"max_clock_skew_s": 60})
     assert policy_from_settings(settings.policy).max_clock_skew_s == 60
     assert BridgeSettings().policy.max_clock_skew_s == 120
