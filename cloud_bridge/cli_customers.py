@@ -78,7 +78,12 @@ def customers_import(
         "the MACs were enrolled (default: the only store)",
     ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="validate only, change nothing"),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="run the import and roll it back: the report counts what a real run does; "
+        "nothing changes",
+    ),
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Import customers (segments, consent evidence, MACs); report bad rows, apply good ones."""

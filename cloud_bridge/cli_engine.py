@@ -362,17 +362,23 @@ def report(
 def purchases_import(
     file: Path = typer.Argument(..., help="CSV or JSON: crm_id, store_id, time, amount, ..."),
     fmt: str | None = typer.Option(None, "--format", help="csv or json (default: by suffix)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="check only"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="run the import and roll it back: counts what a real run adds"
+    ),
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Import CRM purchases for revenue: crm_id, store_id, time, amount[, currency, order_id].
 
     Rows are checked one by one; re-importing changes nothing."""
+    from cloud_bridge.csv_input import ImportFileError
     from cloud_bridge.reports import import_purchases
 
     store = _store(_settings(config))
     try:
         rep = import_purchases(store, file, time.time(), fmt, dry_run)
+    except ImportFileError as exc:  # names the file itself
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (OSError, ValueError) as exc:
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -230,6 +230,13 @@ class PolicySettings(_Section):
     overall_cap: int = Field(4, description="SMS per customer across campaigns per window", ge=1)
     overall_days: int = Field(30, description="window of the overall cap, days", ge=1)
     offer_ttl_s: float = Field(600.0, description="an event older than this is not acted on", gt=0)
+    max_clock_skew_s: float = Field(
+        120.0,
+        description="an event dated more than this ahead of the bridge's clock is dead-lettered "
+        "(never decided); a sensor whose clock is off by more raises the clock_skew fleet alert",
+        gt=0,
+        le=3600,
+    )
     regular_visits: int = Field(
         3, description="known visits (CRM count + sensed) from which a customer is a regular", ge=1
     )

@@ -19,13 +19,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from cloud_bridge.csv_input import (
+    TWICE,
+    ImportFileError,
+    check_header,
+    decode_text,
+    load_json,
+    sniff_delimiter,
+)
 from cloud_bridge.erasure import suppressed
 from cloud_bridge.phones import PhoneError, normalise_phone
 from cloud_bridge.store import BridgeStore
@@ -60,10 +67,6 @@ REQUIRED = ("crm_id", "name", "phone")
 _TRUE = {"1", "true", "yes", "y", "да", "այո"}
 _FALSE = {"0", "false", "no", "n", "нет", "ոչ"}
 CLOCK_SKEW_S = 300.0
-
-
-class ImportFileError(ValueError):
-    """The file as a whole cannot be read (format, encoding, header)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +129,7 @@ def read_rows(
     except OSError as exc:
         raise ImportFileError(f"{path}: {exc.strerror}") from None
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ImportFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
+    text = decode_text(data, path, csv_file=fmt == "csv")
     sha = hashlib.sha256(data).hexdigest()
     if fmt == "json":
         rows, problems = _read_json(path, text)
@@ -141,15 +141,14 @@ def read_rows(
 
 
 def _read_csv(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
         raise ImportFileError(f"{path}: empty file") from None
     except csv.Error as exc:
         raise ImportFileError(f"{path}: line 1: {exc}") from None
+    check_header(header, path, FIELDS)
     missing = [f for f in REQUIRED if f not in header]
     if missing:
         raise ImportFileError(f"{path}: the header lacks required column(s) {', '.join(missing)}")
@@ -177,10 +176,7 @@ def _read_csv(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], 
 
 
 def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]], list[Problem]]:
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise ImportFileError(f"{path}: not valid JSON: {exc}") from None
+    doc = load_json(text, path)
     if isinstance(doc, dict) and isinstance(doc.get("customers"), list):
         doc = doc["customers"]
     if not isinstance(doc, list):
@@ -194,7 +190,11 @@ def _read_json(path: Path, text: str) -> tuple[list[tuple[int, dict[str, Any]]],
         unknown = sorted(k for k in item if k not in FIELDS)
         for k in unknown:
             problems.append(Problem(i, str(k), "unknown field (ignored)", "warning"))
-        rows.append((i, {k: v for k, v in item.items() if k in FIELDS}))
+        twice = [k for k in getattr(item, "twice", ()) if k in FIELDS]
+        for k in twice:
+            problems.append(Problem(i, k, TWICE, "error", _text(item, "crm_id")))
+        if not twice:
+            rows.append((i, {k: v for k, v in item.items() if k in FIELDS}))
     return rows, problems
 
 
@@ -413,12 +413,17 @@ def import_customers(
         for mac in row.macs:
             seen_mac[mac] = row.crm_id
         good.append(row)
+    shared = _shared_phones(store, good)
+    report.problems.extend(shared)
+    refused = {p.row for p in shared if p.severity == "error"}
+    good = [row for row in good if row.row not in refused]
+    bad_rows |= refused
     report.skipped = len(bad_rows)
-    report.problems.sort(key=lambda p: (p.row, p.field))
-    if dry_run:
-        report.applied = len(good)
-        return report
-    with store.transaction():
+    if dry_run and any(row.macs for row in good):
+        _ = store.cipher  # its first use records the data key id: not in a rolled-back transaction
+    # A dry run does the real work in a transaction that is rolled back, so its counts are
+    # exactly what the real run will report.
+    with store.rolled_back() if dry_run else store.transaction():
         for row in good:
             _apply(store, subject_key, row, now, device_ttl_days, device_store, sha, report)
     report.applied = len(good)
@@ -453,6 +458,78 @@ def _cross_checks(
         if owners and (existing is None or any(o != existing["id"] for o in owners)):
             bad("macs", f"item {i + 1} is enrolled by another customer")
     return out
+
+
+def _shared_phones(store: BridgeStore, rows: list[_Row]) -> list[Problem]:
+    """Rows whose phone would belong to another customer too once the import is applied:
+    an error on each such row, naming the other customers (never the phone). A phone is one
+    customer: consent is proven by a code sent to it, a STOP from it revokes every customer
+    that has it and a START restores them all, and offers to it carry one customer's name.
+
+    Who has a phone afterwards: the rows of this file that give it, and the customers that have
+    it now and keep it (no good row of theirs in this file). A customer first enrolled at the
+    portal (``web-…``) with the phone of a new CRM id becomes that CRM id (``_apply``): not
+    another customer. A row whose customer already shares its phone with customers that
+    already have it too is applied with a warning (the sharing is older than this import).
+    Refusing a row can keep its customer on their old phone, so this runs until nothing more
+    is refused."""
+    # phone -> CRM ids of the live customers with it now; crm_id -> its phone now
+    holders, phones_now = store.phone_holders((r.phone for r in rows), (r.crm_id for r in rows))
+    current: dict[str, str | None] = {r.crm_id: phones_now.get(r.crm_id) for r in rows}
+
+    def now_holding(phone: str) -> list[str]:
+        return holders.get(phone, [])
+
+    refused: dict[int, Problem] = {}
+    warned: dict[int, Problem] = {}
+    while True:
+        live = [r for r in rows if r.row not in refused]
+        by_id = {r.crm_id: r for r in live}
+        claims: dict[str, dict[str, _Row | None]] = {}
+        for r in live:
+            claims.setdefault(r.phone, {})[r.crm_id] = r
+        for phone, claimants in claims.items():
+            portal = [c for c in now_holding(phone) if c.startswith("web-")]
+            adopted = portal[0] if portal and any(current[c] is None for c in claimants) else None
+            for cid in now_holding(phone):
+                if cid not in by_id and cid != adopted:
+                    claimants.setdefault(cid, None)  # keeps the phone it has now
+        more = False
+        warned.clear()
+        for r in live:
+            others = [cid for cid in claims[r.phone] if cid != r.crm_id]
+            if not others:
+                continue
+            names = " and ".join(
+                f"customer {cid}" + (f" (row {o.row} of this file)" if o is not None else "")
+                for cid in others
+                for o in (claims[r.phone][cid],)
+            )
+            older = current[r.crm_id] == r.phone and all(
+                claims[r.phone][cid] is None or current.get(cid) == r.phone for cid in others
+            )
+            if older:
+                warned[r.row] = Problem(
+                    r.row,
+                    "phone",
+                    f"the phone is shared with {names} already (before this import): merge "
+                    "the records in the CRM; a STOP from it stops them all",
+                    "warning",
+                    r.crm_id,
+                )
+                continue
+            refused[r.row] = Problem(
+                r.row,
+                "phone",
+                f"the phone would also belong to {names}: one phone is one customer (its "
+                "consent code, its STOP, its offers); merge the records in the CRM or give "
+                "this row its own phone",
+                "error",
+                r.crm_id,
+            )
+            more = True
+        if not more:
+            return [*refused.values(), *warned.values()]
 
 
 def _apply(

@@ -6,7 +6,8 @@ that shapes a decision is a table at the top of this module.
 
 Checks run in a fixed order. First the checks about the customer and the moment, in this
 order: store known, customer known, not erased, marketing SMS consent, recognition consent,
-event fresh, inside the store's sending hours (store hours narrowed by the country's legal
+event fresh (not older than the offer lifetime, not dated more than the allowed clock skew
+ahead of ``now``), inside the store's sending hours (store hours narrowed by the country's legal
 minimum, in the store's own time zone, so DST is handled by the tz database), an active
 campaign for this store and trigger, cross-campaign cap, store daily budget. Then each
 candidate campaign, highest priority first: schedule (dates, weekdays, hours), dwell, signal,
@@ -34,6 +35,7 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, future_problem
 from cloud_bridge.templates import TemplateError, render
 
 __all__ = [
@@ -85,6 +87,8 @@ REASONS: Final[dict[str, str]] = {
     "no_sms_consent": "the customer has no active consent to marketing SMS",
     "no_recognition_consent": "the customer has no active consent to phone recognition",
     "stale_event": "the event is older than the offer lifetime; proximity is now or never",
+    "future_event": "the event is dated ahead of the bridge's clock by more than the allowed "
+    "skew: the sensor's clock is wrong",
     "quiet_hours": "outside the store's sending hours (dropped, not deferred)",
     "no_campaign": "no active campaign covers this store and trigger",
     "overall_cap": "the customer reached the cap across all campaigns",
@@ -237,10 +241,11 @@ class Event:
     type: str
     store_id: str
     subject: str
-    ts: float
+    ts: float  # the sensor's clock
     rssi_max: float | None = None
     rssi_median: float | None = None
     dwell_s: float = 0.0
+    received: float | None = None  # when the bridge stored it (the bridge's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +253,7 @@ class Policy:
     overall_cap: int = 4
     overall_days: int = 30
     offer_ttl_s: float = 600.0
+    max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
     regular_visits: int = 3
     lapsed_days: int = 60
     optout_max_rate: float = 0.02
@@ -647,7 +653,18 @@ def decide(
     age = now - event.ts
     if age > policy.offer_ttl_s:
         return skip("stale_event", f"event is {age:.0f} s old (limit {policy.offer_ttl_s:.0f} s)")
-    trace.append(Check("fresh", True, f"event is {max(age, 0.0):.0f} s old"))
+    skew = policy.max_clock_skew_s
+    future = future_problem([("event", event.ts)], now, skew)
+    if future is not None:  # stored before ingest checked times, or by another path
+        return skip("future_event", future)
+    if age < 0:
+        words = (
+            f"event is dated {-age:.0f} s ahead of the bridge's clock, within the allowed "
+            f"{skew:.0f} s"
+        )
+    else:
+        words = f"event is {age:.0f} s old"
+    trace.append(Check("fresh", True, words))
     local = local_time(store, now)
     start, end, words = sending_window(store)
     minute = local.hour * 60 + local.minute

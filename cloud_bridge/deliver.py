@@ -18,7 +18,8 @@ States (offers in ``sends``, keyword confirmations in ``replies``)::
        '--(kill -9 during an attempt: its lease runs out)-- sending --> unknown
 
 Every transition is a guarded UPDATE (``FROM`` below) and is logged in ``send_log`` with its
-reason. Offers expire ``offer_ttl_s`` after the customer was seen; an expired intent is never
+reason. Offers expire ``offer_ttl_s`` after the customer was seen (``seen_at``: by the bridge's
+clock, which a sensor's clock ahead of it can never push later); an expired intent is never
 sent. A token bucket per provider account (shared by every sender of the process) paces the
 requests; the queue is bounded and an offer that would expire before its turn is shed with
 the reason. ``recover()`` runs at start: an attempt cut short by a crash becomes ``unknown``
@@ -30,6 +31,7 @@ from __future__ import annotations
 import collections
 import heapq
 import logging
+import math
 import random
 import secrets
 import string
@@ -46,7 +48,7 @@ from cloud_bridge.sms_encoding import cost_of
 from cloud_bridge.sms_text import compose, language_of_text, optout_link, sender_kind
 from cloud_bridge.store import BridgeStore
 
-__all__ = ["FROM", "FINAL", "DeliveryOptions", "Deliverer", "country_of"]
+__all__ = ["FROM", "FINAL", "DeliveryOptions", "Deliverer", "country_of", "seen_at"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,15 @@ class DeliveryCounters:
     receipts: int = 0
 
 
+def seen_at(job: dict[str, Any]) -> float:
+    """When the customer was seen, as the offer's expiry counts it: the bridge's clock bounds
+    it (when the bridge received the event, else when it reserved the send), and the event's
+    own time, from the sensor's clock, can only make it earlier. A sensor clock ahead of ours
+    never lengthens an offer."""
+    times = [job["ts"], job.get("event_received"), job.get("event_ts")]
+    return float(min(t for t in times if t is not None and math.isfinite(t)))
+
+
 class Deliverer:
     """Sends reserved intents through one provider. ``start()`` runs the senders and the timer
     (service); without it ``deliver`` sends at once in the caller's thread (tests, CLI)."""
@@ -220,8 +231,7 @@ class Deliverer:
             return SendResult("failed", error=f"send is {job['state']}, not reserved"), None
         if job["idem_key"]:
             return None, job["expires_at"]
-        event_ts = job["event_ts"] or job["ts"]
-        expires_at = event_ts + o.offer_ttl_s
+        expires_at = seen_at(job) + o.offer_ttl_s
         language = (
             store.customer_language(job["customer_id"])
             or language_of_text(job["body"], o.default_language)  # type: ignore[arg-type]

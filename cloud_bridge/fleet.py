@@ -13,6 +13,10 @@ Alerts (``ALERTS``), each with the fix a person can apply:
 * ``outbox_growing``: the events waiting for the broker grew across the last samples;
 * ``no_frames``: online, yet no frame heard on the channel across the last samples;
 * ``stale_roster``: the sensor runs an older roster than the store's current one;
+* ``clock_skew``: the sensor's clock is off the bridge's by more than the allowed skew
+  (``policy.max_clock_skew_s``, 2 min by default). Ahead, its events are refused as from the
+  future; behind, they arrive stale. The offset is measured on each stats message (its ``ts``
+  against the bridge's clock when it came) and kept in the stats as ``clock_offset_s``;
 * ``dropping``: the outbox was full and events were dropped;
 * ``hot`` / ``disk_low``: CPU temperature or free disk past their line.
 """
@@ -22,6 +26,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, span_words
 
 __all__ = [
     "ALERTS",
@@ -63,6 +69,12 @@ ALERTS: Final[dict[str, tuple[str, str]]] = {
         "the box's outbox was full and events were dropped",
         "restore the broker connection first; raise outbox_limit in edge.toml if outages are long",
     ),
+    "clock_skew": (
+        "the box's clock is off: its events are refused (ahead) or arrive stale (behind)",
+        "on the box run `timedatectl status` (System clock synchronized: yes) and check it "
+        "reaches an NTP server (`timedatectl timesync-status`); the bridge's own clock must "
+        "be synchronised too",
+    ),
     "hot": (
         "the CPU is hot (80 °C or more)",
         "give the box air or a heatsink case; keep it out of direct sun",
@@ -98,6 +110,12 @@ class SensorHealth:
     def online(self) -> bool:
         return self.state == "online"
 
+    @property
+    def clock_offset_s(self) -> float | None:
+        """The sensor's clock minus the bridge's, from its latest stats (None: not known)."""
+        value = self.stats.get("clock_offset_s")
+        return float(value) if isinstance(value, int | float) else None
+
     def to_json(self) -> dict[str, Any]:
         s = self.stats
         return {
@@ -115,6 +133,7 @@ class SensorHealth:
             "cpu_temp_c": s.get("cpu_temp_c"),
             "disk_free_mb": s.get("disk_free_mb"),
             "channel": s.get("channel"),
+            "clock_offset_s": self.clock_offset_s,
             "alerts": [{"kind": a.kind, "text": a.text, "fix": a.fix, "detail": a.detail}
                        for a in self.alerts],
         }  # fmt: skip
@@ -144,10 +163,11 @@ def sensor_health(
     history: list[dict[str, Any]],
     store_roster_version: int | None,
     now: float,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
 ) -> SensorHealth:
     """Health of one sensor. ``row`` is its ``sensors`` row; ``history`` its stats samples of
     the last ``OUTBOX_WINDOW_S`` or so (``received``, ``outbox_depth``, ``frames_per_s``,
-    ``client_frames``, ``dropped``), oldest first."""
+    ``client_frames``, ``dropped``), oldest first; ``max_skew_s`` the clock offset allowed."""
     try:
         stats = json.loads(row.get("last_stats") or "{}")
     except ValueError:
@@ -191,6 +211,10 @@ def sensor_health(
     disk = stats.get("disk_free_mb")
     if disk is not None and disk < DISK_LOW_MB:
         alerts.append(_alert("disk_low", f"{disk:.0f} MB free", **names))
+    offset = stats.get("clock_offset_s")
+    if isinstance(offset, int | float) and abs(offset) > max_skew_s:
+        side = "ahead of" if offset > 0 else "behind"
+        alerts.append(_alert("clock_skew", f"{span_words(offset)} {side} the bridge's clock"))
     return SensorHealth(
         store_id=row["store_id"],
         sensor_id=row["sensor_id"],

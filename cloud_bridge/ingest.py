@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, EVENT_TIME_FIELDS, finite, future_problem
 from cloud_bridge.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
@@ -79,6 +80,8 @@ class IngestCounters:
     dead_letters: int = 0
     status: int = 0
     stats: int = 0
+    # the bridge's setting (policy.max_clock_skew_s): event times further ahead are refused
+    max_skew_s: float = DEFAULT_MAX_SKEW_S
     # sensors that sent events since the last flush, with the time of the latest: written
     # together at most once a second (one statement, not one per event)
     seen_due: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -131,6 +134,18 @@ def _reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err["loc"]) or "(payload)"
+        value = err.get("input")
+        if (
+            loc in EVENT_TIME_FIELDS
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            if not finite(value):
+                parts.append(f"{loc} is not a finite time ({value})")
+                continue
+            if value <= 0:
+                parts.append(f"{loc} is not a time ({value!r}: epoch seconds must be > 0)")
+                continue
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 
@@ -202,7 +217,14 @@ def _one(
     store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
 ) -> tuple[str, PresenceMessage | None]:
     """One message: a valid event is returned to be stored with its batch ('pending');
-    anything else is handled here."""
+    anything else is handled here.
+
+    Event times are checked against the bridge's clock, ``now``: an event whose ``ts``,
+    ``first_seen`` or ``last_seen`` lies more than ``counters.max_skew_s`` ahead of it, or is
+    not a finite time, is dead-lettered with the reason (``cloud_bridge.clock``). A stats
+    message is kept whatever (finite) time it carries: its ``ts`` minus ``now`` is the sensor's
+    clock offset, kept with the sensor's latest stats (``clock_offset_s``) for the fleet page,
+    its clock_skew alert and /metrics."""
 
     def dead(reason: str) -> tuple[str, None]:
         counters.dead_letters += 1
@@ -226,7 +248,12 @@ def _one(
                 return dead(
                     f"sensor speaks protocol v{other}, this bridge v{PROTOCOL_VERSION}: event refused"
                 )
-            return "pending", PresenceMessage.model_validate_json(text)
+            event = PresenceMessage.model_validate_json(text)
+            times = ((f, getattr(event, f)) for f in EVENT_TIME_FIELDS)
+            problem = future_problem(times, now, counters.max_skew_s)
+            if problem is not None:
+                return dead(f"event time refused: {problem}")
+            return "pending", event
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
@@ -255,11 +282,16 @@ def _one(
         if leaf == "stats":
             stats = StatsMessage.model_validate_json(text)
             counters.stats += 1
+            if not finite(stats.ts):
+                return dead(f"invalid stats message: ts is not a finite time ({stats.ts})")
+            # the sensor's clock offset: its ts when it published against ours when it came
+            # (stats are QoS 0 and never queued, so the transit time is small)
+            offset = stats.ts - now
             store.sensor_seen(
                 store_id,
                 sensor_id,
                 now,
-                last_stats=json.dumps(stats.model_dump()),
+                last_stats=json.dumps({**stats.model_dump(), "clock_offset_s": offset}),
                 roster_version=stats.roster_version,
                 agent_version=stats.agent_version,
             )
@@ -287,11 +319,12 @@ class Ingest:
         store: BridgeStore,
         on_event: Callable[[str], None],
         client_id: str = "passby-bridge-1",
+        max_skew_s: float = DEFAULT_MAX_SKEW_S,
     ) -> None:
         self.settings = settings
         self.store = store
         self.on_event = on_event
-        self.counters = IngestCounters()
+        self.counters = IngestCounters(max_skew_s=max_skew_s)
         self.connected = threading.Event()
         self._client = make_client(settings, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect

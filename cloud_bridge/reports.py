@@ -24,7 +24,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import math
 import time
 from collections import defaultdict
@@ -936,18 +935,19 @@ class PurchaseReport:
 
 
 def _rows(path: Path, fmt: str | None) -> list[tuple[int, dict[str, Any]]]:
-    text = path.read_text(encoding="utf-8-sig")
+    from cloud_bridge.csv_input import check_header, decode_text, load_json, sniff_delimiter
+
     kind = fmt or ("json" if path.suffix.lower() == ".json" else "csv")
+    text = decode_text(path.read_bytes(), path, csv_file=kind == "csv")
     if kind == "json":
-        data = json.loads(text)
+        data = load_json(text, path)
         if isinstance(data, dict):
             data = data.get("purchases", [])
         if not isinstance(data, list):
             raise ValueError("JSON must be a list of purchases or {'purchases': [...]}")
         return [(i, r if isinstance(r, dict) else {}) for i, r in enumerate(data, 1)]
-    sample = text[:2048]
-    delimiter = ";" if sample.count(";") > sample.count(",") else ","
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=sniff_delimiter(text))
+    check_header(list(reader.fieldnames or []), path, PURCHASE_FIELDS)
     unknown = set(reader.fieldnames or []) - set(PURCHASE_FIELDS)
     if unknown:
         raise ValueError(f"unknown column(s) {', '.join(sorted(unknown))}; use {PURCHASE_FIELDS}")
@@ -970,7 +970,10 @@ def import_purchases(
     """Import CRM purchases (crm_id, store_id, time, amount[, currency, order_id]). Each row is
     checked on its own (the report names row, field and problem); good rows go in one
     transaction; re-importing changes nothing (order_id, else a hash of the row, is unique).
-    Purchases of customers erased on request are skipped as suppressed."""
+    Purchases of customers erased on request are skipped as suppressed. A CSV must be UTF-8
+    (an error names its line and column) and name each column once. ``dry_run`` counts added
+    and already-known purchases exactly as the real run would, and keeps nothing."""
+    from cloud_bridge.csv_input import TWICE
     from cloud_bridge.erasure import suppressed
 
     report = PurchaseReport(str(path), dry_run=dry_run)
@@ -982,6 +985,11 @@ def import_purchases(
         def bad(f: str, problem: str, line: int = line) -> None:
             report.problems.append((line, f, problem))
 
+        twice = [k for k in getattr(raw, "twice", ()) if k in PURCHASE_FIELDS]
+        if twice:
+            for k in twice:
+                bad(k, TWICE)
+            continue
         crm_id = str(raw.get("crm_id") or "").strip()
         if not crm_id:
             bad("crm_id", "is required")
@@ -1026,8 +1034,9 @@ def import_purchases(
                 "currency": (str(raw.get("currency") or "").strip().upper() or None),
             }
         )
-    if dry_run:
-        report.added = len(good)
+    if dry_run:  # the real insert, rolled back: counts what the real run will report
+        with store.rolled_back():
+            report.added, report.known = store.add_purchases(good, now)
         return report
     report.added, report.known = store.add_purchases(good, now)
     return report

@@ -84,6 +84,7 @@ class BridgeService:
             self.store,
             self.worker.notify,
             client_id=f"passby-bridge-{settings.worker_id}",
+            max_skew_s=p.max_clock_skew_s,
         )
         self.web = None
         if web:

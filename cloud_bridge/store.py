@@ -16,7 +16,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -434,6 +434,10 @@ def decision_row(
     ]  # fmt: skip
 
 
+class _RolledBack(Exception):
+    """Ends ``BridgeStore.rolled_back``'s transaction."""
+
+
 class BridgeStore:
     """One SQLite file; safe to share between the ingest, worker and web threads."""
 
@@ -567,6 +571,17 @@ class BridgeStore:
                 finally:
                     self._depth = 0
 
+    @contextmanager
+    def rolled_back(self) -> Iterator[sqlite_utils.Database]:
+        """A write transaction that is always rolled back: the real work runs and nothing is
+        kept, so a dry run counts exactly what the real run would do."""
+        try:
+            with self.transaction() as db:
+                yield db
+                raise _RolledBack
+        except _RolledBack:
+            pass
+
     @property
     def where(self) -> str:
         """The database for messages (a PostgreSQL URL without its password)."""
@@ -678,6 +693,28 @@ class BridgeStore:
         return self.query(
             "SELECT * FROM customers WHERE phone=? AND erased IS NULL ORDER BY id", [phone]
         )
+
+    def phone_holders(
+        self, phones: Iterable[str], crm_ids: Iterable[str]
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """For a whole import at once: the CRM ids of the live customers holding each of
+        ``phones`` (oldest first), and the phone each of ``crm_ids`` has now."""
+        holders: dict[str, list[str]] = {}
+        current: dict[str, str] = {}
+        for column, values in (("phone", sorted(set(phones))), ("crm_id", sorted(set(crm_ids)))):
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                for r in self.query(
+                    f"SELECT crm_id, phone FROM customers WHERE erased IS NULL AND {column} "
+                    f"IN ({marks}) ORDER BY id",
+                    chunk,
+                ):
+                    if column == "phone":
+                        holders.setdefault(r["phone"], []).append(r["crm_id"])
+                    else:
+                        current[r["crm_id"]] = r["phone"]
+        return holders, current
 
     def set_crm_id(self, customer_id: int, crm_id: str) -> None:
         """Adopt a CRM id for a customer first known from the portal (the subject stays)."""
@@ -1355,7 +1392,8 @@ class BridgeStore:
         )
         if t == "sends":
             sql = (
-                f"SELECT s.*, {common}, e.ts AS event_ts, st.name AS store_name, "
+                f"SELECT s.*, {common}, e.ts AS event_ts, e.received AS event_received, "
+                "st.name AS store_name, "
                 "st.country AS store_country FROM sends s "
                 "JOIN customers c ON c.id=s.customer_id "
                 "LEFT JOIN decisions d ON d.id=s.decision_id "

@@ -148,6 +148,19 @@ class Tenant(_M):
                 raise ValueError(f"campaigns[{i}].template: {exc}") from None
         return self
 
+    @model_validator(mode="after")
+    def _one_phone_one_customer(self) -> Tenant:
+        # A phone is one customer: its consent, its STOP (which goes by phone), its offers.
+        first: dict[str, tuple[int, str]] = {}
+        for i, c in enumerate(self.customers):
+            if c.phone in first:
+                j, crm_id = first[c.phone]
+                raise ValueError(
+                    f"customers[{i}].phone: the phone of customers[{j}] ({crm_id}) too"
+                )
+            first[c.phone] = (i, c.crm_id)
+        return self
+
 
 def load_tenant(path: Path) -> Tenant:
     try:

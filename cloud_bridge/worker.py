@@ -108,6 +108,7 @@ def event_of(row: dict[str, Any]) -> Event:
         rssi_max,
         rssi_median,
         dwell,
+        row.get("received"),
     )
 
 
@@ -137,6 +138,7 @@ def policy_from_settings(p: Any) -> Policy:
         overall_cap=p.overall_cap,
         overall_days=p.overall_days,
         offer_ttl_s=p.offer_ttl_s,
+        max_clock_skew_s=p.max_clock_skew_s,
         regular_visits=p.regular_visits,
         lapsed_days=p.lapsed_days,
         optout_max_rate=p.optout_max_rate,
@@ -655,6 +657,7 @@ class DecisionWorker:
             "body": outcome.text,
             "ts": now,
             "event_ts": event.ts,
+            "event_received": event.received,
             "store_name": store_info.name,
             "store_country": store_info.country,
         }

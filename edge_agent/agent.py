@@ -25,7 +25,7 @@ from edge_agent.sdnotify import SdNotifier
 if TYPE_CHECKING:
     from edge_agent.commands import CommandWorker
 
-__all__ = ["Pipeline", "RunSummary", "load_roster_file", "run_capture"]
+__all__ = ["Pipeline", "RunSummary", "load_roster_file", "replay_dated", "run_capture"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,24 @@ def to_message(event: PresenceEvent, roster_version: int) -> PresenceMessage:
     )
 
 
+def replay_dated(msg: PresenceMessage, now: float) -> PresenceMessage:
+    """A replayed event dated no later than ``now`` (the wall clock). A replay faster than
+    recorded runs ahead of the clock (a 10-minute capture read in two seconds, the closing
+    silence), and the bridge refuses events dated ahead of its clock beyond a small skew; so
+    such an event is moved back, all its times by the same amount, to look as if it had just
+    happened. Live captures are never moved: their clock is the truth the bridge checks."""
+    ahead = max(msg.ts, msg.first_seen, msg.last_seen) - now
+    if ahead <= 0:
+        return msg
+    return msg.model_copy(
+        update={
+            "ts": msg.ts - ahead,
+            "first_seen": msg.first_seen - ahead,
+            "last_seen": msg.last_seen - ahead,
+        }
+    )
+
+
 def load_roster_file(settings: EdgeSettings) -> Roster:
     """The last-good signed roster from disk, or an empty one (nothing matches) if none yet.
 
@@ -227,7 +245,9 @@ def run_capture(
     """Run the whole edge chain over capture records and wait for the broker to ack the events.
 
     ``speed`` 0 replays as fast as possible, 1 as recorded. ``rebase`` shifts capture timestamps
-    so the first frame is "now", which makes a replayed capture look live to the bridge.
+    so the first frame is "now", which makes a replayed capture look live to the bridge; an
+    event of a rebased replay that would be dated ahead of the wall clock is dated now
+    (``replay_dated``).
     """
     from edge_agent.commands import CommandWorker, RemoteConfig, presence_config
     from edge_agent.uplink import Uplink  # paho is only needed when we actually publish
@@ -275,6 +295,8 @@ def run_capture(
 
     def emit(event: PresenceEvent) -> None:
         msg = to_message(event, pipe.roster.version)
+        if rebase:
+            msg = replay_dated(msg, time.time())
         outbox.add(events_topic, msg.to_json(), msg.event_id)
         summary.events[event.type] = summary.events.get(event.type, 0) + 1
         uplink.kick()

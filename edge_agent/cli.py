@@ -71,7 +71,9 @@ def run(
         0.0, help="replay speed: 0 = as fast as possible, 1 = as recorded, 10 = ten times faster"
     ),
     rebase: bool = typer.Option(
-        True, help="shift capture timestamps so the first frame is now (replay looks live)"
+        True,
+        help="shift capture timestamps so the first frame is now (replay looks live); an event "
+        "a fast replay would date ahead of now is dated now",
     ),
     drain_timeout: float = typer.Option(
         30.0, help="seconds to wait at the end for the broker to acknowledge every event"

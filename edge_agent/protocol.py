@@ -134,7 +134,11 @@ class PresenceMessage(_Model):
     )
     type: Literal["arrive", "visit", "leave"] = Field(description="presence transition")
     subject: str = Field(description="pseudonymous subject id", pattern=SUBJECT_PATTERN)
-    ts: float = Field(description="when the transition happened, epoch seconds UTC", gt=0)
+    ts: float = Field(
+        description="when the transition happened, epoch seconds UTC by the sensor's clock (the "
+        "bridge refuses times ahead of its own by more than its allowed skew)",
+        gt=0,
+    )
     first_seen: float = Field(description="first frame of this stay, epoch seconds", gt=0)
     last_seen: float = Field(description="latest frame of this stay, epoch seconds", gt=0)
     rssi: Rssi = Field(description="signal summary of the stay")
@@ -164,7 +168,11 @@ class StatusMessage(_Model):
 class StatsMessage(_Model):
     """Periodic health and anonymous footfall counters of a sensor."""
 
-    ts: float = Field(description="epoch seconds", gt=0)
+    ts: float = Field(
+        description="when the stats were taken, epoch seconds by the sensor's clock (the bridge "
+        "measures the sensor's clock offset from it)",
+        gt=0,
+    )
     uptime_s: float = Field(description="seconds since agent start", ge=0)
     agent_version: str = Field(description="edge agent version")
     frames: int = Field(description="frames read since start", ge=0)

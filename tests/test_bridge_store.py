@@ -179,11 +179,10 @@ def test_last_seen_written_together_once_a_second(bridge) -> None:
     sensors = ["door-a", "door-b", "door-c"]
     for i, s in enumerate(sensors):
         topic = f"passby/v1/main-st/{s}/events"
-        assert handle_message(store, topic, event(keys, "C-1001"), t0 + i * 0.1, c) == "event"
-    assert (
-        handle_message(store, "passby/v1/main-st/door-b/events", event(keys, "C-1002"), t0 + 0.5, c)
-        == "event"
-    )
+        ev = event(keys, "C-1001", ts=t0 + i * 0.1)
+        assert handle_message(store, topic, ev, t0 + i * 0.1, c) == "event"
+    ev = event(keys, "C-1002", ts=t0 + 0.5)
+    assert handle_message(store, "passby/v1/main-st/door-b/events", ev, t0 + 0.5, c) == "event"
 
     def seen() -> dict[str, float | None]:
         rows = store.query(
@@ -196,7 +195,13 @@ def test_last_seen_written_together_once_a_second(bridge) -> None:
     assert seen() == {"door-a": t0, "door-b": t0 + 0.5, "door-c": t0 + 0.2}
     # A second later the next event flushes by itself.
     assert (
-        handle_message(store, "passby/v1/main-st/door-c/events", event(keys, "C-1001"), t0 + 2.5, c)
+        handle_message(
+            store,
+            "passby/v1/main-st/door-c/events",
+            event(keys, "C-1001", ts=t0 + 2.5),
+            t0 + 2.5,
+            c,
+        )
         == "event"
     )
     assert seen()["door-c"] == t0 + 2.5

@@ -119,7 +119,7 @@ def test_fleet_page_lists_sensors_with_alerts_and_the_sensor_page_has_charts(
     assert [a["kind"] for a in door["alerts"]] == ["outbox_growing"]
     sensor = admin.get("/fleet/main-st/door-1")
     assert sensor.status_code == 200
-    assert sensor.text.count("<svg") == 5 and "<polyline" in sensor.text
+    assert sensor.text.count("<svg") == 6 and "<polyline" in sensor.text
     hist = admin.get("/api/v1/fleet/main-st/door-1?hours=1").json()["history"]
     assert sum(h["samples"] for h in hist) == 10
     assert admin.get("/fleet/main-st/nope").status_code == 404

@@ -249,7 +249,8 @@ def test_every_reason_is_documented_and_reachable() -> None:
         run(customer=replace(ANNA, consent_sms=False)),
         run(customer=replace(ANNA, consent_recognition=False)),
         run(now=NOON + 3600),
-        run(now=NOON - 12 * 3600),
+        run(now=NOON - 3600),  # the event is dated an hour ahead of the bridge's clock
+        run(event=replace(EV, ts=NOON - 12 * 3600 - 5), now=NOON - 12 * 3600),
         run(campaigns=[]),
         run(history=History(sends=tuple((f"c{i}", NOON - i) for i in range(4)))),
         run(store=replace(STORE, daily_budget=0)),

@@ -26,6 +26,8 @@ PURE_MODULES = (
     "edge_agent/roster.py",
     "edge_agent/protocol.py",
     "cloud_bridge/decide.py",
+    "cloud_bridge/clock.py",
+    "cloud_bridge/fleet.py",
     "cloud_bridge/sms_encoding.py",
 )
 

@@ -21,6 +21,8 @@ PURE = [
     "edge_agent/calibrate.py",
     "cloud_bridge/decide.py",
     "cloud_bridge/sms_encoding.py",
+    "cloud_bridge/clock.py",
+    "cloud_bridge/fleet.py",
 ]
 
 

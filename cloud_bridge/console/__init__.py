@@ -25,7 +25,7 @@ def console_routers(
 
     return [
         account_router(store, accounts),
-        fleet_router(store),
+        fleet_router(store, settings),
         stores_router(store),
         campaigns_console_router(store, settings),
         customers_router(store, settings),

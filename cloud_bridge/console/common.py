@@ -80,6 +80,21 @@ def ago(ts: float | None, now: float) -> str:
     return f"{s / 86400:.0f} d ago"
 
 
+def offset(seconds: float | None) -> str:
+    """A signed clock offset: ``+1.5 s``, ``−5.1 min``, ``+2.0 h``, ``−3.0 d`` (``-`` unknown)."""
+    if seconds is None:
+        return "-"
+    sign = "+" if seconds >= 0 else "\u2212"
+    s = abs(seconds)
+    if s < 90:
+        return f"{sign}{s:.1f} s"
+    if s < 5400:
+        return f"{sign}{s / 60:.1f} min"
+    if s < 172800:
+        return f"{sign}{s / 3600:.1f} h"
+    return f"{sign}{s / 86400:.1f} d"
+
+
 def mask_phone(phone: str | None) -> str:
     """+79161234501 -> +7916*****01: enough to recognise, not enough to dial."""
     phone = phone or ""
@@ -109,6 +124,7 @@ TEMPLATES.env.filters["ticks"] = ticks
 TEMPLATES.env.filters["mask_phone"] = mask_phone
 TEMPLATES.env.filters["num"] = num
 TEMPLATES.env.filters["pct"] = pct
+TEMPLATES.env.filters["offset"] = offset
 TEMPLATES.env.globals["ago"] = ago
 
 

@@ -11,6 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cloud_bridge.auth import Principal, require
+from cloud_bridge.clock import DEFAULT_MAX_SKEW_S
+from cloud_bridge.config import BridgeSettings
 from cloud_bridge.console.charts import COLORS, Series, line_chart
 from cloud_bridge.console.common import check_store, page, store_scope_sql
 from cloud_bridge.fleet import OUTBOX_WINDOW_S, SensorHealth, sensor_health
@@ -24,9 +26,14 @@ BUCKET_S = 300.0
 
 
 def fleet_health(
-    store: BridgeStore, principal: Principal, now: float, store_id: str | None = None
+    store: BridgeStore,
+    principal: Principal,
+    now: float,
+    store_id: str | None = None,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
 ) -> list[SensorHealth]:
-    """Health of every live (not revoked) sensor the principal may see, alerts first."""
+    """Health of every live (not revoked) sensor the principal may see, alerts first;
+    ``max_skew_s``: the clock offset beyond which a sensor gets the clock_skew alert."""
     cond, args = store_scope_sql(principal, "s.store_id")
     if store_id is not None:
         cond, args = f"{cond} AND s.store_id=?", [*args, store_id]
@@ -46,7 +53,9 @@ def fleet_health(
     ):
         history[(h["store_id"], h["sensor_id"])].append(h)
     out = [
-        sensor_health(r, history[(r["store_id"], r["sensor_id"])], r["store_roster_version"], now)
+        sensor_health(
+            r, history[(r["store_id"], r["sensor_id"])], r["store_roster_version"], now, max_skew_s
+        )
         for r in rows
     ]
     return sorted(out, key=lambda h: (not h.alerts, h.store_id, h.sensor_id))
@@ -60,7 +69,8 @@ def sensor_history(
         "SELECT CAST(received / ? AS INTEGER) * ? AS t, max(frames_per_s) AS frames_per_s, "
         "max(outbox_depth) AS outbox_depth, max(dropped) AS dropped, "
         "max(cpu_temp_c) AS cpu_temp_c, min(disk_free_mb) AS disk_free_mb, "
-        "max(matched) AS matched, count(*) AS samples FROM sensor_stats "
+        "max(matched) AS matched, avg(ts - received) AS clock_offset_s, count(*) AS samples "
+        "FROM sensor_stats "
         "WHERE store_id=? AND sensor_id=? AND received>=? GROUP BY 1 ORDER BY 1",
         [bucket_s, bucket_s, store_id, sensor_id, since],
     )
@@ -75,14 +85,16 @@ def _charts(points: list[dict[str, Any]], now: float) -> list[tuple[str, Any]]:
         ("dropped", "Events dropped since start", "events", COLORS[3]),
         ("cpu_temp_c", "CPU temperature", "°C", COLORS[4]),
         ("disk_free_mb", "Free disk", "MB", COLORS[2]),
+        ("clock_offset_s", "Clock offset (sensor minus bridge)", "s", COLORS[5]),
     ):
         series = Series(title, [(p["t"] + BUCKET_S / 2, p[key]) for p in points], color)
         out.append((f"{title} ({unit})", line_chart([series], start, now, f"{title}, 24 h")))
     return out
 
 
-def fleet_router(store: BridgeStore) -> APIRouter:
+def fleet_router(store: BridgeStore, settings: BridgeSettings | None = None) -> APIRouter:
     r = APIRouter()
+    skew = settings.policy.max_clock_skew_s if settings is not None else DEFAULT_MAX_SKEW_S
 
     @r.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
     def fleet_page(
@@ -91,7 +103,7 @@ def fleet_router(store: BridgeStore) -> APIRouter:
         if store_id:
             check_store(me, store_id)
         now = time.time()
-        sensors = fleet_health(store, me, now, store_id or None)
+        sensors = fleet_health(store, me, now, store_id or None, skew)
         shown = [s for s in sensors if s.alerts] if alerts else sensors
         counts = {
             "sensors": len(sensors),
@@ -110,7 +122,9 @@ def fleet_router(store: BridgeStore) -> APIRouter:
     def sensor_page(request: Request, store_id: str, sensor_id: str, me: Viewer) -> HTMLResponse:
         check_store(me, store_id)
         now = time.time()
-        found = [s for s in fleet_health(store, me, now, store_id) if s.sensor_id == sensor_id]
+        found = [
+            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
+        ]
         if not found:
             raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
         points = sensor_history(store, store_id, sensor_id, now - DAY)
@@ -125,10 +139,11 @@ def fleet_router(store: BridgeStore) -> APIRouter:
     @r.get("/api/v1/fleet", tags=["fleet"])
     def api_fleet(me: Viewer, store_id: str | None = None) -> dict[str, Any]:
         """Every sensor you may see: state (retained status + last will), last seen, versions,
-        frames/s, outbox depth, drops, CPU temperature, disk, and alerts with their fix."""
+        frames/s, outbox depth, drops, CPU temperature, disk, clock offset (sensor minus
+        bridge, seconds), and alerts with their fix."""
         if store_id:
             check_store(me, store_id)
-        sensors = fleet_health(store, me, time.time(), store_id or None)
+        sensors = fleet_health(store, me, time.time(), store_id or None, skew)
         return {
             "sensors": [s.to_json() for s in sensors],
             "online": sum(1 for s in sensors if s.online),
@@ -145,7 +160,9 @@ def fleet_router(store: BridgeStore) -> APIRouter:
         """One sensor's health and its stats history (5-minute buckets)."""
         check_store(me, store_id)
         now = time.time()
-        found = [s for s in fleet_health(store, me, now, store_id) if s.sensor_id == sensor_id]
+        found = [
+            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
+        ]
         if not found:
             raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
         return {

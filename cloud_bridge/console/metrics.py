@@ -75,6 +75,19 @@ class StoreCollector(Collector):
         dead = CounterMetricFamily("passby_dead_letters", "rejected sensor messages")
         dead.add_metric([], q("SELECT count(*) AS n FROM dead_letters")[0]["n"])
         yield dead
+        clock = GaugeMetricFamily(
+            "passby_sensor_clock_offset_seconds",
+            "sensor clock minus bridge clock at the sensor's latest stats (alert beyond the "
+            "allowed skew, policy.max_clock_skew_s)",
+            labels=["store", "sensor"],
+        )
+        for r in q(
+            "SELECT store_id, sensor_id, json_extract(last_stats, '$.clock_offset_s') AS offset "
+            "FROM sensors WHERE json_extract(last_stats, '$.clock_offset_s') IS NOT NULL "
+            "ORDER BY store_id, sensor_id"
+        ):
+            clock.add_metric([r["store_id"], r["sensor_id"]], float(r["offset"]))
+        yield clock
         sensors = GaugeMetricFamily("passby_sensors", "sensors by state", labels=["state"])
         now = time.time()
         counts = {"online": 0, "offline": 0, "silent": 0}

@@ -38,6 +38,7 @@ NOT_ELIGIBLE = (
     "no_sms_consent",
     "no_recognition_consent",
     "stale_event",
+    "future_event",
     "no_campaign",
 )
 

@@ -226,7 +226,7 @@ def test_admin_sees_a_sensor_go_offline_within_a_minute(site, browser) -> None: 
         print(f"\nsensor shown offline {took:.1f} s after kill -9")
         shot(page, "fleet-offline")
         page.goto(url + "/fleet/main-st/door-1")
-        assert page.locator("svg").count() == 5
+        assert page.locator("svg").count() == 6
         shot(page, "sensor-page")
         for path, name in (("/admin", "admin"), ("/customers?q=C-1001", "customers"),
                            ("/customers/C-1001", "customer"), ("/reports", "reports"),
