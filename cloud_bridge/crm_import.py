@@ -64,6 +64,9 @@ FIELDS = (
     "macs",
 )
 REQUIRED = ("crm_id", "name", "phone")
+# Customer fields a file may leave out: a column (or JSON key) that is not there keeps what the
+# customer has; one that is there but empty clears it.
+KEPT_WHEN_ABSENT = ("first_purchase", "visits", "loyalty_tier", "favourite_product")
 _TRUE = {"1", "true", "yes", "y", "да", "այո"}
 _FALSE = {"0", "false", "no", "n", "нет", "ոչ"}
 CLOCK_SKEW_S = 300.0
@@ -110,6 +113,7 @@ class _Row:
     visits: int | None
     loyalty_tier: str | None
     favourite_product: str | None
+    given: frozenset[str]  # which of KEPT_WHEN_ABSENT the row has
     consent: dict[str, bool | None]
     text_version: str | None
     consent_time: float | None
@@ -351,6 +355,7 @@ def validate_row(
             visits,
             loyalty_tier,
             favourite,
+            frozenset(f for f in KEPT_WHEN_ABSENT if f in raw),
             consent,
             text_version,
             consent_time,
@@ -549,13 +554,17 @@ def _apply(
         if portal:
             store.set_crm_id(portal[0]["id"], row.crm_id)
             existing = store.customer_row(row.crm_id)
-    segments = {
+    given = {
         "first_purchase": row.first_purchase,
         "visits": row.visits,
         "loyalty_tier": row.loyalty_tier,
+        "favourite_product": row.favourite_product,
     }
-    wanted = {"name": row.name, "phone": row.phone, "favourite_product": row.favourite_product}
-    wanted.update(segments)
+    if existing is not None:  # a field the file leaves out keeps the customer's value
+        given = {k: v if k in row.given else existing.get(k) for k, v in given.items()}
+    favourite = given.pop("favourite_product")
+    segments = given
+    wanted = {"name": row.name, "phone": row.phone, "favourite_product": favourite, **segments}
     if existing is None:
         report.created += 1
         subject = subject_id(subject_key, row.crm_id)
@@ -570,7 +579,7 @@ def _apply(
         subject,
         row.name,
         row.phone,
-        row.favourite_product,
+        favourite,
         now,
         segments=segments,
         source="crm" if existing is None else None,

@@ -4,6 +4,7 @@ real run then does, and a phone that belongs to another customer is reported on 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -402,3 +403,52 @@ def test_tenant_file_with_two_customers_on_one_phone_is_refused(tmp_path: Path) 
         load_tenant(path)
     assert "customers[2].phone: the phone of customers[0] (C-1001) too" in str(err.value)
     assert ANNA_PHONE not in str(err.value)
+
+
+# -- columns left out ----------------------------------------------------------------------------
+
+
+def test_a_column_left_out_keeps_what_the_customer_had(bridge) -> None:
+    """A file without the segment columns updates names and phones and keeps each customer's
+    favourite product, visits, tier and first purchase; an empty cell in a column that is there
+    clears that field."""
+    store, keys, tmp = bridge
+    full = tmp / "full.csv"
+    full.write_text(
+        "crm_id,name,phone,favourite_product,visits,loyalty_tier,first_purchase\n"
+        f"C-1001,Anna,{ANNA_PHONE},beans,7,gold,2024-01-02\n"
+    )
+    assert not run(store, keys, full).problems
+    before = store.customer_row("C-1001")
+    assert (before["favourite_product"], before["visits"], before["loyalty_tier"]) == (
+        "beans",
+        7,
+        "gold",
+    )
+    thin = tmp / "thin.csv"
+    thin.write_text(f"crm_id,name,phone\nC-1001,Anna K.,{ANNA_PHONE}\n")
+    report = run(store, keys, thin)
+    after = store.customer_row("C-1001")
+    assert after["name"] == "Anna K." and report.updated == 1
+    for field in ("favourite_product", "visits", "loyalty_tier", "first_purchase"):
+        assert after[field] == before[field], field
+    # Re-importing the thin file is "unchanged", not "updated": absent columns do not differ.
+    assert run(store, keys, thin).unchanged == 1
+    # A column that is there but empty says "no value": it clears.
+    cleared = tmp / "cleared.csv"
+    cleared.write_text(f"crm_id,name,phone,favourite_product\nC-1001,Anna K.,{ANNA_PHONE},\n")
+    run(store, keys, cleared)
+    assert store.customer_row("C-1001")["favourite_product"] is None
+    assert store.customer_row("C-1001")["visits"] == 7
+
+
+def test_a_json_key_left_out_keeps_what_the_customer_had(bridge) -> None:
+    store, keys, tmp = bridge
+    path = tmp / "c.json"
+    first = {"crm_id": "C-1001", "name": "Anna", "phone": ANNA_PHONE, "favourite_product": "tea"}
+    path.write_text(json.dumps([first | {"visits": 3}]))
+    run(store, keys, path)
+    path.write_text(json.dumps([{"crm_id": "C-1001", "name": "Anna B", "phone": ANNA_PHONE}]))
+    run(store, keys, path)
+    row = store.customer_row("C-1001")
+    assert (row["name"], row["favourite_product"], row["visits"]) == ("Anna B", "tea", 3)
