@@ -1451,6 +1451,31 @@ class BridgeStore:
             [state, due_by, limit],
         )
 
+    def hold_reserved(self, table: str, ids: list[int], until: float) -> set[int]:
+        """Renew the lease of these rows while they are reserved (their process is alive and
+        handles them); returns those still reserved."""
+        t = self._outbox(table)
+        if not ids:
+            return set()
+        with self.transaction() as db:
+            rows = db.execute(
+                f"UPDATE {t} SET lease_until=? WHERE state='reserved' "
+                f"AND id IN ({','.join('?' * len(ids))}) RETURNING id",
+                [until, *ids],
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def orphaned_reserved(self, table: str, now: float, before: float) -> list[dict[str, Any]]:
+        """Reserved rows overdue since ``before`` whose lease (if any) ran out by ``now``: the
+        process that held them stopped renewing it."""
+        t = self._outbox(table)
+        return self.query(
+            f"SELECT id, idem_key FROM {t} WHERE state='reserved' "
+            "AND coalesce(next_at, updated, ts) < ? AND (lease_until IS NULL OR lease_until < ?) "
+            "ORDER BY id LIMIT 200",
+            [before, now],
+        )
+
     def stale_sending(self, table: str, now: float) -> list[dict[str, Any]]:
         """'sending' rows whose lease ran out: their sender died (kill -9) or hangs."""
         t = self._outbox(table)

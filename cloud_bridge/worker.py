@@ -297,6 +297,8 @@ class DecisionWorker:
         except _EventFailed:
             self.counters = snapshot
             reserved, done = self._write(plans, now, mono, book, savepoints=True, wait=wait)
+        if reserved:  # ours to send: the deliverer's sweep must not take them for orphans
+            self.deliverer.hold("sends", [send_id for send_id, _ in reserved])
         if self._handoff is not None:  # started: the handoff thread prepares and queues them
             with self._handoff_cv:
                 self._handoff.extend(reserved)
@@ -329,8 +331,9 @@ class DecisionWorker:
         send_id, known = send
         try:
             result = self.deliverer.deliver(send_id, known=known)
-        except Exception:  # the intent is committed: delivery's recovery picks it up
+        except Exception:  # the intent is committed: delivery's sweep adopts it
             log.exception("send %s: handing it to delivery failed", send_id)
+            self.deliverer.release("sends", send_id)
             return
         log.debug("send %s -> %s", send_id, result.status)
 
