@@ -76,7 +76,19 @@ __all__ = [
 
 # Every reason code a decision can carry, with its plain-words explanation, in check order.
 REASONS: Final[dict[str, str]] = {
-    "sent": "all checks passed; the SMS was sent",
+    # A decision to send reads what became of its SMS (store.decision_of_send):
+    "reserved": "all checks passed; the SMS is reserved and on its way: the provider has not "
+    "accepted it yet",
+    "sent": "all checks passed; the provider accepted the SMS",
+    "delivered": "all checks passed; the SMS was delivered to the phone",
+    "undelivered": "all checks passed; the provider accepted the SMS but could not deliver it",
+    "unknown": "all checks passed; the provider's answer was lost: the bridge asks it what became "
+    "of the SMS and never sends it blindly again",
+    "failed": "all checks passed, but the SMS was not sent: refused by the provider, or consent, "
+    "number or erasure stopped it before sending",
+    "expired": "all checks passed, but the offer expired before the SMS could be sent",
+    "shed": "all checks passed, but the bridge dropped the SMS unsent: its send queue was full, "
+    "or its turn would have come after the offer expired (more SMS than the provider's rate)",
     "holdout": "all checks passed, but the customer is in the campaign's holdout group: no SMS; "
     "the would-be send is recorded to measure the campaign's lift",
     "unknown_store": "the event came from a store the bridge does not know",

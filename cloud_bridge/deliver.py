@@ -14,15 +14,26 @@ States (offers in ``sends``, keyword confirmations in ``replies``)::
        |  |               '--no answer (read timeout, dropped, 504)--> unknown
        |  |                        unknown --status API / receipt--> accepted | delivered | ...
        |  |                        unknown --provider never had it--> reserved | expired
-       |  '--offer expired, consent revoked, erased, flagged, shed--> expired | failed
+       |  |--offer expired, consent revoked, erased, flagged--> expired | failed
+       |  '--shed: queue full, or its turn would come after the offer expired--> shed
        '--(kill -9 during an attempt: its lease runs out)-- sending --> unknown
 
 Every transition is a guarded UPDATE (``FROM`` below) and is logged in ``send_log`` with its
 reason. Offers expire ``offer_ttl_s`` after the customer was seen; an expired intent is never
 sent. A token bucket per provider account (shared by every sender of the process) paces the
 requests; the queue is bounded and an offer that would expire before its turn is shed with
-the reason. ``recover()`` runs at start: an attempt cut short by a crash becomes ``unknown``
-and is reconciled, intents never attempted are queued again, none is left behind.
+the reason (``shed``). ``recover()`` runs at start: an attempt cut short by a crash becomes
+``unknown`` and is reconciled, intents never attempted are queued again, none is left behind.
+
+A reserved row this process holds (handed over by the decision worker, queued, waiting for a
+token, waiting for a retry) carries a lease in the store that the timer renews; the sweep
+adopts a reserved row only when no process holds it (its lease ran out: the process died), so
+however long a send waits its turn under load, the sender that has it sends it, and the sweep
+stays a safety net (``counters.adopted``).
+
+The decision behind a send reads what became of it (``store.decision_of_send``): ``reserved``
+until the provider accepts it, then ``sent``, ``delivered``, ``undelivered``, ``failed``,
+``expired``, ``shed`` or ``unknown``, in the same transaction as the send's move.
 """
 
 from __future__ import annotations
@@ -54,15 +65,16 @@ log = logging.getLogger(__name__)
 # thought was not sent: the provider's word wins).
 FROM: Final[dict[str, tuple[str, ...]]] = {
     "sending": ("reserved",),
-    "accepted": ("sending", "unknown", "reserved", "expired"),
+    "accepted": ("sending", "unknown", "reserved", "expired", "shed"),
     "reserved": ("sending", "unknown"),
     "unknown": ("sending", "unknown"),
     "failed": ("reserved", "sending", "unknown", "accepted"),
     "expired": ("reserved", "unknown"),
-    "delivered": ("sending", "unknown", "accepted", "reserved", "expired", "undelivered"),
-    "undelivered": ("sending", "unknown", "accepted", "reserved", "expired"),
+    "shed": ("reserved",),
+    "delivered": ("sending", "unknown", "accepted", "reserved", "expired", "shed", "undelivered"),
+    "undelivered": ("sending", "unknown", "accepted", "reserved", "expired", "shed"),
 }
-FINAL: Final = ("delivered", "undelivered", "failed", "expired")
+FINAL: Final = ("delivered", "undelivered", "failed", "expired", "shed")
 REPLY_ID_OFFSET: Final = 1_500_000_000  # replies' numeric ids (SMSC) never meet offers' ids
 ORPHAN_AFTER_S: Final = 30.0  # a reserved row overdue and unleased this long has lost its process
 _TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
@@ -362,8 +374,7 @@ class Deliverer:
                 self._cv.notify()
                 return SendResult("queued")
         self.counters.shed += 1
-        state = "failed" if shed.startswith("shed: queue full") else "expired"
-        self._finish(table, row_id, state, now, shed)
+        self._finish(table, row_id, "shed", now, shed)
         return SendResult("failed", error=shed)
 
     def queue_depth(self) -> int:

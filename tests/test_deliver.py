@@ -292,7 +292,7 @@ def test_shed_when_the_offer_would_expire_before_its_turn(store: BridgeStore) ->
     assert len(queued) == 3  # waits 0, 10 and 20 s: all before the offers expire
     for sid, r in shed:
         assert r.error and r.error.startswith("shed: would wait")
-        assert row(store, sid)["state"] == "expired"
+        assert row(store, sid)["state"] == "shed"
     d._running = False
     assert not p.calls
 
@@ -304,6 +304,7 @@ def test_queue_full_is_shed_with_a_reason(store: BridgeStore) -> None:
     out = [d.deliver(reserve(store, add_customer(store, i, now), now)) for i in range(3)]
     assert [r.status for r in out] == ["queued", "queued", "failed"]
     assert out[2].error == "shed: queue full (2 waiting)"
+    assert states(store) == {"reserved": 2, "shed": 1}
     d._running = False
 
 
