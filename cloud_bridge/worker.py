@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,7 @@ class DecisionWorker:
         linger_s: float = 0.01,
         own_connection: bool = False,
         orphan_after_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         # own_connection: decide on a second connection to the database (service), so reading
         # never waits behind the ingest's commits; writes still serialise in SQLite.
@@ -183,6 +185,7 @@ class DecisionWorker:
         # sweeps up events nobody decided for orphan_after_s (a worker died mid-batch). With
         # None, every undecided event is ours at once (one bridge).
         self.orphan_after_s = orphan_after_s
+        self.clock = clock  # wall time of decisions (a benchmark pins it to one hour of the day)
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
         self._skips: list[list[Any]] | None = None  # a fast batch's skips, stored at its end
@@ -227,8 +230,8 @@ class DecisionWorker:
             rows = self._next_rows()
             if not rows:
                 break
-            done += self.process_batch(rows, time.time() if now is None else now)
-        self.maybe_guard(time.time() if now is None else now)
+            done += self.process_batch(rows, self.clock() if now is None else now)
+        self.maybe_guard(self.clock() if now is None else now)
         return done
 
     def notify(self, event_id: str) -> None:
@@ -247,6 +250,7 @@ class DecisionWorker:
             rows = self.store.new_events_by_id(ids)
             if rows:
                 return rows
+        # events' ``received`` is the ingest's wall time
         rows = self.store.next_new_events(self.batch, time.time() - self.orphan_after_s)
         if rows:
             self.counters.orphans += len(rows)
