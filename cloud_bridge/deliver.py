@@ -706,10 +706,12 @@ class Deliverer:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 still = self.store.hold_reserved(table, chunk, until)
-                gone = [(table, i) for i in chunk if i not in still]
-                if gone:
+                gone = {(table, i) for i in chunk if i not in still}
+                if gone:  # (one that went back to reserved meanwhile is queued or scheduled)
+                    with self._timer_lock:
+                        gone -= {(t, i) for _, t, i in self._timers}
                     with self._cv:
-                        self._held.difference_update(gone)
+                        self._held.difference_update(gone - self._queued)
 
     def sweep(self, now: float) -> None:
         store = self.store
