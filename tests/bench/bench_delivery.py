@@ -128,7 +128,10 @@ def throughput(tmp: Path) -> dict[str, Any]:
     deadline = t0 + SENDS / RATE * 3 + 60
     while time.monotonic() < deadline:
         s = states(store)
-        if sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired")) >= SENDS:
+        if (
+            sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired", "shed"))
+            >= SENDS
+        ):
             break
         time.sleep(0.1)
     stop.set()
