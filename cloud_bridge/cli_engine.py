@@ -80,6 +80,16 @@ def _chain(checks: list[Check] | list[list[Any]], indent: str = "  ") -> list[st
     return out
 
 
+# How a decision to send reads by its reason (what became of its SMS); the rest: NOT SENT.
+_SEND_WORDS = {
+    "sent": "SENT",
+    "delivered": "SENT",
+    "undelivered": "SENT",
+    "reserved": "SENDING",
+    "unknown": "UNKNOWN",
+}
+
+
 def _outcome_words(row: dict[str, Any]) -> str:
     from cloud_bridge.decide import REASONS
 
@@ -88,7 +98,9 @@ def _outcome_words(row: dict[str, Any]) -> str:
     if row["outcome"] == "send":
         variant = f" variant {row['variant']}" if row.get("variant") else ""
         state = f" (SMS {row['send_state']})" if row.get("send_state") else ""
-        return f"SENT {row['campaign_id']}{variant}{state}"
+        head = _SEND_WORDS.get(reason, "NOT SENT")
+        why = f" - {row['send_error']}" if row.get("send_error") and head == "NOT SENT" else ""
+        return f"{head} {row['campaign_id']}{variant}{state}: {plain}{why}"
     if row["outcome"] == "holdout":
         return f"HOLDOUT {row['campaign_id']}: {plain}"
     return f"skipped ({reason}): {plain}" + (f" - {row['detail']}" if row.get("detail") else "")

@@ -40,6 +40,8 @@ from cloud_bridge.templates import TemplateError, render
 
 __all__ = [
     "REASONS",
+    "DECISION_REASONS",
+    "SEND_REASONS",
     "SEGMENTS",
     "RULE_FIELDS",
     "RULE_OPS",
@@ -76,9 +78,26 @@ __all__ = [
     "within_hours",
 ]
 
-# Every reason code a decision can carry, with its plain-words explanation, in check order.
-REASONS: Final[dict[str, str]] = {
-    "sent": "all checks passed; the SMS was sent",
+# What a decision to send reads once its SMS moves on from 'reserved' (store.decision_of_send;
+# delivery moves it, the engine never decides these).
+SEND_REASONS: Final[dict[str, str]] = {
+    "sent": "all checks passed; the provider accepted the SMS",
+    "delivered": "all checks passed; the SMS was delivered to the phone",
+    "undelivered": "all checks passed; the provider accepted the SMS but could not deliver it",
+    "unknown": "all checks passed; the provider's answer was lost: the bridge asks it what became "
+    "of the SMS and never sends it blindly again",
+    "failed": "all checks passed, but the SMS was not sent: refused by the provider, or consent, "
+    "number or erasure stopped it before sending",
+    "expired": "all checks passed, but the offer expired before the SMS could be sent",
+    "shed": "all checks passed, but the bridge dropped the SMS unsent: its send queue was full, "
+    "or its turn would have come after the offer expired (more SMS than the provider's rate)",
+}
+
+# Every reason code the engine's decision is stored with, with its plain-words explanation, in
+# check order (a send: 'reserved' until the provider accepts it).
+DECISION_REASONS: Final[dict[str, str]] = {
+    "reserved": "all checks passed; the SMS is reserved and on its way: the provider has not "
+    "accepted it yet",
     "holdout": "all checks passed, but the customer is in the campaign's holdout group: no SMS; "
     "the would-be send is recorded to measure the campaign's lift",
     "unknown_store": "the event came from a store the bridge does not know",
@@ -102,6 +121,9 @@ REASONS: Final[dict[str, str]] = {
     "campaign_cap": "the customer already got this campaign within its cap window",
     "template_error": "the campaign text could not be rendered for this customer",
 }
+
+# Every reason a stored decision can read, with its plain-words explanation.
+REASONS: Final[dict[str, str]] = {**DECISION_REASONS, **SEND_REASONS}
 
 # Audience segments, computed from the CRM fields and the visits the sensors saw.
 SEGMENTS: Final[dict[str, str]] = {

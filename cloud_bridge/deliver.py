@@ -14,7 +14,8 @@ States (offers in ``sends``, keyword confirmations in ``replies``)::
        |  |               '--no answer (read timeout, dropped, 504)--> unknown
        |  |                        unknown --status API / receipt--> accepted | delivered | ...
        |  |                        unknown --provider never had it--> reserved | expired
-       |  '--offer expired, consent revoked, erased, flagged, shed--> expired | failed
+       |  |--offer expired, consent revoked, erased, flagged--> expired | failed
+       |  '--shed: queue full, or its turn would come after the offer expired--> shed
        '--(kill -9 during an attempt: its lease runs out)-- sending --> unknown
 
 Every transition is a guarded UPDATE (``FROM`` below) and is logged in ``send_log`` with its
@@ -22,8 +23,18 @@ reason. Offers expire ``offer_ttl_s`` after the customer was seen (``seen_at``: 
 clock, which a sensor's clock ahead of it can never push later); an expired intent is never
 sent. A token bucket per provider account (shared by every sender of the process) paces the
 requests; the queue is bounded and an offer that would expire before its turn is shed with
-the reason. ``recover()`` runs at start: an attempt cut short by a crash becomes ``unknown``
-and is reconciled, intents never attempted are queued again, none is left behind.
+the reason (``shed``). ``recover()`` runs at start: an attempt cut short by a crash becomes
+``unknown`` and is reconciled, intents never attempted are queued again, none is left behind.
+
+A reserved row this process holds (handed over by the decision worker, queued, waiting for a
+token, waiting for a retry) carries a lease in the store that the timer renews; the sweep
+adopts a reserved row only when no process holds it (its lease ran out: the process died), so
+however long a send waits its turn under load, the sender that has it sends it, and the sweep
+stays a safety net (``counters.adopted``).
+
+The decision behind a send reads what became of it (``store.decision_of_send``): ``reserved``
+until the provider accepts it, then ``sent``, ``delivered``, ``undelivered``, ``failed``,
+``expired``, ``shed`` or ``unknown``, in the same transaction as the send's move.
 """
 
 from __future__ import annotations
@@ -56,17 +67,18 @@ log = logging.getLogger(__name__)
 # thought was not sent: the provider's word wins).
 FROM: Final[dict[str, tuple[str, ...]]] = {
     "sending": ("reserved",),
-    "accepted": ("sending", "unknown", "reserved", "expired"),
+    "accepted": ("sending", "unknown", "reserved", "expired", "shed"),
     "reserved": ("sending", "unknown"),
     "unknown": ("sending", "unknown"),
     "failed": ("reserved", "sending", "unknown", "accepted"),
     "expired": ("reserved", "unknown"),
-    "delivered": ("sending", "unknown", "accepted", "reserved", "expired", "undelivered"),
-    "undelivered": ("sending", "unknown", "accepted", "reserved", "expired"),
+    "shed": ("reserved",),
+    "delivered": ("sending", "unknown", "accepted", "reserved", "expired", "shed", "undelivered"),
+    "undelivered": ("sending", "unknown", "accepted", "reserved", "expired", "shed"),
 }
-FINAL: Final = ("delivered", "undelivered", "failed", "expired")
+FINAL: Final = ("delivered", "undelivered", "failed", "expired", "shed")
 REPLY_ID_OFFSET: Final = 1_500_000_000  # replies' numeric ids (SMSC) never meet offers' ids
-ORPHAN_AFTER_S: Final = 30.0  # a reserved row overdue this long has lost its process
+ORPHAN_AFTER_S: Final = 30.0  # a reserved row overdue and unleased this long has lost its process
 _TOKEN_ALPHABET: Final = string.ascii_letters + string.digits
 
 
@@ -101,6 +113,7 @@ class DeliveryOptions:
     status_callback_url: str | None = None
     rate_per_s: float = 10.0
     burst: int = 1
+    orphan_after_s: float = ORPHAN_AFTER_S
 
     @classmethod
     def from_settings(cls, settings: Any) -> DeliveryOptions:
@@ -140,6 +153,7 @@ class DeliveryCounters:
     expired: int = 0
     shed: int = 0
     receipts: int = 0
+    adopted: int = 0  # reserved rows the sweep took over (their process died): goal 0 otherwise
 
 
 def seen_at(job: dict[str, Any]) -> float:
@@ -179,6 +193,11 @@ class Deliverer:
         self.counters = DeliveryCounters()
         self._queue: collections.deque[tuple[str, int, float | None]] = collections.deque()
         self._queued: set[tuple[str, int]] = set()
+        # Reserved rows this process is handling: handed by the decision worker, queued, in a
+        # sender's hands waiting for a token, or waiting for a retry. Their lease in the
+        # store is renewed while they are here, so no sweep (ours or another process's) takes
+        # them for orphans however long they wait their turn.
+        self._held: set[tuple[str, int]] = set()
         self._cv = threading.Condition()
         self._timers: list[tuple[float, str, int]] = []
         self._timer_lock = threading.Lock()
@@ -187,6 +206,7 @@ class Deliverer:
         self._threads: list[threading.Thread] = []
         self._running = False
         self._next_sweep = 0.0
+        self._next_renew = 0.0
 
     # -- entry points ------------------------------------------------------------------------
     def deliver(
@@ -205,6 +225,7 @@ class Deliverer:
         now = self.clock()
         early, expires_at = self._prepare(send_id, now, known)
         if early is not None:
+            self.release("sends", send_id)
             return early
         if expires_at is None:  # prepared by someone else meanwhile: theirs is the one
             job = self.store.delivery_job("sends", send_id)
@@ -311,6 +332,19 @@ class Deliverer:
             self._dispatch("replies", reply_id, now + self.options.reply_ttl_s, now)
         return reply_id
 
+    def hold(self, table: str, row_ids: list[int]) -> None:
+        """These reserved rows are this process's to send (the decision worker calls this at
+        its commit, before handing them over), so the sweep leaves them alone."""
+        if self._running:
+            with self._cv:
+                self._held.update((table, i) for i in row_ids)
+
+    def release(self, table: str, row_id: int) -> None:
+        """This process no longer handles the row (sent, final, or its handling failed: then
+        the sweep adopts it once its lease runs out)."""
+        with self._cv:
+            self._held.discard((table, row_id))
+
     # -- queue and senders -------------------------------------------------------------------
     def _dispatch(
         self, table: str, row_id: int, expires_at: float | None, now: float
@@ -346,11 +380,11 @@ class Deliverer:
             else:
                 self._queue.append((table, row_id, expires_at))
                 self._queued.add((table, row_id))
+                self._held.add((table, row_id))
                 self._cv.notify()
                 return SendResult("queued")
         self.counters.shed += 1
-        state = "failed" if shed.startswith("shed: queue full") else "expired"
-        self._finish(table, row_id, state, now, shed)
+        self._finish(table, row_id, "shed", now, shed)
         return SendResult("failed", error=shed)
 
     def queue_depth(self) -> int:
@@ -370,6 +404,7 @@ class Deliverer:
                 self._take_turn(table, row_id, expires_at)
             except Exception:  # keep the sender alive; the row is recovered by the sweep
                 log.exception("%s %s: delivery failed unexpectedly", table, row_id)
+                self.release(table, row_id)
 
     def _take_turn(self, table: str, row_id: int, expires_at: float | None) -> None:
         """Wait for a token, then attempt. The row is read once, after the token (consent,
@@ -420,9 +455,10 @@ class Deliverer:
     def attempt(self, table: str, row_id: int) -> SendResult:
         """One attempt at a reserved row (the caller has its token)."""
         job = self.store.delivery_job(table, row_id)
-        if job is None:
-            return SendResult("failed", error="no such row")
-        if job["state"] != "reserved":
+        if job is None or job["state"] != "reserved":
+            self.release(table, row_id)
+            if job is None:
+                return SendResult("failed", error="no such row")
             return SendResult("queued", error=f"row is {job['state']}")
         now = self.clock()
         blocker = self._blocker(table, job, now)
@@ -430,6 +466,7 @@ class Deliverer:
             self._finish(table, row_id, blocker[0], now, blocker[1])
             return SendResult("failed", error=blocker[1])
         attempt = self.store.claim_send(table, row_id, now, now + self.options.lease_s)
+        self.release(table, row_id)  # 'sending' now, under the attempt's own lease (or not ours)
         if attempt is None:
             return SendResult("queued", error="claimed by another sender")
         job = {**job, "attempts": attempt, "attempt_at": now}
@@ -522,6 +559,7 @@ class Deliverer:
             self.counters.expired += 1
         elif state == "failed":
             self.counters.failed += 1
+        self.release(table, row_id)
         return self.store.move_send(
             table, row_id, from_states or FROM[state], state, now, reason,
             attempt=attempt, error=reason, final_at=now, next_at=None, lease_until=None,
@@ -642,6 +680,9 @@ class Deliverer:
     def _schedule(self, due: float, table: str, row_id: int) -> None:
         with self._timer_lock:
             heapq.heappush(self._timers, (due, table, row_id))
+        if self._running:
+            with self._cv:
+                self._held.add((table, row_id))
         self._wake.set()
 
     def pump(self, now: float | None = None) -> None:
@@ -657,9 +698,30 @@ class Deliverer:
             job = self.store.delivery_job(table, row_id)
             if job is not None and job["state"] == "reserved":
                 self._dispatch(table, row_id, job["expires_at"], now)
+        if now >= self._next_renew:
+            self._next_renew = now + self.options.orphan_after_s / 3
+            self.renew(now)
         if now >= self._next_sweep:
             self._next_sweep = now + 1.0
             self.sweep(now)
+
+    def renew(self, now: float) -> None:
+        """Renew the lease of every reserved row this process holds (one statement per 500),
+        and forget those that are no longer reserved."""
+        with self._cv:
+            held = sorted(self._held)
+        until = now + self.options.orphan_after_s
+        for table in ("sends", "replies"):
+            ids = [i for t, i in held if t == table]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                still = self.store.hold_reserved(table, chunk, until)
+                gone = {(table, i) for i in chunk if i not in still}
+                if gone:  # (one that went back to reserved meanwhile is queued or scheduled)
+                    with self._timer_lock:
+                        gone -= {(t, i) for _, t, i in self._timers}
+                    with self._cv:
+                        self._held.difference_update(gone - self._queued)
 
     def sweep(self, now: float) -> None:
         store = self.store
@@ -687,21 +749,19 @@ class Deliverer:
 
     def _adopt_orphans(self, table: str, now: float) -> None:
         """Reserved rows nobody is handling (their process died and may never start again):
-        overdue by ORPHAN_AFTER_S and neither queued nor scheduled here. Queuing a row that
-        another live process holds too is harmless: the claim lets only one of them send it."""
+        overdue by ``orphan_after_s``, their lease (renewed by the process that holds them)
+        run out, and not held here. A safety net: a live bridge never leaves a row to it, so
+        ``counters.adopted`` stays 0 unless a process died."""
         if not self._running:
             return
-        rows = self.store.query(
-            f"SELECT id, idem_key FROM {table} WHERE state='reserved' "
-            "AND coalesce(next_at, updated, ts) < ? ORDER BY id LIMIT 200",
-            [now - ORPHAN_AFTER_S],
-        )
+        after = self.options.orphan_after_s
+        rows = self.store.orphaned_reserved(table, now, now - after)
         with self._timer_lock:
             scheduled = {(t, i) for _, t, i in self._timers}
         for row in rows:
             key = (table, row["id"])
             with self._cv:
-                if key in self._queued:
+                if key in self._held or key in self._queued:
                     continue
             if key in scheduled:
                 continue
@@ -709,12 +769,8 @@ class Deliverer:
                 continue
             job = self.store.delivery_job(table, row["id"])
             if job is not None and job["state"] == "reserved":
-                log.info(
-                    "%s %s: adopted (reserved, unhandled for %.0f s)",
-                    table,
-                    row["id"],
-                    ORPHAN_AFTER_S,
-                )
+                self.counters.adopted += 1
+                log.info("%s %s: adopted (reserved, unhandled for %.0f s)", table, row["id"], after)
                 self._dispatch(table, row["id"], job["expires_at"], now)
 
     def recover(self, now: float | None = None) -> dict[str, int]:
@@ -793,3 +849,4 @@ class Deliverer:
             # Still 'reserved' in the store: the next start queues them again.
             self._queue.clear()
             self._queued.clear()
+            self._held.clear()

@@ -1,6 +1,6 @@
 """Returns, lift and store ranking; CRM purchases import for revenue.
 
-An *exposure* is a send (an SMS that was not refused or expired) or a holdout customer's
+An *exposure* is a send (an SMS that was not refused, expired or shed) or a holdout customer's
 would-be send. An exposure *returns* when the same subject produces a ``visit`` event within
 ``return_days`` (default 14) after it. For each campaign, variant and store::
 
@@ -261,7 +261,8 @@ def build_report(
 #   report_event_days      detections (arrive, visit events)           recomputed per store-day
 #   report_send_days       sends by campaign, variant and state        recomputed per store-day
 #   report_decision_days   decisions by campaign, variant, outcome,    counted once per decision
-#                          reason (store: the event's)
+#                          reason (store: the event's; a send's
+#                          reason: 'send', its fate is in sends)
 #   report_exposures       per return window, every send and holdout   recomputed per exposure
 #                          would-be send: counted (it reached a
 #                          customer we have), returned, revenue, cost
@@ -284,6 +285,7 @@ def build_report(
 # may lag; the decisions' count each decision exactly once.
 
 DAY_S = 86400
+SEND_REASON = "send"  # the reason report_decision_days counts every decision to send under
 DETECTIONS = ("arrive", "visit")
 LOOKBACK_S = 60.0
 GAP_S = 600.0
@@ -296,7 +298,8 @@ _GROUP = "store_id, campaign_id, variant, holdout"
 # the revenue of the customer's purchases in that window and the SMS cost.
 _EXPOSURE_FACTS = (
     "SELECT d.id AS decision_id, d.ts, d.store_id, d.campaign_id, d.variant, d.holdout, "
-    "CASE WHEN c.id IS NOT NULL AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired')) "
+    "CASE WHEN c.id IS NOT NULL AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired', "
+    "'shed')) "
     "THEN 1 ELSE 0 END AS counted, CASE WHEN EXISTS (SELECT 1 FROM events e "
     "WHERE e.subject=c.subject AND e.type='visit' AND e.ts>d.ts AND e.ts-d.ts<=?) "
     "THEN 1 ELSE 0 END AS returned, coalesce((SELECT sum(p.amount) FROM purchases p "
@@ -519,12 +522,19 @@ def _merge(
         )  # fmt: skip
 
 
+# A decision to send is counted once, as 'send': its reason follows its SMS (reserved, sent,
+# delivered, shed, ...), and what became of the sends is counted in report_send_days.
+_DECISION_REASON = f"CASE WHEN d.outcome='send' THEN '{SEND_REASON}' ELSE d.reason END"
+
+
 def _decision_rows(store: BridgeStore, where: str, args: list[Any]) -> list[dict[str, Any]]:
-    """Decisions counted by day, event store, campaign, variant, outcome and reason."""
+    """Decisions counted by day, event store, campaign, variant, outcome and reason (a send's
+    reason as SEND_REASON)."""
     return store.query(
         f"SELECT {_day_sql('d.ts')} AS day, e.store_id, d.campaign_id, d.variant, d.outcome, "
-        "d.reason, count(*) AS n FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        f"WHERE {where} GROUP BY 1, e.store_id, d.campaign_id, d.variant, d.outcome, d.reason",
+        f"{_DECISION_REASON} AS reason, count(*) AS n FROM decisions d "
+        f"JOIN events e ON e.event_id=d.event_id WHERE {where} "
+        f"GROUP BY 1, e.store_id, d.campaign_id, d.variant, d.outcome, {_DECISION_REASON}",
         args,
     )
 

@@ -352,6 +352,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX customers_erased ON customers(erased);
     CREATE INDEX decisions_store ON decisions(store_id, id)
     """,
+    # 9: a send's outcome is the truth everywhere. A decision to send reads what became of its
+    # SMS (DECISION_OF_SEND: 'reserved' until the provider accepts it, then 'sent',
+    # 'delivered', ...), never 'sent' ahead of the provider; a send the bridge dropped for lack
+    # of capacity (queue full, or it would have waited past its expiry) is 'shed', no longer
+    # 'failed' or 'expired'. Old rows are brought in line; the report figures, a cache,
+    # are rebuilt.
+    """
+    UPDATE sends SET state='shed' WHERE state IN ('failed', 'expired') AND error LIKE 'shed:%';
+    UPDATE decisions SET reason=coalesce((SELECT CASE s.state WHEN 'accepted' THEN 'sent'
+        WHEN 'sending' THEN 'reserved' ELSE s.state END FROM sends s
+        WHERE s.decision_id=decisions.id), reason) WHERE outcome='send';
+    DELETE FROM report_marks
+    """,
 ]
 
 
@@ -392,6 +405,14 @@ def _mac_text(raw: bytes) -> str:
 
 # Sends in these states count against caps (a failed send never reached the customer).
 CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
+# What a decision to send reads while its SMS is in each state: the provider's acceptance is
+# the first moment it says 'sent' (migration 9). Every other state keeps its own name.
+DECISION_OF_SEND = {"reserved": "reserved", "sending": "reserved", "accepted": "sent"}
+
+
+def decision_of_send(state: str) -> str:
+    """The reason a decision to send reads while its send is in ``state``."""
+    return DECISION_OF_SEND.get(state, state)
 
 
 class _NoLock:
@@ -1192,7 +1213,15 @@ class BridgeStore:
             cur = db.execute(
                 "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, detail, ts) "
                 "VALUES (?,?,?,?,?,?,?)",
-                [event_id, customer_id, campaign_id, "send", "sent", "all checks passed", now],
+                [
+                    event_id,
+                    customer_id,
+                    campaign_id,
+                    "send",
+                    decision_of_send("reserved"),
+                    "all checks passed",
+                    now,
+                ],
             )
             decision_id = int(cur.lastrowid or 0)
             cur = db.execute(
@@ -1215,11 +1244,12 @@ class BridgeStore:
     def update_send(
         self, send_id: int, state: str, provider_id: str | None = None, error: str | None = None
     ) -> None:
-        with self._lock:
-            self.db.execute(
+        with self.transaction() as db:
+            db.execute(
                 "UPDATE sends SET state=?, provider_id=coalesce(?, provider_id), error=? WHERE id=?",
                 [state, provider_id, error, send_id],
             )
+            self._follow_send(db, send_id, state)
 
     # sandbox provider ---------------------------------------------------------------------
     def sandbox_record(self, sid: str, to_phone: str, sender: str, body: str, now: float) -> None:
@@ -1478,7 +1508,21 @@ class BridgeStore:
             if cur.rowcount != 1:
                 return False
             self._log_send(db, t, send_id, now, state, detail)
+            if t == "sends" and {decision_of_send(f) for f in from_states} != {
+                decision_of_send(state)
+            }:
+                self._follow_send(db, send_id, state)
             return True
+
+    @staticmethod
+    def _follow_send(db: sqlite_utils.Database, send_id: int, state: str) -> None:
+        """The send's decision reads what became of it (in the send's transaction)."""
+        reason = decision_of_send(state)
+        db.execute(
+            "UPDATE decisions SET reason=? WHERE id=(SELECT decision_id FROM sends WHERE id=?) "
+            "AND outcome='send' AND reason<>?",
+            [reason, send_id, reason],
+        )
 
     def sends_in_state(
         self, table: str, state: str, due_by: float | None = None, limit: int = 500
@@ -1494,6 +1538,31 @@ class BridgeStore:
             f"SELECT * FROM {t} WHERE state=? AND (next_at IS NULL OR next_at<=?) "
             "AND final_at IS NULL ORDER BY next_at IS NOT NULL, next_at, id LIMIT ?",
             [state, due_by, limit],
+        )
+
+    def hold_reserved(self, table: str, ids: list[int], until: float) -> set[int]:
+        """Renew the lease of these rows while they are reserved (their process is alive and
+        handles them); returns those still reserved."""
+        t = self._outbox(table)
+        if not ids:
+            return set()
+        with self.transaction() as db:
+            rows = db.execute(
+                f"UPDATE {t} SET lease_until=? WHERE state='reserved' "
+                f"AND id IN ({','.join('?' * len(ids))}) RETURNING id",
+                [until, *ids],
+            ).fetchall()
+        return {int(r[0]) for r in rows}
+
+    def orphaned_reserved(self, table: str, now: float, before: float) -> list[dict[str, Any]]:
+        """Reserved rows overdue since ``before`` whose lease (if any) ran out by ``now``: the
+        process that held them stopped renewing it."""
+        t = self._outbox(table)
+        return self.query(
+            f"SELECT id, idem_key FROM {t} WHERE state='reserved' "
+            "AND coalesce(next_at, updated, ts) < ? AND (lease_until IS NULL OR lease_until < ?) "
+            "ORDER BY id LIMIT 200",
+            [before, now],
         )
 
     def stale_sending(self, table: str, now: float) -> list[dict[str, Any]]:
@@ -1970,16 +2039,19 @@ class BridgeStore:
             found.setdefault(customer_id, ([], []))[kind].append((campaign_id, ts))
         return {c: (tuple(s), tuple(h)) for c, (s, h) in found.items()}
 
-    def campaign_send_counts(self, campaign_ids: list[str]) -> dict[str, int]:
-        """Lifetime sends (counting against budgets) of these campaigns."""
+    def campaign_send_counts(
+        self, campaign_ids: list[str], states: tuple[str, ...] = CAPPED_STATES
+    ) -> dict[str, int]:
+        """Lifetime sends of these campaigns in ``states`` (default: those counting against
+        budgets, including the reserved ones not sent yet)."""
         if not campaign_ids:
             return {}
-        placeholders = ",".join("?" * len(CAPPED_STATES))
+        placeholders = ",".join("?" * len(states))
         rows = self.query(
             f"SELECT campaign_id, count(*) AS n FROM sends WHERE campaign_id IN "
             f"({','.join('?' * len(campaign_ids))}) AND state IN ({placeholders}) "
             "GROUP BY campaign_id",
-            [*campaign_ids, *CAPPED_STATES],
+            [*campaign_ids, *states],
         )
         return {r["campaign_id"]: r["n"] for r in rows}
 
@@ -2140,7 +2212,7 @@ class BridgeStore:
                 campaign_id,
                 store_id,
                 "holdout" if holdout else "send",
-                "holdout" if holdout else "sent",
+                "holdout" if holdout else decision_of_send("reserved"),
                 "in the holdout group: no SMS" if holdout else "all checks passed",
                 now,
                 variant=None if holdout else variant,
@@ -2331,7 +2403,8 @@ class BridgeStore:
 
     def decisions_of_event(self, event_id: str) -> list[dict[str, Any]]:
         return self.query(
-            "SELECT d.*, c.crm_id, s.id AS send_id, s.state AS send_state FROM decisions d "
+            "SELECT d.*, c.crm_id, s.id AS send_id, s.state AS send_state, "
+            "s.error AS send_error FROM decisions d "
             "LEFT JOIN customers c ON c.id=d.customer_id LEFT JOIN sends s ON s.decision_id=d.id "
             "WHERE d.event_id=? ORDER BY d.id",
             [event_id],
@@ -2340,7 +2413,8 @@ class BridgeStore:
     def decisions_of_customer(self, customer_id: int, limit: int = 20) -> list[dict[str, Any]]:
         return self.query(
             "SELECT d.*, e.type AS event_type, e.store_id AS event_store, e.ts AS event_ts, "
-            "s.state AS send_state FROM decisions d LEFT JOIN events e ON e.event_id=d.event_id "
+            "s.state AS send_state, s.error AS send_error FROM decisions d "
+            "LEFT JOIN events e ON e.event_id=d.event_id "
             "LEFT JOIN sends s ON s.decision_id=d.id WHERE d.customer_id=? "
             "ORDER BY d.id DESC LIMIT ?",
             [customer_id, limit],
@@ -2382,7 +2456,7 @@ class BridgeStore:
             "FROM decisions d JOIN customers c ON c.id=d.customer_id "
             "LEFT JOIN sends s ON s.decision_id=d.id "
             "WHERE d.outcome IN ('send', 'holdout') AND d.ts>=? "
-            "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired'))",
+            "AND (s.id IS NULL OR s.state NOT IN ('failed', 'expired', 'shed'))",
             [window, window, since],
         )
 

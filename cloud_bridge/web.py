@@ -33,8 +33,13 @@ from cloud_bridge.auth import (
 from cloud_bridge.campaigns import campaigns_router
 from cloud_bridge.config import BridgeSettings, WebSettings
 from cloud_bridge.console import console_routers
-from cloud_bridge.console.common import TEMPLATES, mask_phone, page, store_scope_sql
-from cloud_bridge.decide import REASONS
+from cloud_bridge.console.common import (
+    TEMPLATES,
+    explain_decision,
+    mask_phone,
+    page,
+    store_scope_sql,
+)
 from cloud_bridge.enrol import router as enrol_router
 from cloud_bridge.inbound import inbound_router
 from cloud_bridge.provisioning import pairing_router as _pairing_router
@@ -71,13 +76,14 @@ def overview(
     d_cond, d_args = ("1=1", []) if principal is None else store_scope_sql(principal, "d.store_id")
     decisions = store.query(
         "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
-        "e.store_id, c.name AS customer FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        f"LEFT JOIN customers c ON c.id=d.customer_id WHERE {e_cond} AND {d_cond} "
-        "ORDER BY d.id DESC LIMIT ?",
+        "e.store_id, c.name AS customer, s.state AS send_state, s.error AS send_error "
+        "FROM decisions d JOIN events e ON e.event_id=d.event_id "
+        "LEFT JOIN customers c ON c.id=d.customer_id LEFT JOIN sends s ON s.decision_id=d.id "
+        f"WHERE {e_cond} AND {d_cond} ORDER BY d.id DESC LIMIT ?",
         [*e_args, *d_args, limit],
     )
     for d in decisions:
-        d["explanation"] = REASONS.get(d["reason"], d["reason"])
+        explain_decision(d)
     return {
         "sensors": store.query(
             f"SELECT * FROM sensors WHERE {s_cond} ORDER BY store_id, sensor_id", s_args

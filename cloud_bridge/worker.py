@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,6 +166,7 @@ class DecisionWorker:
         linger_s: float = 0.01,
         own_connection: bool = False,
         orphan_after_s: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         # own_connection: decide on a second connection to the database (service), so reading
         # never waits behind the ingest's commits; writes still serialise in SQLite.
@@ -185,6 +187,7 @@ class DecisionWorker:
         # sweeps up events nobody decided for orphan_after_s (a worker died mid-batch). With
         # None, every undecided event is ours at once (one bridge).
         self.orphan_after_s = orphan_after_s
+        self.clock = clock  # wall time of decisions (a benchmark pins it to one hour of the day)
         self._mine: collections.deque[str] = collections.deque()
         self._deferred: list[str] = []
         self._skips: list[list[Any]] | None = None  # a fast batch's skips, stored at its end
@@ -229,8 +232,8 @@ class DecisionWorker:
             rows = self._next_rows()
             if not rows:
                 break
-            done += self.process_batch(rows, time.time() if now is None else now)
-        self.maybe_guard(time.time() if now is None else now)
+            done += self.process_batch(rows, self.clock() if now is None else now)
+        self.maybe_guard(self.clock() if now is None else now)
         return done
 
     def notify(self, event_id: str) -> None:
@@ -249,6 +252,7 @@ class DecisionWorker:
             rows = self.store.new_events_by_id(ids)
             if rows:
                 return rows
+        # events' ``received`` is the ingest's wall time
         rows = self.store.next_new_events(self.batch, time.time() - self.orphan_after_s)
         if rows:
             self.counters.orphans += len(rows)
@@ -299,6 +303,8 @@ class DecisionWorker:
         except _EventFailed:
             self.counters = snapshot
             reserved, done = self._write(plans, now, mono, book, savepoints=True, wait=wait)
+        if reserved:  # ours to send: the deliverer's sweep must not take them for orphans
+            self.deliverer.hold("sends", [send_id for send_id, _ in reserved])
         if self._handoff is not None:  # started: the handoff thread prepares and queues them
             with self._handoff_cv:
                 self._handoff.extend(reserved)
@@ -331,8 +337,9 @@ class DecisionWorker:
         send_id, known = send
         try:
             result = self.deliverer.deliver(send_id, known=known)
-        except Exception:  # the intent is committed: delivery's recovery picks it up
+        except Exception:  # the intent is committed: delivery's sweep adopts it
             log.exception("send %s: handing it to delivery failed", send_id)
+            self.deliverer.release("sends", send_id)
             return
         log.debug("send %s -> %s", send_id, result.status)
 

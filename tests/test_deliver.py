@@ -292,7 +292,7 @@ def test_shed_when_the_offer_would_expire_before_its_turn(store: BridgeStore) ->
     assert len(queued) == 3  # waits 0, 10 and 20 s: all before the offers expire
     for sid, r in shed:
         assert r.error and r.error.startswith("shed: would wait")
-        assert row(store, sid)["state"] == "expired"
+        assert row(store, sid)["state"] == "shed"
     d._running = False
     assert not p.calls
 
@@ -304,6 +304,7 @@ def test_queue_full_is_shed_with_a_reason(store: BridgeStore) -> None:
     out = [d.deliver(reserve(store, add_customer(store, i, now), now)) for i in range(3)]
     assert [r.status for r in out] == ["queued", "queued", "failed"]
     assert out[2].error == "shed: queue full (2 waiting)"
+    assert states(store) == {"reserved": 2, "shed": 1}
     d._running = False
 
 
@@ -367,3 +368,69 @@ def test_orphaned_reserved_rows_are_adopted(store: BridgeStore) -> None:
     finally:
         d.stop()
     assert row(store, sid)["state"] == "accepted" and len(p.calls) == 1
+
+
+def _adoptions(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "adopted" in r.getMessage()]
+
+
+def test_a_send_waiting_for_its_token_is_not_adopted(
+    store: BridgeStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a send waits in the queue longer than the orphan time, then in a sender's
+    hands for its token: it is handled, so the sweep must leave it alone (adopting it queued
+    it a second time, and the copy spent a token of the provider's rate for nothing)."""
+    caplog.set_level("INFO", logger="cloud_bridge.deliver")
+    now = time.time()
+    p = Scripted()
+    d = Deliverer(
+        store, p, DeliveryOptions(senders=1, orphan_after_s=30.0),
+        bucket=TokenBucket(rate=1.0, burst=1),  # one message a second
+    )  # fmt: skip
+    d.start()
+    try:
+        ids = [reserve(store, add_customer(store, i, now), now) for i in range(3)]
+        for sid in ids:
+            assert d.deliver(sid).status == "queued"
+        deadline = time.monotonic() + 5
+        while d.queue_depth() > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the last one has left the queue: its sender waits for its token
+        assert d.queue_depth() == 0
+        d.sweep(time.time() + 31)  # each has waited "31 s" by now
+        assert d.queue_depth() == 0, "a send in a sender's hands was queued again"
+        deadline = time.monotonic() + 10
+        while states(store).get("accepted", 0) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        d.stop()
+    assert states(store) == {"accepted": 3}
+    assert d.counters.adopted == 0 and not _adoptions(caplog)
+    assert sorted(p.sent_per_key().values()) == [1, 1, 1]
+
+
+def test_a_send_held_by_another_live_process_is_not_adopted(db_location) -> None:
+    """Two bridge processes on one database: a send waiting in one's queue is held (its lease
+    renewed) and the other's sweep leaves it alone; once its holder stops renewing (the
+    process died), the other adopts it and sends it once."""
+    one, two = new_store(db_location), BridgeStore(db_location, data_key=b"\x01" * 32)
+    try:
+        now = time.time()
+        p1, p2 = Scripted(), Scripted()
+        opts = DeliveryOptions(senders=1, orphan_after_s=30.0)
+        holder = Deliverer(one, p1, opts, bucket=TokenBucket(1000, 10))
+        holder._running = True  # queued without sender threads: it waits its turn
+        sid = reserve(one, add_customer(one, 1, now), now)
+        assert holder.deliver(sid).status == "queued"
+        holder.pump(now + 20)  # the holder is alive: its lease is renewed
+        other = Deliverer(two, p2, opts, bucket=TokenBucket(1000, 10))
+        other._running = True
+        other.sweep(now + 31)
+        assert other.queue_depth() == 0 and other.counters.adopted == 0
+        other.sweep(now + 20 + 31)  # no renewal since: the holder is gone
+        assert other.queue_depth() == 1 and other.counters.adopted == 1
+        other._running = holder._running = False
+        other._take_turn("sends", sid, None)
+    finally:
+        one.close()
+        two.close()
+    assert len(p2.calls) == 1 and not p1.calls

@@ -184,12 +184,18 @@ def insert(conn: Raw, table: str, row: dict[str, Any]) -> None:
     names = {c[0] for c in cols}
     row = {k: v for k, v in row.items() if k in names}
     for name, type_, notnull, default, pk in cols:
-        if name not in row and notnull and default is None and not (pk and "INT" in type_):
+        if name not in row and notnull and default is None and not _rowid(cols, pk, type_):
             row[name] = synthetic(table, name, type_)
     conn.execute(
         f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
         list(row.values()),
     )
+
+
+def _rowid(cols: list[tuple[str, str, bool, Any, int]], pk: int, type_: str) -> bool:
+    """The column is the table's only primary key and an integer: the engine numbers it (a
+    key of several integer columns, as in the report figures, needs values)."""
+    return bool(pk) and "INT" in type_ and sum(1 for c in cols if c[4]) == 1
 
 
 def synthetic(table: str, column: str, type_: str) -> Any:
@@ -257,6 +263,17 @@ def seed_domain(conn: Raw) -> None:
         "provider_id": "sb-1", "sender": "MainStCafe",
         "body": "Anna, 15% off espresso beans today at Main St. Coffee.",
     })  # fmt: skip
+    # A send the bridge shed (before migration 9: 'failed' with its reason): never reached Boris.
+    insert(conn, "decisions", {
+        "id": 2, "event_id": "e" * 32, "customer_id": 2, "campaign_id": "fav-15",
+        "outcome": "send", "reason": "sent", "detail": "all checks passed", "ts": NOW - DAY,
+    })  # fmt: skip
+    insert(conn, "sends", {
+        "id": 2, "decision_id": 2, "customer_id": 2, "campaign_id": "fav-15",
+        "store_id": "main-st", "ts": NOW - DAY, "state": "failed", "provider": "sandbox",
+        "error": "shed: queue full (1000 waiting)", "sender": "MainStCafe",
+        "body": "Boris, 15% off almond croissants today at Main St. Coffee.",
+    })  # fmt: skip
     insert(conn, "sandbox_messages", {
         "sid": "sb-1", "to_phone": "+79161234501", "sender": "MainStCafe",
         "body": "Anna, 15% off espresso beans today at Main St. Coffee.", "ts": NOW - DAY,
@@ -282,8 +299,9 @@ def fill_the_rest(conn: Raw) -> None:
             for column, parent, key in fks[t]:
                 ref = conn.execute(f"SELECT {key or 'rowid'} FROM {parent} LIMIT 1").fetchone()
                 row[column] = ref[0] if ref else None
-            for name, type_, _notnull, default, pk in columns(conn, t):
-                if name in row or (pk and "INT" in type_):
+            cols = columns(conn, t)
+            for name, type_, _notnull, default, pk in cols:
+                if name in row or _rowid(cols, pk, type_):
                     continue
                 row[name] = (
                     default_value(default) if default is not None else synthetic(t, name, type_)
@@ -328,9 +346,53 @@ def _devices_encrypted(old: tuple[list[str], list[tuple[Any, ...]]], new: Raw) -
     assert got == want
 
 
+def _rewritten(
+    old: tuple[list[str], list[tuple[Any, ...]]], new: Raw, table: str, column: str, want: Any
+) -> None:
+    """Every row is still there, equal but for ``column``, which reads ``want(row)``."""
+    cols, rows = old
+    i = cols.index(column)
+    expected = sorted(
+        (tuple(want(dict(zip(cols, r, strict=True))) if j == i else v for j, v in enumerate(r))
+         for r in rows), key=repr,
+    )  # fmt: skip
+    got = sorted(new.execute(f"SELECT {', '.join(cols)} FROM {table}").fetchall(), key=repr)
+    assert got == expected, f"{table}.{column} after migration 9"
+
+
+def _shed_sends(old: tuple[list[str], list[tuple[Any, ...]]], new: Raw) -> None:
+    """Migration 9: a send the bridge shed (failed or expired with a 'shed:' error) is 'shed'."""
+
+    def state(r: dict[str, Any]) -> str:
+        shed = r["state"] in ("failed", "expired") and (r.get("error") or "").startswith("shed:")
+        return "shed" if shed else r["state"]
+
+    _rewritten(old, new, "sends", "state", state)
+
+
+def _decisions_follow_sends(old: tuple[list[str], list[tuple[Any, ...]]], new: Raw) -> None:
+    """Migration 9: a decision to send reads what became of its SMS, never 'sent' ahead."""
+    states = dict(new.execute("SELECT decision_id, state FROM sends").fetchall())
+
+    def reason(r: dict[str, Any]) -> str:
+        if r["outcome"] != "send" or r["id"] not in states:
+            return str(r["reason"])
+        return store_mod.decision_of_send(states[r["id"]])
+
+    _rewritten(old, new, "decisions", "reason", reason)
+
+
+def _figures_rebuilt(old: tuple[list[str], list[tuple[Any, ...]]], new: Raw) -> None:
+    """Migration 9: the report figures' marks are dropped, so the next report rebuilds them."""
+    assert new.execute("SELECT count(*) FROM report_marks").fetchone()[0] == 0
+
+
 # Tables a migration rewrites on purpose, from (table, schema version before): how to check them.
 TRANSFORMED: dict[tuple[str, int], Callable[[Any, Raw], None]] = {
     ("devices", 1): _devices_encrypted,
+    ("sends", 8): _shed_sends,
+    ("decisions", 8): _decisions_follow_sends,
+    ("report_marks", 8): _figures_rebuilt,
 }
 
 

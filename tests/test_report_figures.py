@@ -27,13 +27,13 @@ from cloud_bridge.reports import (
     reset_figures,
     summarise,
 )
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.store import BridgeStore, decision_of_send
 
 DAY = 86400.0
 STORES = ["s1", "s2", "s3"]
 CAMPAIGNS = {"c1": ["A", "B"], "c2": ["A"]}
 STATES = ["delivered", "delivered", "accepted", "failed", "expired", "undelivered", "unknown",
-          "reserved"]  # fmt: skip
+          "reserved", "shed"]  # fmt: skip
 SKIPS = ["no_campaign", "campaign_cap", "quiet_hours", "no_sms_consent", "unknown_subject"]
 ADMIN = Principal(1, "ada", "admin", (), "session")
 OWNER = Principal(2, "olga", "owner", ("s1", "s3"), "session")
@@ -93,7 +93,9 @@ class World:
                 )  # fmt: skip
                 return int(cur.lastrowid)
             holdout = kind == "holdout"
-            values = [eid, customer, campaign, kind, "holdout" if holdout else "sent", "", ts,
+            state = kw.get("state", r.choice(STATES))
+            reason = "holdout" if holdout else decision_of_send(state)
+            values = [eid, customer, campaign, kind, reason, "", ts,
                       None if holdout else variant, int(holdout), store_id]  # fmt: skip
             if "id" in kw:
                 db.execute(
@@ -114,7 +116,7 @@ class World:
                     "INSERT INTO sends(decision_id, customer_id, campaign_id, store_id, ts, "
                     "state, provider, sender, body, variant, cost) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     [did, customer, campaign, store_id, ts + r.random() * 5,
-                     kw.get("state", r.choice(STATES)), "sandbox", "Shop", "hi", variant,
+                     state, "sandbox", "Shop", "hi", variant,
                      r.choice([None, 0.05, 0.1])],
                 )  # fmt: skip
         return int(did)
@@ -195,6 +197,9 @@ def plain_console(store: BridgeStore, f: console.Filters, me: Principal) -> dict
                 d_args,
             )
         },
+        "outcomes": _outcomes(
+            q(f"SELECT s.state, count(*) AS n FROM sends s WHERE {sw} GROUP BY s.state", s_args)
+        ),
         "optout": [
             (r["campaign_id"], r["sends"], r["optouts"])
             for r in q(
@@ -209,6 +214,14 @@ def plain_console(store: BridgeStore, f: console.Filters, me: Principal) -> dict
     }
 
 
+def _outcomes(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Sends by state as their decisions read them."""
+    out: dict[str, int] = {}
+    for r in rows:
+        out[decision_of_send(r["state"])] = out.get(decision_of_send(r["state"]), 0) + r["n"]
+    return out
+
+
 def figures_console(store: BridgeStore, f: console.Filters, me: Principal) -> dict[str, Any]:
     refresh_figures(store, console.RETURN_DAYS)
     fun = console.funnel(store, f, me, Report(console.RETURN_DAYS))
@@ -217,6 +230,7 @@ def figures_console(store: BridgeStore, f: console.Filters, me: Principal) -> di
         "eligible": fun["eligible"],
         "sends": {"sent": fun["sent"], "delivered": fun["delivered"]},
         "skips": {r["reason"]: r["n"] for r in console.skip_reasons(store, f, me)},
+        "outcomes": {r["outcome"]: r["n"] for r in console.send_outcomes(store, f, me)},
         "optout": [
             (r["campaign_id"], r["sends"], r["optouts"]) for r in console.optout_rates(store, f, me)
         ],
@@ -321,7 +335,9 @@ def test_figures_follow_every_change(world: World) -> None:
         world.decision(now - r.random() * 3 * DAY, received=time.time())
     # sends change state: fail (no longer an exposure), get their cost, get delivered
     for row in store.query("SELECT id, state FROM sends ORDER BY id LIMIT 12"):
-        to = {"delivered": "failed", "reserved": "expired"}.get(row["state"], "delivered")
+        to = {"delivered": "failed", "reserved": "shed", "shed": "expired"}.get(
+            row["state"], "delivered"
+        )
         store.move_send("sends", row["id"], (row["state"],), to, time.time(), cost=0.2)
     # customers come back: visits of exposed customers, received now
     for e in r.sample(store.exposures(14), 8):

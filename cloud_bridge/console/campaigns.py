@@ -28,6 +28,7 @@ from cloud_bridge.campaigns import (
 )
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.console.common import mask_phone, page
+from cloud_bridge.console.reports import SENT
 from cloud_bridge.decide import SEGMENTS, WEEKDAYS, Customer, segment_of
 from cloud_bridge.errors import MessageError
 from cloud_bridge.sms_text import compose, language_of_text, optout_link
@@ -313,7 +314,8 @@ def campaigns_console_router(store: BridgeStore, settings: BridgeSettings | None
             {**row_to_dict(c), "paused_reason": c.get("paused_reason"), "updated": c.get("updated")}
             for c in store.campaign_rows()
         ]
-        counts = store.campaign_send_counts([c["id"] for c in rows])
+        # "SMS sent": what the provider took, not what is reserved (as the reports count it)
+        counts = store.campaign_send_counts([c["id"] for c in rows], SENT)
         return page(
             request,
             "campaigns.html",

@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 
 from cloud_bridge.auth import Forbidden, Principal
+from cloud_bridge.decide import REASONS
 from cloud_bridge.store import BridgeStore
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "store_scope_sql",
     "visible_stores",
     "check_store",
+    "explain_decision",
 ]
 
 TEMPLATES: Final = Jinja2Templates(directory=str(Path(__file__).parents[1] / "templates"))
@@ -170,3 +172,12 @@ def store_scope_sql(principal: Principal, column: str) -> tuple[str, list[Any]]:
     if not scope:
         return "0=1", []
     return f"{column} IN ({','.join('?' * len(scope))})", list(scope)
+
+
+def explain_decision(d: dict[str, Any]) -> dict[str, Any]:
+    """A decision row as the console shows it: its reason in plain words and, for a send that
+    did not reach the phone, why (the send's error)."""
+    d["explanation"] = REASONS.get(d["reason"], d["reason"])
+    if d.get("send_error") and d["reason"] not in ("sent", "delivered"):
+        d["detail"] = d["send_error"]
+    return d

@@ -15,9 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cloud_bridge.auth import Principal, audit, require
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.console.common import mask_phone, page
+from cloud_bridge.console.common import explain_decision, mask_phone, page
 from cloud_bridge.crm_import import ImportFileError, ImportReport, import_customers
-from cloud_bridge.decide import REASONS
 from cloud_bridge.erasure import erase_customer
 from cloud_bridge.keys import BridgeKeys
 from cloud_bridge.phones import PhoneError, normalise_phone
@@ -61,13 +60,14 @@ def customer_detail(store: BridgeStore, crm_id: str) -> dict[str, Any]:
         [row["id"]],
     )
     decisions = store.query(
-        "SELECT d.ts, d.outcome, d.reason, d.detail, d.campaign_id, e.store_id, e.type "
-        "FROM decisions d LEFT JOIN events e ON e.event_id=d.event_id WHERE d.customer_id=? "
-        "ORDER BY d.id DESC LIMIT 20",
+        "SELECT d.ts, d.outcome, d.reason, d.detail, d.campaign_id, e.store_id, e.type, "
+        "s.state AS send_state, s.error AS send_error FROM decisions d "
+        "LEFT JOIN events e ON e.event_id=d.event_id LEFT JOIN sends s ON s.decision_id=d.id "
+        "WHERE d.customer_id=? ORDER BY d.id DESC LIMIT 20",
         [row["id"]],
     )
     for d in decisions:
-        d["explanation"] = REASONS.get(d["reason"], d["reason"])
+        explain_decision(d)
     return {
         "crm_id": row["crm_id"],
         "name": row["name"],

@@ -20,9 +20,9 @@ from cloud_bridge.console.charts import COLORS, hbars
 from cloud_bridge.console.common import check_store, page, store_scope_sql, visible_stores
 from cloud_bridge.decide import REASONS
 from cloud_bridge.reports import Report, day_of, exposure_report, refresh_figures
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.store import BridgeStore, decision_of_send
 
-__all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "optout_rates"]
+__all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
 
 Anyone = Annotated[Principal, Depends(require())]
 DateQ = Annotated[date | None, Query(description="YYYY-MM-DD (UTC), inclusive")]
@@ -148,6 +148,25 @@ def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str
     return rows
 
 
+def send_outcomes(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
+    """What became of the SMS the decisions reserved, as their decisions read it (reserved,
+    sent, delivered, undelivered, unknown, failed, expired, shed), from the daily figures."""
+    where, args = _scope(f, me)
+    cw, c_args = _campaign(f)
+    counts: dict[str, int] = {}
+    for r in store.query(
+        "SELECT state, sum(n) AS n FROM report_send_days WHERE day>=? AND day<? "
+        f"AND {where}{cw} GROUP BY state",
+        [*_days(f), *args, *c_args],
+    ):
+        reason = decision_of_send(r["state"])
+        counts[reason] = counts.get(reason, 0) + int(r["n"])
+    return [
+        {"outcome": k, "n": n, "explanation": REASONS.get(k, k)}
+        for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
 def optout_rates(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
     """Per campaign: sends in the period and customers who opted out of SMS within 30 days
     after one of them; the rate against the 2 % line. Sends from the daily figures; opt-outs
@@ -203,6 +222,7 @@ def build(store: BridgeStore, f: Filters, me: Principal, now: float) -> dict[str
         },
         "funnel": funnel(store, f, me, rep),
         "skip_reasons": skip_reasons(store, f, me),
+        "send_outcomes": send_outcomes(store, f, me),
         "optout": optout_rates(store, f, me),
         "optout_line": OPTOUT_LINE,
         "return_days": RETURN_DAYS,
@@ -241,6 +261,9 @@ def to_csv(data: dict[str, Any]) -> str:
     w.writerow(["skip_reason", "count"])
     for r in data["skip_reasons"]:
         w.writerow([r["reason"], r["n"]])
+    w.writerow(["send_outcome", "count"])
+    for r in data["send_outcomes"]:
+        w.writerow([r["outcome"], r["n"]])
     w.writerow(["optout", "campaign_id", "sends", "optouts", "rate"])
     for r in data["optout"]:
         w.writerow(["optout", r["campaign_id"], r["sends"], r["optouts"], r["rate"]])

@@ -17,6 +17,18 @@ strong probe request per enrolled phone (a single reading arrives at once), ``AR
 arrivals a second, each a different customer; latency = server arrival time - time the frame
 was fed, same clock (one process). ``optout_p99_ms``: a signed STOP webhook until the consent
 is revoked, through the ASGI app in process.
+
+Loaded: the service's decision worker (its own connection, as ``cloud-bridge run``) and
+deliverer with a 10 msg/s bucket (the default ``provider.rate_per_s``) and a 400-send queue (a
+40 s wait at that rate: longer than the orphan sweep's 30 s patience) take ``LOAD_ARRIVALS``
+arrivals at ``LOAD_ARRIVAL_RATE``/s, three times what the provider takes, through the local
+Twilio-shaped server. ``loaded_adopted_share`` is the share of reserved sends the sweep took
+over (a live bridge must send them itself: goal 0); ``loaded_decision_to_provider_p99_ms`` is
+the decision's commit to the provider's acceptance (under overload the queue's wait, at most
+queue / rate); sends that could not wait are shed at once and their decisions read ``shed``.
+Decisions and the deliverer run on a clock pinned to 12:00 in the store's time zone, so the
+case measures the same path at any hour (the chain's store sends around the clock, so it does
+too).
 """
 
 from __future__ import annotations
@@ -43,6 +55,11 @@ SENDS = int(os.environ.get("PASSBY_BENCH_SENDS", 1500))
 ARRIVALS = int(os.environ.get("PASSBY_BENCH_ARRIVALS", 1000))
 ARRIVAL_RATE = float(os.environ.get("PASSBY_BENCH_ARRIVAL_RATE", 40))
 RATE = 50.0
+LOAD_RATE = 10.0
+LOAD_QUEUE = 400
+LOAD_SENDERS = 8
+LOAD_ARRIVALS = int(os.environ.get("PASSBY_BENCH_LOAD_ARRIVALS", 750))
+LOAD_ARRIVAL_RATE = 3 * LOAD_RATE
 FAULTS = {
     "429": 0.03,
     "500": 0.02,
@@ -118,7 +135,10 @@ def throughput(tmp: Path) -> dict[str, Any]:
     deadline = t0 + SENDS / RATE * 3 + 60
     while time.monotonic() < deadline:
         s = states(store)
-        if sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired")) >= SENDS:
+        if (
+            sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired", "shed"))
+            >= SENDS
+        ):
             break
         time.sleep(0.1)
     stop.set()
@@ -284,6 +304,105 @@ def chain(tmp: Path) -> dict[str, Any]:
     return out
 
 
+# -- loaded: more arrivals than the provider's rate, the sweep must adopt nothing -------------------
+
+
+def pinned_clock(tz: str, hour: int = 12) -> tuple[Any, float]:
+    """Wall time moved to today's ``hour``:00 in ``tz`` when it is first read (it runs on from
+    there at the real pace), and that offset."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    real = time.time()
+    local = datetime.fromtimestamp(real, ZoneInfo(tz))
+    offset = local.replace(hour=hour, minute=0, second=0, microsecond=0).timestamp() - real
+    return (lambda: time.time() + offset), offset
+
+
+def loaded(tmp: Path) -> dict[str, Any]:
+    import uuid
+
+    from cloud_bridge.worker import DecisionWorker
+
+    clock, _ = pinned_clock("Europe/Moscow")  # the bench store's time zone
+    fake = FakeTwilio(FaultPlan()).start()
+    store = new_store(tmp / "loaded.db")
+    now = clock()
+    subjects = []
+    for i in range(LOAD_ARRIVALS):
+        cid = add_customer(store, i, now)
+        subject = f"{i + 1:016x}"
+        store.db.execute("UPDATE customers SET subject=? WHERE id=?", [subject, cid])
+        subjects.append(subject)
+    settings = twilio_settings(fake, read_timeout=5.0)
+    provider = make_provider(settings.model_copy(update={"rate_per_s": LOAD_RATE}), store)
+    d = Deliverer(
+        store,
+        provider,
+        DeliveryOptions(senders=LOAD_SENDERS, queue_size=LOAD_QUEUE, status_callback_url=CALLBACK),
+        bucket=TokenBucket(LOAD_RATE, burst=1),
+        clock=clock,
+    )
+    worker = DecisionWorker(store, provider, deliverer=d, own_connection=True, clock=clock)
+    d.start()
+    worker.start()
+    start = time.monotonic()
+    for i, subject in enumerate(subjects):
+        delay = start + i / LOAD_ARRIVAL_RATE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        eid = uuid.uuid4().hex
+        t = clock()
+        store.insert_event(eid, STORE_ID, "door-1", "arrive", subject, t, "{}", t)
+        worker.notify(eid)
+    deadline = time.monotonic() + LOAD_QUEUE / LOAD_RATE + 60
+    while time.monotonic() < deadline:
+        left = store.query(
+            "SELECT count(*) AS n FROM sends WHERE state IN ('reserved', 'sending', 'unknown')"
+        )[0]["n"]
+        decided = store.query("SELECT count(*) AS n FROM decisions")[0]["n"]
+        if decided >= LOAD_ARRIVALS and left == 0:
+            break
+        time.sleep(0.2)
+    worker.stop()
+    d.stop()
+    final = states(store)
+    waits = [
+        (r["accepted_at"] - r["ts"]) * 1000
+        for r in store.query("SELECT ts, accepted_at FROM sends WHERE accepted_at IS NOT NULL")
+    ]
+    reserved = sum(final.values())
+    reasons = {
+        r["reason"]: r["n"]
+        for r in store.query(
+            "SELECT reason, count(*) AS n FROM decisions WHERE outcome='send' GROUP BY reason"
+        )
+    }
+    out = {
+        "loaded_arrivals": LOAD_ARRIVALS,
+        "loaded_arrival_rate": LOAD_ARRIVAL_RATE,
+        "loaded_rate": LOAD_RATE,
+        "loaded_queue": LOAD_QUEUE,
+        "loaded_reserved": reserved,
+        "loaded_accepted": final.get("accepted", 0) + final.get("delivered", 0),
+        "loaded_shed": final.get("shed", 0),
+        "loaded_left": sum(final.get(s, 0) for s in ("reserved", "sending", "unknown")),
+        "loaded_adopted": d.counters.adopted,
+        "loaded_adopted_share": round(d.counters.adopted / reserved, 4) if reserved else None,
+        "loaded_tokens": d.bucket.stats.taken,
+        "loaded_requests": fake.state.requests,
+        "loaded_duplicates": fake.duplicates(),
+        "loaded_decision_to_provider_p50_ms": round(statistics.median(waits), 1) if waits else None,
+        "loaded_decision_to_provider_p99_ms": round(pct(waits, 0.99), 1) if waits else None,
+        "loaded_decision_to_provider_max_ms": round(max(waits), 1) if waits else None,
+        "loaded_decisions_read_sent": reasons.get("sent", 0),
+        "loaded_decisions_read_shed": reasons.get("shed", 0),
+    }
+    fake.stop()
+    store.close()
+    return out
+
+
 # -- STOP webhook -> consent revoked ----------------------------------------------------------------
 
 
@@ -336,6 +455,7 @@ def run() -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             t = throughput(Path(tmp))
             c = chain(Path(tmp))
+            ld = loaded(Path(tmp))
         o = optout_latency()
     finally:
         logging.disable(logging.NOTSET)
@@ -362,6 +482,21 @@ def run() -> dict[str, Any]:
          f"{c['e2e_ingest_p50_ms']} / {c['e2e_decide_p50_ms']} / {c['e2e_send_p50_ms']} ms", ""),
         ("chain: duplicates", f"{c['e2e_duplicates']}", "0"),
         ("STOP webhook -> consent revoked p99", f"{o['optout_p99_ms']} ms", "<= 1000 ms"),
+        (f"loaded: {ld['loaded_arrivals']:,} arrivals at {ld['loaded_arrival_rate']:.0f}/s, "
+         f"{ld['loaded_rate']:.0f} msg/s, queue {ld['loaded_queue']}",
+         f"{ld['loaded_accepted']:,} sent, {ld['loaded_shed']:,} shed, {ld['loaded_left']} left", ""),
+        ("loaded: sends adopted by the sweep", f"{ld['loaded_adopted']} "
+         f"({ld['loaded_adopted_share']:.1%})", "0"),
+        ("loaded: tokens taken / provider requests",
+         f"{ld['loaded_tokens']:,} / {ld['loaded_requests']:,}", "equal"),
+        ("loaded: decision -> provider accepted p50 / p99",
+         f"{ld['loaded_decision_to_provider_p50_ms'] / 1000:.1f} / "
+         f"{ld['loaded_decision_to_provider_p99_ms'] / 1000:.1f} s",
+         f"<= {(LOAD_QUEUE + LOAD_SENDERS) / LOAD_RATE:.1f} s ((queue + senders) / rate)"),
+        ("loaded: decisions reading sent / shed",
+         f"{ld['loaded_decisions_read_sent']:,} / {ld['loaded_decisions_read_shed']:,}",
+         "= sent / shed"),
+        ("loaded: duplicates", f"{ld['loaded_duplicates']}", "0"),
     ]  # fmt: skip
     for row in rows:
         table.add_row(*row)
@@ -370,5 +505,6 @@ def run() -> dict[str, Any]:
         **t,
         **c,
         **o,
-        "duplicates": t["duplicates"] + c["e2e_duplicates"],
+        **ld,
+        "duplicates": t["duplicates"] + c["e2e_duplicates"] + ld["loaded_duplicates"],
     }

@@ -77,7 +77,7 @@ def run_until_settled(store: BridgeStore, n: int, timeout: float = 60.0) -> dict
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = states(store)
-        if sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired")) >= n:
+        if sum(s.get(k, 0) for k in ("accepted", "delivered", "failed", "expired", "shed")) >= n:
             return s
         time.sleep(0.05)
     return states(store)
