@@ -365,13 +365,20 @@ class Deliverer:
 
     def _enqueue(self, table: str, row_id: int, expires_at: float | None, now: float) -> SendResult:
         shed = ""
+        state = "shed"
         with self._cv:
             if (table, row_id) in self._queued:
                 return SendResult("queued")
             waiting = len(self._queue)
-            wait = self.bucket.wait_time(self.bucket.clock(), ahead=waiting)
+            clock = self.bucket.clock()
+            wait = self.bucket.wait_time(clock, ahead=waiting)
             if waiting >= self.options.queue_size:
                 shed = f"shed: queue full ({waiting} waiting)"
+            elif expires_at is not None and now + self.bucket.wait_time(clock) > expires_at:
+                # Even with nobody ahead it could not go out in time: the offer ran out (a
+                # retry near its end), not the bridge's capacity.
+                state = "expired"
+                shed = f"expired: the offer ends in {max(0.0, expires_at - now):.2f} s, before its turn"
             elif expires_at is not None and now + wait > expires_at:
                 shed = (
                     f"shed: would wait {wait:.1f} s for its turn, the offer expires in "
@@ -383,8 +390,9 @@ class Deliverer:
                 self._held.add((table, row_id))
                 self._cv.notify()
                 return SendResult("queued")
-        self.counters.shed += 1
-        self._finish(table, row_id, "shed", now, shed)
+        if state == "shed":
+            self.counters.shed += 1  # (_finish counts an expiry)
+        self._finish(table, row_id, state, now, shed)
         return SendResult("failed", error=shed)
 
     def queue_depth(self) -> int:

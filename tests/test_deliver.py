@@ -297,6 +297,24 @@ def test_shed_when_the_offer_would_expire_before_its_turn(store: BridgeStore) ->
     assert not p.calls
 
 
+def test_an_offer_ending_before_the_next_free_slot_expires_not_shed(store: BridgeStore) -> None:
+    """With nobody ahead, an offer whose life ends before the provider's next free slot ran out
+    of time (a retry near its end): that is `expired`, not capacity shedding."""
+    now = time.time()
+    p = Scripted()
+    bucket = TokenBucket(rate=0.1, burst=1)  # one message every 10 s
+    assert bucket.reserve(bucket.clock()) is not None  # the slot is used: the next is 10 s away
+    d = Deliverer(store, p, DeliveryOptions(queue_size=10, senders=1), bucket=bucket)
+    d._running = True
+    sid = reserve(store, add_customer(store, 1, now), now, event_ts=now - 595)  # 5 s left
+    r = d.deliver(sid)
+    assert r.status == "failed" and r.error and r.error.startswith("expired:")
+    assert row(store, sid)["state"] == "expired"
+    assert d.counters.expired == 1 and d.counters.shed == 0
+    d._running = False
+    assert not p.calls
+
+
 def test_queue_full_is_shed_with_a_reason(store: BridgeStore) -> None:
     now = time.time()
     d = Deliverer(store, Scripted(), DeliveryOptions(queue_size=2), bucket=TokenBucket(1000, 1))
