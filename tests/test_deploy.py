@@ -592,15 +592,237 @@ def test_bridge_config_example_validates() -> None:
 
 
 def test_compose_file_points_at_real_files() -> None:
-    text = (CLOUD / "docker-compose.yml").read_text()
-    for rel in re.findall(r"- (\.{1,2}/[^:\s]+):", text):
-        p = (CLOUD / rel).resolve()
-        if rel in ("./certs", "./certs/ca.crt", "./bridge.toml"):
-            assert rel.lstrip("./").split("/")[0] in text.split("name: passby")[0]  # made by hand
-            continue
-        assert p.exists(), f"docker-compose.yml mounts missing {rel}"
-    assert "../mosquitto/passby.conf.example" in text
+    compose = _compose()
+    made = {"./certs", "./certs/ca.crt", "./bridge.toml", "./backups"}  # compose/setup.sh
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if not src.startswith("."):
+                assert src in compose["volumes"], f"{name}: undeclared volume {src}"
+            elif src not in made:
+                assert (CLOUD / src).exists(), f"docker-compose.yml ({name}) mounts missing {src}"
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./secrets/")
     assert (CLOUD / "Dockerfile").exists()
+
+
+# docker compose: checked statically (no container engine runs here) --------------------------
+MOSQUITTO_IMAGE_GID = 1883  # eclipse-mosquitto's Dockerfile: addgroup -g 1883 mosquitto
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    import yaml
+
+    data = yaml.safe_load((CLOUD / "docker-compose.yml").read_text())
+    assert isinstance(data, dict) and isinstance(data["services"], dict)
+    return data
+
+
+def _bridge_image_uid() -> int:
+    """The uid the bridge image runs as, from the Dockerfile (USER and its useradd line)."""
+    text = (CLOUD / "Dockerfile").read_text()
+    user = re.findall(r"^USER (\S+)$", text, flags=re.M)[-1]
+    uid = re.search(rf"useradd [^\n]*--uid (\d+)[^\n]* {user}\b", text)
+    assert uid, f"the Dockerfile's USER {user} has no useradd --uid"
+    return int(uid.group(1))
+
+
+def _mounts(svc: dict) -> dict[str, tuple[str, bool]]:  # type: ignore[type-arg]
+    """container path -> (source, writable)"""
+    out = {}
+    for vol in svc.get("volumes", []):
+        parts = vol.split(":")
+        out[parts[1]] = (parts[0], not (len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def _cert_names(cert: Path) -> set[str]:
+    from cryptography import x509
+
+    c = x509.load_pem_x509_certificate(cert.read_bytes())
+    san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in san.get_values_for_type(x509.IPAddress)
+    }
+
+
+@pytest.fixture(scope="module")
+def compose_setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """compose/setup.sh for real into a scratch directory (as root: it hands secrets to uid 10001)."""
+    need("openssl", "openssl")
+    assert os.geteuid() == 0, "compose/setup.sh hands the secrets to uid 10001: run as root"
+    out = tmp_path_factory.mktemp("compose")
+    res = sh(CLOUD / "compose/setup.sh", "--domain", "mqtt.example.com", "--public-host",
+             "bridge.example.com", "--out", out)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_compose_bridge_config_uses_postgres_and_validates(compose_setup: Path) -> None:
+    import tomllib
+
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    compose = _compose()
+    conf = tomllib.loads((compose_setup / "bridge.toml").read_text())
+    db = conf["database"]
+    assert db.startswith("postgresql://"), db
+    host = re.match(r"postgresql://[^@/]+@([^:/]+)(?::(\d+))?/(\w+)$", db)
+    assert host, db
+    pg = compose["services"][host.group(1)]
+    assert pg["image"].startswith("postgres:"), f"{host.group(1)} is not the PostgreSQL service"
+    assert pg["environment"]["POSTGRES_DB"] == host.group(3)
+    # libpq finds the password in PGPASSFILE, a secret the bridge has; its line matches the URL.
+    bridge = compose["services"]["bridge"]
+    passfile = bridge["environment"]["PGPASSFILE"]
+    assert passfile.removeprefix("/run/secrets/") in bridge["secrets"]
+    line = (compose_setup / "secrets" / passfile.removeprefix("/run/secrets/")).read_text()
+    user = db.split("//")[1].split("@")[0]
+    pw = (compose_setup / "secrets/postgres.password").read_text().strip()
+    assert line.strip() == f"{host.group(1)}:{host.group(2) or 5432}:{host.group(3)}:{user}:{pw}"
+    assert pg["environment"]["POSTGRES_USER"] == user
+    env = {**os.environ, "PASSBY_DATA_KEY": "ab" * 32}
+    res = sh(Path(sys.executable).parent / "cloud-bridge", "validate-config",
+             compose_setup / "bridge.toml", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert load_settings(BridgeSettings, compose_setup / "bridge.toml").database_path() == db
+
+
+def test_compose_certificate_names_every_host_the_services_use(compose_setup: Path) -> None:
+    import tomllib
+
+    compose = _compose()
+    conf = tomllib.loads((compose_setup / "bridge.toml").read_text())
+    names = _cert_names(compose_setup / "certs/broker.crt")
+    mqtt_host = conf["mqtt"]["host"]
+    assert mqtt_host in compose["services"], f"[mqtt] host {mqtt_host} is no compose service"
+    assert compose["services"][mqtt_host]["image"].startswith("eclipse-mosquitto")
+    assert mqtt_host in names, f"the broker certificate ({names}) does not name {mqtt_host}"
+    assert conf["provisioning"]["mqtt_host"] in names  # what sensors are told
+    # The port the bridge and sensors use is the broker's TLS listener, published by compose.
+    listener = re.search(r"^listener (\d+)$", (ROOT / "deploy/mosquitto/passby.conf.example")
+                         .read_text(), flags=re.M)  # fmt: skip
+    assert listener and conf["mqtt"]["port"] == int(listener.group(1)) == conf["provisioning"][
+        "mqtt_port"]  # fmt: skip
+    assert f"{listener.group(1)}:{listener.group(1)}" in compose["services"][mqtt_host]["ports"]
+    # The CA the bridge trusts is the one that signed the certificate, mounted where it looks.
+    res = sh("openssl", "verify", "-CAfile", compose_setup / "certs/ca.crt",
+             compose_setup / "certs/broker.crt")  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    mounts = _mounts(compose["services"]["bridge"])
+    assert mounts[conf["mqtt"]["ca_file"]][0] == "./certs/ca.crt"
+    assert _mounts(compose["services"][mqtt_host])["/etc/mosquitto/certs"][0] == "./certs"
+    # Caddy proxies to the bridge's web port and serves the public name of public_url.
+    caddy = (CLOUD / "compose/Caddyfile").read_text()
+    upstream = re.search(r"reverse_proxy (\S+):(\d+)", caddy)
+    assert upstream and upstream.group(1) == "bridge", caddy
+    assert int(upstream.group(2)) == conf["web"]["port"] and conf["web"]["host"] == "0.0.0.0"
+    proxy = compose["services"]["proxy"]
+    assert "443:443" in proxy["ports"] and "{$PASSBY_PUBLIC_HOST}" in caddy
+    env_file = (compose_setup / "compose.env").read_text()
+    assert f"PASSBY_PUBLIC_HOST={conf['public_url'].removeprefix('https://')}" in env_file
+    assert "ports" not in compose["services"]["bridge"], "only the proxy may reach the bridge"
+
+
+def test_compose_broker_key_readable_by_the_mosquitto_image_user(compose_setup: Path) -> None:
+    key = (compose_setup / "certs/broker.key").stat()
+    assert key.st_gid == MOSQUITTO_IMAGE_GID and stat.S_IMODE(key.st_mode) == 0o640
+    assert stat.S_IMODE((compose_setup / "certs/ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((compose_setup / "certs").stat().st_mode) == 0o755
+
+
+def test_compose_volume_and_secret_owners_match_the_service_users(
+    compose_setup: Path, tmp_path: Path
+) -> None:
+    """init-volumes.sh run for real on scratch directories gives each named volume to the user
+    that writes it; every service writing a named volume runs as that user (or is 'init')."""
+    compose = _compose()
+    uid = _bridge_image_uid()
+    services = compose["services"]
+    bridge_image = services["bridge"]["image"]
+    init = services["init"]
+    script, auth_path, data_path = init["entrypoint"][1:4]
+    assert _mounts(init)[script][0] == "./compose/init-volumes.sh"
+    auth, data = tmp_path / "auth", tmp_path / "data"
+    auth.mkdir()
+    (auth / "passby.passwd").write_text("")  # left root-owned by an earlier start
+    res = sh("sh", CLOUD / "compose/init-volumes.sh", auth, data)
+    assert res.returncode == 0, res.stderr
+    owners = {
+        _mounts(init)[auth_path][0]: auth.stat(),
+        _mounts(init)[data_path][0]: data.stat(),
+    }
+    a, d = owners["broker-auth"], owners["bridge-data"]
+    assert (a.st_uid, a.st_gid, stat.S_IMODE(a.st_mode)) == (uid, MOSQUITTO_IMAGE_GID, 0o2750)
+    assert (auth / "passby.passwd").stat().st_uid == uid
+    assert (d.st_uid, stat.S_IMODE(d.st_mode)) == (uid, 0o750)
+    for name, svc in services.items():
+        for src, writable in _mounts(svc).values():
+            if src not in owners or not writable or name == "init":
+                continue
+            assert svc.get("image") == bridge_image and "user" not in svc, (
+                f"{name} writes {src} but does not run as the bridge image's user {uid}"
+            )
+            assert "init" in svc["depends_on"], f"{name} must start after init"
+    # The broker reads the auth volume through its group; its readers mount it read-only.
+    assert "broker-auth" in {m[0] for m in _mounts(services["mosquitto"]).values()}
+    # The bridge's secrets are the bridge user's, readable by nobody else.
+    for secret in services["bridge"]["secrets"]:
+        st = (compose_setup / compose["secrets"][secret]["file"]).stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o400), secret
+
+
+def test_compose_backup_job_takes_database_keys_and_broker_files() -> None:
+    compose = _compose()
+    svc = compose["services"]["backup"]
+    loop = (CLOUD / "compose/backup-loop.sh").read_text()
+    mounts = _mounts(svc)
+    assert svc["environment"]["PGHOST"] == "postgres"
+    for opt, source in (("--keys-dir", "bridge-data"), ("--broker-dir", "broker-auth"),
+                        ("--certs-dir", "./certs"), ("--out", "./backups")):  # fmt: skip
+        path = re.search(rf"{opt} (\S+)", loop)
+        assert path, f"backup-loop.sh passes no {opt}"
+        where = next(p for p in mounts if path.group(1).startswith(p))
+        assert mounts[where][0] == source, (opt, mounts[where])
+    script = re.search(r"(/opt/passby/lib/backup-postgres.sh)", loop)
+    assert script and mounts[script.group(1)][0] == "./backup-postgres.sh"
+
+
+def test_compose_mosquitto_entrypoint_reloads_on_change(tmp_path: Path) -> None:
+    """The broker container's entry point links the auth files into place and sends the broker
+    SIGHUP when the bridge rewrites them (containers cannot signal each other)."""
+    auth, links = tmp_path / "auth", tmp_path / "etc"
+    auth.mkdir()
+    links.mkdir()
+    entry = CLOUD / "compose/mosquitto-entrypoint.sh"
+    env = {**os.environ, "PASSBY_AUTH_DIR": str(auth), "PASSBY_LINK_DIR": str(links),
+           "PASSBY_POLL_S": "0.2"}  # fmt: skip
+    missing = subprocess.run(["sh", str(entry), "true"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "broker-accounts" in missing.stderr
+    (auth / "passby.passwd").write_text("")
+    (auth / "passby.acl").write_text("")
+    hups = tmp_path / "hups"
+    fake = tmp_path / "broker.sh"
+    fake.write_text(f"#!/bin/sh\ntrap 'echo hup >>{hups}' HUP\n"
+                    "while :; do sleep 0.1; done\n")  # fmt: skip
+    fake.chmod(0o755)
+    proc = subprocess.Popen(["sh", str(entry), str(fake)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        while not (links / "passby.acl").is_symlink() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.readlink(links / "passby.passwd") == str(auth / "passby.passwd")
+        time.sleep(0.5)
+        assert not hups.exists(), "reloaded without a change"
+        (auth / "passby.acl").write_text("user bridge\n")
+        deadline = time.monotonic() + 5
+        while not hups.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hups.exists() and hups.read_text().count("hup") == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # monitor-setup.sh -----------------------------------------------------------------------------
