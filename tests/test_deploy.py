@@ -1062,9 +1062,14 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
     )
     quick.chmod(0o755)
 
+    built: dict[str, Path] = {}  # one release file per version, as a server publishes it
+
     def install(version: str, **kw):  # type: ignore[no-untyped-def]
+        rel = kw.pop("rel", {})
+        if version not in built:
+            built[version] = release(tmp_path, key, version, **rel)
         return upd.install(
-            str(release(tmp_path, key, version, **kw.pop("rel", {}))),
+            str(built[version]),
             pub,
             prefix,
             python=sys.executable if version == "1.0.0" else str(quick),
@@ -1088,10 +1093,36 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
     assert current() == "releases/1.1.0"
     assert "restart passby-agent.service" in (tmp_path / "systemctl.log").read_text()
 
+    assert upd.update_status(prefix)["result"] == "ok"
     health.write_text("failed\n")
     with pytest.raises(upd.ReleaseError, match="rolled back to 1.1.0"):
         install("1.2.0", restart="passby-agent.service")
     assert current() == "releases/1.1.0"
+    # The failure is reported (the agent sends it in its stats) and readable by the agent.
+    status = upd.update_status(prefix)
+    assert (status["result"], status["version"], status["current"]) == ("failed", "1.2.0", "1.1.0")
+    assert "rolled back to 1.1.0" in status["error"]
+    assert stat.S_IMODE((prefix / "update-status.json").stat().st_mode) == 0o644
+    # The same release next night: verified, then skipped, even though the box is healthy now.
+    health.write_text("active\n")
+    restarts = (tmp_path / "systemctl.log").read_text().count("restart")
+    assert install("1.2.0", restart="passby-agent.service") == "1.1.0"
+    assert current() == "releases/1.1.0"
+    assert (tmp_path / "systemctl.log").read_text().count("restart") == restarts
+    assert upd.update_status(prefix)["result"] == "failed"  # still reported
+    # Asked explicitly it is tried again (and fails again with the box unhealthy).
+    health.write_text("failed\n")
+    with pytest.raises(upd.ReleaseError, match="rolled back"):
+        install("1.2.0", restart="passby-agent.service", retry_failed=True)
+    # A newer release is installed, and the report is cleared.
+    health.write_text("active\n")
+    assert install("1.2.1", restart="passby-agent.service") == "1.2.1"
+    assert upd.update_status(prefix)["result"] == "ok"
+    assert upd.update_status(prefix)["current"] == "1.2.1"
+    health.write_text("failed\n")
+    with pytest.raises(upd.ReleaseError, match="rolled back to 1.2.1"):
+        install("1.2.5", restart="passby-agent.service")
+    assert current() == "releases/1.2.1"
 
     with pytest.raises(upd.ReleaseError, match="refusing to downgrade"):
         install("0.9.0")
@@ -1099,10 +1130,10 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
         install("2.0.0", rel={"protocol": 2})
     with pytest.raises(upd.ReleaseError, match="smoke test"):
         install("1.3.0", rel={"says": "1.0.0"})
-    assert current() == "releases/1.1.0"
-    assert sorted(p.name for p in (prefix / "releases").iterdir()) == ["1.0.0", "1.1.0"]
+    assert current() == "releases/1.2.1"
+    assert sorted(p.name for p in (prefix / "releases").iterdir()) == ["1.1.0", "1.2.1"]
 
-    assert upd.rollback(prefix) == "1.0.0" and current() == "releases/1.0.0"
+    assert upd.rollback(prefix) == "1.1.0" and current() == "releases/1.1.0"
 
 
 # sd_notify ------------------------------------------------------------------------------------
