@@ -352,8 +352,7 @@ def test_edge_install_dry_run_prints_every_step_in_order_and_writes_nothing() ->
     last_title, last = got[-1]
     assert last_title.startswith("enroll")
     assert re.search(
-        r"would run: \S+/edge-agent enroll \*\*\* --bridge https://bridge.example.com "
-        r"--out /etc/passby --data-dir /var/lib/passby\n",
+        r"would run: /opt/passby/lib/passby-enroll.sh \*\*\* --bridge https://bridge.example.com\n",
         last,
     )
     assert "K7QX-93FD" not in res.stdout + res.stderr, "the pairing code is a secret"
@@ -403,6 +402,104 @@ def test_edge_install_from_a_signed_release_verifies_it_first() -> None:
     assert "passby_update.py install /tmp/passby-edge-1.0.0.tar --pubkey " + "ab" * 32 in agent
     assert "pip install" not in agent
     assert "PASSBY_UPDATE_URL=https://releases.example/latest.tar" in res.stdout
+
+
+def test_edge_install_force_re_pairs() -> None:
+    """Re-pairing after `sensors add --rotate` needs enroll --force: install.sh passes it on."""
+    res = sh(EDGE / "install.sh", "--dry-run", "--enroll", "K7QX-93FD", "--bridge",
+             "https://bridge.example.com", "--force")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "passby-enroll.sh *** --bridge https://bridge.example.com --force\n" in res.stdout
+
+
+def test_passby_enroll_sets_permissions_before_the_agent_can_start(tmp_path: Path) -> None:
+    """The path unit would start the agent as soon as edge.toml appears: passby-enroll.sh stops
+    it first, makes /etc/passby readable by the agent's group, then starts path and agent."""
+    import grp
+
+    log = tmp_path / "log"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    systemctl = tmp_path / "systemctl"
+    # The stub notes, at each call, whether the agent could read its config yet.
+    systemctl.write_text(
+        f'#!/bin/sh\nreadable=no\n[ "$(stat -c %G {etc}/edge.toml 2>/dev/null)" = "{GROUP}" ] '
+        f'&& [ "$(stat -c %a {etc}/edge.toml)" = 640 ] && readable=yes\n'
+        f'echo "systemctl $* readable=$readable" >> {log}\n'
+    )
+    agent = tmp_path / "edge-agent"
+    # Like the real enroll: the directory 0700, the files 0600, root's group.
+    agent.write_text(
+        f'#!/bin/sh\necho "agent $*" >> {log}\nchmod 0700 {etc}\n'
+        f"umask 077; echo 'store_id = \"main-st\"' > {etc}/edge.toml; echo s > {etc}/site.key\n"
+    )
+    for f in (systemctl, agent):
+        f.chmod(0o755)
+    env = {"PASSBY_ETC": str(etc), "PASSBY_STATE": str(tmp_path / "state"),
+           "PASSBY_AGENT": str(agent), "PASSBY_SYSTEMCTL": str(systemctl), "PASSBY_GROUP": GROUP}  # fmt: skip
+    res = sh(EDGE / "passby-enroll.sh", "K7QX-93FD", "--bridge", "https://b.example", "--force",
+             env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("systemctl stop passby-agent.path passby-agent.service")
+    assert lines[1] == (
+        f"agent enroll K7QX-93FD --bridge https://b.example --out {etc} "
+        f"--data-dir {tmp_path / 'state'} --force"
+    )
+    assert lines[2:] == [
+        "systemctl start passby-agent.path readable=yes",
+        "systemctl restart passby-agent.service readable=yes",
+    ]
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o2750
+    assert grp.getgrgid(etc.stat().st_gid).gr_name == GROUP
+    assert stat.S_IMODE((etc / "site.key").stat().st_mode) == 0o640
+    assert "K7QX-93FD" not in res.stdout + res.stderr
+
+
+GROUP = "daemon"  # any group other than root's, present on Debian
+
+
+def test_edge_install_from_a_bundle_pins_the_key_and_turns_updates_on(
+    built_release: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """From an unpacked bundle, with no key or URL given: the bundle is verified, its box
+    release installed, its key pinned and the update source set, so passby-update.service's
+    conditions hold and the timer has something to do."""
+    dist, key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    root = tmp_path / "root"
+    res = sh(bundle / "deploy/edge/install.sh", "--destdir", root, "--enroll", "K7QX-93FD",
+             "--bridge", "https://bridge.example.com")  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    agent = next(b for t, b in steps(res.stdout) if t.startswith("agent software"))
+    assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in agent
+    assert f"passby_update.py install {bundle}/passby-edge-{v}.tar --pubkey {pub}" in agent
+    assert "pip install" not in agent
+    assert (root / "etc/passby/release-signing.pub").read_text().strip() == pub
+    env = (root / "etc/passby/update.env").read_text()
+    assert env.strip() == "PASSBY_UPDATE_URL=https://updates.example.com/passby-edge-latest.tar"
+    unit = parse_unit(root / "etc/systemd/system/passby-update.service")
+    for path in values(unit, "Unit", "ConditionPathExists"):
+        assert (root / path.lstrip("/")).exists(), f"passby-update.service would skip: {path}"
+    assert "passby-update.timer" in next(b for t, b in steps(res.stdout) if t.startswith("systemd"))
+    # A bundle without an update URL: the bridge it pairs with serves the releases.
+    (bundle / "BUNDLE.json").unlink()
+    upd.sign_bundle(bundle, key, v, PROTOCOL_VERSION)
+    res = sh(bundle / "deploy/edge/install.sh", "--dry-run", "--enroll", "K7QX-93FD",
+             "--bridge", "https://bridge.example.com/")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (
+        "PASSBY_UPDATE_URL=https://bridge.example.com/releases/passby-edge-latest.tar" in res.stdout
+    )
+    # A bundle signed by another key than the one pinned on the box is refused by verify-bundle.
+    other = tmp_path / "other.key"
+    upd.keygen(other)
+    upd.sign_bundle(bundle, other, v, PROTOCOL_VERSION)
+    with pytest.raises(upd.ReleaseError, match="bad signature"):
+        upd.verify_bundle(bundle, pub)
 
 
 def test_edge_install_destdir_files_and_modes(staged_root: Path) -> None:
