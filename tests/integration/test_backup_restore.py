@@ -500,6 +500,18 @@ def test_backup_restores_bridge_and_broker_into_an_empty_directory() -> None:
         wrong, rc = _sensor_client(new / "certs" / "ca.crt", port, username, password[:-2] + "xx")
         clients.append(wrong)
         assert getattr(rc, "is_failure", False) is True, f"a wrong password got in: {rc}"
+
+        # 6. Without the broker's files (a backup made with --no-broker): the store rebuilds them.
+        procs.pop().terminate()
+        for f in ("passby.passwd", "passby.acl"):
+            (new / "broker" / f).unlink()
+        out = run(ROOT / ".venv/bin/cloud-bridge", "sensors", "sync-broker", "-c",
+                  new / "bridge.toml")  # fmt: skip
+        assert "passby.passwd" in out and "passby.acl" in out, out
+        procs.append(_start_deploy_broker(new, port))
+        again, rc = _sensor_client(new / "certs" / "ca.crt", port, username, password)
+        clients.append(again)
+        assert getattr(rc, "is_failure", True) is False, f"sensor refused after sync-broker: {rc}"
     finally:
         for c in clients:
             c.loop_stop()
