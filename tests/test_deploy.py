@@ -135,6 +135,7 @@ STAND_INS = {
     "/opt/passby/current/venv/bin/cloud-bridge",
     "/usr/bin/python3",
     "/usr/bin/systemctl",
+    "/bin/sh",
 }
 
 
@@ -173,7 +174,7 @@ def test_systemd_analyze_verify_units(staged_root: Path) -> None:
     missing = set()
     for name in names:
         unit = parse_unit(staged_root / "etc/systemd/system" / name)
-        for exe in values(unit, "Service", "ExecStart"):
+        for exe in values(unit, "Service", "ExecStart") + values(unit, "Service", "ExecStartPre"):
             binary = exe.split()[0].lstrip("-@:+!")
             if not (staged_root / binary.lstrip("/")).exists():
                 missing.add(binary)
@@ -500,6 +501,29 @@ def test_edge_install_from_a_bundle_pins_the_key_and_turns_updates_on(
     upd.sign_bundle(bundle, other, v, PROTOCOL_VERSION)
     with pytest.raises(upd.ReleaseError, match="bad signature"):
         upd.verify_bundle(bundle, pub)
+
+
+def test_cloud_install_from_a_bundle(built_release: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """From an unpacked bundle the cloud installer verifies it, installs the bridge from its wheel
+    (not a checkout) and puts the box release where GET /releases/passby-edge-latest.tar serves it."""
+    dist, _key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    root = tmp_path / "root"
+    res = sh(bundle / "deploy/cloud/install.sh", "--destdir", root, "--domain", "mqtt.example.com")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    software = next(b for t, b in steps(res.stdout) if t.startswith("bridge software"))
+    assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in software
+    assert f"pip install --quiet {bundle}/passby-{v}-py3-none-any.whl[bridge]" in software
+    served = root / f"var/lib/passby-bridge/releases/passby-edge-{v}.tar"
+    assert served.read_bytes() == (bundle / f"passby-edge-{v}.tar").read_bytes()
+    from cloud_bridge.releases import latest_release
+
+    assert latest_release(served.parent) == served
+    release = json.loads((root / f"opt/passby/releases/{v}/release.json").read_text())
+    assert release["protocol"] == PROTOCOL_VERSION and release["version"] == v
 
 
 def test_edge_install_destdir_files_and_modes(staged_root: Path) -> None:
