@@ -285,6 +285,8 @@ for unit in "${UNITS[@]}"; do
 done
 run systemctl daemon-reload
 run systemctl enable --now "${ENABLE[@]}"
+# An upgrade: a bridge that was running moves to the release just installed (and its workers).
+run systemctl try-restart passby-bridge.service
 if [ "${#WORKER_UNITS[@]}" -gt 0 ]; then
   # After passby-bridge.service has started (it creates the keys in $STATE/keys on first run).
   run systemctl enable --now "${WORKER_UNITS[@]}"
@@ -295,7 +297,8 @@ cat <<NEXT
     next:
       1. HTTPS for the console and rosters: deploy/cloud/nginx-passby.conf + certbot (README)
       2. add a store's sensor:   sudo -u $SERVICE_USER $bridge sensors add --store STORE -c $ETC/bridge.toml
-         then on the Pi:         sudo deploy/edge/install.sh --enroll CODE --bridge $public_url
+         then on the Pi:         sudo passby-X.Y.Z/deploy/edge/install.sh --enroll CODE --bridge $public_url
+                                 (the same release bundle, or a checkout: deploy/edge/README.md)
       3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-$store.sh
 NEXT
 if [ "$workers" -gt 1 ]; then

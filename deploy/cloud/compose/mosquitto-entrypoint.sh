@@ -1,20 +1,18 @@
 #!/bin/sh
 # Entry point of the compose 'mosquitto' service (eclipse-mosquitto image, busybox sh).
-# The reference config (deploy/mosquitto/passby.conf.example) names /etc/mosquitto/passby.passwd
-# and .acl: here they live in the shared broker-auth volume that the bridge rewrites, linked
-# into place (read-only: the bridge's user owns them). The bridge cannot signal this container, so this script watches both files and
+# The reference config (deploy/mosquitto/passby.conf.example) names
+# /etc/mosquitto/passby/passby.passwd and .acl: here that directory is the shared broker-auth
+# volume the bridge rewrites (read-only here: the bridge's user owns it). The bridge cannot signal this container, so this script watches both files and
 # sends Mosquitto SIGHUP (re-read them) when either changes, as passby-mosquitto-reload.path does
-# on a Debian host. PASSBY_AUTH_DIR, PASSBY_LINK_DIR and PASSBY_POLL_S exist for the tests.
+# on a Debian host. PASSBY_AUTH_DIR and PASSBY_POLL_S exist for the tests.
 set -eu
 auth="${PASSBY_AUTH_DIR:-/etc/mosquitto/passby}"
-links="${PASSBY_LINK_DIR:-/etc/mosquitto}"
 poll="${PASSBY_POLL_S:-5}"
 for f in passby.passwd passby.acl; do
   if [ ! -e "$auth/$f" ]; then
     echo "passby: no $auth/$f: the broker-accounts service writes it (cloud-bridge sensors sync-broker)" >&2
     exit 1
   fi
-  ln -sf "$auth/$f" "$links/$f"
 done
 stamp() { cat "$auth/passby.passwd" "$auth/passby.acl" 2>/dev/null | cksum; }
 "$@" &
