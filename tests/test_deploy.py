@@ -758,6 +758,21 @@ def test_docs_install_from_real_sources_and_agree_on_the_broker_files() -> None:
     assert all(path in cloud or path.rsplit("/", 1)[0] in cloud for path in paths)
 
 
+def test_docs_agree_that_no_provider_takes_an_idempotency_key() -> None:
+    """README says no provider takes one and the adapters send none (Twilio's POST has no
+    Idempotency-Key header or field): SCALE.md must not claim the opposite."""
+    import inspect
+
+    from cloud_bridge.providers import SmscProvider, TwilioProvider
+
+    for cls in (TwilioProvider, SmscProvider):
+        assert "idempot" not in inspect.getsource(cls.submit).lower(), cls.__name__
+    assert "None of the SMS providers takes an idempotency key" in (ROOT / "README.md").read_text()
+    scale = (CLOUD / "SCALE.md").read_text()
+    assert "gets our idempotency key" not in scale
+    assert "No provider takes an idempotency key" in scale
+
+
 # docker compose: checked statically (no container engine runs here) --------------------------
 MOSQUITTO_IMAGE_GID = 1883  # eclipse-mosquitto's Dockerfile: addgroup -g 1883 mosquitto
 
@@ -1575,3 +1590,31 @@ def test_guides_use_real_commands_and_options() -> None:
                 seen += 1
     assert seen >= 15, "found too few commands in the guides: is the pattern still right?"
     assert not problems, "\n".join(problems)
+
+
+def test_enroll_on_an_installed_box_does_not_say_run_it_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `edge-agent enroll` on a box the installer set up, systemd runs the agent: the
+    message says so instead of advising `edge-agent run`; elsewhere (a laptop) it still does."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import edge_agent.cli as cli
+    import edge_agent.enroll
+
+    cfg = SimpleNamespace(store_id="main-st", sensor_id="door-1")
+    monkeypatch.setattr(edge_agent.enroll, "enroll", lambda *a, **k: (tmp_path / "edge.toml", cfg))
+    installed_at = cli.AGENT_UNIT
+    unit = tmp_path / "passby-agent.service"
+    monkeypatch.setattr(cli, "AGENT_UNIT", unit)
+    args = ["enroll", "K7QX-93FD", "--bridge", "https://b.example", "--out", str(tmp_path)]
+    laptop = CliRunner().invoke(cli.app, args)
+    assert laptop.exit_code == 0 and "edge-agent run" in laptop.output
+    unit.write_text("[Service]\n")
+    box = CliRunner().invoke(cli.app, args)
+    assert box.exit_code == 0, box.output
+    assert "edge-agent run" not in box.output and "passby-agent" in box.output
+    shipped = EDGE / "systemd" / unit.name
+    assert shipped.is_file() and str(installed_at) == "/etc/systemd/system/" + shipped.name
