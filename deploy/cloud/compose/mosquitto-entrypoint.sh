@@ -2,9 +2,10 @@
 # Entry point of the compose 'mosquitto' service (eclipse-mosquitto image, busybox sh).
 # The reference config (deploy/mosquitto/passby.conf.example) names
 # /etc/mosquitto/passby/passby.passwd and .acl: here that directory is the shared broker-auth
-# volume the bridge rewrites (read-only here: the bridge's user owns it). The bridge cannot signal this container, so this script watches both files and
-# sends Mosquitto SIGHUP (re-read them) when either changes, as passby-mosquitto-reload.path does
-# on a Debian host. PASSBY_AUTH_DIR and PASSBY_POLL_S exist for the tests.
+# volume the bridge rewrites (read-only here: the bridge's user owns it). The bridge cannot
+# signal this container, so this script watches both files and sends Mosquitto SIGHUP (re-read
+# them) when either changes, as passby-mosquitto-reload.path does on a Debian host.
+# PASSBY_AUTH_DIR and PASSBY_POLL_S exist for the tests.
 set -eu
 auth="${PASSBY_AUTH_DIR:-/etc/mosquitto/passby}"
 poll="${PASSBY_POLL_S:-5}"
