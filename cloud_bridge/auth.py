@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -51,6 +52,8 @@ __all__ = [
     "AccountError",
     "Principal",
     "Accounts",
+    "THROTTLE_POLICY",
+    "address_key",
     "authenticate",
     "require",
     "audit",
@@ -129,6 +132,35 @@ class Principal:
         return [s for s in store_ids if self.can_see(s)]
 
 
+THROTTLE_POLICY: Final = """\
+A login is refused (429) before its password is checked when, within web.login_window_s:
+- its address failed web.login_failures_per_ip times, under any user names (guessing many
+  accounts from one place); an IPv6 address counts as its /64;
+- its address failed web.login_failures_per_user times for this user name since its last
+  success there (guessing one account from one place);
+- the user name failed web.login_failures_per_account times from all addresses (a spread-out
+  attack) and this address is one of those that failed for it.
+A stranger's failures never count against another address, so the owner, coming from an
+address that has not been failing, can still log in while their account is under attack."""
+
+
+def address_key(ip: str | None) -> str:
+    """What the per-address login limits count: an IPv4 address (also written IPv4-mapped),
+    an IPv6 /64 (one subscriber's network: a guesser can rotate inside it), or the host as
+    given when it is not an IP address."""
+    if not ip:
+        return "-"
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip[:64]
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr)
+
+
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -200,11 +232,26 @@ class Accounts:
     def login(self, username: str, password: str, ip: str | None, now: float) -> dict[str, Any]:
         """The user row if the password is right; LoginThrottled or LoginRequired otherwise.
 
-        The limit is checked before the password, so a locked-out guesser learns nothing; an
-        unknown user costs the same argon2 work as a known one."""
+        The limits (``THROTTLE_POLICY``) are checked before the password, so a throttled
+        guesser learns nothing; the check and the attempt's record are one step, so guesses
+        fired at once are counted before any is verified; an unknown user costs the same
+        argon2 work as a known one."""
         s = self.settings
-        by_user, by_ip = self.store.login_failures(username, ip, now - s.login_window_s)
-        if by_user >= s.login_failures_per_user or by_ip >= s.login_failures_per_ip:
+        name, key = username[:64], address_key(ip)
+        with self.store.transaction():
+            # PostgreSQL: one check at a time per account and per address (SQLite's BEGIN
+            # IMMEDIATE already serialises every writer).
+            self.store.lock_for([f"login-user:{name.casefold()}", f"login-ip:{key}"])
+            n = self.store.login_failures(name, key, now - s.login_window_s)
+            throttled = (
+                n["ip"] >= s.login_failures_per_ip
+                or n["pair"] >= s.login_failures_per_user
+                or (n["user"] >= s.login_failures_per_account and n["pair"] > 0)
+            )
+            attempt = None if throttled else self.store.record_login_attempt(name, key, False, now)
+        if attempt is None:
+            log.info("login throttled (%s)", "address" if n["ip"] >= s.login_failures_per_ip
+                     else "account")  # fmt: skip
             raise LoginThrottled(int(s.login_window_s))
         user = self.store.user_by_name(username) if len(username) <= 64 else None
         ok = False
@@ -213,9 +260,9 @@ class Accounts:
         except (VerificationError, InvalidHashError):
             ok = False
         ok = ok and user is not None and not user["disabled"]
-        self.store.record_login_attempt(username[:64], ip, ok, now)
         if not ok or user is None:
             raise LoginRequired("wrong user name or password")
+        self.store.login_succeeded(attempt)
         if HASHER.check_needs_rehash(user["password_hash"]):
             self.store.update_user(user["id"], password_hash=HASHER.hash(password))
         self.store.update_user(user["id"], last_login=now)

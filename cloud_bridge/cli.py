@@ -32,6 +32,8 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(stores_app, name="stores")
 register_engine_commands(app)  # explain, campaigns, report, purchases (cli_engine.py)
 
+log = logging.getLogger(__name__)
+
 CONFIG_OPT = typer.Option(
     None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG"
 )
@@ -51,6 +53,23 @@ def _load(config: Path | None) -> BridgeSettings:
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _require_provider_choice(settings: BridgeSettings, config: Path | None) -> None:
+    """A bridge that would quietly record SMS in the sandbox instead of sending them refuses to
+    start: the provider must be named, even when it is the sandbox."""
+    if "kind" in settings.provider.model_fields_set:
+        if settings.provider.kind == "sandbox":
+            log.warning("SMS provider is the sandbox: messages are recorded, none is sent")
+        return
+    where = f"in {config}" if config else "in the config file"
+    typer.echo(
+        f'error: no SMS provider chosen: set [provider] kind {where} to "twilio", "smsc" '
+        'or "http" with its account settings (README: SMS providers), or to "sandbox" to send '
+        "nothing (messages are only recorded: demos and tests). PASSBY_PROVIDER__KIND works too.",
+        err=True,
+    )
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -76,6 +95,7 @@ def run(
                 "letters, digits, '_', '.', '-' only (1-32)", param_hint="--worker-id"
             )
         settings = settings.model_copy(update={"worker_id": worker_id})
+    _require_provider_choice(settings, config)
     from cloud_bridge.service import BridgeService
 
     service = BridgeService(settings, web=console)
@@ -92,7 +112,7 @@ def run(
 
 @app.command()
 def seed(
-    tenant: Path = typer.Argument(..., help="tenant TOML: store, sensor, customers, campaigns"),
+    tenant: Path = typer.Argument(..., help="tenant TOML: store, customers, campaigns"),
     config: Path | None = CONFIG_OPT,
 ) -> None:
     """Load a tenant file (store, customers with devices and consent, campaigns)."""
@@ -107,6 +127,12 @@ def seed(
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    if t.sensor is not None:
+        typer.echo(
+            f"note: {tenant}: the [sensor] section is not used (add boxes with "
+            f"`cloud-bridge sensors add --store {t.store.id}`); ignored",
+            err=True,
+        )
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
     do_seed(store, BridgeKeys(settings.data_dir), t, time.time())
     typer.echo(
@@ -804,7 +830,10 @@ def serve(
     store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
     h, p = host or settings.web.host, settings.web.port if port is None else port
     typer.echo(f"console at http://{h}:{p}  (users: cloud-bridge users add NAME --role admin)")
-    uvicorn.run(create_app(store, settings), host=h, port=p, log_level="warning")
+    # proxy_headers off: the app applies web.trusted_proxies (uvicorn would trust loopback)
+    uvicorn.run(
+        create_app(store, settings), host=h, port=p, log_level="warning", proxy_headers=False
+    )
 
 
 def main() -> None:

@@ -259,12 +259,45 @@ class WebSettings(_Section):
         "(behind a proxy: when it sends X-Forwarded-Proto and uvicorn trusts it)",
     )
     login_failures_per_user: int = Field(
-        5, description="failed logins for one user name per login_window_s before 429", ge=1
+        5,
+        description="failed logins for one user name from one address (since its last success "
+        "there) per login_window_s before that address gets 429 for that user",
+        ge=1,
     )
     login_failures_per_ip: int = Field(
-        20, description="failed logins from one IP per login_window_s before 429", ge=1
+        20,
+        description="failed logins from one address (IPv6: its /64), any user names, per "
+        "login_window_s before that address gets 429",
+        ge=1,
+    )
+    login_failures_per_account: int = Field(
+        100,
+        description="failed logins for one user name from all addresses per login_window_s "
+        "before the account refuses every address that failed on it (others still log in)",
+        ge=1,
     )
     login_window_s: float = Field(900.0, description="window of the login limits, seconds", gt=0)
+    trusted_proxies: list[str] = Field(
+        [],
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; anyone else is judged by the socket address and "
+        "scheme (default none; nginx on this host: ['127.0.0.1', '::1'])",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"trusted_proxies: {item!r} is not an IP address or network (CIDR); "
+                    "host names are not resolved"
+                ) from None
+        return [item.strip() for item in v]
 
 
 class EnrolSettings(_Section):
@@ -292,9 +325,34 @@ class EnrolSettings(_Section):
         description="enrolments started from one IP per hour (a store's guests share one IP)",
         ge=1,
     )
+    optouts_per_ip_per_hour: int = Field(
+        30,
+        description="opt-outs by phone number on the portal page from one address per hour "
+        "(no code is asked: this keeps one address from withdrawing everyone's consent)",
+        ge=1,
+    )
     api_token: SecretStr | None = Field(
         None,
-        description="bearer token for the customer admin API (erasure); unset: the API refuses",
+        description="bearer token of the customer API (what it may do: api_token_scopes); "
+        "unset: those calls are refused",
+    )
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_token(cls, v: SecretStr | None) -> SecretStr | None:
+        # Bearer tokens are not throttled: they must be unguessable instead.
+        if v is not None and len(v.get_secret_value().strip()) < 20:
+            raise ValueError(
+                "enrol.api_token must be at least 20 characters (openssl rand -hex 32): "
+                "bearer tokens are not rate limited, so they must be unguessable"
+            )
+        return v
+
+    api_token_scopes: list[Literal["customers.erase", "enrol.link"]] = Field(
+        ["customers.erase"],
+        description="what api_token allows: 'customers.erase' (DELETE /api/v1/customers/ID), "
+        "'enrol.link' (an enrolment may name crm_id or source 'crm': attach a phone and a "
+        "device to that CRM customer; for a loyalty app's server)",
     )
 
 

@@ -13,16 +13,24 @@ no new code. Never logged: phone, name, MAC, code.
 
 HTTP (``router``): the portal pages under ``/enrol/{store_id}``; JSON ``POST /api/v1/enrolments``,
 ``POST /api/v1/enrolments/{id}/confirm``, ``GET /api/v1/consent-text``, and the admin
-``DELETE /api/v1/customers/{crm_id}`` (erasure, bearer token ``enrol.api_token``).
+``DELETE /api/v1/customers/{crm_id}`` (erasure).
+
+Who may link identities: the public (portal, app) enrolls a phone, and a confirmed code changes
+only the customer who has that phone; the device MAC it names never moves away from another
+customer. Naming a ``crm_id`` (attach to that CRM customer, at the verified number, moving the
+device to them) or ``source = "crm"`` needs ``Authorization: Bearer <enrol.api_token>`` with the
+scope ``enrol.link``; erasure needs the scope ``customers.erase`` (``TOKEN_SCOPES``).
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -38,6 +46,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 
+from cloud_bridge.auth import address_key
 from cloud_bridge.config import BridgeSettings, EnrolSettings
 from cloud_bridge.consent import (
     LANGUAGE_NAMES,
@@ -59,6 +68,7 @@ from edge_agent.roster import subject_id
 
 __all__ = [
     "PORTAL_MAC_PARAMS",
+    "TOKEN_SCOPES",
     "Enrolments",
     "EnrolmentError",
     "InvalidInput",
@@ -85,6 +95,12 @@ PORTAL_MAC_PARAMS: dict[str, str] = {
 # Where the portal wants the client to go afterwards (shown as a link when http(s)).
 CONTINUE_PARAMS = ("url", "redir", "continue_url", "redirect")
 SOURCES = ("portal", "api", "crm")
+# What ``enrol.api_token`` may be allowed to do (``enrol.api_token_scopes``).
+TOKEN_SCOPES: dict[str, str] = {
+    "customers.erase": "DELETE /api/v1/customers/{crm_id}: erase a customer",
+    "enrol.link": "POST /api/v1/enrolments with crm_id or source 'crm': link a phone and a "
+    "device to that CRM customer",
+}
 SWEEP_EVERY_S = 60.0
 WEB_CRM_PREFIX = "web-"
 _SEAL_DEVICE = b"portal-device"
@@ -153,6 +169,21 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _ip_for_limit(ip: str | None) -> tuple[str | None, str | None]:
+    """(the address as the consent proof keeps it, what the per-IP limit counts). IPv6 is
+    written exploded and counted by its /64 (one subscriber's network, which a caller can
+    rotate in); IPv4-mapped IPv6 is IPv4; a non-IP host name is kept and counted as is."""
+    try:
+        addr = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return ip, ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        text = addr.exploded
+        return text, text[:19]  # the first four groups: the /64
+    text = str(addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else addr)
+    return text, text
+
+
 def _clean_name(raw: str) -> str | None:
     name = " ".join((raw or "").split())
     if not name or len(name) > 80 or any(ord(c) < 32 for c in name):
@@ -175,6 +206,10 @@ class Enrolments:
         self.provider = provider
         self.subject_key = subject_key
         self._swept = float("-inf")  # when finished enrolments were last scrubbed
+        # Portal opt-outs per address key in the last hour. In memory: the console and its
+        # portal pages run in one bridge process (the other workers run --no-console).
+        self._optouts: dict[str, list[float]] = {}
+        self._optouts_lock = threading.Lock()
 
     # portal -------------------------------------------------------------------------------
     def mac_from_params(self, params: dict[str, str]) -> bytes | None:
@@ -275,6 +310,7 @@ class Enrolments:
         cipher = self.store.cipher
         phone_hmac = cipher.lookup("phone", e164)
         hour_ago = now - 3600
+        ip, ip_count = _ip_for_limit(ip)
         enrolment_id = secrets.token_urlsafe(16)
         code = f"{secrets.randbelow(1_000_000):06d}"
         expires = now + self.settings.code_ttl_s
@@ -305,13 +341,18 @@ class Enrolments:
         with self.store.transaction():  # count and insert atomically: limits hold under load
             # PostgreSQL: one worker at a time per phone and per IP (SQLite's BEGIN IMMEDIATE
             # already serialises every writer)
-            self.store.lock_for([f"enrol-phone:{phone_hmac}", *([f"enrol-ip:{ip}"] if ip else [])])
+            self.store.lock_for(
+                [f"enrol-phone:{phone_hmac}", *([f"enrol-ip:{ip_count}"] if ip else [])]
+            )
             if now - self._swept >= SWEEP_EVERY_S:  # a table scan: not on every request
                 self.store.expire_enrolments(now)
                 self._swept = now
-            if ip and self.store.count_enrolments(hour_ago, ip=ip) >= (
-                self.settings.enrolments_per_ip_per_hour
-            ):
+            from_ip = 0
+            if ip and ip_count != ip:  # an IPv6 /64
+                from_ip = self.store.count_enrolments(hour_ago, ip_prefix=ip_count)
+            elif ip:
+                from_ip = self.store.count_enrolments(hour_ago, ip=ip)
+            if from_ip >= self.settings.enrolments_per_ip_per_hour:
                 limited = "IP"
             elif self.store.count_enrolments(hour_ago, phone_hmac=phone_hmac) >= (
                 self.settings.codes_per_phone_per_hour
@@ -385,6 +426,10 @@ class Enrolments:
         """Inside the confirm transaction: customer, device, consents with proof, suppression."""
         store, cipher = self.store, self.store.cipher
         phone, crm_id = row["phone"], row["crm_id"]
+        # Only a caller with the enrol.link scope names a CRM id (checked at the API): such an
+        # enrolment may attach to that customer. Without one, the customer is found by the
+        # phone that just confirmed the code, so only that phone's holder changes them.
+        linked = crm_id is not None
         customer = store.customer_row(crm_id) if crm_id else None
         if customer is None:
             by_phone = store.customers_by_phone(phone)
@@ -419,16 +464,22 @@ class Enrolments:
         device = False
         if row["mac_enc"] is not None:
             mac = cipher.decrypt_mac(row["mac_enc"])
-            store.add_device(
-                customer_id,
-                mac,
-                now,
-                now + self.settings.device_ttl_days * 86400,
-                source=row["source"],
-                store_id=row["store_id"],
-                take_over=True,
-            )
-            device = True
+            # A MAC is the caller's word (an API field, a captive-portal parameter): only a
+            # CRM-linked enrolment may move it away from another customer; otherwise it stays
+            # with whoever holds it, so nobody is tracked through someone else's phone.
+            if linked or not self._held_by_others(mac, customer_id, now):
+                store.add_device(
+                    customer_id,
+                    mac,
+                    now,
+                    now + self.settings.device_ttl_days * 86400,
+                    source=row["source"],
+                    store_id=row["store_id"],
+                    take_over=linked,
+                )
+                device = True
+            else:
+                log.info("enrolment: device kept by its enrolled owner (store %s)", row["store_id"])
         proof = {
             "method": "sms-code",
             "enrolment_id": row["id"],
@@ -467,6 +518,29 @@ class Enrolments:
         )
         return Confirmed(customer_id, crm_id, store.latest_consents(customer_id), device)
 
+    def _optout_allowed(self, key: str, now: float) -> bool:
+        """Count one portal opt-out from this address key, unless its hourly limit is used."""
+        hour_ago = now - 3600
+        with self._optouts_lock:
+            if len(self._optouts) > 10_000:  # forget addresses idle for an hour
+                self._optouts = {k: v for k, v in self._optouts.items() if v[-1] > hour_ago}
+            recent = [t for t in self._optouts.get(key, []) if t > hour_ago]
+            if len(recent) >= self.settings.optouts_per_ip_per_hour:
+                self._optouts[key] = recent
+                return False
+            self._optouts[key] = [*recent, now]
+            return True
+
+    def _held_by_others(self, mac: bytes, customer_id: int, now: float) -> bool:
+        """Another live customer has this MAC enrolled and unexpired."""
+        rows = self.store.query(
+            "SELECT 1 FROM devices d JOIN customers c ON c.id=d.customer_id WHERE d.mac_hmac=? "
+            "AND c.erased IS NULL AND d.customer_id<>? AND (d.expires IS NULL OR d.expires>?) "
+            "LIMIT 1",
+            [self.store.cipher.mac_lookup(mac), customer_id, now],
+        )
+        return bool(rows)
+
     def opt_out(
         self, store_id: str, phone: str, now: float, ip: str | None, user_agent: str | None
     ) -> None:
@@ -476,6 +550,9 @@ class Enrolments:
             e164 = normalise_phone(phone, store.country)
         except PhoneError as exc:
             raise InvalidInput([("phone", f"phone number {exc}")]) from None
+        if not self._optout_allowed(address_key(ip), now):
+            log.info("opt-out refused: per-IP rate limit (store %s)", store_id)
+            raise RateLimited("too many opt-outs from this address")
         proof = {
             "source": "portal opt-out",
             "store_id": store_id,
@@ -536,8 +613,13 @@ class EnrolmentIn(BaseModel):
         None, description="consent text version shown (default current)"
     )
     mac: str | None = Field(None, description="the phone's MAC on the store's Wi-Fi, if known")
-    crm_id: str | None = Field(None, description="the customer's id in the caller's CRM")
-    source: Literal["api", "crm"] = Field("api", description="who collected the consent")
+    crm_id: str | None = Field(
+        None,
+        description="the customer's id in the caller's CRM (needs the enrol.link token scope)",
+    )
+    source: Literal["api", "crm"] = Field(
+        "api", description="who collected the consent ('crm' needs the enrol.link token scope)"
+    )
 
 
 class ConfirmIn(BaseModel):
@@ -562,6 +644,25 @@ def _continue_url(params: dict[str, str]) -> str:
         if re.match(r"^https?://[^\s<>\"']+$", value) and len(value) < 2000:
             return value
     return ""
+
+
+def _require_scope(request: Request, settings: EnrolSettings, scope: str, what: str) -> None:
+    """401 without the right bearer token, 403 when the token lacks ``scope``."""
+    token = settings.api_token
+    if token is None:
+        raise HTTPException(403, f"{what} is off: set enrol.api_token with the scope {scope}")
+    given = request.headers.get("authorization", "")
+    ok = hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode())
+    if not ok:
+        raise HTTPException(
+            401,
+            f"{what} needs 'Authorization: Bearer <enrol.api_token>' with the scope {scope}",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if scope not in settings.api_token_scopes:
+        raise HTTPException(
+            403, f"{what}: enrol.api_token lacks the scope {scope} (enrol.api_token_scopes)"
+        )
 
 
 def _error_json(exc: EnrolmentError) -> JSONResponse:
@@ -723,6 +824,9 @@ def router(
         except InvalidInput:
             error = words(lang)["err_phone"]
             return page(request, "enrol_optout.html", info, lang, 422, done=False, error=error)
+        except RateLimited as exc:
+            error = words(lang)[exc.word]
+            return page(request, "enrol_optout.html", info, lang, 429, done=False, error=error)
         return page(request, "enrol_optout.html", info, lang, done=True)
 
     # JSON API -----------------------------------------------------------------------------
@@ -744,7 +848,13 @@ def router(
 
     @api.post("/api/v1/enrolments", status_code=202)
     def api_start(request: Request, body: EnrolmentIn) -> Response:
-        """Start a double opt-in: the customer gets a code by SMS."""
+        """Start a double opt-in: the customer gets a code by SMS. Naming ``crm_id`` (or
+        ``source`` crm) needs the bearer token ``enrol.api_token`` with the scope enrol.link."""
+        enrolments = get(request)
+        if body.crm_id is not None or body.source == "crm":
+            _require_scope(
+                request, enrolments.settings, "enrol.link", "naming crm_id or source crm"
+            )
         ip, ua = _client(request)
         mac = None
         if body.mac:
@@ -755,7 +865,7 @@ def router(
             if mac[0] & 1:
                 return _error_json(InvalidInput([("mac", "mac is a group address")]))
         try:
-            started = get(request).start(
+            started = enrolments.start(
                 store_id=body.store_id,
                 phone=body.phone,
                 name=body.name,
@@ -797,13 +907,8 @@ def router(
 
     @api.delete("/api/v1/customers/{crm_id}")
     def api_erase(request: Request, crm_id: str) -> dict[str, Any]:
-        """Erase a customer (admin; bearer token ``enrol.api_token``)."""
-        token = get(request).settings.api_token
-        if token is None:
-            raise HTTPException(403, "the customer admin API is off: set enrol.api_token")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
-            raise HTTPException(401, "a valid bearer token is required")
+        """Erase a customer (bearer token ``enrol.api_token`` with the scope customers.erase)."""
+        _require_scope(request, get(request).settings, "customers.erase", "the erasure API")
         if not erase_customer(store, crm_id, clock()):
             raise HTTPException(404, "no such customer")
         return {"erased": True}

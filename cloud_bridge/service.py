@@ -32,7 +32,11 @@ class WebServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # proxy_headers off: uvicorn would trust X-Forwarded-For from loopback; the app's
+        # ForwardedHeaders applies web.trusted_proxies instead.
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", proxy_headers=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="web", daemon=True

@@ -863,15 +863,22 @@ class BridgeStore:
             )
 
     def count_enrolments(
-        self, since: float, phone_hmac: str | None = None, ip: str | None = None
+        self,
+        since: float,
+        phone_hmac: str | None = None,
+        ip: str | None = None,
+        ip_prefix: str | None = None,
     ) -> int:
-        """Enrolments started since ``since`` for a phone (keyed hash) or from an IP."""
+        """Enrolments started since ``since`` for a phone (keyed hash), from an IP, or from
+        IPs whose text starts with ``ip_prefix`` (an IPv6 /64, written exploded)."""
         if phone_hmac is not None:
             sql, arg = "phone_hmac=?", phone_hmac
         elif ip is not None:
             sql, arg = "ip=?", ip
+        elif ip_prefix is not None:
+            sql, arg = f"substr(ip, 1, {len(ip_prefix):d})=?", ip_prefix
         else:
-            raise ValueError("count_enrolments needs phone_hmac or ip")
+            raise ValueError("count_enrolments needs phone_hmac, ip or ip_prefix")
         return int(
             self.query(
                 f"SELECT count(*) AS n FROM enrolments WHERE {sql} AND created>=?", [arg, since]
@@ -1697,23 +1704,36 @@ class BridgeStore:
                 == 1
             )
 
-    def record_login_attempt(self, username: str, ip: str | None, ok: bool, now: float) -> None:
+    def record_login_attempt(self, username: str, ip: str | None, ok: bool, now: float) -> int:
+        """Log one login attempt (``ip``: the address key the limits count); returns its id.
+        An attempt in progress is recorded as failed and marked ok when it succeeds, so guesses
+        fired at once are all counted before any password is checked."""
         with self.transaction() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO login_attempts(username, ip, ts, ok) VALUES (?,?,?,?)",
                 [username.casefold(), ip, now, int(ok)],
             )
             db.execute("DELETE FROM login_attempts WHERE ts<?", [now - 86400])
+            return int(cur.lastrowid or 0)
 
-    def login_failures(self, username: str, ip: str | None, since: float) -> tuple[int, int]:
-        """Failed logins since ``since`` for this user name and from this IP."""
+    def login_succeeded(self, attempt_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE login_attempts SET ok=1 WHERE id=?", [attempt_id])
+
+    def login_failures(self, username: str, ip: str | None, since: float) -> dict[str, int]:
+        """Failed logins since ``since``: ``ip`` from this address (any user name), ``user``
+        for this user name (any address), ``pair`` for this user name from this address after
+        its last success there."""
+        name = username.casefold()
         row = self.query(
-            "SELECT (SELECT count(*) FROM login_attempts WHERE username=? AND ts>=? AND ok=0) "
-            "AS by_user, (SELECT count(*) FROM login_attempts WHERE ip=? AND ts>=? AND ok=0) "
-            "AS by_ip",
-            [username.casefold(), since, ip, since],
+            "SELECT (SELECT count(*) FROM login_attempts WHERE ip=? AND ts>=? AND ok=0) AS by_ip, "
+            "(SELECT count(*) FROM login_attempts WHERE username=? AND ts>=? AND ok=0) AS by_user, "
+            "(SELECT count(*) FROM login_attempts a WHERE a.username=? AND a.ip=? AND a.ts>=? "
+            "AND a.ok=0 AND NOT EXISTS (SELECT 1 FROM login_attempts b WHERE b.username=a.username "
+            "AND b.ip=a.ip AND b.ok=1 AND b.ts>=a.ts)) AS by_pair",
+            [ip, since, name, since, name, ip, since],
         )[0]
-        return int(row["by_user"]), int(row["by_ip"])
+        return {"ip": int(row["by_ip"]), "user": int(row["by_user"]), "pair": int(row["by_pair"])}
 
     def audit(
         self,

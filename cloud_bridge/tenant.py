@@ -130,7 +130,9 @@ class CampaignDef(_M):
 
 class Tenant(_M):
     store: StoreDef
-    sensor: SensorDef
+    # Boxes are added with `cloud-bridge sensors add` (their broker account, token and pairing
+    # code live there); an old file's [sensor] section is still read, and ignored.
+    sensor: SensorDef | None = None
     customers: list[CustomerDef] = Field(default_factory=list)
     campaigns: list[CampaignDef] = Field(default_factory=list)
 

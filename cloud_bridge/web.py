@@ -3,10 +3,17 @@
 Every console page and ``/api`` route needs a login (session cookie) or an API token; a store
 owner sees only their stores everywhere. The page routers live in ``cloud_bridge.console``;
 other packages mount their own routers here (enrolment, inbound SMS, rosters, pairing).
+
+The client's address and scheme (rate limits, consent proof, audit, Secure cookies) are the
+socket's, unless the peer is a reverse proxy listed in ``web.trusted_proxies``: then they come
+from its ``X-Forwarded-For`` / ``X-Forwarded-Proto`` (``ForwardedHeaders``). uvicorn's own
+proxy-header handling (which trusts loopback) is off wherever the bridge starts uvicorn.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,8 +40,9 @@ from cloud_bridge.inbound import inbound_router
 from cloud_bridge.provisioning import pairing_router as _pairing_router
 from cloud_bridge.store import BridgeStore
 
-__all__ = ["create_app", "mask_phone", "overview", "TEMPLATES"]
+__all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "TEMPLATES"]
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "console" / "static"
 Anyone = Annotated[Principal, Depends(require())]
 
@@ -89,6 +97,79 @@ def overview(
             [*m_args, limit],
         ),
     }
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IPAddress | None:
+    """An address from a forwarded hop: ``1.2.3.4``, ``1.2.3.4:80``, ``::1``, ``[::1]:80``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+class ForwardedHeaders:
+    """ASGI middleware: the client address and scheme from ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto``, believed only when the socket peer is a trusted proxy.
+
+    The address is the rightmost hop that is not itself a trusted proxy (each proxy appends
+    the address it saw, so everything left of that is the client's own word); a hop that is
+    not an IP address stops the walk and the peer's address stays."""
+
+    def __init__(self, app: Any, trusted: list[str]) -> None:
+        self.app = app
+        self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+        self.warned = False  # about forwarded headers from a peer not in the list
+
+    def trusted(self, ip: IPAddress | None) -> bool:
+        return ip is not None and any(ip in net for net in self.networks)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        client = scope.get("client")
+        if scope["type"] not in ("http", "websocket") or not client:
+            pass
+        elif not self.trusted(_ip(str(client[0]))):
+            if not self.warned and any(n == b"x-forwarded-for" for n, _ in scope["headers"]):
+                self.warned = True  # once: a proxy sends it on every request
+                log.warning(
+                    "X-Forwarded-For from %s ignored: it is not in web.trusted_proxies (if it "
+                    "is your reverse proxy, add it there, or every client counts as %s)",
+                    client[0],
+                    client[0],
+                )
+        else:
+            scope = dict(scope)
+            hops: list[str] = []
+            proto = ""
+            for name, value in scope["headers"]:
+                if name == b"x-forwarded-for":
+                    hops += value.decode("latin-1").split(",")
+                elif name == b"x-forwarded-proto":
+                    proto = value.decode("latin-1").split(",")[-1].strip().lower()
+            for hop in reversed(hops):
+                ip = _ip(hop)
+                if ip is None:
+                    break
+                scope["client"] = (str(ip), 0)
+                if not self.trusted(ip):
+                    break
+            if proto in ("http", "https"):
+                secure = proto == "https"
+                if scope["type"] == "websocket":
+                    scope["scheme"] = "wss" if secure else "ws"
+                else:
+                    scope["scheme"] = proto
+        await self.app(scope, receive, send)
 
 
 def _wants_html(request: Request) -> bool:
@@ -180,4 +261,6 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         response.headers.setdefault("Referrer-Policy", "same-origin")
         return response
 
+    # Outermost: every route, dependency and middleware sees the resolved client and scheme.
+    app.add_middleware(ForwardedHeaders, trusted=accounts.settings.trusted_proxies)
     return app

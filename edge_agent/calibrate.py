@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from edge_agent.presence import smooth
 
-__all__ = ["Reading", "Calibrator", "suggest_thresholds"]
+__all__ = ["MIN_HYSTERESIS_DB", "Reading", "Calibrator", "suggest_thresholds"]
 
 MAX_DEVICES = 5000  # anonymous mode: devices tracked at once (oldest forgotten first)
 
@@ -81,13 +81,16 @@ class Calibrator:
         return out[:top]
 
 
+MIN_HYSTERESIS_DB = 5
+
+
 def suggest_thresholds(at_door_dbm: float, stop_dbm: float | None = None) -> tuple[int, int]:
     """(enter_dbm, leave_dbm) from the value read at the door and, optionally, where to stop.
 
-    Without a stop reading, leave is 10 dB below enter (the default gap of −70/−80).
+    Without a stop reading, leave is 10 dB below enter (the default gap of −70/−80). Leave is
+    always at least MIN_HYSTERESIS_DB below enter: single frames scatter by 4–8 dB, and a
+    narrower gap makes arrive and leave flap even after smoothing.
     """
     enter = round(at_door_dbm)
     leave = round(stop_dbm) if stop_dbm is not None else enter - 10
-    if leave >= enter:
-        leave = enter - 3  # keep some hysteresis even if the two spots read alike
-    return enter, leave
+    return enter, min(leave, enter - MIN_HYSTERESIS_DB)

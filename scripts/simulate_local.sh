@@ -61,6 +61,8 @@ acl_file = "$WORK/mosquitto/passby.acl"
 mqtt_host = "127.0.0.1"
 mqtt_port = $PORT
 mqtt_tls = false
+[provider]
+kind = "sandbox"
 EOF
 
 {

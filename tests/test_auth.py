@@ -87,7 +87,7 @@ def test_user_names_are_case_insensitive(world: World) -> None:
     for _ in range(3):
         login(world.client(), "OLGA", "wrong password!")
     # failures are counted per user name, whatever its case
-    assert world.store.login_failures("olga", None, 0)[0] == 3
+    assert world.store.login_failures("olga", None, 0)["user"] == 3
     names = [u["username"] for u in world.store.users()]
     assert names == sorted(names, key=str.casefold)
 

@@ -43,7 +43,8 @@ def test_old_readings_leave_the_window() -> None:
 def test_suggestions_keep_hysteresis() -> None:
     assert suggest_thresholds(-63.4) == (-63, -73)
     assert suggest_thresholds(-63.4, -75.2) == (-63, -75)
-    assert suggest_thresholds(-63, -60) == (-63, -66)
+    assert suggest_thresholds(-63, -60) == (-63, -68)
+    assert suggest_thresholds(-63, -65) == (-63, -68)  # 2 dB would flap: widened to 5
 
 
 def test_cli_on_demo_capture_prints_no_mac() -> None:

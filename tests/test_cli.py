@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import typer.main
+from typer.testing import CliRunner
 
 from cloud_bridge.cli import app as bridge_app
 from edge_agent.cli import app as edge_app
@@ -115,3 +116,40 @@ def test_validate_config_takes_the_file_either_way(tmp_path: Path, module: str) 
         timeout=60,
     )
     assert none.returncode == 2 and "name the config file" in none.stderr
+
+
+def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
+    """A production bridge must not quietly record SMS in the sandbox: `run` names the setting."""
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[mqtt]\nport = 1\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "cloud_bridge.cli", "run", "-c", str(cfg), "--no-console"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "no SMS provider chosen" in out.stderr and "[provider] kind" in out.stderr
+    assert str(cfg) in out.stderr
+    # Nothing was started or created on the way to the refusal.
+    assert not (tmp_path / "data").exists()
+
+
+def test_seed_takes_a_tenant_file_without_a_sensor_section(tmp_path: Path) -> None:
+    """The tenant file is a bulk import of a store, its customers and campaigns; boxes are added
+    with `sensors add`, so no [sensor] section is demanded (an old one is ignored, with a note)."""
+    from cloud_bridge.cli import app as bridge
+
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    tenant = tmp_path / "t.toml"
+    tenant.write_text(
+        '[store]\nid = "north"\nname = "North"\ntimezone = "Europe/Moscow"\ncountry = "RU"\n'
+        'sender_name = "North"\n'
+    )
+    out = CliRunner().invoke(bridge, ["seed", str(tenant), "-c", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert "seeded store north" in out.output
+    tenant.write_text(tenant.read_text() + '\n[sensor]\nid = "door-1"\n')
+    out = CliRunner().invoke(bridge, ["seed", str(tenant), "-c", str(cfg)])
+    assert out.exit_code == 0 and "[sensor] section is not used" in out.output

@@ -889,6 +889,13 @@ def test_compose_certificate_names_every_host_the_services_use(compose_setup: Pa
     env_file = (compose_setup / "compose.env").read_text()
     assert f"PASSBY_PUBLIC_HOST={conf['public_url'].removeprefix('https://')}" in env_file
     assert "ports" not in compose["services"]["bridge"], "only the proxy may reach the bridge"
+    # The bridge believes X-Forwarded-* from the proxy's fixed address only, inside the subnet.
+    import ipaddress
+
+    proxy_ip = proxy["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
+    assert conf["web"]["trusted_proxies"] == [proxy_ip]
 
 
 def test_compose_broker_key_readable_by_the_mosquitto_image_user(compose_setup: Path) -> None:

@@ -54,7 +54,10 @@ def env(tmp_path: Path, db_location):
     app = FastAPI()
     app.include_router(router(store, clock=clock))
     app.state.enrolments = Enrolments(
-        store, EnrolSettings(api_token="t0ken"), SandboxProvider(store), keys.subject_key
+        store,
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server"),
+        SandboxProvider(store),
+        keys.subject_key,
     )
     with TestClient(app) as client:
         yield store, keys, client, clock, app
@@ -556,18 +559,35 @@ def test_the_console_app_serves_the_enrolment_page(tmp_path: Path, db_location) 
 
 
 def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) -> None:
-    """A MAC moves to whoever confirmed it last (a phone changed hands); a MAC two customers
-    share (e.g. from two imports) goes to the one seen last: a roster never maps one device
-    hash to two subjects."""
+    """A CRM-linked enrolment (token with scope enrol.link) moves a MAC to whoever confirmed
+    it last (a phone changed hands; a public one leaves it with its owner: see
+    test_enrolment_identity.py); a MAC two customers share (e.g. from two imports) goes to the
+    one seen last: a roster never maps one device hash to two subjects."""
     from cloud_bridge.rosters import build_store_roster
 
-    store, keys, client, clock, _ = env
+    store, keys, client, clock, app = env
+    app.state.enrolments = Enrolments(
+        store,
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server", api_token_scopes=["enrol.link"]),
+        SandboxProvider(store),
+        keys.subject_key,
+    )
     anna = store.customers_by_phone(ANNA)[0]
-    r = start(client, mac="da:a1:19:3c:4e:01")  # Anna's demo phone, now Olga's
+    r = client.post(  # Anna's demo phone, now Olga's (CRM id W-77)
+        "/api/v1/enrolments",
+        json={
+            "store_id": "main-st", "phone": "+79165550001", "name": "Olga", "language": "en",
+            "consent_sms": True, "consent_recognition": True, "mac": "da:a1:19:3c:4e:01",
+            "crm_id": "W-77",
+        },
+        headers={"authorization": "Bearer t0ken-of-the-loyalty-server"},
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
     code, _ = last_code(store, "+79165550001")
     crm_id = client.post(
         f"/api/v1/enrolments/{r.json()['enrolment_id']}/confirm", json={"code": code}
     ).json()["crm_id"]
+    assert crm_id == "W-77"
     olga = store.customer_row(crm_id)
     entries = dict(store.roster_entries(clock.now))
     assert entries["da:a1:19:3c:4e:01"] == olga["subject"]
@@ -582,8 +602,22 @@ def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) ->
 
 
 def test_api_with_crm_id_attaches_to_that_customer_at_the_verified_number(env) -> None:
-    store, _, client, _, _ = env
-    r = start(client, crm_id="C-1002", phone="+79165550001", mac=None)  # Boris, new number
+    store, keys, client, _, app = env
+    app.state.enrolments = Enrolments(
+        store,
+        EnrolSettings(api_token="t0ken-of-the-loyalty-server", api_token_scopes=["enrol.link"]),
+        SandboxProvider(store),
+        keys.subject_key,
+    )
+    r = client.post(  # Boris, new number, from the loyalty app's server
+        "/api/v1/enrolments",
+        json={
+            "store_id": "main-st", "phone": "+79165550001", "name": "Olga", "language": "en",
+            "consent_sms": True, "consent_recognition": True, "crm_id": "C-1002",
+        },
+        headers={"authorization": "Bearer t0ken-of-the-loyalty-server"},
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
     code, _ = last_code(store, "+79165550001")
     out = client.post(f"/api/v1/enrolments/{r.json()['enrolment_id']}/confirm", json={"code": code})
     assert out.json()["crm_id"] == "C-1002"

@@ -143,12 +143,14 @@ def test_new_double_opt_in_lifts_the_suppression(bridge) -> None:
 
 def test_api_erasure_needs_the_token(bridge) -> None:
     store, keys, tmp = bridge
-    settings = BridgeSettings(data_dir=tmp / "bridge", enrol=EnrolSettings(api_token="s3cret"))
+    settings = BridgeSettings(
+        data_dir=tmp / "bridge", enrol=EnrolSettings(api_token="s3cret-erasure-token-0123")
+    )
     with TestClient(create_app(store, settings)) as client:
         assert client.delete("/api/v1/customers/C-1001").status_code == 401
         bad = {"authorization": "Bearer nope"}
         assert client.delete("/api/v1/customers/C-1001", headers=bad).status_code == 401
-        ok = {"authorization": "Bearer s3cret"}
+        ok = {"authorization": "Bearer s3cret-erasure-token-0123"}
         r = client.delete("/api/v1/customers/C-1001", headers=ok)
         assert r.status_code == 200 and r.json() == {"erased": True}
         assert client.delete("/api/v1/customers/C-1001", headers=ok).status_code == 404

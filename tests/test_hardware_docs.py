@@ -275,3 +275,13 @@ def test_there_are_diagrams() -> None:
 def test_doctor_points_at_this_guide() -> None:
     assert "hardware/README.md" in DOCTOR_SRC.read_text(encoding="utf-8")
     assert doctor.__doc__ and "hardware/README.md" in doctor.__doc__
+
+
+def test_hysteresis_advice_is_the_calibrate_rule() -> None:
+    """The guide's two mentions of the enter/leave gap say what `calibrate` does."""
+    from edge_agent.calibrate import MIN_HYSTERESIS_DB
+
+    text = README.read_text()
+    said = re.findall(r"at least (\d+) dB below enter|keep ≥ (\d+) dB of\s+hysteresis", text)
+    numbers = {int(a or b) for a, b in said}
+    assert len(said) >= 2 and numbers == {MIN_HYSTERESIS_DB}, said

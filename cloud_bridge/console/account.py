@@ -207,9 +207,12 @@ def account_router(store: BridgeStore, accounts: Accounts) -> APIRouter:
                 return account_page(request, me, "Phone saved: test sends go there.")
             if action == "password":
                 user = store.user_by_id(me.user_id) or {}
-                try:
-                    accounts.login(me.username, str(form.get("current", "")), None, now)
-                except (LoginRequired, LoginThrottled):
+                ip = request.client.host if request.client else None
+                try:  # counted like a login from this address (a stolen session cannot guess)
+                    accounts.login(me.username, str(form.get("current", "")), ip, now)
+                except LoginThrottled as exc:
+                    raise AccountError("current", str(exc)) from None
+                except LoginRequired:
                     raise AccountError("current", "that is not your current password") from None
                 accounts.set_password(user["id"], str(form.get("password", "")), now)
                 audit(request, me, "password.change", me.username)

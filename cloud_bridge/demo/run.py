@@ -33,6 +33,7 @@ __all__ = ["DEMO_DIR", "run_demo"]
 DEMO_DIR = Path(__file__).parent
 TENANT = DEMO_DIR / "tenant.toml"
 CAPTURE = DEMO_DIR / "demo.pcap"
+DEMO_SENSOR = "door-1"  # the box the demo plays (the capture was made at its door)
 
 
 class DemoError(RuntimeError):
@@ -128,7 +129,7 @@ def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
         broker_port,
         web_port,
         tenant.store.id,
-        tenant.sensor.id,
+        DEMO_SENSOR,
         site_key,
         keys.public_key_hex(),
     )

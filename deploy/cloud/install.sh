@@ -225,6 +225,9 @@ if [ -f "$here/SCALE.md" ]; then put "$here/SCALE.md" "$PREFIX/share/deploy/clou
 step "configuration: $ETC/bridge.toml and the bridge's broker account"
 if exists "$ETC/bridge.toml"; then
   echo "    keeping the existing $ETC/bridge.toml"
+  # Since issue 14 the bridge believes X-Forwarded-For only from web.trusted_proxies.
+  grep -Eq '^[[:space:]]*trusted_proxies[[:space:]]*=' "$destdir$ETC/bridge.toml" ||
+    warn "$ETC/bridge.toml has no web.trusted_proxies: behind nginx add trusted_proxies = [\"127.0.0.1\", \"::1\"] under [web], or every client counts as 127.0.0.1"
 else
   # With --postgres the example's commented database line becomes the local database's URL.
   database="s|^# database = \"postgresql://.*|&|"
