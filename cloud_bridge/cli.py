@@ -489,6 +489,30 @@ def sensors_revoke(
     _broker_report(update)
 
 
+@sensors_app.command("sync-broker")
+def sensors_sync_broker(config: Path | None = CONFIG_OPT) -> None:
+    """Rewrite the broker's password and ACL files from the store: the bridge's own account and
+    every sensor's (a fresh install, or after a restore without the broker files)."""
+    from cloud_bridge.provisioning import write_broker_files
+    from cloud_bridge.store import BridgeStore
+
+    settings = _load(config)
+    p = settings.provisioning
+    if p.password_file is None or p.acl_file is None:
+        typer.echo(
+            "error: [provisioning] password_file and acl_file must be set in the config "
+            "to write the broker's files",
+            err=True,
+        )
+        raise typer.Exit(2)
+    store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+    try:
+        update = write_broker_files(store, settings)
+    finally:
+        store.close()
+    _broker_report(update)
+
+
 @app.command()
 def simulate(
     credentials: Path = typer.Option(

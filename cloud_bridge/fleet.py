@@ -18,7 +18,8 @@ Alerts (``ALERTS``), each with the fix a person can apply:
   future; behind, they arrive stale. The offset is measured on each stats message (its ``ts``
   against the bridge's clock when it came) and kept in the stats as ``clock_offset_s``;
 * ``dropping``: the outbox was full and events were dropped;
-* ``hot`` / ``disk_low``: CPU temperature or free disk past their line.
+* ``hot`` / ``disk_low``: CPU temperature or free disk past their line;
+* ``update_failed``: the box's last signed agent update failed (it runs the previous one).
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ ALERTS: Final[dict[str, tuple[str, str]]] = {
     "disk_low": (
         "less than 200 MB free on the box's data disk",
         "free space or use a larger SD card; check log rotation",
+    ),
+    "update_failed": (
+        "the box's last software update failed; it keeps running the previous version",
+        "the box will not retry that release; publish a fixed one, or see "
+        "`python3 /opt/passby/lib/passby_update.py status` on the box",
     ),
 }
 
@@ -208,6 +214,8 @@ def sensor_health(
     temp = stats.get("cpu_temp_c")
     if temp is not None and temp >= HOT_C:
         alerts.append(_alert("hot", f"{temp:.0f} °C", **names))
+    if stats.get("update_failed"):
+        alerts.append(_alert("update_failed", str(stats["update_failed"])[:160], **names))
     disk = stats.get("disk_free_mb")
     if disk is not None and disk < DISK_LOW_MB:
         alerts.append(_alert("disk_low", f"{disk:.0f} MB free", **names))

@@ -197,9 +197,11 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app.include_router(inbound_router(store, settings))
     app.include_router(campaigns_router(store, settings))
     if settings is not None:
+        from cloud_bridge.releases import releases_router
         from cloud_bridge.roster_api import roster_router
 
         app.include_router(roster_router(store, settings))
+        app.include_router(releases_router(settings))
         app.include_router(_pairing_router(store, settings))
     for router in console_routers(store, settings, accounts):
         app.include_router(router)

@@ -21,6 +21,7 @@ from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
 from edge_agent.protocol import PresenceMessage, Rssi, StatsMessage, topic
 from edge_agent.roster import Roster, RosterError, load_roster
 from edge_agent.sdnotify import SdNotifier
+from edge_agent.update_status import failed_update
 
 if TYPE_CHECKING:
     from edge_agent.commands import CommandWorker
@@ -423,4 +424,5 @@ def _stats(
         cpu_temp_c=_cpu_temp_c(),
         disk_free_mb=_disk_free_mb(settings.data_dir),
         footfall={k: int(v) for k, v in footfall.snapshot(now).items()},
+        update_failed=failed_update(settings.update_status_file),
     ).to_json()

@@ -333,6 +333,10 @@ def version() -> None:
     typer.echo(__version__)
 
 
+# deploy/edge/install.sh puts the agent's unit here: then systemd, not a shell, runs the agent.
+AGENT_UNIT = Path("/etc/systemd/system/passby-agent.service")
+
+
 @app.command()
 def enroll(
     code: str = typer.Argument(..., help="pairing code from 'cloud-bridge sensors add'"),
@@ -360,7 +364,13 @@ def enroll(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(f"enrolled as {cfg.store_id}/{cfg.sensor_id}: wrote {path} and its secret files")
-    typer.echo(f"start it with: edge-agent run -c {path} --iface <monitor interface>")
+    if AGENT_UNIT.exists():  # an installed box: systemd runs the agent, not a shell
+        typer.echo(
+            "systemd runs the agent here (passby-agent.service); /opt/passby/lib/passby-enroll.sh "
+            "starts it after pairing, or: sudo systemctl restart passby-agent"
+        )
+    else:
+        typer.echo(f"start it with: edge-agent run -c {path} --iface <monitor interface>")
 
 
 def main() -> None:

@@ -160,6 +160,11 @@ class EdgeSettings(PassbySettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="broker connection")
     presence: PresenceSettings = Field(default_factory=PresenceSettings, description="presence")
     outbox_limit: int = Field(100_000, description="events kept while offline", ge=1)
+    update_status_file: Path = Field(
+        Path("/opt/passby/update-status.json"),
+        description="where passby-update records the last agent update; a failed one is "
+        "reported in the stats (the console's fleet page shows it)",
+    )
     stats_interval_s: float = Field(60.0, description="seconds between stats messages", gt=0)
 
     def site_key_bytes(self) -> bytes:

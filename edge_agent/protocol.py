@@ -200,6 +200,11 @@ class StatsMessage(_Model):
     footfall: dict[str, int] = Field(
         default_factory=dict, description="anonymous unique-device counts for the current hour"
     )
+    update_failed: str | None = Field(
+        None,
+        description="the last agent update that failed ('VERSION: reason'), until one succeeds",
+        max_length=300,
+    )
 
 
 _REQUEST_ID = Field(description="id the reply echoes (hex)", pattern=r"^[0-9a-f]{8,64}$")

@@ -7,7 +7,7 @@ want="${1:-test}"
 
 case "$want" in
   demo) pkgs=(mosquitto) ; bins=(mosquitto) ;;
-  test) pkgs=(mosquitto postgresql chromium tshark shellcheck systemd sqlite3 openssl) ; bins=(mosquitto initdb chromium tshark shellcheck systemd-analyze sqlite3 openssl) ;;
+  test) pkgs=(mosquitto postgresql chromium tshark shellcheck systemd sqlite3 openssl prometheus) ; bins=(mosquitto initdb chromium tshark shellcheck systemd-analyze sqlite3 openssl promtool) ;;
   *) echo "setup.sh: unknown target '$want' (use demo or test)" >&2; exit 2 ;;
 esac
 

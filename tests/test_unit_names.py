@@ -11,7 +11,14 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SYSTEM_UNITS = {"mosquitto", "postgresql", "nginx", "NetworkManager", "systemd-journald"}
+SYSTEM_UNITS = {
+    "mosquitto",
+    "postgresql",
+    "nginx",
+    "NetworkManager",
+    "systemd-journald",
+    "prometheus",
+}
 VERBS = "status|restart|start|stop|enable|disable|reload|is-active|kill|show|cat"
 UNIT_RE = re.compile(
     rf"(?:systemctl(?: --[a-z-]+)* (?:{VERBS})(?: --[a-z-]+)*|journalctl(?: -[a-zA-Z]+(?: [0-9]+)?)* -u) +"

@@ -1,10 +1,13 @@
 """Prometheus ``/metrics`` for the bridge, read from the store at scrape time (so every worker
 process reports the same numbers): events by type, decisions by reason, sends by status,
-provider latency, queue depths, sensors by state. Scraped with an admin API token
-(``bearer_token`` in the Prometheus job) or an admin session."""
+provider latency and errors, queue depths and the age of the oldest waiting item, the opt-out
+guard, sensors by state and each sensor's health (up, last seen, outbox, frames, roster
+version). Scraped with an admin API token (``authorization`` in the Prometheus job) or an
+admin session. The alert rules and the dashboard in ``deploy/monitoring/`` use these names."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Annotated
@@ -99,6 +102,111 @@ class StoreCollector(Collector):
         for state, n in counts.items():
             sensors.add_metric([state], n)
         yield sensors
+        yield from self._per_sensor(now)
+        yield from self._delivery(now)
+        guard = CounterMetricFamily(
+            "passby_optout_guard_trips", "campaigns the opt-out guard paused (ever)"
+        )
+        guard.add_metric(
+            [], q("SELECT count(*) AS n FROM engine_alerts WHERE kind='optout_guard'")[0]["n"]
+        )
+        yield guard
+        paused = GaugeMetricFamily(
+            "passby_campaigns_paused_by_guard", "campaigns paused by the opt-out guard right now"
+        )
+        paused.add_metric(
+            [],
+            q(
+                "SELECT count(*) AS n FROM campaigns WHERE status='paused' "
+                "AND paused_reason LIKE 'optout_guard%'"
+            )[0]["n"],
+        )
+        yield paused
+
+    def _per_sensor(self, now: float) -> Iterator[GaugeMetricFamily]:
+        labels = ["store", "sensor"]
+        up = GaugeMetricFamily(
+            "passby_sensor_up", "1 if the sensor is online and heard lately, else 0", labels=labels
+        )
+        seen = GaugeMetricFamily(
+            "passby_sensor_last_seen_timestamp_seconds",
+            "when the bridge last heard from the sensor",
+            labels=labels,
+        )
+        outbox = GaugeMetricFamily(
+            "passby_sensor_outbox_depth",
+            "events waiting in the sensor's outbox (last stats)",
+            labels=labels,
+        )
+        frames = GaugeMetricFamily(
+            "passby_sensor_frames_per_second", "frames the sensor hears (last stats)", labels=labels
+        )
+        roster = GaugeMetricFamily(
+            "passby_sensor_roster_version", "roster version the sensor has loaded", labels=labels
+        )
+        rows = self.store.query(
+            "SELECT store_id, sensor_id, state, last_seen, roster_version, last_stats FROM sensors"
+        )
+        for r in rows:
+            names = [str(r["store_id"]), str(r["sensor_id"])]
+            last = r["last_seen"]
+            online = r["state"] == "online" and last is not None and now - last <= SILENT_AFTER_S
+            up.add_metric(names, 1 if online else 0)
+            if last is not None:
+                seen.add_metric(names, last)
+            try:
+                stats = json.loads(r["last_stats"] or "{}")
+            except ValueError:
+                stats = {}
+            if isinstance(stats.get("outbox_depth"), int | float):
+                outbox.add_metric(names, stats["outbox_depth"])
+            if isinstance(stats.get("frames_per_s"), int | float):
+                frames.add_metric(names, stats["frames_per_s"])
+            roster.add_metric(names, r["roster_version"] or 0)
+        yield from (up, seen, outbox, frames, roster)
+        published = GaugeMetricFamily(
+            "passby_store_roster_version", "latest roster version published for the store",
+            labels=["store"],
+        )  # fmt: skip
+        for r in self.store.query("SELECT id, roster_version FROM stores"):
+            published.add_metric([str(r["id"])], r["roster_version"] or 0)
+        yield published
+
+    def _delivery(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        q = self.store.query
+        attempts = CounterMetricFamily(
+            "passby_provider_attempts",
+            "SMS provider calls by answer: 'accepted', or 'error' (refused, failed, no answer)",
+            labels=["provider", "result"],
+        )
+        for r in q(
+            "SELECT provider, CASE WHEN l.state='accepted' THEN 'accepted' ELSE 'error' END "
+            "AS result, count(*) AS n FROM send_log l JOIN ("
+            "SELECT 'offer' AS kind, id, provider FROM sends UNION ALL "
+            "SELECT 'reply' AS kind, id, provider FROM replies) s "
+            "ON s.kind=l.kind AND s.id=l.send_id "
+            "WHERE l.state <> 'sending' AND (l.detail LIKE 'attempt %' "
+            "OR l.detail LIKE 'gave up after %' OR l.detail LIKE 'provider unavailable until %') "
+            "GROUP BY 1, 2"
+        ):
+            attempts.add_metric([r["provider"], r["result"]], r["n"])
+        yield attempts
+        oldest = GaugeMetricFamily(
+            "passby_oldest_waiting_seconds",
+            "age of the oldest item due but not done: 'sends' (reserved, sending or unknown "
+            "past its due time), 'events' (not yet decided); 0 when none",
+            labels=["queue"],
+        )
+        row = q(
+            "SELECT (SELECT min(coalesce(next_at, ts)) FROM sends WHERE state IN "
+            "('reserved','sending','unknown') AND coalesce(next_at, ts) <= ?) AS sends, "
+            "(SELECT min(received) FROM events WHERE state='new') AS events",
+            [now],
+        )[0]
+        for name in ("sends", "events"):
+            since = row[name]
+            oldest.add_metric([name], max(0.0, now - since) if since is not None else 0.0)
+        yield oldest
 
 
 def metrics_router(store: BridgeStore) -> APIRouter:

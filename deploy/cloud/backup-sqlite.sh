@@ -2,16 +2,22 @@
 # Online backup of the bridge's SQLite store, with the keys it cannot be read without.
 #
 #   backup-sqlite.sh [--data-dir DIR] [--db FILE] [--out DIR] [--keep N] [--no-keys]
+#                    [--broker-dir DIR] [--certs-dir DIR] [--no-broker]
 #
 # Safe while the bridge runs: `VACUUM INTO` copies one consistent read transaction (WAL mode:
 # writers carry on, nothing is locked for long), the copy must pass `PRAGMA integrity_check`,
 # and it is packed with the bridge's keys/ (data.key encrypts the MACs; subject.key and
 # roster-signing.key keep subjects and rosters stable) into one archive:
 #
-#   OUT/passby-sqlite-YYYYmmddTHHMMSSZ.tar.gz   bridge.db, keys/, INFO, SHA256SUMS   (mode 0600)
+#   OUT/passby-sqlite-YYYYmmddTHHMMSSZ.tar.gz   bridge.db, keys/, broker/, certs/, INFO, SHA256SUMS
+#                                               (mode 0600)
 #
 # Defaults: --data-dir /var/lib/passby-bridge, --db DATA_DIR/bridge.db, --out /var/backups/passby,
 # --keep 14 (older archives of this kind are deleted). Prints the archive's path.
+# The broker's side goes in too, so a restore needs nothing else: broker/ = passby.passwd and
+# passby.acl from --broker-dir (default /etc/mosquitto/passby), certs/ = ca.crt, ca.key,
+# broker.crt, broker.key from --certs-dir (default /etc/mosquitto/certs; ca.key may be missing
+# if you keep it offline). --no-broker leaves them out (a broker on another host).
 # The archive holds the data key: keep OUT private and copy it off-site encrypted. If the key
 # comes from PASSBY_DATA_KEY / data_key instead of keys/data.key, back that up separately.
 set -euo pipefail
@@ -22,6 +28,9 @@ db=""
 out=/var/backups/passby
 keep=14
 keys=1
+broker=1
+broker_dir=/etc/mosquitto/passby
+certs_dir=/etc/mosquitto/certs
 die() { echo "backup-sqlite.sh: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,6 +39,9 @@ while [ $# -gt 0 ]; do
     --out) out="${2:?}"; shift 2 ;;
     --keep) keep="${2:?}"; shift 2 ;;
     --no-keys) keys=0; shift ;;
+    --broker-dir) broker_dir="${2:?}"; shift 2 ;;
+    --certs-dir) certs_dir="${2:?}"; shift 2 ;;
+    --no-broker) broker=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
@@ -40,6 +52,16 @@ command -v sqlite3 >/dev/null 2>&1 || die "sqlite3 is missing: apt-get install s
 [ -f "$db" ] || die "no database at $db"
 if [ "$keys" = 1 ] && [ ! -d "$data_dir/keys" ]; then
   die "no keys directory $data_dir/keys (--no-keys backs up the database alone)"
+fi
+
+ca_key=no
+if [ "$broker" = 1 ]; then
+  for f in "$broker_dir/passby.passwd" "$broker_dir/passby.acl" "$certs_dir/ca.crt" "$certs_dir/broker.crt" "$certs_dir/broker.key"; do
+    [ -r "$f" ] || die "cannot read $f (the broker's files; --broker-dir/--certs-dir say where, --no-broker leaves them out)"
+  done
+  if [ -r "$certs_dir/ca.key" ]; then ca_key=yes; else
+    echo "$(basename "$0"): warning: no $certs_dir/ca.key: the CA key is not in this backup (kept offline?)" >&2
+  fi
 fi
 
 mkdir -p "$out"
@@ -57,6 +79,12 @@ schema="$(sqlite3 -bail "$target" "SELECT coalesce(max(version), 0) FROM schema_
 if [ "$keys" = 1 ]; then
   cp -R "$data_dir/keys" "$work/keys"
 fi
+if [ "$broker" = 1 ]; then
+  mkdir "$work/broker" "$work/certs"
+  cp "$broker_dir/passby.passwd" "$broker_dir/passby.acl" "$work/broker/"
+  cp "$certs_dir/ca.crt" "$certs_dir/broker.crt" "$certs_dir/broker.key" "$work/certs/"
+  [ "$ca_key" = no ] || cp "$certs_dir/ca.key" "$work/certs/"
+fi
 cat >"$work/INFO" <<INFO
 format=passby-sqlite-backup/1
 created=$stamp
@@ -64,6 +92,8 @@ schema_version=$schema
 source=$db
 host=$(hostname)
 keys=$([ "$keys" = 1 ] && echo yes || echo no)
+broker=$([ "$broker" = 1 ] && echo yes || echo no)
+ca_key=$ca_key
 INFO
 (cd "$work" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs -d '\n' sha256sum) >"$work.sums"
 mv "$work.sums" "$work/SHA256SUMS"

@@ -4,6 +4,12 @@
 #
 #   sudo deploy/cloud/install.sh --domain mqtt.example.com [--public-url https://bridge.example.com] [--postgres [--workers N]]
 #
+# Run it from an unpacked signed release bundle (scripts/release.sh: passby-X.Y.Z/): the bundle
+# is verified (BUNDLE.sig, against --release-key HEX or the bundle's release-signing.pub), the
+# bridge is installed from its wheel, and its box release is put where the bridge serves it
+# (STATE/releases/, GET /releases/passby-edge-latest.tar: the boxes' nightly update). From a
+# git checkout it installs the checkout.
+#
 # Options:
 #   --domain NAME       DNS name sensors use for the broker (goes into the TLS certificate)
 #   --public-url URL    HTTPS URL of the console/API (nginx in front, see nginx-passby.conf);
@@ -13,6 +19,8 @@
 #   --workers N         run N bridge workers on that database (needs --postgres; default 1):
 #                       passby-bridge.service is worker 1 (with the console), N > 1 adds
 #                       passby-bridge-worker@2..N.service (see SCALE.md)
+#   --release-key HEX   the release public key the bundle must be signed with (default: the
+#                       bundle's release-signing.pub; compare it with the one published)
 #   --dry-run           print every step and command; change nothing (no root needed)
 #   --destdir DIR       write files under DIR and print, not run, system commands (packaging, tests)
 #   -h, --help
@@ -32,7 +40,7 @@ STATE=/var/lib/passby-bridge
 BACKUPS=/var/backups/passby
 AUTH=/etc/mosquitto/passby
 SERVICE_USER=passby
-PACKAGES=(mosquitto mosquitto-clients sqlite3 openssl python3 python3-venv ca-certificates)
+PACKAGES=(mosquitto mosquitto-clients sqlite3 openssl python3 python3-venv python3-cryptography ca-certificates)
 UNITS=(passby-bridge.service passby-bridge-worker@.service passby-mosquitto-reload.path
   passby-mosquitto-reload.service passby-backup.service passby-backup.timer passby-backup-postgres.service passby-backup-postgres.timer)
 ENABLE=(passby-mosquitto-reload.path passby-backup.timer passby-bridge.service)
@@ -48,6 +56,7 @@ domain=""
 public_url=""
 postgres=0
 workers=1
+release_key=""
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 warn() { echo "install.sh: warning: $*" >&2; }
@@ -57,6 +66,7 @@ while [ $# -gt 0 ]; do
     --public-url) public_url="${2:?--public-url needs a URL}"; shift 2 ;;
     --postgres) postgres=1; shift ;;
     --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
+    --release-key) release_key="${2:?--release-key needs a hex key}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -123,6 +133,21 @@ exists() { [ -e "$destdir$1" ]; }
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/pyproject.toml" | head -n 1)"
 bridge="$PREFIX/current/venv/bin/cloud-bridge"
+# A signed release bundle (scripts/release.sh) instead of a checkout.
+bundle=""
+bundle_field() { sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}\$/\1/p" "$repo/BUNDLE.json" | head -n 1; }
+if [ -f "$repo/BUNDLE.json" ]; then
+  bundle="$repo"
+  version="$(bundle_field version)"
+  protocol="$(bundle_field protocol)"
+  box_release="$repo/$(bundle_field box_release)"
+  wheel="$repo/passby-$version-py3-none-any.whl"
+  [ -n "$release_key" ] || release_key="$(tr -d '[:space:]' <"$repo/release-signing.pub")"
+  source_spec="${wheel}[bridge]"
+else
+  protocol="$(sed -n 's/^PROTOCOL_VERSION = \([0-9]*\)/\1/p' "$repo/edge_agent/protocol.py")"
+  source_spec="${repo}[bridge]"
+fi
 
 # --- 1 ------------------------------------------------------------------------------------
 step "preflight: Debian 12, run as root"
@@ -131,6 +156,12 @@ if ! pretend && [ "$(id -u)" != 0 ]; then die "run as root (sudo), or try --dry-
 codename="$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || true)"
 [ "$codename" = bookworm ] || warn "this is '${codename:-unknown}', not Debian bookworm: package names may differ"
 echo "    broker: $domain:8883 (TLS); console/API: $public_url -> 127.0.0.1:8080"
+if [ -n "$bundle" ]; then
+  echo "    software: signed bundle $bundle (passby $version); release key $release_key"
+  echo "    compare the key with the one your release author published before you go on"
+else
+  echo "    software: passby $version from the checkout $repo"
+fi
 if [ "$postgres" = 1 ] && [ -r "$destdir$ETC/bridge.toml" ] &&
   ! grep -Eq '^database = "postgres(ql)?://' "$destdir$ETC/bridge.toml"; then
   # The installer keeps an existing bridge.toml: the bridge would go on using its SQLite store.
@@ -165,13 +196,21 @@ dir "$PREFIX/releases" 0755 root:root
 
 # --- 4 ------------------------------------------------------------------------------------
 step "bridge software: passby $version into $PREFIX/releases/$version/venv"
+if [ -n "$bundle" ]; then
+  # python3-cryptography comes with the packages of step 2.
+  run python3 "$here/../edge/passby_update.py" verify-bundle "$bundle" --pubkey "$release_key"
+fi
 venv="$PREFIX/releases/$version/venv"
 run python3 -m venv "$venv"
 run "$venv/bin/python" -m pip install --quiet --upgrade pip
-run "$venv/bin/python" -m pip install --quiet "${repo}[bridge]"
+run "$venv/bin/python" -m pip install --quiet "$source_spec"
 printf '{"name": "passby", "version": "%s", "protocol": %s, "source": "%s"}\n' "$version" \
-  "$(sed -n 's/^PROTOCOL_VERSION = \([0-9]*\)/\1/p' "$repo/edge_agent/protocol.py")" "$repo" |
-  write "$PREFIX/releases/$version/release.json" 0644 root
+  "$protocol" "$repo" | write "$PREFIX/releases/$version/release.json" 0644 root
+if [ -n "$bundle" ]; then
+  # The boxes' nightly update source: GET /releases/passby-edge-latest.tar serves the newest.
+  dir "$STATE/releases" 0755 "$SERVICE_USER:$SERVICE_USER"
+  put "$box_release" "$STATE/releases/$(basename "$box_release")" 0644
+fi
 run ln -sfn "releases/$version" "$PREFIX/current"
 
 # --- 5 ------------------------------------------------------------------------------------
@@ -274,6 +313,8 @@ for unit in "${UNITS[@]}"; do
 done
 run systemctl daemon-reload
 run systemctl enable --now "${ENABLE[@]}"
+# An upgrade: a bridge that was running moves to the release just installed (and its workers).
+run systemctl try-restart passby-bridge.service
 if [ "${#WORKER_UNITS[@]}" -gt 0 ]; then
   # After passby-bridge.service has started (it creates the keys in $STATE/keys on first run).
   run systemctl enable --now "${WORKER_UNITS[@]}"
@@ -284,7 +325,8 @@ cat <<NEXT
     next:
       1. HTTPS for the console and rosters: deploy/cloud/nginx-passby.conf + certbot (README)
       2. add a store's sensor:   sudo -u $SERVICE_USER $bridge sensors add --store STORE -c $ETC/bridge.toml
-         then on the Pi:         sudo deploy/edge/install.sh --enroll CODE --bridge $public_url
+         then on the Pi:         sudo passby-X.Y.Z/deploy/edge/install.sh --enroll CODE --bridge $public_url
+                                 (the same release bundle, or a checkout: deploy/edge/README.md)
       3. backups:                systemctl list-timers 'passby-*'; restore with $PREFIX/lib/restore-$store.sh
 NEXT
 if [ "$workers" -gt 1 ]; then

@@ -2,18 +2,25 @@
 # Restore a backup-postgres.sh archive into a PostgreSQL database.
 #
 #   restore-postgres.sh ARCHIVE [--dbname NAME] [--keys-dir DIR] [--force]
+#                       [--broker-dir DIR] [--certs-dir DIR] [--broker-group G] [--no-broker]
 #
 # Stop the bridge first. The database must exist (createdb -O passby passby) and be empty;
 # with --force its passby objects are dropped and replaced (pg_restore --clean). The restore
 # runs in one transaction: it either completes or changes nothing. Keys are restored into
 # --keys-dir (default /var/lib/passby-bridge/keys); existing keys are moved aside, never deleted.
 # libpq settings (PGHOST, PGPORT, PGUSER, ...) select the server, as for backup-postgres.sh.
+# The broker's files in the archive go back as with restore-sqlite.sh (--broker-dir, --certs-dir,
+# --broker-group); existing ones need --force and are moved aside.
 set -euo pipefail
 umask 077
 
 dbname=passby
 keys_dir=/var/lib/passby-bridge/keys
 force=0
+broker=1
+broker_dir=/etc/mosquitto/passby
+certs_dir=/etc/mosquitto/certs
+broker_group=mosquitto
 archive=""
 die() { echo "restore-postgres.sh: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -21,6 +28,10 @@ while [ $# -gt 0 ]; do
     --dbname) dbname="${2:?}"; shift 2 ;;
     --keys-dir) keys_dir="${2:?}"; shift 2 ;;
     --force) force=1; shift ;;
+    --broker-dir) broker_dir="${2:?}"; shift 2 ;;
+    --certs-dir) certs_dir="${2:?}"; shift 2 ;;
+    --broker-group) broker_group="${2:?}"; shift 2 ;;
+    --no-broker) broker=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$archive" ] || die "one archive at a time"; archive="$1"; shift ;;
@@ -40,6 +51,56 @@ if [ ! -f "$work/SHA256SUMS" ] || [ ! -f "$work/INFO" ]; then die "$archive is n
 grep -qx 'format=passby-pg-backup/1' "$work/INFO" || die "$archive: unknown backup format"
 (cd "$work" && sha256sum --quiet --strict -c SHA256SUMS) || die "$archive: checksums do not match"
 pg_restore --list "$work/db.dump" >/dev/null || die "$archive: the dump cannot be read"
+
+# The broker's files (broker/, certs/ in the archive), if it has them and --no-broker is not given.
+has_broker=0
+if [ "$broker" = 1 ] && [ -d "$work/broker" ]; then has_broker=1; fi
+broker_targets() {  # prints "archive-file target" pairs
+  local f
+  for f in "$work"/broker/*; do [ ! -e "$f" ] || echo "$f $broker_dir/${f##*/}"; done
+  for f in "$work"/certs/*; do [ ! -e "$f" ] || echo "$f $certs_dir/${f##*/}"; done
+}
+broker_occupied() {
+  local src dest
+  [ "$has_broker" = 1 ] || return 1
+  while read -r src dest; do [ ! -e "$dest" ] || return 0; done < <(broker_targets)
+  return 1
+}
+restore_broker() {  # restore_broker ASIDE_DIR: existing files are moved there, never deleted
+  local src dest mode
+  [ "$has_broker" = 1 ] || return 0
+  if [ ! -d "$certs_dir" ]; then  # Mosquitto (its own user) must reach the certificates
+    mkdir -p "$certs_dir"
+    chmod 0755 "$certs_dir"
+  fi
+  if [ ! -d "$broker_dir" ]; then  # as install.sh makes it: group-readable for the broker
+    mkdir -p "$broker_dir"
+    chmod 2750 "$broker_dir"
+    if [ "$(id -u)" = 0 ] && getent group "$broker_group" >/dev/null; then chgrp "$broker_group" "$broker_dir"; fi
+  fi
+  while read -r src dest; do
+    if [ -e "$dest" ]; then mkdir -p "$1"; mv "$dest" "$1/"; fi
+    case "${dest##*/}" in
+      ca.crt|broker.crt) mode=0644 ;;
+      ca.key) mode=0600 ;;
+      *) mode=0640 ;;
+    esac
+    cp "$src" "$dest"
+    chmod "$mode" "$dest"
+    if [ "$(id -u)" = 0 ]; then
+      case "${dest##*/}" in
+        passby.passwd|passby.acl) chown --reference="$broker_dir" "$dest" ;;
+        broker.key) chown root "$dest"; ! getent group "$broker_group" >/dev/null || chgrp "$broker_group" "$dest" ;;
+        *) chown root:root "$dest" ;;
+      esac
+    fi
+  done < <(broker_targets)
+  echo "$(basename "$0"): restored the broker's password and ACL files into $broker_dir and its CA and certificate into $certs_dir; restart Mosquitto (systemctl restart mosquitto)"
+}
+if broker_occupied && [ "$force" = 0 ]; then
+  die "the broker's files already exist in $broker_dir or $certs_dir: --force moves them aside first"
+fi
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 
 tables="$(psql -XAtq -v ON_ERROR_STOP=1 -d "$dbname" -c \
   "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")" ||
@@ -64,5 +125,9 @@ if [ -d "$work/keys" ]; then
   chmod 0600 "$keys_dir"/*
   if [ "$(id -u)" = 0 ]; then chown -R --reference="$(dirname "$keys_dir")" "$keys_dir"; fi
 fi
-sed -n 's/^\(created\|dbname\|server\|keys\)=/  \1: /p' "$work/INFO"
+restore_broker "$(dirname "$certs_dir")/passby-broker.pre-restore-$stamp"
+if [ "$has_broker" = 0 ]; then
+  echo "$(basename "$0"): note: no broker files restored; write the password and ACL files from the restored store with 'cloud-bridge sensors sync-broker -c /etc/passby/bridge.toml' and keep the broker's certificates (or make new ones with tls-setup.sh: sensors then need re-pairing if the CA changes)"
+fi
+sed -n 's/^\(created\|dbname\|server\|keys\|broker\|ca_key\)=/  \1: /p' "$work/INFO"
 echo "restore-postgres: restored into $dbname; start the bridge: systemctl start passby-bridge"

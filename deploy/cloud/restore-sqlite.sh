@@ -2,18 +2,27 @@
 # Restore a backup-sqlite.sh archive into the bridge's data directory.
 #
 #   restore-sqlite.sh ARCHIVE [--data-dir DIR] [--db FILE] [--force]
+#                     [--broker-dir DIR] [--certs-dir DIR] [--broker-group G] [--no-broker]
 #
 # Stop the bridge first (systemctl stop passby-bridge). Nothing is touched until the archive's
 # checksums and the database's integrity check pass. An existing database (with its -wal and
 # -shm files) and keys are never deleted: with --force they are moved to
 # DATA_DIR/pre-restore-STAMP/; without it the restore refuses. The restored files get the data
 # directory's owner. A backup from an older bridge is migrated forward when the bridge starts.
+# The broker's files in the archive go back too: passby.passwd and passby.acl into --broker-dir
+# (default /etc/mosquitto/passby; as root they get that directory's owner), ca.crt, ca.key,
+# broker.crt, broker.key into --certs-dir (default /etc/mosquitto/certs; broker.key group
+# --broker-group, default mosquitto); existing ones are moved aside the same way.
 set -euo pipefail
 umask 077
 
 data_dir=/var/lib/passby-bridge
 db=""
 force=0
+broker=1
+broker_dir=/etc/mosquitto/passby
+certs_dir=/etc/mosquitto/certs
+broker_group=mosquitto
 archive=""
 die() { echo "restore-sqlite.sh: error: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -21,6 +30,10 @@ while [ $# -gt 0 ]; do
     --data-dir) data_dir="${2:?}"; shift 2 ;;
     --db) db="${2:?}"; shift 2 ;;
     --force) force=1; shift ;;
+    --broker-dir) broker_dir="${2:?}"; shift 2 ;;
+    --certs-dir) certs_dir="${2:?}"; shift 2 ;;
+    --broker-group) broker_group="${2:?}"; shift 2 ;;
+    --no-broker) broker=0; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     -*) die "unknown option '$1' (see --help)" ;;
     *) [ -z "$archive" ] || die "one archive at a time"; archive="$1"; shift ;;
@@ -44,16 +57,63 @@ grep -qx 'format=passby-sqlite-backup/1' "$work/INFO" || die "$archive: unknown 
 check="$(sqlite3 -bail "$work/bridge.db" "PRAGMA integrity_check")"
 [ "$check" = ok ] || die "$archive: the database failed the integrity check: $check"
 
+# The broker's files (broker/, certs/ in the archive), if it has them and --no-broker is not given.
+has_broker=0
+if [ "$broker" = 1 ] && [ -d "$work/broker" ]; then has_broker=1; fi
+broker_targets() {  # prints "archive-file target" pairs
+  local f
+  for f in "$work"/broker/*; do [ ! -e "$f" ] || echo "$f $broker_dir/${f##*/}"; done
+  for f in "$work"/certs/*; do [ ! -e "$f" ] || echo "$f $certs_dir/${f##*/}"; done
+}
+broker_occupied() {
+  local src dest
+  [ "$has_broker" = 1 ] || return 1
+  while read -r src dest; do [ ! -e "$dest" ] || return 0; done < <(broker_targets)
+  return 1
+}
+restore_broker() {  # restore_broker ASIDE_DIR: existing files are moved there, never deleted
+  local src dest mode
+  [ "$has_broker" = 1 ] || return 0
+  if [ ! -d "$certs_dir" ]; then  # Mosquitto (its own user) must reach the certificates
+    mkdir -p "$certs_dir"
+    chmod 0755 "$certs_dir"
+  fi
+  if [ ! -d "$broker_dir" ]; then  # as install.sh makes it: group-readable for the broker
+    mkdir -p "$broker_dir"
+    chmod 2750 "$broker_dir"
+    if [ "$(id -u)" = 0 ] && getent group "$broker_group" >/dev/null; then chgrp "$broker_group" "$broker_dir"; fi
+  fi
+  while read -r src dest; do
+    if [ -e "$dest" ]; then mkdir -p "$1"; mv "$dest" "$1/"; fi
+    case "${dest##*/}" in
+      ca.crt|broker.crt) mode=0644 ;;
+      ca.key) mode=0600 ;;
+      *) mode=0640 ;;
+    esac
+    cp "$src" "$dest"
+    chmod "$mode" "$dest"
+    if [ "$(id -u)" = 0 ]; then
+      case "${dest##*/}" in
+        passby.passwd|passby.acl) chown --reference="$broker_dir" "$dest" ;;
+        broker.key) chown root "$dest"; ! getent group "$broker_group" >/dev/null || chgrp "$broker_group" "$dest" ;;
+        *) chown root:root "$dest" ;;
+      esac
+    fi
+  done < <(broker_targets)
+  echo "$(basename "$0"): restored the broker's password and ACL files into $broker_dir and its CA and certificate into $certs_dir; restart Mosquitto (systemctl restart mosquitto)"
+}
+
 occupied=0
 for f in "$db" "$db-wal" "$db-shm"; do [ ! -e "$f" ] || occupied=1; done
 if [ -d "$work/keys" ] && [ -n "$(ls -A "$data_dir/keys" 2>/dev/null)" ]; then occupied=1; fi
+if broker_occupied; then occupied=1; fi
+aside="$data_dir/pre-restore-$(date -u +%Y%m%dT%H%M%SZ)"
 if [ "$occupied" = 1 ]; then
-  [ "$force" = 1 ] || die "$db or $data_dir/keys already exist: --force moves them aside first"
-  aside="$data_dir/pre-restore-$(date -u +%Y%m%dT%H%M%SZ)"
+  [ "$force" = 1 ] || die "$db, $data_dir/keys or the broker's files already exist: --force moves them aside first"
   mkdir -p "$aside"
   for f in "$db" "$db-wal" "$db-shm"; do [ ! -e "$f" ] || mv "$f" "$aside/"; done
   if [ -d "$work/keys" ] && [ -d "$data_dir/keys" ]; then mv "$data_dir/keys" "$aside/keys"; fi
-  echo "restore-sqlite: the previous database and keys are in $aside"
+  echo "restore-sqlite: the previous database, keys and broker files are in $aside"
 fi
 
 mkdir -p "$(dirname "$db")"
@@ -67,5 +127,9 @@ if [ "$(id -u)" = 0 ]; then
   chown --reference="$data_dir" "$db"
   [ ! -d "$data_dir/keys" ] || chown -R --reference="$data_dir" "$data_dir/keys"
 fi
-sed -n 's/^\(created\|schema_version\|keys\)=/  \1: /p' "$work/INFO"
+restore_broker "$aside/broker"
+if [ "$has_broker" = 0 ]; then
+  echo "$(basename "$0"): note: no broker files restored; write the password and ACL files from the restored store with 'cloud-bridge sensors sync-broker -c /etc/passby/bridge.toml' and keep the broker's certificates (or make new ones with tls-setup.sh: sensors then need re-pairing if the CA changes)"
+fi
+sed -n 's/^\(created\|schema_version\|keys\|broker\|ca_key\)=/  \1: /p' "$work/INFO"
 echo "restore-sqlite: restored $db; start the bridge: systemctl start passby-bridge"

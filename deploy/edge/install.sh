@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Install the passby sensor box on Raspberry Pi OS Bookworm (arm64), from this checkout or from
-# a signed release, and enroll it with the pairing code from the console. One command:
+# Install the passby sensor box on Raspberry Pi OS Bookworm (arm64), from a signed release bundle
+# (scripts/release.sh: passby-X.Y.Z/), a signed release or a checkout, and enroll it with the
+# pairing code from the console. One command, in the unpacked bundle:
 #
-#   sudo deploy/edge/install.sh --enroll CODE --bridge https://bridge.example.com [--channel 6] [--country RU]
+#   sudo passby-X.Y.Z/deploy/edge/install.sh --enroll CODE --bridge https://bridge.example.com [--channel 6] [--country RU]
+#
+# From a bundle the installer verifies it (BUNDLE.sig), installs its signed box release, pins the
+# release key (the bundle's release-signing.pub, unless one is pinned already or given) and sets
+# the update source (the bundle's update URL, else BRIDGE/releases/passby-edge-latest.tar), so
+# passby-update.timer installs newer releases by itself.
 #
 # Options:
 #   --enroll CODE       pairing code (console, or `cloud-bridge sensors add`); the last step
@@ -10,6 +16,7 @@
 #   --bridge-ca FILE    CA certificate of the bridge's HTTPS, if it is a private CA
 #   --channel N         the store AP's channel (default: the one enrollment brings)
 #   --country CC        regulatory country for iw (channels 12-13 and 5 GHz need it)
+#   --force             re-pair a box that is paired already (a new code after "re-pair" or --rotate)
 #   --release FILE      install this signed release (passby-edge-X.Y.Z.tar) instead of the checkout
 #   --release-key HEX   Ed25519 public key that signs releases (stored in /etc/passby/release-signing.pub)
 #   --update-url URL    https URL of the latest release for the nightly passby-update.timer
@@ -45,6 +52,7 @@ country=""
 release=""
 release_key=""
 update_url=""
+force=""
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
@@ -60,12 +68,35 @@ while [ $# -gt 0 ]; do
     --release) release="${2:?--release needs a file}"; shift 2 ;;
     --release-key) release_key="${2:?--release-key needs a hex key}"; shift 2 ;;
     --update-url) update_url="${2:?--update-url needs a URL}"; shift 2 ;;
+    --force) force=--force; shift ;;
     --dry-run) dry=1; shift ;;
     --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
+
+# --- a signed bundle (scripts/release.sh): its release, its key, an update source -----------
+bundle=""
+bundle_field() { sed -n "s/^  \"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" "$repo/BUNDLE.json" | head -n 1; }
+if [ -f "$repo/BUNDLE.json" ]; then
+  bundle="$repo"
+  [ -n "$release" ] || release="$repo/$(bundle_field box_release)"
+  if [ -z "$release_key" ]; then
+    if [ -r "$ETC/release-signing.pub" ]; then
+      release_key="$(tr -d '[:space:]' <"$ETC/release-signing.pub")"
+    else
+      release_key="$(tr -d '[:space:]' <"$repo/release-signing.pub")"
+      key_from_bundle=1
+    fi
+  fi
+  if [ -z "$update_url" ]; then
+    update_url="$(bundle_field update_url)"
+    case "$update_url$bridge" in
+      https://*) [ -n "$update_url" ] || update_url="${bridge%/}/releases/passby-edge-latest.tar" ;;
+    esac
+  fi
+fi
 
 case "$channel" in ''|[0-9]|[0-9][0-9]|1[0-9][0-9]) ;; *) die "--channel '$channel' is not a channel number" ;; esac
 case "$country" in ''|[A-Z][A-Z]) ;; *) die "--country '$country' is not a two-letter country code" ;; esac
@@ -131,7 +162,14 @@ codename="$( (. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}") || 
 arch="$(uname -m)"
 [ "$codename" = bookworm ] || warn "this is '${codename:-unknown}', not Debian/Raspberry Pi OS bookworm: package names may differ"
 case "$arch" in aarch64|arm64) ;; *) warn "this is $arch, not arm64: fine for testing, the box is a Raspberry Pi" ;; esac
-if [ -n "$release" ]; then echo "    agent: signed release $release"; else echo "    agent: passby $version from $repo"; fi
+if [ -n "$bundle" ]; then echo "    agent: signed bundle $bundle ($(basename "$release"))"
+elif [ -n "$release" ]; then echo "    agent: signed release $release"; else echo "    agent: passby $version from $repo"; fi
+if [ "${key_from_bundle:-0}" = 1 ]; then
+  echo "    release key (pinned from the bundle): $release_key"
+  echo "    compare it with the key your release author published before you go on"
+fi
+if [ -n "$update_url" ]; then echo "    updates: nightly from $update_url"
+else warn "no update source (--update-url, or an https --bridge): passby-update.timer stays idle"; fi
 [ -n "$enroll" ] || warn "no --enroll CODE: the box will wait for 'edge-agent enroll CODE' (see the end)"
 
 # --- 2 ------------------------------------------------------------------------------------
@@ -157,6 +195,7 @@ dir "$PREFIX/share" 0755 root:root
 step "helper scripts and settings"
 put "$here/monitor-setup.sh" "$PREFIX/lib/monitor-setup.sh" 0755
 put "$here/passby_update.py" "$PREFIX/lib/passby_update.py" 0755
+put "$here/passby-enroll.sh" "$PREFIX/lib/passby-enroll.sh" 0755
 put "$repo/hardware/README.md" "$PREFIX/share/hardware/README.md" 0644
 put "$here/README.md" "$PREFIX/share/deploy/edge/README.md" 0644
 if [ -n "$channel" ] || [ -n "$country" ] || [ ! -e "$destdir$ETC/monitor.env" ]; then
@@ -175,6 +214,7 @@ if [ -n "$release" ]; then
   step "agent software: verify and install the signed release"
   key_args=(--pubkey-file "$ETC/release-signing.pub")
   [ -z "$release_key" ] || key_args=(--pubkey "$release_key")
+  [ -z "$bundle" ] || run python3 "$PREFIX/lib/passby_update.py" verify-bundle "$bundle" "${key_args[@]}"
   run python3 "$PREFIX/lib/passby_update.py" install "$release" "${key_args[@]}" --prefix "$PREFIX"
 else
   step "agent software: passby $version into $PREFIX/releases/$version/venv"
@@ -226,19 +266,16 @@ if ! run "${doctor[@]}"; then
 fi
 
 # --- 11 -----------------------------------------------------------------------------------
-step "enroll: edge-agent enroll (writes $ETC/edge.toml; passby-agent.path then starts the agent)"
-enroll_cmd=("$agent" enroll CODE --bridge "${bridge:-URL}" --out "$ETC" --data-dir "$STATE")
+step "enroll: passby-enroll.sh (stops passby-agent.path, runs edge-agent enroll, sets the permissions, starts the agent)"
+enroll_cmd=("$PREFIX/lib/passby-enroll.sh" CODE --bridge "${bridge:-URL}")
 [ -z "$bridge_ca" ] || enroll_cmd+=(--ca-file "$bridge_ca")
+[ -z "$force" ] || enroll_cmd+=(--force)
 if [ -n "$enroll" ]; then
   secret="$enroll"
-  enroll_cmd[2]="$enroll"
+  enroll_cmd[1]="$enroll"
   run "${enroll_cmd[@]}"
-  # The agent runs as $SERVICE_USER: it must be able to read what enrollment wrote.
-  run chgrp -R "$SERVICE_USER" "$ETC"
-  run chmod -R g+rX,o-rwx "$ETC"
-  pretend || echo "    done: 'systemctl status passby-agent' shows it running; the console shows the box online"
 else
   echo "    not enrolled yet. When you have the code from the console, run:"
   echo "      sudo $(show "${enroll_cmd[@]}")"
-  echo "      sudo chgrp -R $SERVICE_USER $ETC && sudo chmod -R g+rX,o-rwx $ETC"
+  echo "    (it runs $agent enroll CODE ... and then starts the agent)"
 fi

@@ -22,6 +22,13 @@ symlink, a restart of the service, and a health check (``systemctl is-active``: 
 ``Type=notify``, so it is active only after it said READY). If it does not become active, the
 symlink goes back to the previous release and that is restarted. Two releases are kept.
 
+Every install writes ``PREFIX/update-status.json`` (mode 0644: the agent reports it in its
+stats, so a failed update shows on the console's fleet page): ``result`` ``ok`` or ``failed``,
+the ``version`` tried, the ``current`` one, a short ``error`` and the time. A release that did
+not become healthy is remembered in ``PREFIX/failed-releases.json`` and not installed again
+(it is still downloaded and verified, then skipped) until a newer version is published, or
+with ``--retry-failed``.
+
 Needs only the standard library and ``cryptography`` (Debian: python3-cryptography), so the
 system ``python3`` runs it even when the installed agent is broken.
 
@@ -31,6 +38,14 @@ system ``python3`` runs it even when the installed agent is broken.
     passby_update.py install passby-edge-0.2.0.tar|https://... --pubkey-file ... [--restart passby-agent.service]
     passby_update.py rollback [--restart passby-agent.service]
     passby_update.py status
+
+A release *bundle* (scripts/release.sh) is a directory ``passby-X.Y.Z/`` for admins: the wheel,
+the box release above, the deploy files, ``release-signing.pub``, and ``BUNDLE.json`` (format
+``passby-bundle/1``: version, protocol, the box release's name, an optional update URL, every
+file's SHA-256) with ``BUNDLE.sig``, an Ed25519 signature over its exact bytes by the same key::
+
+    passby_update.py sign-bundle DIR --key release-signing.key --version 0.2.0 --protocol 1 [--update-url URL]
+    passby_update.py verify-bundle DIR [--pubkey HEX | --pubkey-file FILE]
 """
 
 from __future__ import annotations
@@ -61,6 +76,9 @@ MAX_RELEASE = 512 << 20
 DEFAULT_PREFIX = Path("/opt/passby")
 DEFAULT_PUBKEY = Path("/etc/passby/release-signing.pub")
 KEEP = 2
+STATUS_FILE = "update-status.json"
+FAILED_FILE = "failed-releases.json"
+MAX_ERROR = 300
 
 
 class ReleaseError(Exception):
@@ -245,6 +263,101 @@ def verify(path: Path, public_key_hex: str) -> Release:
     return Release(path, manifest)
 
 
+# bundles ------------------------------------------------------------------------------------
+BUNDLE_FORMAT = "passby-bundle/1"
+BUNDLE, BUNDLE_SIG = "BUNDLE.json", "BUNDLE.sig"
+
+
+def _bundle_files(directory: Path) -> dict[str, Path]:
+    """Every file under ``directory`` but the manifest and its signature; links refused."""
+    out: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_symlink():
+            raise ReleaseError(f"{directory}: {rel} is a symbolic link")
+        if path.is_dir():
+            continue
+        if not path.is_file():
+            raise ReleaseError(f"{directory}: {rel} is not a regular file")
+        if rel not in (BUNDLE, BUNDLE_SIG):
+            out[rel] = path
+    return out
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sign_bundle(
+    directory: Path, key: Path, version: str, protocol: int, update_url: str = ""
+) -> dict[str, Any]:
+    """Write BUNDLE.json and BUNDLE.sig for the files in ``directory``; returns the manifest."""
+    parse_version(version)
+    box = f"passby-edge-{version}.tar"
+    if not (directory / box).is_file():
+        raise ReleaseError(f"{directory}: no box release {box}")
+    if update_url and not update_url.startswith("https://"):
+        raise ReleaseError("the update URL must be https://")
+    files = {rel: _file_sha256(p) for rel, p in _bundle_files(directory).items()}
+    manifest: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "name": "passby",
+        "version": version,
+        "protocol": protocol,
+        "box_release": box,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": files,
+    }
+    if update_url:
+        manifest["update_url"] = update_url
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
+    (directory / BUNDLE).write_bytes(body)
+    (directory / BUNDLE_SIG).write_bytes(_private_key(key).sign(body))
+    return manifest
+
+
+def verify_bundle(directory: Path, public_key_hex: str) -> dict[str, Any]:
+    """Check a bundle's signature, that it holds exactly the signed files, and its box release
+    (verify()); returns the manifest. ReleaseError says what is wrong."""
+    try:
+        body = (directory / BUNDLE).read_bytes()
+        sig = (directory / BUNDLE_SIG).read_bytes()
+    except OSError as exc:
+        raise ReleaseError(f"{directory}: not a release bundle: {exc}") from None
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        load_public_key(public_key_hex).verify(sig, body)
+    except InvalidSignature:
+        raise ReleaseError(
+            f"{directory}: bad signature: BUNDLE.json was not signed by the release key"
+        ) from None
+    manifest = json.loads(body)
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise ReleaseError(f"{directory}: unknown bundle format {manifest.get('format')!r}")
+    parse_version(manifest.get("version"))
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ReleaseError(f"{directory}: BUNDLE.json lists no files")
+    present = _bundle_files(directory)
+    if set(present) != set(files):
+        extra, missing = sorted(set(present) - set(files)), sorted(set(files) - set(present))
+        raise ReleaseError(f"{directory}: files not as signed: extra {extra}, missing {missing}")
+    for rel, digest in files.items():
+        if _file_sha256(present[rel]) != digest:
+            raise ReleaseError(f"{directory}: {rel} does not match its signed SHA-256")
+    box = verify(directory / str(manifest.get("box_release")), public_key_hex)
+    if box.version != manifest["version"]:
+        raise ReleaseError(
+            f"{directory}: box release {box.version} in bundle {manifest['version']}"
+        )
+    return dict(manifest)
+
+
 # install ------------------------------------------------------------------------------------
 def fetch(source: str, cache: Path) -> Path:
     """A local path as is; an https URL downloaded into ``cache``."""
@@ -351,11 +464,76 @@ def _build_release(release: Release, dest: Path, python: str, log: Callable[[str
     shutil.rmtree(wheels)
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.chmod(0o644)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def update_status(prefix: Path = DEFAULT_PREFIX) -> dict[str, Any]:
+    """The last install's outcome (PREFIX/update-status.json), {} if none yet."""
+    return _read_json(prefix / STATUS_FILE)
+
+
+def _report(prefix: Path, result: str, version: str | None, error: str = "") -> None:
+    now = installed(prefix)
+    status = {
+        "result": result,
+        "version": version,
+        "current": now.get("version") if now else None,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if error:
+        status["error"] = error if len(error) <= MAX_ERROR else error[: MAX_ERROR - 3] + "..."
+    try:
+        prefix.mkdir(parents=True, exist_ok=True)
+        _write_json(prefix / STATUS_FILE, status)
+    except OSError:
+        pass  # reporting must never hide the install's own outcome
+
+
 def install(
     source: str,
     public_key_hex: str,
     prefix: Path = DEFAULT_PREFIX,
     *,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = print,
+    **kw: Any,
+) -> str:
+    """Verify and install a release (see ``_install``) and record the outcome in
+    PREFIX/update-status.json; a release that failed its health check before is skipped unless
+    ``retry_failed``. Returns the version now current."""
+    tried: list[str] = []
+    try:
+        version = _install(
+            source, public_key_hex, prefix, log=log, retry_failed=retry_failed, tried=tried, **kw
+        )
+    except ReleaseError as exc:
+        _report(prefix, "failed", tried[0] if tried else None, str(exc))
+        raise
+    if tried and tried[0] == "skipped":
+        return version
+    _report(prefix, "ok", version)
+    return version
+
+
+def _install(
+    source: str,
+    public_key_hex: str,
+    prefix: Path = DEFAULT_PREFIX,
+    *,
+    retry_failed: bool = False,
+    tried: list[str] | None = None,
     python: str = "/usr/bin/python3",
     restart: str | None = None,
     systemctl: str = "systemctl",
@@ -365,9 +543,24 @@ def install(
     log: Callable[[str], None] = print,
 ) -> str:
     """Verify and install a release; returns the version now current."""
+    tried = [] if tried is None else tried
     release = verify(fetch(source, prefix / "cache"), public_key_hex)
     new = release.version
+    tried.append(new)
     old = installed(prefix)
+    failed = _read_json(prefix / FAILED_FILE).get(new)
+    if (
+        isinstance(failed, dict)
+        and failed.get("created") == release.manifest.get("created")
+        and not retry_failed
+        and (old is None or parse_version(new) > parse_version(str(old.get("version"))))
+    ):
+        log(
+            f"passby {new} failed its health check on {failed.get('ts')}: not trying it again "
+            "until a newer release is published (--retry-failed to force)"
+        )
+        tried[:] = ["skipped"]
+        return str(old.get("version")) if old else new
     if old is not None:
         was = str(old.get("version"))
         if parse_version(new) == parse_version(was):
@@ -402,9 +595,15 @@ def install(
             _switch(prefix, previous)
             subprocess.run([systemctl, "restart", restart], check=False)
             shutil.rmtree(dest, ignore_errors=True)
-            raise ReleaseError(
-                f"{restart} did not become active with {new}; rolled back to {previous}"
-            )
+            error = f"{restart} did not become active with {new}; rolled back to {previous}"
+            memo = _read_json(prefix / FAILED_FILE)
+            memo[new] = {
+                "created": release.manifest.get("created"),
+                "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "error": error,
+            }
+            _write_json(prefix / FAILED_FILE, memo)
+            raise ReleaseError(error)
     _prune(prefix, [new, previous] if previous else [new])
     return new
 
@@ -470,11 +669,27 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--health-timeout", type=float, default=90.0)
             s.add_argument("--allow-downgrade", action="store_true")
             s.add_argument("--allow-protocol-change", action="store_true")
+            s.add_argument(
+                "--retry-failed",
+                action="store_true",
+                help="install a release even if it failed its health check before",
+            )
+    sb = sub.add_parser("sign-bundle", help="sign a release bundle directory (scripts/release.sh)")
+    sb.add_argument("bundle", type=Path)
+    sb.add_argument("--key", type=Path, required=True)
+    sb.add_argument("--version", required=True)
+    sb.add_argument("--protocol", type=int, required=True)
+    sb.add_argument("--update-url", default="")
+    vb = sub.add_parser("verify-bundle", help="check a release bundle directory")
+    vb.add_argument("bundle", type=Path)
+    gb = vb.add_mutually_exclusive_group()
+    gb.add_argument("--pubkey", help="release public key, hex")
+    gb.add_argument("--pubkey-file", type=Path, default=DEFAULT_PUBKEY)
     r = sub.add_parser("rollback", help="switch back to the previous release")
     r.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX)
     r.add_argument("--restart")
     r.add_argument("--systemctl", default="systemctl")
-    st = sub.add_parser("status", help="print the installed release")
+    st = sub.add_parser("status", help="print the installed release and the last update")
     st.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX)
     args = p.parse_args(argv)
     try:
@@ -501,11 +716,27 @@ def main(argv: list[str] | None = None) -> int:
                 health_s=args.health_timeout,
                 allow_downgrade=args.allow_downgrade,
                 allow_protocol_change=args.allow_protocol_change,
+                retry_failed=args.retry_failed,
             )
+        elif args.cmd == "sign-bundle":
+            m = sign_bundle(args.bundle, args.key, args.version, args.protocol, args.update_url)
+            print(f"{args.bundle}: passby {m['version']}, {len(m['files'])} file(s), signed")
+        elif args.cmd == "verify-bundle":
+            m = verify_bundle(args.bundle, _pubkey(args))
+            print(f"{args.bundle}: OK, passby {m['version']} (protocol v{m['protocol']})")
         elif args.cmd == "rollback":
             print(f"rolled back to {rollback(args.prefix, args.restart, args.systemctl)}")
         elif args.cmd == "status":
-            print(json.dumps(installed(args.prefix), indent=2, sort_keys=True))
+            print(
+                json.dumps(
+                    {
+                        "installed": installed(args.prefix),
+                        "last_update": update_status(args.prefix),
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+            )
     except ReleaseError as exc:
         print(f"passby-update: error: {exc}", file=sys.stderr)
         return 1

@@ -280,8 +280,8 @@ def render_deploy_config(
     text = DEPLOY_CONF.read_text()
     replacements = {
         "listener 8883\n": f"listener {port} {host}\n",
-        "/etc/mosquitto/passby.passwd": str(password_file),
-        "/etc/mosquitto/passby.acl": str(acl_file),
+        "/etc/mosquitto/passby/passby.passwd": str(password_file),
+        "/etc/mosquitto/passby/passby.acl": str(acl_file),
         "/etc/mosquitto/certs/broker.crt": str(pki.cert_file),
         "/etc/mosquitto/certs/broker.key": str(pki.key_file),
         "/etc/mosquitto/certs/ca.crt": str(pki.ca_file),

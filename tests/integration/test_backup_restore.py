@@ -161,7 +161,8 @@ def test_sqlite_backup_while_the_bridge_runs_restores_to_the_same_decisions(
         writer.start()
         wait_for("the bridge to be busy", lambda: noise["n"] > 50)
         events_at_start = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
-        out = run(CLOUD / "backup-sqlite.sh", "--data-dir", data_dir, "--out", tmp_path / "backups")
+        out = run(CLOUD / "backup-sqlite.sh", "--data-dir", data_dir, "--out", tmp_path / "backups",
+                  "--no-broker")  # fmt: skip
         events_at_end = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
         wait_for("more writes after the backup", lambda: noise["n"] > events_at_end + 50)
         stop.set()
@@ -278,16 +279,27 @@ def test_postgres_backup_and_restore(postgres: dict[str, str], tmp_path: Path) -
     (keys / "data.key").write_text("ab" * 32 + "\n")
     (keys / "subject.key").write_bytes(os.urandom(32))
 
+    broker, certs = tmp_path / "broker", tmp_path / "certs"
+    broker.mkdir()
+    (broker / "passby.passwd").write_text("bridge:$7$101$c2FsdA==$aGFzaA==\n")
+    (broker / "passby.acl").write_text("user bridge\ntopic read passby/v1/#\n")
+    run(CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--out", certs)
     out = run(CLOUD / "backup-postgres.sh", "--dbname", "passby", "--keys-dir", keys,
-              "--out", tmp_path / "backups", env=env)  # fmt: skip
+              "--out", tmp_path / "backups", "--broker-dir", broker, "--certs-dir", certs,
+              env=env)  # fmt: skip
     archive = Path(out.strip().splitlines()[-1])
     assert archive.name.startswith("passby-pg-") and archive.stat().st_mode & 0o077 == 0
 
     psql(env, "CREATE DATABASE restored OWNER passby")
     keys2 = tmp_path / "restored-keys"
-    run(
-        CLOUD / "restore-postgres.sh", archive, "--dbname", "restored", "--keys-dir", keys2, env=env
-    )
+    broker2, certs2 = tmp_path / "new" / "broker", tmp_path / "new" / "certs"
+    run(CLOUD / "restore-postgres.sh", archive, "--dbname", "restored", "--keys-dir", keys2,
+        "--broker-dir", broker2, "--certs-dir", certs2, env=env)  # fmt: skip
+    for name in ("passby.passwd", "passby.acl"):
+        assert (broker2 / name).read_bytes() == (broker / name).read_bytes(), name
+    for name in ("ca.crt", "ca.key", "broker.crt", "broker.key"):
+        assert (certs2 / name).read_bytes() == (certs / name).read_bytes(), name
+    assert oct((certs2 / "ca.key").stat().st_mode & 0o777) == "0o600"
     query = "SELECT c.name, count(s.id), sum(s.ts) FROM customers c LEFT JOIN sends s ON s.customer_id=c.id GROUP BY 1 ORDER BY 1"
     assert psql(env, query, db="restored") == psql(env, query, db="passby")
     assert "Анна" in psql(env, query, db="restored")
@@ -296,12 +308,217 @@ def test_postgres_backup_and_restore(postgres: dict[str, str], tmp_path: Path) -
 
     refused = subprocess.run(
         [str(CLOUD / "restore-postgres.sh"), str(archive), "--dbname", "restored",
-         "--keys-dir", str(keys2)],
+         "--keys-dir", str(keys2), "--no-broker"],
         capture_output=True, text=True, env={**os.environ, **env},
     )  # fmt: skip
     assert refused.returncode != 0 and "not empty" in refused.stderr
     psql(env, "DELETE FROM sends WHERE id > 10", db="restored")
+    (broker2 / "passby.acl").write_text("changed since\n")
     run(CLOUD / "restore-postgres.sh", archive, "--dbname", "restored", "--keys-dir", keys2,
-        "--force", env=env)  # fmt: skip
+        "--broker-dir", broker2, "--certs-dir", certs2, "--force", env=env)  # fmt: skip
+    assert (broker2 / "passby.acl").read_bytes() == (broker / "passby.acl").read_bytes()
+    aside = list((tmp_path / "new").glob("passby-broker.pre-restore-*/passby.acl"))
+    assert [p.read_text() for p in aside] == ["changed since\n"]
     assert psql(env, query, db="restored") == psql(env, query, db="passby")
     assert any(p.name.startswith("restored-keys.pre-restore-") for p in tmp_path.iterdir())
+
+
+# The broker's side: CA and key, password file and ACL ---------------------------------------
+def _sensor_client(ca: Path, port: int, username: str, password: str) -> tuple[mqtt.Client, object]:
+    """Connect over TLS verifying 'localhost' with ``ca``: (client, CONNACK reason or error)."""
+    import ssl
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"{username}-{uuid.uuid4().hex[:6]}",
+        protocol=mqtt.MQTTv5,
+    )  # fmt: skip
+    client.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
+    client.username_pw_set(username, password)
+    done = threading.Event()
+    result: list[object] = []
+    client.on_connect = lambda c, u, f, rc, p: (result.append(rc), done.set())
+    try:
+        client.connect("localhost", port, keepalive=10)
+    except (ssl.SSLError, OSError) as exc:
+        return client, exc
+    client.loop_start()
+    done.wait(10)
+    return client, result[0] if result else "no CONNACK"
+
+
+def _bridge_toml(path: Path, root: Path, port: int) -> Path:
+    path.write_text(
+        f'data_dir = "{root / "bridge"}"\npublic_url = "https://bridge.example.com"\n\n'
+        f'[mqtt]\nhost = "localhost"\nport = {port}\ntls = true\n'
+        f'ca_file = "{root / "certs" / "ca.crt"}"\nusername = "bridge"\n'
+        f'password_file = "{root / "bridge-mqtt.password"}"\n\n'
+        '[provider]\nkind = "sandbox"\n\n[web]\nhost = "127.0.0.1"\nport = 0\n\n'
+        f'[provisioning]\npassword_file = "{root / "broker" / "passby.passwd"}"\n'
+        f'acl_file = "{root / "broker" / "passby.acl"}"\nmqtt_host = "localhost"\n'
+        f'mqtt_port = {port}\nmqtt_ca_file = "{root / "certs" / "ca.crt"}"\n'
+    )
+    return path
+
+
+def _start_deploy_broker(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """deploy/mosquitto's config with its paths in ``root``, started as root so that Mosquitto
+    drops to its own 'mosquitto' user: it must read the restored files as that user."""
+    import re
+
+    from cloud_bridge.mosquitto import find_mosquitto
+
+    conf = (ROOT / "deploy/mosquitto/passby.conf.example").read_text()
+    conf = re.sub(
+        r"^password_file .*", f"password_file {root}/broker/passby.passwd", conf, flags=re.M
+    )
+    conf = re.sub(r"^acl_file .*", f"acl_file {root}/broker/passby.acl", conf, flags=re.M)
+    conf = conf.replace("/etc/mosquitto/certs", str(root / "certs"))
+    conf = re.sub(r"^listener 8883$", f"listener {port} 127.0.0.1", conf, flags=re.M)
+    assert f"listener {port} 127.0.0.1" in conf
+    main = root / "mosquitto.conf"
+    main.write_text("persistence false\nlog_dest stderr\n" + conf)
+    main.chmod(0o644)
+    proc = subprocess.Popen(
+        [find_mosquitto(), "-c", str(main)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    import socket
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    pytest.fail(f"Mosquitto did not start from {root}:\n{err[-2000:]}", pytrace=False)
+
+
+def test_backup_restores_bridge_and_broker_into_an_empty_directory() -> None:
+    """backup-sqlite.sh takes the broker's CA and key, password file and ACL with the store;
+    restore-sqlite.sh puts all of it into empty directories; a real Mosquitto (running as its
+    own user) and the bridge start from the restored files alone, and the sensor provisioned
+    before the backup connects with the same credentials and is heard by the bridge."""
+    import grp
+
+    from cloud_bridge.provisioning import redeem
+
+    need("sqlite3", "sqlite3")
+    need("openssl", "openssl")
+    assert os.geteuid() == 0, "this test checks the files' owners as root installs them"
+    mosquitto_gid = grp.getgrnam("mosquitto").gr_gid
+    base = Path(tempfile.mkdtemp(prefix="passby-restore-"))  # under /tmp: mosquitto reaches it
+    base.chmod(0o755)
+    old, new = base / "old", base / "new"
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    service = None
+    clients: list[mqtt.Client] = []
+    try:
+        # 1. An installed server: certificates (tls-setup.sh), a store, a provisioned sensor.
+        old.mkdir(mode=0o755)
+        run(CLOUD / "tls-setup.sh", "--name", "mqtt.example.com", "--out", old / "certs",
+            "--group", "mosquitto")  # fmt: skip
+        site = prepare_site(old, 0, 0)
+        site.db.close()
+        (old / "bridge-mqtt.password").write_text("bridge-secret-" + uuid.uuid4().hex + "\n")
+        (old / "broker").mkdir(mode=0o750)
+        os.chown(old / "broker", 0, mosquitto_gid)
+        toml = _bridge_toml(old / "bridge.toml", old, port)
+        out = run(ROOT / ".venv/bin/cloud-bridge", "sensors", "add", "--store", "main-st",
+                  "--sensor", "door-9", "-c", toml)  # fmt: skip
+        code = next(
+            line.split()[2] for line in out.splitlines() if line.startswith("pairing code:")
+        )
+        settings = load_settings(BridgeSettings, toml)
+        store = BridgeStore(settings.database_path(), data_key=settings.data_key_bytes())
+        paired = redeem(store, settings, code)
+        store.close()
+        username, password = paired.mqtt.username, paired.mqtt.password
+        assert username == "main-st.door-9"
+        ca_key_before = (old / "certs" / "ca.key").read_bytes()
+
+        # 2. Back up, then the server is gone: nothing of it is used from here on.
+        out = run(CLOUD / "backup-sqlite.sh", "--data-dir", old / "bridge",
+                  "--broker-dir", old / "broker", "--certs-dir", old / "certs",
+                  "--out", base / "backups")  # fmt: skip
+        archive = Path(out.strip().splitlines()[-1])
+        with __import__("tarfile").open(archive) as tar:
+            names = set(tar.getnames())
+        for member in ("./broker/passby.passwd", "./broker/passby.acl", "./certs/ca.key",
+                       "./certs/ca.crt", "./certs/broker.crt", "./certs/broker.key"):  # fmt: skip
+            assert member in names, f"{member} is not in the backup: {sorted(names)}"
+        bridge_secret = (old / "bridge-mqtt.password").read_text()
+        shutil.rmtree(old)
+
+        # 3. Restore into empty directories (a new server: the installer made the broker dir).
+        new.mkdir(mode=0o755)
+        (new / "broker").mkdir(mode=0o750)
+        os.chown(new / "broker", 0, mosquitto_gid)
+        (new / "bridge-mqtt.password").write_text(bridge_secret)
+        run(CLOUD / "restore-sqlite.sh", archive, "--data-dir", new / "bridge",
+            "--broker-dir", new / "broker", "--certs-dir", new / "certs",
+            "--broker-group", "mosquitto")  # fmt: skip
+        assert (new / "certs" / "ca.key").read_bytes() == ca_key_before
+        assert oct((new / "certs" / "ca.key").stat().st_mode & 0o777) == "0o600"
+        key = (new / "certs" / "broker.key").stat()
+        assert (key.st_gid, oct(key.st_mode & 0o777)) == (mosquitto_gid, "0o640")
+        for f in ("passby.passwd", "passby.acl"):
+            st = (new / "broker" / f).stat()
+            assert (st.st_gid, oct(st.st_mode & 0o777)) == (mosquitto_gid, "0o640"), f
+        again = subprocess.run(
+            [str(CLOUD / "restore-sqlite.sh"), str(archive), "--data-dir", str(base / "other"),
+             "--broker-dir", str(new / "broker"), "--certs-dir", str(new / "certs")],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert again.returncode != 0 and "--force" in again.stderr, again.stderr
+
+        # 4. The broker and the bridge start from the restored files alone.
+        procs.append(_start_deploy_broker(new, port))
+        settings = load_settings(BridgeSettings, _bridge_toml(new / "bridge.toml", new, port))
+        service = BridgeService(settings, web=False)
+        service.start()
+        assert service.ingest.connected.wait(15), "the bridge could not log in to the broker"
+
+        # 5. The same sensor credentials: connected, heard; a wrong password is refused.
+        client, rc = _sensor_client(new / "certs" / "ca.crt", port, username, password)
+        clients.append(client)
+        assert getattr(rc, "is_failure", True) is False, f"sensor refused after restore: {rc}"
+        eid, payload = event(site.keys, "C-1001", "arrive", time.time())
+        topic = "passby/v1/main-st/door-9/events"
+        client.publish(topic, payload, qos=1).wait_for_publish(10)
+        restored_db = BridgeStore(new / "bridge" / "bridge.db")
+        try:
+            wait_for(
+                "the restored bridge to store the sensor's event",
+                lambda: bool(restored_db.query("SELECT 1 FROM events WHERE event_id=?", [eid])),
+            )
+        finally:
+            restored_db.close()
+        wrong, rc = _sensor_client(new / "certs" / "ca.crt", port, username, password[:-2] + "xx")
+        clients.append(wrong)
+        assert getattr(rc, "is_failure", False) is True, f"a wrong password got in: {rc}"
+
+        # 6. Without the broker's files (a backup made with --no-broker): the store rebuilds them.
+        procs.pop().terminate()
+        for f in ("passby.passwd", "passby.acl"):
+            (new / "broker" / f).unlink()
+        out = run(ROOT / ".venv/bin/cloud-bridge", "sensors", "sync-broker", "-c",
+                  new / "bridge.toml")  # fmt: skip
+        assert "passby.passwd" in out and "passby.acl" in out, out
+        procs.append(_start_deploy_broker(new, port))
+        again, rc = _sensor_client(new / "certs" / "ca.crt", port, username, password)
+        clients.append(again)
+        assert getattr(rc, "is_failure", True) is False, f"sensor refused after sync-broker: {rc}"
+    finally:
+        for c in clients:
+            c.loop_stop()
+            c.disconnect()
+        if service is not None:
+            service.stop()
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
