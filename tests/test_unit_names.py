@@ -18,6 +18,7 @@ SYSTEM_UNITS = {
     "NetworkManager",
     "systemd-journald",
     "prometheus",
+    "systemd-timesyncd",
 }
 VERBS = "status|restart|start|stop|enable|disable|reload|is-active|kill|show|cat"
 UNIT_RE = re.compile(
