@@ -358,6 +358,12 @@ def validate_config(
     config = _one_config(file, config)
     settings = _load(config)
     typer.echo(f"{config}: OK (database {settings.database_path()})")
+    if "kind" not in settings.provider.model_fields_set:
+        typer.echo(
+            "warning: no SMS provider chosen ([provider] kind): `cloud-bridge run` refuses to "
+            "start until one is set",
+            err=True,
+        )
     if settings.provider.kind == "smsc":
         from cloud_bridge.inbound import smsc_callback_url
 

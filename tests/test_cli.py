@@ -133,6 +133,14 @@ def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
     assert str(cfg) in out.stderr
     # Nothing was started or created on the way to the refusal.
     assert not (tmp_path / "data").exists()
+    # validate-config accepts the file (it is valid) but says the bridge will not run on it.
+    checked = subprocess.run(
+        [sys.executable, "-m", "cloud_bridge.cli", "validate-config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0 and "no SMS provider chosen" in checked.stderr
 
 
 def test_seed_takes_a_tenant_file_without_a_sensor_section(tmp_path: Path) -> None:

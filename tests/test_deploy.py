@@ -146,7 +146,7 @@ def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     res = sh(EDGE / "install.sh", "--destdir", root, "--channel", "6", "--country", "RU")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
              "--workers", "3")  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     host_units = Path("/usr/lib/systemd/system")
@@ -515,7 +515,15 @@ def test_cloud_install_from_a_bundle(built_release: tuple[Path, Path, str], tmp_
         tar.extractall(tmp_path, filter="data")
     bundle = tmp_path / f"passby-{v}"
     root = tmp_path / "root"
-    res = sh(bundle / "deploy/cloud/install.sh", "--destdir", root, "--domain", "mqtt.example.com")
+    res = sh(
+        bundle / "deploy/cloud/install.sh",
+        "--destdir",
+        root,
+        "--domain",
+        "mqtt.example.com",
+        "--provider",
+        "sandbox",
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     software = next(b for t, b in steps(res.stdout) if t.startswith("bridge software"))
     assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in software
@@ -565,7 +573,15 @@ CLOUD_STEPS = [
 
 
 def test_cloud_install_dry_run() -> None:
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres")
+    res = sh(
+        CLOUD / "install.sh",
+        "--dry-run",
+        "--domain",
+        "mqtt.example.com",
+        "--provider",
+        "sandbox",
+        "--postgres",
+    )
     assert res.returncode == 0, res.stderr
     got = steps(res.stdout)
     assert len(got) == len(CLOUD_STEPS)
@@ -601,7 +617,7 @@ def _bridge_toml(output: str) -> str:
 def test_cloud_install_with_postgres_workers() -> None:
     """--postgres --workers 3: bridge.toml on the local database, workers @2 and @3 enabled
     after the main unit; the template installed; without --workers, no worker unit."""
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres",
+    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
              "--workers", "3")  # fmt: skip
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
@@ -627,13 +643,23 @@ def test_cloud_install_with_postgres_workers() -> None:
         "passby-bridge-worker@3.service",
     ]
 
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--postgres")
+    res = sh(
+        CLOUD / "install.sh",
+        "--dry-run",
+        "--domain",
+        "mqtt.example.com",
+        "--provider",
+        "sandbox",
+        "--postgres",
+    )
     assert res.returncode == 0, res.stderr
     assert not re.search(r"passby-bridge-worker@\d", res.stdout)
     assert len(re.findall(r"systemctl enable --now", res.stdout)) == 1
     assert f'\ndatabase = "{PG_DATABASE}"\n' in _bridge_toml(res.stdout)
 
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com")
+    res = sh(
+        CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--provider", "sandbox"
+    )
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
     assert not re.search(r"^database\b", toml, re.M), "SQLite by default"
@@ -651,7 +677,15 @@ def test_cloud_install_with_postgres_workers() -> None:
     ],
 )
 def test_cloud_install_refuses_bad_workers(args: list[str], needle: str) -> None:
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", *args)
+    res = sh(
+        CLOUD / "install.sh",
+        "--dry-run",
+        "--domain",
+        "mqtt.example.com",
+        "--provider",
+        "sandbox",
+        *args,
+    )
     assert res.returncode != 0 and needle in res.stderr, res.stderr
     assert "==> [2/" not in res.stdout, "refused only after starting"
 
@@ -662,7 +696,7 @@ def test_cloud_install_postgres_config_validates(tmp_path: Path) -> None:
     from cloud_bridge.config import BridgeSettings, load_settings
 
     root = tmp_path / "root"
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
              "--workers", "3")  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     conf = root / "etc/passby/bridge.toml"
@@ -678,15 +712,24 @@ def test_cloud_install_postgres_config_validates(tmp_path: Path) -> None:
     assert s.database_path() == PG_DATABASE and s.worker_id == "1"
     assert str(s.data_dir) == "/var/lib/passby-bridge"
 
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
              "--workers", "3")  # fmt: skip
     assert res.returncode == 0 and "keeping the existing /etc/passby/bridge.toml" in res.stdout
 
     conf.write_text(re.sub(r"^database = .*\n", "", conf.read_text(), flags=re.M))
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres",
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
              "--workers", "3")  # fmt: skip
     assert res.returncode != 0 and "move the data to PostgreSQL first" in res.stderr, res.stderr
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--postgres")
+    res = sh(
+        CLOUD / "install.sh",
+        "--destdir",
+        root,
+        "--domain",
+        "mqtt.example.com",
+        "--provider",
+        "sandbox",
+        "--postgres",
+    )
     assert res.returncode == 0 and "does not use PostgreSQL" in res.stderr, res.stderr
 
 
@@ -1635,3 +1678,50 @@ def test_enroll_on_an_installed_box_does_not_say_run_it_by_hand(
     assert "edge-agent run" not in box.output and "passby-agent" in box.output
     shipped = EDGE / "systemd" / unit.name
     assert shipped.is_file() and str(installed_at) == "/etc/systemd/system/" + shipped.name
+
+
+def test_cloud_install_takes_the_sms_provider(tmp_path: Path) -> None:
+    """A new bridge.toml names its provider: without --provider the installer refuses before
+    doing anything; with one it writes [provider] and the secret's file (never the secret
+    itself into bridge.toml or the installer's output), and the config validates."""
+    from cloud_bridge.config import BridgeSettings, load_settings
+
+    root = tmp_path / "root"
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com")
+    assert res.returncode != 0 and "--provider is required" in res.stderr, res.stderr
+    assert "==> [1/" not in res.stdout and not (root / "etc/passby").exists()
+    token = tmp_path / "twilio.token"
+    token.write_text("tok-5f1e0c2b9a7d\n")
+    sid = "AC" + "0123456789abcdef" * 2
+    bad = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com",
+             "--provider", "twilio", "--provider-account", "nope", "--provider-secret-file", token)  # fmt: skip
+    assert bad.returncode != 0 and "not a Twilio Account SID" in bad.stderr
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com",
+             "--provider", "twilio", "--provider-account", sid, "--provider-secret-file", token)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "tok-5f1e0c2b9a7d" not in res.stdout + res.stderr
+    conf = root / "etc/passby/bridge.toml"
+    assert "tok-5f1e0c2b9a7d" not in conf.read_text()
+    secret = root / "etc/passby/provider.secret"
+    assert secret.read_text() == token.read_text()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o640
+    s = load_settings(BridgeSettings, conf)
+    assert "kind" in s.provider.model_fields_set and s.provider.kind == "twilio"
+    assert s.provider.twilio.account_sid == sid
+    assert s.provider.twilio.auth_token_file == Path("/etc/passby/provider.secret")
+    # A dry run says where the secret goes, never what it is.
+    dry = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com",
+             "--provider", "smsc", "--provider-account", "shop", "--provider-secret-file", token)  # fmt: skip
+    assert dry.returncode == 0 and "provider.secret" in dry.stdout
+    assert "tok-5f1e0c2b9a7d" not in dry.stdout + dry.stderr
+    assert 'kind = "smsc"' in dry.stdout and 'login = "shop"' in dry.stdout
+
+
+def test_kept_bridge_toml_without_a_provider_is_warned_about(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    conf = root / "etc/passby/bridge.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text((CLOUD / "bridge.toml.example").read_text())
+    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "has no [provider] kind" in res.stderr

@@ -277,7 +277,7 @@ def test_install_sh_warns_when_a_kept_bridge_toml_trusts_no_proxy(tmp_path: Path
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(install), "--destdir", str(root), "--domain", "mqtt.example.com"],
+            ["bash", str(install), "--destdir", str(root), "--domain", "mqtt.example.com", "--provider", "sandbox"],
             capture_output=True,
             text=True,
             timeout=300,

@@ -2,7 +2,8 @@
 # Install the passby cloud side on one Debian 12 server: Mosquitto with TLS and per-sensor
 # ACLs, the bridge (console + API on 127.0.0.1:8080), nightly backups, optionally PostgreSQL.
 #
-#   sudo deploy/cloud/install.sh --domain mqtt.example.com [--public-url https://bridge.example.com] [--postgres [--workers N]]
+#   sudo deploy/cloud/install.sh --domain mqtt.example.com --provider twilio --provider-account ACxxx \
+#        --provider-secret-file /root/twilio.token [--public-url https://bridge.example.com] [--postgres [--workers N]]
 #
 # Run it from an unpacked signed release bundle (scripts/release.sh: passby-X.Y.Z/): the bundle
 # is verified (BUNDLE.sig, against --release-key HEX or the bundle's release-signing.pub), the
@@ -19,6 +20,14 @@
 #   --workers N         run N bridge workers on that database (needs --postgres; default 1):
 #                       passby-bridge.service is worker 1 (with the console), N > 1 adds
 #                       passby-bridge-worker@2..N.service (see SCALE.md)
+#   --provider KIND     the SMS provider: twilio, smsc (SMSC.ru), http (a generic gateway; finish
+#                       its [provider.http] section by hand) or sandbox (records messages, sends
+#                       none: trials only). Required when bridge.toml is new: the bridge refuses
+#                       to start without a provider, so that it never quietly sends nothing.
+#   --provider-account ID  twilio: the Account SID (AC...); smsc: the login; http: the send URL
+#   --provider-secret-file FILE  twilio: the auth token; smsc: the password; http: the bearer
+#                       token. Copied to /etc/passby/provider.secret (0640 root:passby); a secret
+#                       never goes on the command line or into bridge.toml
 #   --release-key HEX   the release public key the bundle must be signed with (default: the
 #                       bundle's release-signing.pub; compare it with the one published)
 #   --dry-run           print every step and command; change nothing (no root needed)
@@ -57,6 +66,9 @@ public_url=""
 postgres=0
 workers=1
 release_key=""
+provider=""
+provider_account=""
+provider_secret_file=""
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 warn() { echo "install.sh: warning: $*" >&2; }
@@ -67,6 +79,9 @@ while [ $# -gt 0 ]; do
     --postgres) postgres=1; shift ;;
     --workers) workers="${2:?--workers needs a number}"; shift 2 ;;
     --release-key) release_key="${2:?--release-key needs a hex key}"; shift 2 ;;
+    --provider) provider="${2:?--provider needs twilio, smsc, http or sandbox}"; shift 2 ;;
+    --provider-account) provider_account="${2:?--provider-account needs a value}"; shift 2 ;;
+    --provider-secret-file) provider_secret_file="${2:?--provider-secret-file needs a file}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     --destdir) destdir="${2:?--destdir needs a directory}"; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
@@ -86,6 +101,26 @@ fi
 WORKER_UNITS=()
 for ((n = 2; n <= workers; n++)); do WORKER_UNITS+=("passby-bridge-worker@$n.service"); done
 [ -z "$destdir" ] || destdir="$(mkdir -p "$destdir" && cd "$destdir" && pwd)"
+case "$provider" in
+  "") [ -e "$destdir/etc/passby/bridge.toml" ] ||
+    die "--provider is required for a new bridge.toml: twilio, smsc, http, or sandbox (sends nothing); the bridge refuses to start without one" ;;
+  sandbox)
+    [ -z "$provider_account$provider_secret_file" ] || die "--provider sandbox takes no account or secret"
+    warn "--provider sandbox: messages are recorded in the database, no SMS is sent" ;;
+  twilio | smsc | http)
+    [ -n "$provider_account" ] || die "--provider $provider needs --provider-account ($(
+      case "$provider" in twilio) echo "the Account SID, AC..." ;; smsc) echo "the SMSC.ru login" ;; http) echo "the gateway's send URL" ;; esac))"
+    [ -n "$provider_secret_file" ] || die "--provider $provider needs --provider-secret-file (a file holding the $(
+      case "$provider" in twilio) echo "auth token" ;; smsc) echo "password" ;; http) echo "bearer token" ;; esac))"
+    { [ -r "$provider_secret_file" ] && [ -s "$provider_secret_file" ]; } ||
+      die "--provider-secret-file '$provider_secret_file' is not a readable, non-empty file"
+    case "$provider" in
+      twilio) [[ "$provider_account" =~ ^AC[0-9a-fA-F]{32}$ ]] || die "--provider-account '$provider_account' is not a Twilio Account SID (AC and 32 hex digits)" ;;
+      smsc) [[ "$provider_account" =~ ^[A-Za-z0-9_.@-]{1,64}$ ]] || die "--provider-account '$provider_account' is not an SMSC.ru login" ;;
+      http) [[ "$provider_account" =~ ^https?://[^[:space:]\"]+$ ]] || die "--provider-account '$provider_account' is not an http(s) URL" ;;
+    esac ;;
+  *) die "--provider '$provider' is not one of twilio, smsc, http, sandbox" ;;
+esac
 
 # --- how each action happens (same helpers as deploy/edge/install.sh) ---------------------
 pretend() { [ "$dry" = 1 ] || [ -n "$destdir" ]; }
@@ -130,6 +165,16 @@ dir() {
   if [ -z "$destdir" ]; then chown "$3" "$1"; fi
 }
 exists() { [ -e "$destdir$1" ]; }
+# The [provider] section of a new bridge.toml: the kind, the account, and the secret's file.
+provider_section() {
+  printf '\n# The SMS provider (install.sh --provider); the secret lives in %s.\n[provider]\nkind = "%s"\n' \
+    "$ETC/provider.secret" "$provider"
+  case "$provider" in
+    twilio) printf '\n[provider.twilio]\naccount_sid = "%s"\nauth_token_file = "%s"\n' "$provider_account" "$ETC/provider.secret" ;;
+    smsc) printf '\n[provider.smsc]\nlogin = "%s"\npassword_file = "%s"\n' "$provider_account" "$ETC/provider.secret" ;;
+    http) printf '\n[provider.http]\nurl = "%s"\ntoken_file = "%s"\n' "$provider_account" "$ETC/provider.secret" ;;
+  esac
+}
 
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/pyproject.toml" | head -n 1)"
 bridge="$PREFIX/current/venv/bin/cloud-bridge"
@@ -241,8 +286,21 @@ else
   )]|"
   grep -q '^# bridge_accounts = ' "$here/bridge.toml.example" ||
     die "bridge.toml.example has no '# bridge_accounts = ...' line to set"
-  sed -e "s|^public_url = .*|public_url = \"$public_url\"|" -e "s|^mqtt_host = .*|mqtt_host = \"$domain\"|" \
-    -e "$database" -e "$accounts" "$here/bridge.toml.example" | write "$ETC/bridge.toml" 0640 "$SERVICE_USER"
+  {
+    sed -e "s|^public_url = .*|public_url = \"$public_url\"|" -e "s|^mqtt_host = .*|mqtt_host = \"$domain\"|" \
+      -e "$database" -e "$accounts" "$here/bridge.toml.example"
+    provider_section
+  } | write "$ETC/bridge.toml" 0640 "$SERVICE_USER"
+fi
+if [ -n "$provider" ] && [ "$provider" != sandbox ]; then
+  if [ "$dry" = 1 ]; then
+    echo "    would write: $ETC/provider.secret (mode 0640, root:$SERVICE_USER) from $provider_secret_file"
+  else
+    write "$ETC/provider.secret" 0640 "$SERVICE_USER" <"$provider_secret_file"
+  fi
+fi
+if exists "$ETC/bridge.toml" && ! grep -Eq '^[[:space:]]*kind[[:space:]]*=' "$destdir$ETC/bridge.toml"; then
+  warn "$ETC/bridge.toml has no [provider] kind: the bridge refuses to start until one is chosen (install.sh --provider, or README: SMS providers)"
 fi
 if exists "$ETC/bridge-mqtt.password"; then
   echo "    keeping the existing bridge broker password"
