@@ -53,7 +53,7 @@ PACKAGES=(mosquitto mosquitto-clients sqlite3 openssl python3 python3-venv pytho
 UNITS=(passby-bridge.service passby-bridge-worker@.service passby-mosquitto-reload.path
   passby-mosquitto-reload.service passby-backup.service passby-backup.timer passby-backup-postgres.service passby-backup-postgres.timer)
 ENABLE=(passby-mosquitto-reload.path passby-backup.timer passby-bridge.service)
-HELPERS=(backup-sqlite.sh restore-sqlite.sh backup-postgres.sh restore-postgres.sh tls-setup.sh)
+HELPERS=(backup-sqlite.sh restore-sqlite.sh backup-postgres.sh restore-postgres.sh broker-files.bash tls-setup.sh)
 TOTAL=11
 MAX_WORKERS=64
 # The store install.sh --postgres makes: database passby, OS user passby = role passby (peer).
