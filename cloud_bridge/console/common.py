@@ -69,32 +69,28 @@ def when(ts: float | None, tz: str | None = None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+_SPANS = ((90, 1, "s"), (5400, 60, "min"), (172800, 3600, "h"), (math.inf, 86400, "d"))
+
+
+def _span(seconds: float, digits: int) -> str:
+    """A non-negative duration in the largest unit that keeps it readable: ``42 s``, ``5 min``."""
+    for limit, size, unit in _SPANS:
+        if seconds < limit:
+            return f"{seconds / size:.{digits}f} {unit}"
+    raise AssertionError("unreachable: the last span is unbounded")
+
+
 def ago(ts: float | None, now: float) -> str:
     if not ts:
         return "never"
-    s = max(0, now - ts)
-    if s < 90:
-        return f"{s:.0f} s ago"
-    if s < 5400:
-        return f"{s / 60:.0f} min ago"
-    if s < 172800:
-        return f"{s / 3600:.0f} h ago"
-    return f"{s / 86400:.0f} d ago"
+    return _span(max(0, now - ts), 0) + " ago"
 
 
 def offset(seconds: float | None) -> str:
     """A signed clock offset: ``+1.5 s``, ``−5.1 min``, ``+2.0 h``, ``−3.0 d`` (``-`` unknown)."""
     if seconds is None:
         return "-"
-    sign = "+" if seconds >= 0 else "\u2212"
-    s = abs(seconds)
-    if s < 90:
-        return f"{sign}{s:.1f} s"
-    if s < 5400:
-        return f"{sign}{s / 60:.1f} min"
-    if s < 172800:
-        return f"{sign}{s / 3600:.1f} h"
-    return f"{sign}{s / 86400:.1f} d"
+    return ("+" if seconds >= 0 else "\u2212") + _span(abs(seconds), 1)
 
 
 def mask_phone(phone: str | None) -> str:
