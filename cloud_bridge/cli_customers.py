@@ -1,4 +1,5 @@
-"""``cloud-bridge customers`` (CRM import, erasure) and ``cloud-bridge stores`` (site key rotation)."""
+"""``cloud-bridge customers`` (CRM import, erasure) and ``cloud-bridge stores`` (add, list, edit,
+site key rotation)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from cloud_bridge.config import BridgeSettings, ConfigError, load_settings
 if TYPE_CHECKING:
     from cloud_bridge.crm_import import ImportReport
     from cloud_bridge.store import BridgeStore
+    from cloud_bridge.tenant import StoreDef
 
 __all__ = ["customers_app", "stores_app"]
 
@@ -22,7 +24,9 @@ customers_app = typer.Typer(
     help="Customers: CRM import with a row-by-row report, erasure on request.",
     no_args_is_help=True,
 )
-stores_app = typer.Typer(help="Stores: site key rotation.", no_args_is_help=True)
+stores_app = typer.Typer(
+    help="Stores: add, list and edit them; site key rotation.", no_args_is_help=True
+)
 
 CONFIG_OPT = typer.Option(
     None, "--config", "-c", help="bridge TOML config file", envvar="PASSBY_BRIDGE_CONFIG"
@@ -179,3 +183,150 @@ def stores_rotate_site_key(
         "(cloud-bridge sensors add, edge-agent enroll) or copy it to their site_key_file, "
         "then announce the roster (cloud-bridge roster publish --store ID)."
     )
+
+
+# Each store field as the command line names it (every error names the option to change).
+STORE_OPTIONS = {
+    "id": "STORE_ID",
+    "name": "--name",
+    "timezone": "--timezone",
+    "country": "--country",
+    "sender_name": "--sender",
+    "sending_hours": "--hours",
+    "daily_budget": "--daily-budget",
+}
+
+
+def _store_def(fields: dict[str, object]) -> StoreDef:
+    """The store as the tenant file would define it, validated by the same model; an error names
+    the option, not the model's field."""
+    from pydantic import ValidationError
+
+    from cloud_bridge.tenant import StoreDef
+
+    try:
+        return StoreDef.model_validate(fields)
+    except ValidationError as exc:
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "store"
+            msg = err["msg"].removeprefix("Value error, ")
+            typer.echo(f"error: {STORE_OPTIONS.get(field, field)}: {msg}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _hours(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    start, sep, end = value.partition("-")
+    if not sep:
+        typer.echo(f"error: --hours: {value!r} is not START-END, e.g. 09:00-21:00", err=True)
+        raise typer.Exit(2)
+    return start.strip(), end.strip()
+
+
+@stores_app.command("add")
+def stores_add(
+    store_id: str = typer.Argument(
+        ..., help="store id (letters, digits, '_', '.', '-'; in MQTT topics)"
+    ),
+    name: str = typer.Option(..., "--name", help="display name, used in SMS texts"),
+    timezone: str = typer.Option(..., "--timezone", help="IANA time zone, e.g. Europe/Moscow"),
+    country: str = typer.Option(..., "--country", help="ISO country code, e.g. RU"),
+    sender: str = typer.Option(..., "--sender", help="SMS sender: 1-11 characters with a letter"),
+    hours: str | None = typer.Option(
+        None, "--hours", help="sending hours, store local (09:00-21:00)"
+    ),
+    daily_budget: int | None = typer.Option(None, "--daily-budget", help="SMS per store-local day"),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Add a store (validated like a tenant file's [store]; it gets its own site key)."""
+    from cloud_bridge.tenant import save_store
+
+    fields: dict[str, object] = {
+        "id": store_id, "name": name, "timezone": timezone, "country": country,
+        "sender_name": sender, "daily_budget": daily_budget,
+    }  # fmt: skip
+    span = _hours(hours)
+    if span is not None:
+        fields["sending_hours"] = span
+    definition = _store_def(fields)
+    store = _store(_settings(config))
+    if store.store_info(store_id) is not None:
+        typer.echo(
+            f"error: store {store_id} exists: change it with `cloud-bridge stores edit`", err=True
+        )
+        raise typer.Exit(2)
+    save_store(store, definition)
+    typer.echo(
+        f"store {store_id} added ({definition.timezone}, sending "
+        f"{definition.sending_hours[0]}-{definition.sending_hours[1]}); "
+        f"add a box: cloud-bridge sensors add --store {store_id}"
+    )
+
+
+@stores_app.command("edit")
+def stores_edit(
+    store_id: str = typer.Argument(..., help="store id"),
+    name: str | None = typer.Option(None, "--name", help="display name"),
+    timezone: str | None = typer.Option(None, "--timezone", help="IANA time zone"),
+    country: str | None = typer.Option(None, "--country", help="ISO country code"),
+    sender: str | None = typer.Option(None, "--sender", help="SMS sender"),
+    hours: str | None = typer.Option(None, "--hours", help="sending hours, e.g. 09:00-21:00"),
+    daily_budget: int | None = typer.Option(None, "--daily-budget", help="SMS per day"),
+    no_budget: bool = typer.Option(False, "--no-budget", help="remove the daily budget"),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Change a store's settings; what is not named stays as it is."""
+    from cloud_bridge.tenant import save_store
+
+    store = _store(_settings(config))
+    rows = [r for r in store.store_rows() if r["id"] == store_id]
+    if not rows:
+        typer.echo(f"error: no store {store_id} (cloud-bridge stores list)", err=True)
+        raise typer.Exit(2)
+    now = rows[0]
+    span = _hours(hours)
+    changes = {
+        "name": name, "timezone": timezone, "country": country, "sender_name": sender,
+        "sending_hours": span, "daily_budget": daily_budget,
+    }  # fmt: skip
+    fields: dict[str, object] = {
+        "id": store_id,
+        "name": now["name"],
+        "timezone": now["timezone"],
+        "country": now["country"],
+        "sender_name": now["sender_name"],
+        "sending_hours": (now["send_start"], now["send_end"]),
+        "daily_budget": None if no_budget else now["daily_budget"],
+    }
+    fields.update({k: v for k, v in changes.items() if v is not None})
+    save_store(store, _store_def(fields))
+    changed = sorted(STORE_OPTIONS[k] for k, v in changes.items() if v is not None)
+    if no_budget:
+        changed.append("--no-budget")
+    typer.echo(f"store {store_id}: changed {', '.join(changed) or 'nothing'}")
+
+
+@stores_app.command("list")
+def stores_list(
+    as_json: bool = typer.Option(False, "--json", help="one JSON list instead of a table"),
+    config: Path | None = CONFIG_OPT,
+) -> None:
+    """Every store with its time zone, sender, sending hours and daily budget."""
+    rows = _store(_settings(config)).store_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} store(s)")
+    for col in ("id", "name", "time zone", "country", "sender", "hours", "daily budget"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["id"], r["name"], r["timezone"], r["country"], r["sender_name"],
+            f"{r['send_start']}-{r['send_end']}",
+            "-" if r["daily_budget"] is None else str(r["daily_budget"]),
+        )  # fmt: skip
+    Console().print(table)

@@ -23,7 +23,7 @@ from edge_agent.frames import parse_mac
 from edge_agent.protocol import ID_PATTERN
 from edge_agent.roster import subject_id
 
-__all__ = ["Tenant", "load_tenant", "seed"]
+__all__ = ["StoreDef", "Tenant", "load_tenant", "save_store", "seed"]
 
 HOURS = r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"
 
@@ -176,12 +176,10 @@ def load_tenant(path: Path) -> Tenant:
         raise ConfigError("\n".join(lines)) from None
 
 
-def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> None:
-    """Upsert the tenant. Consent in a tenant file is recorded as imported evidence; MACs are
-    stored encrypted; customers erased on request (suppressed) are skipped."""
-    s = tenant.store
+def save_store(store: BridgeStore, s: StoreDef) -> bool:
+    """Insert or update one store from its validated definition; a new store gets a random site
+    key, an existing one keeps its own. True when the store is new."""
     existing = store.query("SELECT site_key FROM stores WHERE id=?", [s.id])
-    site_key = existing[0]["site_key"] if existing else secrets.token_hex(16)
     store.upsert_store(
         {
             "id": s.id,
@@ -192,9 +190,17 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
             "send_start": s.sending_hours[0],
             "send_end": s.sending_hours[1],
             "daily_budget": s.daily_budget,
-            "site_key": site_key,
+            "site_key": existing[0]["site_key"] if existing else secrets.token_hex(16),
         }
     )
+    return not existing
+
+
+def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> None:
+    """Upsert the tenant. Consent in a tenant file is recorded as imported evidence; MACs are
+    stored encrypted; customers erased on request (suppressed) are skipped."""
+    s = tenant.store
+    save_store(store, s)
     for c in tenant.customers:
         if suppressed(store, c.phone, c.crm_id):
             continue  # erased on request: a tenant file cannot bring them back (see erasure.py)
