@@ -52,6 +52,11 @@ def sh(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 12
     )
 
 
+def cloud_install(*args: str | Path, script: Path = CLOUD / "install.sh"):
+    """The cloud installer for mqtt.example.com with the sandbox provider, plus ``args``."""
+    return sh(script, *args, "--domain", "mqtt.example.com", "--provider", "sandbox")
+
+
 # shell scripts --------------------------------------------------------------------------------
 def shell_scripts() -> list[Path]:
     out = []
@@ -146,8 +151,7 @@ def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
     res = sh(EDGE / "install.sh", "--destdir", root, "--channel", "6", "--country", "RU")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
-             "--workers", "3")  # fmt: skip
+    res = cloud_install("--destdir", root, "--postgres", "--workers", "3")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     host_units = Path("/usr/lib/systemd/system")
     if not (host_units / "sysinit.target").exists():
@@ -515,15 +519,7 @@ def test_cloud_install_from_a_bundle(built_release: tuple[Path, Path, str], tmp_
         tar.extractall(tmp_path, filter="data")
     bundle = tmp_path / f"passby-{v}"
     root = tmp_path / "root"
-    res = sh(
-        bundle / "deploy/cloud/install.sh",
-        "--destdir",
-        root,
-        "--domain",
-        "mqtt.example.com",
-        "--provider",
-        "sandbox",
-    )
+    res = cloud_install("--destdir", root, script=bundle / "deploy/cloud/install.sh")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     software = next(b for t, b in steps(res.stdout) if t.startswith("bridge software"))
     assert f"passby_update.py verify-bundle {bundle} --pubkey {pub}" in software
@@ -573,15 +569,7 @@ CLOUD_STEPS = [
 
 
 def test_cloud_install_dry_run() -> None:
-    res = sh(
-        CLOUD / "install.sh",
-        "--dry-run",
-        "--domain",
-        "mqtt.example.com",
-        "--provider",
-        "sandbox",
-        "--postgres",
-    )
+    res = cloud_install("--dry-run", "--postgres")
     assert res.returncode == 0, res.stderr
     got = steps(res.stdout)
     assert len(got) == len(CLOUD_STEPS)
@@ -617,8 +605,7 @@ def _bridge_toml(output: str) -> str:
 def test_cloud_install_with_postgres_workers() -> None:
     """--postgres --workers 3: bridge.toml on the local database, workers @2 and @3 enabled
     after the main unit; the template installed; without --workers, no worker unit."""
-    res = sh(CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
-             "--workers", "3")  # fmt: skip
+    res = cloud_install("--dry-run", "--postgres", "--workers", "3")
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
     assert re.findall(r"^database = .*$", toml, re.M) == [f'database = "{PG_DATABASE}"']
@@ -643,23 +630,13 @@ def test_cloud_install_with_postgres_workers() -> None:
         "passby-bridge-worker@3.service",
     ]
 
-    res = sh(
-        CLOUD / "install.sh",
-        "--dry-run",
-        "--domain",
-        "mqtt.example.com",
-        "--provider",
-        "sandbox",
-        "--postgres",
-    )
+    res = cloud_install("--dry-run", "--postgres")
     assert res.returncode == 0, res.stderr
     assert not re.search(r"passby-bridge-worker@\d", res.stdout)
     assert len(re.findall(r"systemctl enable --now", res.stdout)) == 1
     assert f'\ndatabase = "{PG_DATABASE}"\n' in _bridge_toml(res.stdout)
 
-    res = sh(
-        CLOUD / "install.sh", "--dry-run", "--domain", "mqtt.example.com", "--provider", "sandbox"
-    )
+    res = cloud_install("--dry-run")
     assert res.returncode == 0, res.stderr
     toml = _bridge_toml(res.stdout)
     assert not re.search(r"^database\b", toml, re.M), "SQLite by default"
@@ -677,15 +654,7 @@ def test_cloud_install_with_postgres_workers() -> None:
     ],
 )
 def test_cloud_install_refuses_bad_workers(args: list[str], needle: str) -> None:
-    res = sh(
-        CLOUD / "install.sh",
-        "--dry-run",
-        "--domain",
-        "mqtt.example.com",
-        "--provider",
-        "sandbox",
-        *args,
-    )
+    res = cloud_install("--dry-run", *args)
     assert res.returncode != 0 and needle in res.stderr, res.stderr
     assert "==> [2/" not in res.stdout, "refused only after starting"
 
@@ -696,8 +665,7 @@ def test_cloud_install_postgres_config_validates(tmp_path: Path) -> None:
     from cloud_bridge.config import BridgeSettings, load_settings
 
     root = tmp_path / "root"
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
-             "--workers", "3")  # fmt: skip
+    res = cloud_install("--destdir", root, "--postgres", "--workers", "3")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     conf = root / "etc/passby/bridge.toml"
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640
@@ -712,24 +680,13 @@ def test_cloud_install_postgres_config_validates(tmp_path: Path) -> None:
     assert s.database_path() == PG_DATABASE and s.worker_id == "1"
     assert str(s.data_dir) == "/var/lib/passby-bridge"
 
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
-             "--workers", "3")  # fmt: skip
+    res = cloud_install("--destdir", root, "--postgres", "--workers", "3")
     assert res.returncode == 0 and "keeping the existing /etc/passby/bridge.toml" in res.stdout
 
     conf.write_text(re.sub(r"^database = .*\n", "", conf.read_text(), flags=re.M))
-    res = sh(CLOUD / "install.sh", "--destdir", root, "--domain", "mqtt.example.com", "--provider", "sandbox", "--postgres",
-             "--workers", "3")  # fmt: skip
+    res = cloud_install("--destdir", root, "--postgres", "--workers", "3")
     assert res.returncode != 0 and "move the data to PostgreSQL first" in res.stderr, res.stderr
-    res = sh(
-        CLOUD / "install.sh",
-        "--destdir",
-        root,
-        "--domain",
-        "mqtt.example.com",
-        "--provider",
-        "sandbox",
-        "--postgres",
-    )
+    res = cloud_install("--destdir", root, "--postgres")
     assert res.returncode == 0 and "does not use PostgreSQL" in res.stderr, res.stderr
 
 
