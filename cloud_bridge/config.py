@@ -323,7 +323,7 @@ class EnrolSettings(_Section):
     )
     consent_version: str = Field(
         "v1",
-        description="consent text version new enrolments read (cloud_bridge/consent_texts/)",
+        description="consent text version new enrolments read (cloud_bridge/customers/texts/)",
         pattern=r"^v\d+$",
     )
     device_ttl_days: float = Field(
@@ -487,7 +487,7 @@ class BridgeSettings(PassbySettings):
 
     def data_key_bytes(self) -> bytes:
         """The data key: this setting (or PASSBY_DATA_KEY), else the key file under data_dir."""
-        from cloud_bridge.datakey import load_data_key
+        from cloud_bridge.storage.datakey import load_data_key
 
         if self.data_key is not None:
             return bytes.fromhex(self.data_key.get_secret_value().strip())

@@ -10,13 +10,13 @@ import time
 import uvicorn
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.ingest import Ingest
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import make_provider
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.web import create_app
-from cloud_bridge.worker import DecisionWorker, policy_from_settings
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import make_provider
+from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.offers.worker import DecisionWorker, policy_from_settings
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
 
 __all__ = ["BridgeService", "WebServer"]
 

@@ -13,18 +13,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edge_agent import __version__, frames
+from edge_agent import __version__
+from edge_agent.adapters.outbox import Outbox
+from edge_agent.adapters.sdnotify import SdNotifier
+from edge_agent.adapters.update_status import failed_update
 from edge_agent.config import ConfigError, EdgeSettings
-from edge_agent.footfall import Footfall
-from edge_agent.outbox import Outbox
-from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
+from edge_agent.core import frames
+from edge_agent.core.footfall import Footfall
+from edge_agent.core.presence import PresenceConfig, PresenceEvent, PresenceTracker
 from edge_agent.protocol import PresenceMessage, Rssi, StatsMessage, topic
 from edge_agent.roster import Roster, RosterError, load_roster
-from edge_agent.sdnotify import SdNotifier
-from edge_agent.update_status import failed_update
 
 if TYPE_CHECKING:
-    from edge_agent.commands import CommandWorker
+    from edge_agent.adapters.commands import CommandWorker
 
 __all__ = ["Pipeline", "RunSummary", "load_roster_file", "replay_dated", "run_capture"]
 
@@ -187,7 +188,7 @@ def load_roster_file(settings: EdgeSettings) -> Roster:
         roster = load_roster(path.read_bytes(), public, site_key, store_id=settings.store_id)
     except RosterError as exc:
         raise RosterError(f"{path}: {exc}") from None
-    from edge_agent.commands import ROSTER_MARK, read_roster_mark, write_roster_mark
+    from edge_agent.adapters.commands import ROSTER_MARK, read_roster_mark, write_roster_mark
 
     newest = read_roster_mark(settings.data_dir)
     if roster.version < newest:
@@ -250,8 +251,8 @@ def run_capture(
     event of a rebased replay that would be dated ahead of the wall clock is dated now
     (``replay_dated``).
     """
-    from edge_agent.commands import CommandWorker, RemoteConfig, presence_config
-    from edge_agent.uplink import Uplink  # paho is only needed when we actually publish
+    from edge_agent.adapters.commands import CommandWorker, RemoteConfig, presence_config
+    from edge_agent.adapters.uplink import Uplink  # paho is only needed when we actually publish
 
     stop = stop or threading.Event()
     remote = RemoteConfig(settings)

@@ -12,7 +12,7 @@ import hashlib
 from collections import deque
 from dataclasses import dataclass
 
-from edge_agent.presence import smooth
+from edge_agent.core.presence import smooth
 
 __all__ = ["MIN_HYSTERESIS_DB", "Reading", "Calibrator", "suggest_thresholds"]
 

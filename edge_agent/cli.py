@@ -83,10 +83,10 @@ def run(
     """Run the detection chain live on an interface, or over a capture, and publish presence events."""
     _setup_logging(verbose)
     settings = _load(config)
+    from edge_agent.adapters.capture import CaptureError, ChannelHopper, LiveCapture
+    from edge_agent.adapters.outbox import OutboxError
+    from edge_agent.adapters.pcapfile import CaptureFormatError, open_capture
     from edge_agent.agent import run_capture
-    from edge_agent.capture import CaptureError, ChannelHopper, LiveCapture
-    from edge_agent.outbox import OutboxError
-    from edge_agent.pcapfile import CaptureFormatError, open_capture
 
     if (capture is None) == (iface is None):
         typer.echo("error: give exactly one of --capture or --iface", err=True)
@@ -201,10 +201,10 @@ def calibrate(
     """Show live smoothed RSSI to set the store's thresholds ("stand at the door, press Enter")."""
     import secrets as _secrets
 
-    from edge_agent import frames
+    from edge_agent.adapters.capture import CaptureError, LiveCapture
+    from edge_agent.adapters.pcapfile import CaptureFormatError, open_capture
     from edge_agent.calibrate import Calibrator, suggest_thresholds
-    from edge_agent.capture import CaptureError, LiveCapture
-    from edge_agent.pcapfile import CaptureFormatError, open_capture
+    from edge_agent.core import frames
 
     if (iface is None) == (capture is None):
         typer.echo("error: give exactly one of --iface or --capture", err=True)
@@ -355,8 +355,8 @@ def enroll(
     force: bool = typer.Option(False, "--force", help="replace an existing edge.toml"),
 ) -> None:
     """Fetch this sensor's configuration and credentials with a one-time pairing code."""
-    from edge_agent.enroll import EnrollError
-    from edge_agent.enroll import enroll as do_enroll
+    from edge_agent.adapters.enroll import EnrollError
+    from edge_agent.adapters.enroll import enroll as do_enroll
 
     try:
         path, cfg = do_enroll(code, bridge, out, ca_file=ca_file, data_dir=data_dir, force=force)

@@ -113,7 +113,7 @@ def gather(
 
 
 def _count_frames(iface: str, seconds: float) -> int:
-    from edge_agent.capture import LiveCapture
+    from edge_agent.adapters.capture import LiveCapture
 
     stop = threading.Event()
     cap = LiveCapture(iface, bpf=False, stop=stop, poll_s=0.2)

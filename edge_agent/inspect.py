@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from edge_agent.frames import FrameStats, format_mac
-from edge_agent.pcapfile import CaptureFormatError, CaptureReader, open_capture
+from edge_agent.adapters.pcapfile import CaptureFormatError, CaptureReader, open_capture
+from edge_agent.core.frames import FrameStats, format_mac
 
 __all__ = ["run"]
 

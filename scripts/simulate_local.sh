@@ -6,7 +6,7 @@
 #   scripts/simulate_local.sh [SENSORS=2000] [DURATION_S=600] [RATE_PER_SENSOR=0.2] [WORKDIR]
 #
 # Extra 'cloud-bridge simulate' options can follow in SIM_ARGS (e.g. SIM_ARGS="--processes 2").
-# WORKERS=N runs N bridge workers on a private PostgreSQL cluster (python -m cloud_bridge.pgserver)
+# WORKERS=N runs N bridge workers on a private PostgreSQL cluster (python -m cloud_bridge.dev.pgserver)
 # instead of one bridge on SQLite: the scale-out set-up of deploy/cloud/SCALE.md.
 # Everything lives in WORKDIR (default var/simulate, wiped first): bridge.toml, the database,
 # mosquitto.conf and its log, bridge.log, sim-credentials.json (0600), summary.json, acked.txt.
@@ -25,7 +25,7 @@ MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
 rm -rf "$WORK"
 mkdir -p "$WORK/mosquitto"
 WORK=$(cd "$WORK" && pwd)
-PORT=$("$BIN/python" -c 'from cloud_bridge.mosquitto import free_port; print(free_port())')
+PORT=$("$BIN/python" -c 'from cloud_bridge.dev.mosquitto import free_port; print(free_port())')
 BRIDGE_PASSWORD=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
 ulimit -n "$(ulimit -Hn)"  # one descriptor per connection, in the broker and the simulator
 
@@ -40,7 +40,7 @@ trap cleanup EXIT
 
 DATABASE=""
 if [ "$WORKERS" -gt 1 ]; then
-  "$BIN/python" -m cloud_bridge.pgserver passby >"$WORK/postgres.url" 2>"$WORK/postgres.log" &
+  "$BIN/python" -m cloud_bridge.dev.pgserver passby >"$WORK/postgres.url" 2>"$WORK/postgres.log" &
   pids+=($!)
   for _ in $(seq 300); do [ -s "$WORK/postgres.url" ] && break; sleep 0.1; done
   [ -s "$WORK/postgres.url" ] || { echo "PostgreSQL did not start:"; cat "$WORK/postgres.log"; exit 2; }
@@ -104,7 +104,7 @@ status=0
 "$BIN/python" - "$WORK" <<'EOF'
 import json, sys
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 from edge_agent.config import load_settings
 work = sys.argv[1]
 s = json.load(open(f"{work}/summary.json"))

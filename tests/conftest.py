@@ -13,7 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # third-party captures under data/pcaps. Tests that need it use the fixtures below.
 SHARED_DATA = REPO_ROOT.parent / "shared"
 SHARED_PCAPS = SHARED_DATA / "data" / "pcaps"
-DEMO_DIR = REPO_ROOT / "cloud_bridge" / "demo"
+DEMO_DIR = REPO_ROOT / "cloud_bridge" / "dev" / "demo"
 
 
 def require(path: Path, what: str) -> Path:
@@ -52,7 +52,7 @@ PG_DATA_KEY = "5e" * 32
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[object]:
-    from cloud_bridge.pgserver import LocalPostgres, PostgresError
+    from cloud_bridge.dev.pgserver import LocalPostgres, PostgresError
 
     pg = LocalPostgres(settings={"fsync": "off", "synchronous_commit": "off"})
     try:

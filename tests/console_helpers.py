@@ -13,14 +13,14 @@ from typing import Any
 from engine_helpers import bridge_location
 from fastapi.testclient import TestClient
 
-from cloud_bridge.auth import Accounts
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
+from cloud_bridge.web.auth import Accounts
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 PASSWORD = "correct horse battery"
 USERS = {
     "ada": ("admin", []),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 
 STORE_ID = "main-st"
 SENDER = "MainStCafe"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cloud_bridge.pgdb import is_postgres_url
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.pgdb import is_postgres_url
+from cloud_bridge.storage.store import BridgeStore
 
 
 def is_postgres(db_location: object) -> bool:

@@ -1,4 +1,4 @@
-"""Generate the demo capture ``cloud_bridge/demo/demo.pcap`` from the demo tenant, reproducibly.
+"""Generate the demo capture ``cloud_bridge/dev/demo/demo.pcap`` from the demo tenant, reproducibly.
 
 Usage::
 
@@ -119,8 +119,8 @@ from scapy.packet import Raw
 from scapy.utils import PcapWriter
 
 REPO = Path(__file__).resolve().parents[1]
-TENANT = REPO / "cloud_bridge" / "demo" / "tenant.toml"
-OUT = REPO / "cloud_bridge" / "demo" / "demo.pcap"
+TENANT = REPO / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+OUT = REPO / "cloud_bridge" / "dev" / "demo" / "demo.pcap"
 
 SEED = 20260314
 START = int(datetime(2026, 3, 14, 10, 0, tzinfo=UTC).timestamp())

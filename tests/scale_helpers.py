@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_bridge.store import CAPPED_STATES, BridgeStore
+from cloud_bridge.storage.store import CAPPED_STATES, BridgeStore
 
 REPO = Path(__file__).resolve().parents[1]
 BRIDGE = str(Path(sys.executable).with_name("cloud-bridge"))

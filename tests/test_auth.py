@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from console_helpers import PASSWORD, World, csrf_of, login, make_world
 
-from cloud_bridge.auth import AccountError
+from cloud_bridge.web.auth import AccountError
 
 
 @pytest.fixture()

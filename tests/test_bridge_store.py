@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.worker import DecisionWorker
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 
 
@@ -171,7 +171,7 @@ def test_incompatible_protocol_marks_sensor(bridge) -> None:
 def test_last_seen_written_together_once_a_second(bridge) -> None:
     """Events mark their sensor seen; the marks are written in one statement at most once a
     second (and by the flush that follows the last event), each sensor's latest time kept."""
-    from cloud_bridge.ingest import flush_seen
+    from cloud_bridge.ingest.consumer import flush_seen
 
     store, keys = bridge
     c = IngestCounters()
@@ -226,7 +226,7 @@ def test_sensors_seen_from_two_workers_only_moves_forward(bridge) -> None:
 def test_a_batch_stores_its_events_together_and_keeps_order(bridge) -> None:
     """Messages stored as one batch: a copy in the same batch or an earlier one is a
     duplicate, a bad message is a dead letter, the good ones are stored, results in order."""
-    from cloud_bridge.ingest import handle_batch
+    from cloud_bridge.ingest.consumer import handle_batch
 
     store, keys = bridge
     c = IngestCounters()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from cloud_bridge.demo.run import CAPTURE
+from cloud_bridge.dev.demo.run import CAPTURE
 from edge_agent.calibrate import Calibrator, suggest_thresholds
 
 MAC_A = bytes.fromhex("da a1 19 3c 4e 01".replace(" ", ""))

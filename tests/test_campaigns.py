@@ -14,7 +14,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from cloud_bridge.campaigns import (
+from cloud_bridge.cli.main import app as cli_app
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers.campaigns import (
     CampaignError,
     campaigns_router,
     engine_campaign,
@@ -22,17 +25,14 @@ from cloud_bridge.campaigns import (
     save_campaigns,
     validate_campaigns,
 )
-from cloud_bridge.cli import app as cli_app
-from cloud_bridge.decide import WEEKDAYS, assign
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.offers.decide import WEEKDAYS, assign
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.worker import DecisionWorker
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 
 GOOD = """
@@ -272,7 +272,7 @@ def test_api_refuses_without_credentials(bridge) -> None:
         class enrol:  # noqa: N801 - mimics BridgeSettings.enrol
             api_token = None
 
-    from cloud_bridge import campaigns as mod
+    from cloud_bridge.offers import campaigns as mod
 
     app.include_router(campaigns_router(store, Settings(), auth=mod._bearer_check(Settings())))
     assert TestClient(app).get("/api/v1/campaigns").status_code == 403
@@ -476,7 +476,7 @@ def test_readme_campaign_example_loads(bridge, tmp_path: Path) -> None:
 
 
 def test_readme_documents_every_reason() -> None:
-    from cloud_bridge.decide import REASONS
+    from cloud_bridge.offers.decide import REASONS
 
     text = README.read_text(encoding="utf-8")
     for code, words in REASONS.items():

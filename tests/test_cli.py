@@ -10,7 +10,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from cloud_bridge.cli import app as bridge_app
+from cloud_bridge.cli.main import app as bridge_app
 from edge_agent.cli import app as edge_app
 
 ROOT = Path(__file__).parents[1]
@@ -27,7 +27,7 @@ def _commands(app) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    "module,app", [("edge_agent.cli", edge_app), ("cloud_bridge.cli", bridge_app)]
+    "module,app", [("edge_agent.cli", edge_app), ("cloud_bridge.cli.main", bridge_app)]
 )
 def test_help_lists_and_describes_every_subcommand(module: str, app) -> None:
     out = subprocess.run(
@@ -85,7 +85,7 @@ def test_bad_toml_syntax_is_reported(tmp_path: Path) -> None:
     cfg = tmp_path / "bridge.toml"
     cfg.write_text("[mqtt\nport = 1\n")
     out = subprocess.run(
-        [sys.executable, "-m", "cloud_bridge.cli", "validate-config", str(cfg)],
+        [sys.executable, "-m", "cloud_bridge.cli.main", "validate-config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,7 +93,7 @@ def test_bad_toml_syntax_is_reported(tmp_path: Path) -> None:
     assert out.returncode == 2 and "not valid TOML" in out.stderr and "line 1" in out.stderr
 
 
-@pytest.mark.parametrize("module", ["edge_agent.cli", "cloud_bridge.cli"])
+@pytest.mark.parametrize("module", ["edge_agent.cli", "cloud_bridge.cli.main"])
 def test_validate_config_takes_the_file_either_way(tmp_path: Path, module: str) -> None:
     """`validate-config FILE` and `validate-config -c FILE` mean the same on both CLIs."""
     cfg = tmp_path / "x.toml"
@@ -123,7 +123,7 @@ def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
     cfg = tmp_path / "bridge.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n[mqtt]\nport = 1\n')
     out = subprocess.run(
-        [sys.executable, "-m", "cloud_bridge.cli", "run", "-c", str(cfg), "--no-console"],
+        [sys.executable, "-m", "cloud_bridge.cli.main", "run", "-c", str(cfg), "--no-console"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -135,7 +135,7 @@ def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
     # validate-config accepts the file (it is valid) but says the bridge will not run on it.
     checked = subprocess.run(
-        [sys.executable, "-m", "cloud_bridge.cli", "validate-config", str(cfg)],
+        [sys.executable, "-m", "cloud_bridge.cli.main", "validate-config", str(cfg)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -146,7 +146,7 @@ def test_run_refuses_without_an_explicit_provider(tmp_path: Path) -> None:
 def test_seed_takes_a_tenant_file_without_a_sensor_section(tmp_path: Path) -> None:
     """The tenant file is a bulk import of a store, its customers and campaigns; boxes are added
     with `sensors add`, so no [sensor] section is demanded (an old one is ignored, with a note)."""
-    from cloud_bridge.cli import app as bridge
+    from cloud_bridge.cli.main import app as bridge
 
     cfg = tmp_path / "bridge.toml"
     cfg.write_text(f'data_dir = "{tmp_path / "data"}"\n')

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.commands import CommandWorker, RemoteConfig
+from edge_agent.adapters.commands import CommandWorker, RemoteConfig
 from edge_agent.config import EdgeSettings
-from edge_agent.presence import PresenceConfig
+from edge_agent.core.presence import PresenceConfig
 from edge_agent.roster import Roster, build_roster, load_roster, mac_hash
 
 SITE = bytes(range(16))

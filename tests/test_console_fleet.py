@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from console_helpers import World, add_sensor_state, make_world
 
-from cloud_bridge.fleet import sensor_health
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.ingest.fleet import sensor_health
+from cloud_bridge.storage.store import BridgeStore
 
 
 @pytest.fixture()

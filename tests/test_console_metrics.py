@@ -31,7 +31,7 @@ def _samples(store) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:  # 
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from cloud_bridge.console.metrics import StoreCollector
+    from cloud_bridge.web.console.metrics import StoreCollector
 
     registry = CollectorRegistry()
     registry.register(StoreCollector(store))

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from console_helpers import World, add_sensor_state, csrf_of, make_world
 
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 
 
 @pytest.fixture()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from engine_helpers import bridge_location, database_setting
 
-from cloud_bridge.crm_import import ImportFileError, import_customers
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.customers.crm_import import ImportFileError, import_customers
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 HEADER = (
     "crm_id,name,phone,first_purchase,visits,loyalty_tier,favourite_product,consent_sms,"
     "consent_recognition,consent_text_version,consent_time,consent_source,macs\n"
@@ -257,7 +257,7 @@ def test_cli_table_json_and_exit_status(bridge) -> None:
     cli = [
         sys.executable,
         "-m",
-        "cloud_bridge.cli",
+        "cloud_bridge.cli.main",
         "customers",
         "import",
         str(path),

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from engine_helpers import bridge_location, database_setting
 
-from cloud_bridge.crm_import import ImportFileError, import_customers
-from cloud_bridge.erasure import erase_customer
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.reports import import_purchases
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.customers.crm_import import ImportFileError, import_customers
+from cloud_bridge.customers.erasure import erase_customer
+from cloud_bridge.reports.figures import import_purchases
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA_PHONE = "+79161234501"  # the demo tenant's C-1001
 BORIS_PHONE = "+79161234502"  # C-1002
 
@@ -140,7 +140,7 @@ def test_cli_reports_the_encoding_error_with_exit_status_2(bridge) -> None:
     env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"} | {
         k: v for k, v in os.environ.items() if k == "PASSBY_DATA_KEY"
     }
-    cli = [sys.executable, "-m", "cloud_bridge.cli"]
+    cli = [sys.executable, "-m", "cloud_bridge.cli.main"]
     out = subprocess.run(
         [*cli, "customers", "import", str(path), "-c", str(cfg)],
         capture_output=True, text=True, timeout=60, env=env,
@@ -207,7 +207,7 @@ def test_cli_dry_run_line_matches_the_real_run(bridge) -> None:
     cli = [
         sys.executable,
         "-m",
-        "cloud_bridge.cli",
+        "cloud_bridge.cli.main",
         "customers",
         "import",
         str(path),

@@ -15,15 +15,15 @@ from engine_helpers import is_postgres, table_names
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.crm_import import import_customers
-from cloud_bridge.datakey import DataCipher, DataKeyError, load_data_key
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.pgdb import PgDatabase
-from cloud_bridge.store import MIGRATIONS, BridgeStore
+from cloud_bridge.customers.crm_import import import_customers
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.datakey import DataCipher, DataKeyError, load_data_key
+from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.store import MIGRATIONS, BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 
 
 def notations(mac: str) -> list[bytes]:

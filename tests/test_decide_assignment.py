@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from cloud_bridge.decide import Campaign, Variant, assign, unit_pair
+from cloud_bridge.offers.decide import Campaign, Variant, assign, unit_pair
 
 BASE = Campaign("spring-15", "Spring", "arrive", "x")
 N = 20_000
@@ -27,7 +27,7 @@ def test_assignment_is_deterministic_and_stable_across_processes() -> None:
     here = [(h, v.id) for h, v in (assign(camp, i) for i in range(1, 200))]
     assert here == [(h, v.id) for h, v in (assign(camp, i) for i in range(1, 200))]
     code = (
-        "from cloud_bridge.decide import Campaign, Variant, assign\n"
+        "from cloud_bridge.offers.decide import Campaign, Variant, assign\n"
         "c = Campaign('spring-15', 'Spring', 'arrive', 'x', holdout_pct=10.0, "
         "variants=(Variant('A', 'a'), Variant('B', 'b')))\n"
         "print([(h, v.id) for h, v in (assign(c, i) for i in range(1, 200))])"

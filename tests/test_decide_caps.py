@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.campaigns import save_campaigns, validate_campaigns
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers.campaigns import save_campaigns, validate_campaigns
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.worker import DecisionWorker
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 CONSENTING = ("C-1001", "C-1002", "C-1003")
 

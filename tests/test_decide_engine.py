@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud_bridge.decide import (
+from cloud_bridge.offers.decide import (
     DECISION_REASONS,
     REASONS,
     Audience,

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud_bridge.decide import (
+from cloud_bridge.offers.decide import (
     Campaign,
     Customer,
     Event,

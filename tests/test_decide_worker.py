@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge import worker as worker_mod
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider, SendResult
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.providers import SandboxProvider, SendResult
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers import worker as worker_mod
+from cloud_bridge.offers.worker import DecisionWorker, event_of
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.worker import DecisionWorker, event_of
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 
 

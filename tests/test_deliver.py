@@ -9,10 +9,10 @@ from collections.abc import Iterable
 import pytest
 from delivery_helpers import BRAND, add_customer, new_store, reserve, states
 
-from cloud_bridge.deliver import FROM, Deliverer, DeliveryOptions
-from cloud_bridge.providers import Outgoing, SendResult, StatusResult
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.outbox import FROM, Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import Outgoing, SendResult, StatusResult
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.store import BridgeStore
 
 
 class Scripted:
@@ -398,7 +398,7 @@ def test_a_send_waiting_for_its_token_is_not_adopted(
     """Under load a send waits in the queue longer than the orphan time, then in a sender's
     hands for its token: it is handled, so the sweep must leave it alone (adopting it queued
     it a second time, and the copy spent a token of the provider's rate for nothing)."""
-    caplog.set_level("INFO", logger="cloud_bridge.deliver")
+    caplog.set_level("INFO", logger="cloud_bridge.delivery.outbox")
     now = time.time()
     p = Scripted()
     d = Deliverer(

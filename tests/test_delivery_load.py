@@ -11,11 +11,11 @@ import uuid
 import pytest
 from delivery_helpers import STORE_ID, add_customer, new_store
 
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage.store import BridgeStore
 
 ORPHAN_S = 2.0  # the sweep's patience, shortened so that a queue wait exceeds it in seconds
 

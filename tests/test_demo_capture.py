@@ -20,8 +20,8 @@ from scapy.utils import RawPcapReader, rdpcap
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GENERATOR = REPO_ROOT / "tests" / "gen_demo_capture.py"
-CAPTURE = REPO_ROOT / "cloud_bridge" / "demo" / "demo.pcap"
-TENANT = REPO_ROOT / "cloud_bridge" / "demo" / "tenant.toml"
+CAPTURE = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "demo.pcap"
+TENANT = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 REGENERATE = f"run '.venv/bin/python {GENERATOR.relative_to(REPO_ROOT)}' and commit {CAPTURE.name}"
 
 ENTER_DBM = -70

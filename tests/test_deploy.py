@@ -25,9 +25,9 @@ from types import ModuleType
 
 import pytest
 
+from edge_agent.adapters.sdnotify import SdNotifier, notify
 from edge_agent.doctor import KNOWN_GOOD
 from edge_agent.protocol import PROTOCOL_VERSION
-from edge_agent.sdnotify import SdNotifier, notify
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGE = ROOT / "deploy" / "edge"
@@ -247,7 +247,7 @@ def test_bridge_worker_unit_is_the_bridge_unit_without_console() -> None:
     runs `cloud-bridge run --no-console --worker-id <instance>`; follows passby-bridge.service."""
     from typer.main import get_command
 
-    from cloud_bridge.cli import app as bridge_app
+    from cloud_bridge.cli.main import app as bridge_app
 
     main = parse_unit(CLOUD / "systemd/passby-bridge.service")
     worker = parse_unit(CLOUD / "systemd/passby-bridge-worker@.service")
@@ -526,7 +526,7 @@ def test_cloud_install_from_a_bundle(built_release: tuple[Path, Path, str], tmp_
     assert f"pip install --quiet {bundle}/passby-{v}-py3-none-any.whl[bridge]" in software
     served = root / f"var/lib/passby-bridge/releases/passby-edge-{v}.tar"
     assert served.read_bytes() == (bundle / f"passby-edge-{v}.tar").read_bytes()
-    from cloud_bridge.releases import latest_release
+    from cloud_bridge.sensors.releases import latest_release
 
     assert latest_release(served.parent) == served
     release = json.loads((root / f"opt/passby/releases/{v}/release.json").read_text())
@@ -773,7 +773,7 @@ def test_docs_agree_that_no_provider_takes_an_idempotency_key() -> None:
     Idempotency-Key header or field): SCALE.md must not claim the opposite."""
     import inspect
 
-    from cloud_bridge.providers import SmscProvider, TwilioProvider
+    from cloud_bridge.delivery.providers import SmscProvider, TwilioProvider
 
     for cls in (TwilioProvider, SmscProvider):
         assert "idempot" not in inspect.getsource(cls.submit).lower(), cls.__name__
@@ -1363,8 +1363,8 @@ def test_release_bundle_verifies_with_the_updaters_code(
     with zipfile.ZipFile(bundle / f"passby-{v}-py3-none-any.whl") as zf:
         names = set(zf.namelist())
     assert {
-        "cloud_bridge/console/static/console.css",
-        "cloud_bridge/console/static/campaign.js",
+        "cloud_bridge/web/console/static/console.css",
+        "cloud_bridge/web/console/static/campaign.js",
     } <= names
     # The updater's command line says the same.
     res = sh(sys.executable, EDGE / "passby_update.py", "verify-bundle", bundle, "--pubkey", pub)
@@ -1489,7 +1489,7 @@ def test_mosquitto_serves_tls_with_the_repo_config_and_our_certs(tmp_path: Path)
     the bridge account connects over TLS verifying the host name; a wrong CA is refused."""
     import paho.mqtt.client as mqtt
 
-    from cloud_bridge.mosquitto import find_mosquitto, free_port
+    from cloud_bridge.dev.mosquitto import find_mosquitto, free_port
 
     binary = find_mosquitto()
     mosquitto_passwd = need("mosquitto_passwd", "mosquitto")
@@ -1577,7 +1577,7 @@ def test_guides_use_real_commands_and_options() -> None:
     """Every `edge-agent ...` / `cloud-bridge ...` in the user guides exists with its options."""
     from typer.main import get_command
 
-    from cloud_bridge.cli import app as bridge_app
+    from cloud_bridge.cli.main import app as bridge_app
     from edge_agent.cli import app as edge_app
 
     apps = {"edge-agent": get_command(edge_app), "cloud-bridge": get_command(bridge_app)}
@@ -1618,11 +1618,13 @@ def test_enroll_on_an_installed_box_does_not_say_run_it_by_hand(
 
     from typer.testing import CliRunner
 
+    import edge_agent.adapters.enroll
     import edge_agent.cli as cli
-    import edge_agent.enroll
 
     cfg = SimpleNamespace(store_id="main-st", sensor_id="door-1")
-    monkeypatch.setattr(edge_agent.enroll, "enroll", lambda *a, **k: (tmp_path / "edge.toml", cfg))
+    monkeypatch.setattr(
+        edge_agent.adapters.enroll, "enroll", lambda *a, **k: (tmp_path / "edge.toml", cfg)
+    )
     installed_at = cli.AGENT_UNIT
     unit = tmp_path / "passby-agent.service"
     monkeypatch.setattr(cli, "AGENT_UNIT", unit)

@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.campaigns import save_campaigns, validate_campaigns
-from cloud_bridge.decide import (
+from cloud_bridge.delivery.outbox import Deliverer
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.offers.campaigns import save_campaigns, validate_campaigns
+from cloud_bridge.offers.decide import (
     Campaign,
     Counters,
     Customer,
@@ -29,11 +32,8 @@ from cloud_bridge.decide import (
     decide,
     within_hours,
 )
-from cloud_bridge.deliver import Deliverer
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import CAPPED_STATES, BridgeStore
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage.store import CAPPED_STATES, BridgeStore
 
 DAY = 86400.0
 T0 = 1_773_000_000.0  # March 2026: the US switches to DST inside the streams

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
-from cloud_bridge.consent import CONSENT_DIR, LANGUAGES, consent_text, versions
-from cloud_bridge.enrol import (
+from cloud_bridge.customers.consent_texts import CONSENT_DIR, LANGUAGES, consent_text, versions
+from cloud_bridge.customers.enrol import (
     PORTAL_MAC_PARAMS,
     CodeClosed,
     Confirmed,
@@ -26,13 +26,13 @@ from cloud_bridge.enrol import (
     WrongCode,
     router,
 )
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider, SendResult
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.providers import SandboxProvider, SendResult
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA = "+79161234501"  # a known, consenting demo customer
 NEW_MAC = "02:11:22:33:44:55"
 
@@ -107,7 +107,7 @@ def test_consent_texts_exist_in_every_language_and_name_both_consents() -> None:
 
 
 def test_opt_out_words_in_the_texts_are_the_keywords_inbound_sms_obey() -> None:
-    from cloud_bridge.inbound import parse_keyword
+    from cloud_bridge.delivery.inbound import parse_keyword
 
     for lang in LANGUAGES:
         bold = re.findall(r"\*\*(.+?)\*\*", consent_text("v1", lang).text)
@@ -563,7 +563,7 @@ def test_confirmed_enrolment_takes_over_a_mac_and_rosters_stay_buildable(env) ->
     it last (a phone changed hands; a public one leaves it with its owner: see
     test_enrolment_identity.py); a MAC two customers share (e.g. from two imports) goes to the
     one seen last: a roster never maps one device hash to two subjects."""
-    from cloud_bridge.rosters import build_store_roster
+    from cloud_bridge.sensors.rosters import build_store_roster
 
     store, keys, client, clock, app = env
     app.state.enrolments = Enrolments(

@@ -14,19 +14,19 @@ from engine_helpers import bridge_location, database_setting
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
-from cloud_bridge.crm_import import import_customers
-from cloud_bridge.enrol import Enrolments
-from cloud_bridge.erasure import erase_customer, suppressed
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.rosters import build_store_roster
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.customers.crm_import import import_customers
+from cloud_bridge.customers.enrol import Enrolments
+from cloud_bridge.customers.erasure import erase_customer, suppressed
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.sensors.rosters import build_store_roster
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
-from edge_agent.frames import parse_mac
+from cloud_bridge.web.app import create_app
+from edge_agent.core.frames import parse_mac
 from edge_agent.roster import load_roster
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA_MAC = "da:a1:19:3c:4e:01"
 ANNA_PHONE = "+79161234501"
 
@@ -162,7 +162,7 @@ def test_cli_erase(bridge) -> None:
     store.close()
     cfg = tmp / "bridge.toml"
     cfg.write_text(f'data_dir = "{tmp / "bridge"}"\n' + database_setting(store.location))
-    cli = [sys.executable, "-m", "cloud_bridge.cli", "customers", "erase"]
+    cli = [sys.executable, "-m", "cloud_bridge.cli.main", "customers", "erase"]
     out = subprocess.run(
         [*cli, "C-1001", "-c", str(cfg)], capture_output=True, text=True, timeout=60
     )

@@ -17,17 +17,17 @@ import pytest
 from console_helpers import add_sensor_state, make_world
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.decide import REASONS, Send, Skip, decide
-from cloud_bridge.fleet import sensor_health
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.ingest.fleet import sensor_health
+from cloud_bridge.offers.decide import REASONS, Send, Skip, decide
+from cloud_bridge.offers.worker import DecisionWorker, policy_from_settings
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.worker import DecisionWorker, policy_from_settings
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 STATS = "passby/v1/main-st/door-1/stats"
 DAY = 86400.0

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.footfall import Footfall
+from edge_agent.core.footfall import Footfall
 
 HOUR = 1_700_002_800  # an exact UTC hour boundary
 assert HOUR % 3600 == 0

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge_agent import frames
-from edge_agent.frames import (
+from edge_agent.adapters.pcapfile import open_capture
+from edge_agent.core import frames
+from edge_agent.core.frames import (
     BAD_FCS,
     FrameStats,
     MalformedFrame,
@@ -24,7 +25,6 @@ from edge_agent.frames import (
     parse,
     parse_mac,
 )
-from edge_agent.pcapfile import open_capture
 
 PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
 

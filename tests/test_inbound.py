@@ -11,11 +11,16 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.inbound import gateway_signature, inbound_router, parse_keyword, smsc_signature
-from cloud_bridge.providers import Outgoing, SendResult, StatusResult, twilio_signature
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.inbound import (
+    gateway_signature,
+    inbound_router,
+    parse_keyword,
+    smsc_signature,
+)
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import Outgoing, SendResult, StatusResult, twilio_signature
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.store import BridgeStore
 
 PUBLIC = "https://bridge.example"
 SID = "AC" + "c" * 32
@@ -387,7 +392,7 @@ def test_twilio_callback_maps_every_status(env, status: str) -> None:  # type: i
 
 
 def test_twilio_callback_and_lookup_share_one_table() -> None:
-    from cloud_bridge import inbound, providers
+    from cloud_bridge.delivery import inbound, providers
 
     lookup = {
         s: providers.TwilioProvider._status_of({"sid": "SM1", "status": s}).status
@@ -468,7 +473,7 @@ def test_smsc_status_callback_we_cannot_place_changes_nothing(make_env, code: st
 
 
 def test_smsc_callback_url_asks_for_utf8() -> None:
-    from cloud_bridge.inbound import smsc_callback_url
+    from cloud_bridge.delivery.inbound import smsc_callback_url
 
     url = smsc_callback_url("https://bridge.example/")
     assert url == "https://bridge.example/sms/smsc/callback?charset=utf-8&md5=1"

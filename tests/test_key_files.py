@@ -11,8 +11,8 @@ from pathlib import Path
 PROBE = r"""
 import json, sys, time
 from pathlib import Path
-from cloud_bridge.datakey import load_data_key
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.storage.datakey import load_data_key
+from cloud_bridge.sensors.keys import BridgeKeys
 d = Path(sys.argv[1]); start = float(sys.argv[2])
 while time.time() < start:
     pass

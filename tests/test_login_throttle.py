@@ -16,8 +16,8 @@ import pytest
 from console_helpers import PASSWORD, World, login, make_world
 from fastapi.testclient import TestClient
 
-from cloud_bridge.auth import Accounts, LoginRequired, LoginThrottled
 from cloud_bridge.config import WebSettings
+from cloud_bridge.web.auth import Accounts, LoginRequired, LoginThrottled
 
 ATTACKER, OWNER = "203.0.113.66", "198.51.100.10"
 

@@ -28,13 +28,13 @@ from typing import Any
 import pytest
 from engine_helpers import is_postgres, table_names
 
-from cloud_bridge import store as store_mod
-from cloud_bridge.datakey import DataCipher
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.pgdb import PgDatabase
-from cloud_bridge.providers import SandboxProvider
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage import store as store_mod
+from cloud_bridge.storage.datakey import DataCipher
+from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.store import BridgeStore
 
 LATEST = len(store_mod.MIGRATIONS)
 KEY = bytes(range(32))
@@ -752,7 +752,7 @@ def test_newer_schema_is_refused(db_location) -> None:
     """A downgrade is refused with a clear message instead of running on an unknown schema."""
     import pytest
 
-    from cloud_bridge.store import MIGRATIONS, BridgeStore, SchemaTooNew
+    from cloud_bridge.storage.store import MIGRATIONS, BridgeStore, SchemaTooNew
 
     db = BridgeStore(db_location)
     db.db.execute("INSERT INTO schema_migrations VALUES (?, 0)", [len(MIGRATIONS) + 1])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import Outbox
+from edge_agent.adapters.outbox import Outbox
 
 
 def test_add_pending_ack_roundtrip(tmp_path: Path) -> None:

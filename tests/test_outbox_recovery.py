@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.outbox import Outbox, OutboxInUse
+from edge_agent.adapters.outbox import Outbox, OutboxInUse
 
 
 def _aside(tmp_path: Path, kind: str) -> list[Path]:
@@ -22,7 +22,7 @@ def test_garbage_file_is_moved_aside_and_counted(
 ) -> None:
     path = tmp_path / "o.db"
     path.write_bytes(b"this is not an SQLite database, a bad SD card wrote it" * 100)
-    with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.adapters.outbox"):
         ob = Outbox(path)
     aside = _aside(tmp_path, "corrupt")
     assert len(aside) == 1 and ob.moved_aside == aside[0]
@@ -69,7 +69,7 @@ def test_locked_file_is_moved_aside_and_its_rows_requeued(
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # e.g. an sqlite3 shell left open in a transaction
     try:
-        with caplog.at_level(logging.ERROR, logger="edge_agent.outbox"):
+        with caplog.at_level(logging.ERROR, logger="edge_agent.adapters.outbox"):
             fresh = Outbox(path, limit=10, busy_timeout_s=0.3)
         assert len(_aside(tmp_path, "locked")) == 1
         assert fresh.recovered == 1

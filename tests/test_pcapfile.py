@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from scapy.layers.dot11 import Dot11, Dot11ProbeReq, RadioTap
 from scapy.utils import PcapNgWriter, RawPcapReader
 
-from edge_agent.pcapfile import CaptureFormatError, CaptureReader, open_capture
+from edge_agent.adapters.pcapfile import CaptureFormatError, CaptureReader, open_capture
 
 PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
 FRAMES = [bytes([i]) * (20 + i) for i in range(1, 8)]
@@ -259,7 +259,7 @@ def test_non_seekable_trickling_stream(step: int) -> None:
 def test_stdin_dash_reads_a_pipe() -> None:
     path = PCAPS / "aircrack__zn2i.pcap"
     code = (
-        "from edge_agent.pcapfile import open_capture\n"
+        "from edge_agent.adapters.pcapfile import open_capture\n"
         "r = open_capture('-')\n"
         "print(sum(len(d) for _, _, d in r), r.records, r.truncated, sorted(r.linktypes))\n"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud_bridge.pgdb import translate
+from cloud_bridge.storage.pgdb import translate
 
 
 @pytest.mark.parametrize(

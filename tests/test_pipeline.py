@@ -8,8 +8,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scapy.layers.dot11 import Dot11, RadioTap
 
 from edge_agent.agent import Pipeline
-from edge_agent.footfall import Footfall
-from edge_agent.presence import PresenceConfig, PresenceEvent, PresenceTracker
+from edge_agent.core.footfall import Footfall
+from edge_agent.core.presence import PresenceConfig, PresenceEvent, PresenceTracker
 from edge_agent.roster import build_roster, load_roster, mac_hash
 
 SITE = bytes(range(16))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edge_agent.presence import (
+from edge_agent.core.presence import (
     TRANSITIONS,
     PresenceConfig,
     PresenceEvent,

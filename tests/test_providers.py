@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from cloud_bridge.config import ProviderSettings
-from cloud_bridge.errors import ProviderConfigError
-from cloud_bridge.providers import (
+from cloud_bridge.delivery.providers import (
     GatewayRules,
     HttpGatewayProvider,
     Outgoing,
@@ -27,7 +26,8 @@ from cloud_bridge.providers import (
     smsc_validity,
     twilio_signature,
 )
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.errors import ProviderConfigError
+from cloud_bridge.storage.store import BridgeStore
 
 SID = "AC" + "a" * 32
 MSG = Outgoing(
@@ -455,7 +455,7 @@ def test_one_off_send_reports_retry_as_failed() -> None:
 def test_validate_config_gives_the_smsc_handler_url_in_utf8(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
-    from cloud_bridge.cli import app
+    from cloud_bridge.cli.main import app
 
     cfg = tmp_path / "bridge.toml"
     cfg.write_text(

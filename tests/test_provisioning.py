@@ -15,10 +15,10 @@ import pytest
 from engine_helpers import bridge_location, database_setting, table_names
 from typer.testing import CliRunner
 
-from cloud_bridge.cli import app as bridge_app
+from cloud_bridge.cli.main import app as bridge_app
 from cloud_bridge.config import BridgeSettings, ProvisioningSettings
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.provisioning import (
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.sensors.provisioning import (
     PairingError,
     ProvisioningError,
     add_sensor,
@@ -29,10 +29,10 @@ from cloud_bridge.provisioning import (
     revoke_sensor,
 )
 from cloud_bridge.service import WebServer
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.web import create_app
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
+from edge_agent.adapters.enroll import EnrollError, enroll
 from edge_agent.config import EdgeSettings, MqttSettings, load_settings
-from edge_agent.enroll import EnrollError, enroll
 
 ROOT = Path(__file__).parents[1]
 SITE_KEY = "00112233445566778899aabbccddeeff"

@@ -18,15 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_bridge.auth import Accounts
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import WebServer
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
+from cloud_bridge.web.auth import Accounts
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 PASSWORD = "correct horse battery"
 ENROL_PER_IP, LOGIN_PER_IP = 3, 4
 
@@ -255,7 +255,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_reported_once(tmp_path: Pa
 
     settings = settings_for(tmp_path, [])
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
-    caplog.set_level(logging.WARNING, logger="cloud_bridge.web")
+    caplog.set_level(logging.WARNING, logger="cloud_bridge.web.app")
     try:
         app = create_app(store, settings)
         c = TestClient(app, client=("127.0.0.1", 40000))
@@ -264,7 +264,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_reported_once(tmp_path: Pa
         c.get("/healthz")
     finally:
         store.close()
-    warnings = [r.getMessage() for r in caplog.records if r.name == "cloud_bridge.web"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "cloud_bridge.web.app"]
     assert len(warnings) == 1, warnings
     assert "web.trusted_proxies" in warnings[0] and "127.0.0.1" in warnings[0]
     assert "203.0.113" not in warnings[0]
@@ -277,7 +277,16 @@ def test_install_sh_warns_when_a_kept_bridge_toml_trusts_no_proxy(tmp_path: Path
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", str(install), "--destdir", str(root), "--domain", "mqtt.example.com", "--provider", "sandbox"],
+            [
+                "bash",
+                str(install),
+                "--destdir",
+                str(root),
+                "--domain",
+                "mqtt.example.com",
+                "--provider",
+                "sandbox",
+            ],
             capture_output=True,
             text=True,
             timeout=300,

@@ -20,15 +20,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("edge_agent", "cloud_bridge")
 
 PURE_MODULES = (
-    "edge_agent/frames.py",
-    "edge_agent/presence.py",
-    "edge_agent/footfall.py",
+    "edge_agent/core/frames.py",
+    "edge_agent/core/presence.py",
+    "edge_agent/core/footfall.py",
     "edge_agent/roster.py",
     "edge_agent/protocol.py",
-    "cloud_bridge/decide.py",
+    "cloud_bridge/offers/decide.py",
     "cloud_bridge/clock.py",
-    "cloud_bridge/fleet.py",
-    "cloud_bridge/sms_encoding.py",
+    "cloud_bridge/ingest/fleet.py",
+    "cloud_bridge/delivery/sms_encoding.py",
 )
 
 # Imported module (its top-level name) -> why a pure core may not import it.

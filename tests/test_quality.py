@@ -13,16 +13,16 @@ from edge_agent.config import EdgeSettings
 
 ROOT = Path(__file__).parents[1]
 PURE = [
-    "edge_agent/frames.py",
-    "edge_agent/presence.py",
+    "edge_agent/core/frames.py",
+    "edge_agent/core/presence.py",
     "edge_agent/roster.py",
-    "edge_agent/footfall.py",
+    "edge_agent/core/footfall.py",
     "edge_agent/protocol.py",
     "edge_agent/calibrate.py",
-    "cloud_bridge/decide.py",
-    "cloud_bridge/sms_encoding.py",
+    "cloud_bridge/offers/decide.py",
+    "cloud_bridge/delivery/sms_encoding.py",
     "cloud_bridge/clock.py",
-    "cloud_bridge/fleet.py",
+    "cloud_bridge/ingest/fleet.py",
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.ratelimit import TokenBucket, bucket_for, reset_buckets
+from cloud_bridge.delivery.ratelimit import TokenBucket, bucket_for, reset_buckets
 
 
 def test_rate_and_burst() -> None:

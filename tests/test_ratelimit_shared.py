@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 
-from cloud_bridge.ratelimit import SharedBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.ratelimit import SharedBucket
+from cloud_bridge.storage.store import BridgeStore
 
 
 def test_two_workers_share_one_rate(db_location) -> None:  # type: ignore[no-untyped-def]

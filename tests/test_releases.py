@@ -8,8 +8,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.web import create_app
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
 
 
 def test_latest_release_is_the_highest_version(tmp_path: Path) -> None:

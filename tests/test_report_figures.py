@@ -16,9 +16,7 @@ from typing import Any
 
 import pytest
 
-from cloud_bridge.auth import Principal
-from cloud_bridge.console import reports as console
-from cloud_bridge.reports import (
+from cloud_bridge.reports.figures import (
     Report,
     build_report,
     day_of,
@@ -27,7 +25,9 @@ from cloud_bridge.reports import (
     reset_figures,
     summarise,
 )
-from cloud_bridge.store import BridgeStore, decision_of_send
+from cloud_bridge.storage.store import BridgeStore, decision_of_send
+from cloud_bridge.web.auth import Principal
+from cloud_bridge.web.console import reports as console
 
 DAY = 86400.0
 STORES = ["s1", "s2", "s3"]

@@ -9,14 +9,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cloud_bridge.cli import app as cli_app
-from cloud_bridge.erasure import erase_customer
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.reports import build_report, import_purchases, newcombe_diff, summarise, wilson
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.cli.main import app as cli_app
+from cloud_bridge.customers.erasure import erase_customer
+from cloud_bridge.reports.figures import (
+    build_report,
+    import_purchases,
+    newcombe_diff,
+    summarise,
+    wilson,
+)
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 DAY = 86400.0
 
 

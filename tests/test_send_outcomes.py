@@ -11,17 +11,17 @@ from datetime import UTC, datetime
 import pytest
 from delivery_helpers import STORE_ID, add_customer, new_store
 
-from cloud_bridge.auth import Principal
-from cloud_bridge.cli_engine import _explain_event
-from cloud_bridge.console import reports as console
-from cloud_bridge.console.metrics import StoreCollector
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.providers import SandboxProvider, StatusResult
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.reports import Report, refresh_figures, reset_figures
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.web import overview
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.cli.engine import _explain_event
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import SandboxProvider, StatusResult
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.reports.figures import Report, refresh_figures, reset_figures
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import overview
+from cloud_bridge.web.auth import Principal
+from cloud_bridge.web.console import reports as console
+from cloud_bridge.web.console.metrics import StoreCollector
 
 ADMIN = Principal(1, "ada", "admin", (), "session")
 
@@ -147,9 +147,9 @@ def test_a_shed_send_reads_shed_everywhere(
 def test_every_send_state_reads_a_documented_reason() -> None:
     """Each state a send can be in reads as a reason explained in plain words (README table),
     and every reason of a send's fate is one a state reads as."""
-    from cloud_bridge.decide import DECISION_REASONS, SEND_REASONS
-    from cloud_bridge.deliver import FROM
-    from cloud_bridge.store import decision_of_send
+    from cloud_bridge.delivery.outbox import FROM
+    from cloud_bridge.offers.decide import DECISION_REASONS, SEND_REASONS
+    from cloud_bridge.storage.store import decision_of_send
 
     states = set(FROM) | {"reserved"}
     readings = {decision_of_send(s) for s in states}

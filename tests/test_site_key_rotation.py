@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.rosters import RosterBuildError, build_store_roster, rotate_site_key
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.sensors.rosters import RosterBuildError, build_store_roster, rotate_site_key
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from edge_agent.frames import parse_mac
+from edge_agent.core.frames import parse_mac
 from edge_agent.roster import MAGIC, SIG_LEN, load_roster, mac_hash
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 CONSENTING_MACS = [
     "da:a1:19:3c:4e:01",
     "6e:12:7a:90:b3:22",
@@ -91,7 +91,7 @@ def test_cli_rotate_site_key(bridge) -> None:
         [
             sys.executable,
             "-m",
-            "cloud_bridge.cli",
+            "cloud_bridge.cli.main",
             "stores",
             "rotate-site-key",
             "main-st",

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_bridge.sms_encoding import (
+from cloud_bridge.delivery.sms_encoding import (
     GSM7_BASIC,
     GSM7_EXTENSION,
     LIMITS,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.errors import SenderError, TemplateCostError
-from cloud_bridge.sms_encoding import is_gsm7
-from cloud_bridge.sms_text import (
+from cloud_bridge.delivery.sms_encoding import is_gsm7
+from cloud_bridge.delivery.sms_text import (
     compose,
     confirmation_text,
     language_of_text,
@@ -17,11 +16,12 @@ from cloud_bridge.sms_text import (
     sender_kind,
     validate_template_cost,
 )
-from cloud_bridge.templates import TemplateError
+from cloud_bridge.errors import SenderError, TemplateCostError
+from cloud_bridge.offers.templates import TemplateError
 from cloud_bridge.tenant import load_tenant
 from edge_agent.config import ConfigError
 
-DEMO = Path(__file__).parents[1] / "cloud_bridge" / "demo" / "tenant.toml"
+DEMO = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 LINK = "https://pb.example/o/AbCd1234"
 
 

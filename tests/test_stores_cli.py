@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cloud_bridge.cli import app
+from cloud_bridge.cli.main import app
 
 runner = CliRunner()
 
@@ -81,7 +81,7 @@ def test_add_refuses_an_existing_store_and_edit_an_unknown_one(cfg: Path) -> Non
 
 def test_edit_keeps_the_site_key(cfg: Path) -> None:
     from cloud_bridge.config import BridgeSettings, load_settings
-    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.storage.store import BridgeStore
 
     args = ["--name", "N", "--timezone", "Europe/Moscow", "--country", "RU", "--sender", "Shop"]
     assert bridge(cfg, "stores", "add", "s1", *args).exit_code == 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from console_helpers import add_sensor_state
 
-from cloud_bridge.fleet import sensor_health
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.ingest.fleet import sensor_health
+from cloud_bridge.storage.store import BridgeStore
+from edge_agent.adapters.update_status import MAX_LEN, failed_update
 from edge_agent.protocol import StatsMessage
-from edge_agent.update_status import MAX_LEN, failed_update
 
 
 def test_failed_update_text_from_the_status_file(tmp_path: Path) -> None:

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from console_helpers import PASSWORD, login  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-from cloud_bridge.auth import Accounts  # noqa: E402
-from cloud_bridge.campaigns import save_campaigns, validate_campaigns  # noqa: E402
-from cloud_bridge.console import campaigns as campaigns_console  # noqa: E402
-from cloud_bridge.reports import refresh_figures, reset_figures  # noqa: E402
-from cloud_bridge.store import BridgeStore  # noqa: E402
-from cloud_bridge.web import create_app  # noqa: E402
+from cloud_bridge.offers.campaigns import save_campaigns, validate_campaigns  # noqa: E402
+from cloud_bridge.reports.figures import refresh_figures, reset_figures  # noqa: E402
+from cloud_bridge.storage.store import BridgeStore  # noqa: E402
+from cloud_bridge.web.app import create_app  # noqa: E402
+from cloud_bridge.web.auth import Accounts  # noqa: E402
+from cloud_bridge.web.console import campaigns as campaigns_console  # noqa: E402
 
 STORES, SENSORS, CUSTOMERS, DECISIONS = 100, 1000, 100_000, 1_000_000
 VISITS, PURCHASES, OPTOUTS = 200_000, 30_000, 2_000

@@ -47,9 +47,9 @@ from delivery_helpers import BRAND, STORE_ID, add_customer, new_store, seed_inte
 from integration.fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.providers import make_provider
-from cloud_bridge.ratelimit import TokenBucket
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import make_provider
+from cloud_bridge.delivery.ratelimit import TokenBucket
 
 SENDS = int(os.environ.get("PASSBY_BENCH_SENDS", 1500))
 ARRIVALS = int(os.environ.get("PASSBY_BENCH_ARRIVALS", 1000))
@@ -184,17 +184,17 @@ def chain(tmp: Path) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from test_frames import BCAST, dot11, radiotap, rt_fields
 
-    from cloud_bridge.ingest import Ingest
-    from cloud_bridge.mosquitto import LocalMosquitto
-    from cloud_bridge.worker import DecisionWorker
+    from cloud_bridge.dev.mosquitto import LocalMosquitto
+    from cloud_bridge.ingest.consumer import Ingest
+    from cloud_bridge.offers.worker import DecisionWorker
+    from edge_agent.adapters.outbox import Outbox
+    from edge_agent.adapters.uplink import Uplink
     from edge_agent.agent import Pipeline, to_message
     from edge_agent.config import MqttSettings
-    from edge_agent.footfall import Footfall
-    from edge_agent.outbox import Outbox
-    from edge_agent.presence import PresenceTracker
+    from edge_agent.core.footfall import Footfall
+    from edge_agent.core.presence import PresenceTracker
     from edge_agent.protocol import topic
     from edge_agent.roster import build_roster, load_roster, mac_hash
-    from edge_agent.uplink import Uplink
 
     broker = LocalMosquitto(tmp / "mosquitto")
     broker.start()
@@ -322,7 +322,7 @@ def pinned_clock(tz: str, hour: int = 12) -> tuple[Any, float]:
 def loaded(tmp: Path) -> dict[str, Any]:
     import uuid
 
-    from cloud_bridge.worker import DecisionWorker
+    from cloud_bridge.offers.worker import DecisionWorker
 
     clock, _ = pinned_clock("Europe/Moscow")  # the bench store's time zone
     fake = FakeTwilio(FaultPlan()).start()
@@ -411,8 +411,8 @@ def optout_latency(runs: int = 200) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from cloud_bridge.config import BridgeSettings
-    from cloud_bridge.inbound import inbound_router
-    from cloud_bridge.providers import SandboxProvider, twilio_signature
+    from cloud_bridge.delivery.inbound import inbound_router
+    from cloud_bridge.delivery.providers import SandboxProvider, twilio_signature
 
     store = new_store()
     settings = BridgeSettings(

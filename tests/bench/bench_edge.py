@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from edge_agent import frames
-from edge_agent.pcapfile import open_capture
+from edge_agent.adapters.pcapfile import open_capture
+from edge_agent.core import frames
 
 Record = tuple[float, int, bytes]
 Consume = Callable[[Iterable[Record]], None]
@@ -165,8 +165,8 @@ def pipeline_stage(records: Sequence[Record]) -> Callable[[], Consume]:
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
         from edge_agent.agent import Pipeline
-        from edge_agent.footfall import Footfall
-        from edge_agent.presence import PresenceTracker
+        from edge_agent.core.footfall import Footfall
+        from edge_agent.core.presence import PresenceTracker
         from edge_agent.roster import build_roster, load_roster, mac_hash
 
         site = secrets.token_bytes(16)

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloud_bridge.decide import (
+from cloud_bridge.offers.decide import (
     Audience,
     Campaign,
     CampaignBook,
@@ -243,11 +243,11 @@ class _Queued:
 def ingest_to_decision() -> dict[str, Any]:
     from scale_helpers import Publisher  # tests/ is on the path (tests/bench/run.py)
 
-    from cloud_bridge.ingest import Ingest
-    from cloud_bridge.mosquitto import LocalMosquitto
-    from cloud_bridge.providers import SandboxProvider
-    from cloud_bridge.store import BridgeStore
-    from cloud_bridge.worker import DecisionWorker
+    from cloud_bridge.delivery.providers import SandboxProvider
+    from cloud_bridge.dev.mosquitto import LocalMosquitto
+    from cloud_bridge.ingest.consumer import Ingest
+    from cloud_bridge.offers.worker import DecisionWorker
+    from cloud_bridge.storage.store import BridgeStore
     from edge_agent.config import MqttSettings
 
     rng = random.Random(7)

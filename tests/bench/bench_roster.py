@@ -133,9 +133,9 @@ def run() -> dict[str, float | int | bool]:
     from rich.console import Console
     from rich.table import Table
 
-    from cloud_bridge.keys import BridgeKeys
-    from cloud_bridge.rosters import build_store_roster
-    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.sensors.keys import BridgeKeys
+    from cloud_bridge.sensors.rosters import build_store_roster
+    from cloud_bridge.storage.store import BridgeStore
     from edge_agent.roster import load_roster
 
     rng = random.Random(11)

@@ -51,9 +51,9 @@ from scale_helpers import (  # noqa: E402
     wait_decided,
 )
 
-from cloud_bridge.mosquitto import LocalMosquitto  # noqa: E402
-from cloud_bridge.pgserver import LocalPostgres  # noqa: E402
-from cloud_bridge.store import BridgeStore  # noqa: E402
+from cloud_bridge.dev.mosquitto import LocalMosquitto  # noqa: E402
+from cloud_bridge.dev.pgserver import LocalPostgres  # noqa: E402
+from cloud_bridge.storage.store import BridgeStore  # noqa: E402
 
 EVENTS = int(os.environ.get("PASSBY_BENCH_SCALE_EVENTS", "12000"))
 CUSTOMERS = int(os.environ.get("PASSBY_BENCH_SCALE_CUSTOMERS", "800"))

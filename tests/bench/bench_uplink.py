@@ -78,8 +78,8 @@ def bridge_main(argv: list[str]) -> None:
 
     import paho.mqtt.client as mqtt
 
-    from cloud_bridge.ingest import Ingest
-    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.ingest.consumer import Ingest
+    from cloud_bridge.storage.store import BridgeStore
     from edge_agent.config import MqttSettings
 
     logging.disable(logging.WARNING)
@@ -119,12 +119,12 @@ class Rig:
     """Mosquitto + the bridge process + the edge's outbox and uplink, in a temporary dir."""
 
     def __init__(self, tmp: Path) -> None:
-        from cloud_bridge.mosquitto import LocalMosquitto
-        from cloud_bridge.store import BridgeStore
+        from cloud_bridge.dev.mosquitto import LocalMosquitto
+        from cloud_bridge.storage.store import BridgeStore
+        from edge_agent.adapters.outbox import Outbox
+        from edge_agent.adapters.uplink import Uplink
         from edge_agent.config import MqttSettings
-        from edge_agent.outbox import Outbox
         from edge_agent.protocol import topic
-        from edge_agent.uplink import Uplink
 
         self.tmp = tmp
         self.broker = LocalMosquitto(tmp / "mosquitto", extra_config="set_tcp_nodelay true\n")
@@ -213,7 +213,7 @@ def _figures(rows: list[dict[str, Any]], n: int, delivered: dict[str, float]) ->
 
 
 def outbox_throughput(tmp: Path, n: int) -> dict[str, float]:
-    from edge_agent.outbox import Outbox
+    from edge_agent.adapters.outbox import Outbox
 
     ob = Outbox(tmp / "throughput.db")
     payload = _event("0" * 8, 0, time.time())[1]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scapy.layers.dot11 import Dot11, Dot11Beacon, RadioTap
 
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.mosquitto import LocalMosquitto
 from edge_agent.roster import build_roster, mac_hash, subject_id
 
 AP = "02:00:5e:10:00:01"

@@ -12,8 +12,8 @@ import time
 
 from scapy.layers.dot11 import Dot11, Dot11Beacon, Dot11ProbeReq, RadioTap
 
-from edge_agent import frames
-from edge_agent.capture import LiveCapture
+from edge_agent.adapters.capture import LiveCapture
+from edge_agent.core import frames
 
 AP = "02:00:5e:10:00:01"
 PHONE = "da:a1:19:3c:4e:01"

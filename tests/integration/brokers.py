@@ -1,6 +1,6 @@
 """Real Mosquitto brokers and MQTT v5 clients for integration tests; failures fail the test.
 
-The broker itself is ``cloud_bridge.mosquitto.LocalMosquitto`` (the demo uses the same
+The broker itself is ``cloud_bridge.dev.mosquitto.LocalMosquitto`` (the demo uses the same
 launcher), so tests exercise the code users run. This module adds what tests need on
 top: a missing binary or a broker that does not start *fails* the test (never skips)
 with the reason and the tail of Mosquitto's log, ``kill()`` for crash tests, and a
@@ -36,7 +36,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud_bridge.mosquitto import BrokerError, LocalMosquitto
+from cloud_bridge.dev.mosquitto import BrokerError, LocalMosquitto
 
 __all__ = [
     "Broker",

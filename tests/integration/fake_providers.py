@@ -57,7 +57,7 @@ from typing import Any
 
 import httpx
 
-from cloud_bridge.providers import twilio_signature
+from cloud_bridge.delivery.providers import twilio_signature
 
 __all__ = [
     "FAULTS",

@@ -20,10 +20,10 @@ import logging
 import sys
 import time
 
+from edge_agent.adapters.outbox import Outbox
+from edge_agent.adapters.uplink import Uplink
 from edge_agent.config import MqttSettings
-from edge_agent.outbox import Outbox
 from edge_agent.protocol import PresenceMessage, Rssi, topic
-from edge_agent.uplink import Uplink
 
 STORE, SENSOR = "main-st", "door-1"
 

@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cloud_bridge.ingest as ingest_module
-from cloud_bridge.ingest import Ingest
-from cloud_bridge.store import BridgeStore
+import cloud_bridge.ingest.consumer as ingest_module
+from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.storage.store import BridgeStore
 from edge_agent.config import MqttSettings
 
 

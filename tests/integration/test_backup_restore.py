@@ -24,14 +24,14 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import prepare_site
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.keys import BridgeKeys
-from cloud_bridge.mosquitto import LocalMosquitto, free_port
-from cloud_bridge.providers import SandboxProvider
+from cloud_bridge.delivery.providers import SandboxProvider
+from cloud_bridge.dev.demo.run import prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import BridgeService
-from cloud_bridge.store import BridgeStore
-from cloud_bridge.worker import DecisionWorker
+from cloud_bridge.storage.store import BridgeStore
 from edge_agent.roster import subject_id
 
 pytestmark = pytest.mark.integration
@@ -365,7 +365,7 @@ def _start_deploy_broker(root: Path, port: int) -> subprocess.Popen[bytes]:
     drops to its own 'mosquitto' user: it must read the restored files as that user."""
     import re
 
-    from cloud_bridge.mosquitto import find_mosquitto
+    from cloud_bridge.dev.mosquitto import find_mosquitto
 
     conf = (ROOT / "deploy/mosquitto/passby.conf.example").read_text()
     conf = re.sub(
@@ -403,7 +403,7 @@ def test_backup_restores_bridge_and_broker_into_an_empty_directory() -> None:
     before the backup connects with the same credentials and is heard by the bridge."""
     import grp
 
-    from cloud_bridge.provisioning import redeem
+    from cloud_bridge.sensors.provisioning import redeem
 
     need("sqlite3", "sqlite3")
     need("openssl", "openssl")

@@ -22,13 +22,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud_bridge.config import BridgeSettings, ProvisioningSettings
-from cloud_bridge.ingest import SUBSCRIPTIONS
-from cloud_bridge.provisioning import add_sensor, redeem, revoke_sensor
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.ingest.consumer import SUBSCRIPTIONS
+from cloud_bridge.sensors.provisioning import add_sensor, redeem, revoke_sensor
+from cloud_bridge.storage.store import BridgeStore
+from edge_agent.adapters.outbox import Outbox
+from edge_agent.adapters.uplink import Uplink, make_client
 from edge_agent.config import MqttSettings
-from edge_agent.outbox import Outbox
 from edge_agent.protocol import topic
-from edge_agent.uplink import Uplink, make_client
 
 from .brokers import SecureBroker, start_secure_broker
 
@@ -205,7 +205,7 @@ def test_wrong_password_refused_and_logged(
     settings = deployment.mqtt(A, "wrong", deployment.broker.pki.ca_file)
     outbox = Outbox(tmp_path / "outbox.db")
     uplink = Uplink(settings, "main-st", "door-1", outbox)
-    with caplog.at_level(logging.ERROR, logger="edge_agent.uplink"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.adapters.uplink"):
         uplink.start()
         deadline = time.monotonic() + 10
         while uplink.last_connect_error is None and time.monotonic() < deadline:

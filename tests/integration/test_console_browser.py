@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.auth import Accounts
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import prepare_site
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.demo.run import prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService
+from cloud_bridge.web.auth import Accounts
 
 from .test_end_to_end import replay, wait_processed
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.auth import Accounts
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import CAPTURE, prepare_site
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.demo.run import CAPTURE, prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService, WebServer
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
+from cloud_bridge.web.auth import Accounts
 
 from .test_console_browser import CHROMIUM_ARGS, chromium_path
 from .test_end_to_end import replay, wait_processed
@@ -99,8 +99,8 @@ def browser() -> Iterator[object]:
 
 
 def test_marketer_creates_and_activates_a_campaign_in_two_minutes(tmp_path, browser) -> None:  # type: ignore[no-untyped-def]
-    from cloud_bridge.keys import BridgeKeys
-    from cloud_bridge.store import BridgeStore
+    from cloud_bridge.sensors.keys import BridgeKeys
+    from cloud_bridge.storage.store import BridgeStore
     from cloud_bridge.tenant import load_tenant, seed
 
     settings = BridgeSettings(data_dir=tmp_path / "bridge")
@@ -108,7 +108,7 @@ def test_marketer_creates_and_activates_a_campaign_in_two_minutes(tmp_path, brow
     seed(
         store,
         BridgeKeys(settings.data_dir),
-        load_tenant(REPO / "cloud_bridge/demo/tenant.toml"),
+        load_tenant(REPO / "cloud_bridge/dev/demo/tenant.toml"),
         time.time(),
     )
     Accounts(store).add_user("mia", "marketer", PASSWORD, time.time(), phone="+79160000099")

@@ -20,11 +20,11 @@ import pytest
 from delivery_helpers import add_customer, new_store, reserve, seed_intents, states
 
 from cloud_bridge.config import ProviderSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.mosquitto import LocalMosquitto, free_port
-from cloud_bridge.providers import make_provider
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import make_provider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.storage.store import BridgeStore
 
 from .fake_providers import (
     TWILIO_SID,
@@ -221,7 +221,7 @@ def _bridge_toml(tmp: Path, broker: int, fake: FakeTwilio, web_port: int) -> Pat
 
 def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "cloud_bridge.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "cloud_bridge.cli.main", "run", "--config", str(config)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -277,7 +277,7 @@ def test_kill_9_mid_send_then_restart_no_duplicate_no_stuck_row(tmp_path: Path) 
 
 def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Path) -> None:
     from cloud_bridge.config import BridgeSettings
-    from cloud_bridge.providers import twilio_signature
+    from cloud_bridge.delivery.providers import twilio_signature
     from cloud_bridge.service import BridgeService
     from edge_agent.config import load_settings
 

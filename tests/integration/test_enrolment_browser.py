@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.consent import consent_text
-from cloud_bridge.keys import BridgeKeys
+from cloud_bridge.customers.consent_texts import consent_text
+from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import WebServer
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from cloud_bridge.web import create_app
+from cloud_bridge.web.app import create_app
 
 pytestmark = pytest.mark.integration
 
-TENANT = Path(__file__).parents[2] / "cloud_bridge" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -38,8 +38,8 @@ from typing import Any
 
 import pytest
 
-from cloud_bridge.ingest import Ingest
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.storage.store import BridgeStore
 from edge_agent.config import MqttSettings
 from edge_agent.protocol import topic
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.capture import CaptureError, ChannelHopper, iface_linktype
+from edge_agent.adapters.capture import CaptureError, ChannelHopper, iface_linktype
 
 pytestmark = pytest.mark.integration
 PROBE = Path(__file__).parents[1] / "helpers" / "live_probe.py"

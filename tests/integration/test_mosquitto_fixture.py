@@ -8,7 +8,7 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-import cloud_bridge.mosquitto as launcher
+import cloud_bridge.dev.mosquitto as launcher
 
 from .brokers import Broker, Messages, connect, disconnect, start_broker
 

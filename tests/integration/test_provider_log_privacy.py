@@ -22,13 +22,13 @@ from delivery_helpers import add_customer, new_store, reserve
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from cloud_bridge import cli
+from cloud_bridge.cli import main as cli
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.inbound import gateway_signature, inbound_router
-from cloud_bridge.providers import Outgoing, make_provider, twilio_signature
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.inbound import gateway_signature, inbound_router
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_signature
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.store import BridgeStore
 
 from .fake_providers import (
     TWILIO_SID,

@@ -14,10 +14,10 @@ import pytest
 from delivery_helpers import add_customer, new_store, reserve
 
 from cloud_bridge.config import ProviderSettings
-from cloud_bridge.deliver import Deliverer, DeliveryOptions
-from cloud_bridge.providers import Outgoing, make_provider
-from cloud_bridge.ratelimit import TokenBucket
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import Outgoing, make_provider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.store import BridgeStore
 
 from .fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 

@@ -31,13 +31,13 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud_bridge.config import BridgeSettings, ProvisioningSettings
-from cloud_bridge.ingest import Ingest
-from cloud_bridge.provisioning import add_sensor, mosquitto_hash, redeem
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.sensors.provisioning import add_sensor, mosquitto_hash, redeem
+from cloud_bridge.storage.store import BridgeStore
+from edge_agent.adapters.outbox import Outbox
+from edge_agent.adapters.uplink import Uplink, make_client, session_properties
 from edge_agent.config import MqttSettings
-from edge_agent.outbox import Outbox
 from edge_agent.protocol import topic
-from edge_agent.uplink import Uplink, make_client, session_properties
 
 from .brokers import SecureBroker, make_test_pki
 from .fault_agent import event

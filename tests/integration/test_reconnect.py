@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.adapters.outbox import Outbox
+from edge_agent.adapters.uplink import Uplink
 from edge_agent.config import MqttSettings
-from edge_agent.outbox import Outbox
-from edge_agent.uplink import Uplink
 
 from .brokers import Broker
 

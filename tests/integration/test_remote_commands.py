@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.commands import send_commands
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import prepare_site
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.demo.run import prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto
+from cloud_bridge.ingest.commands import send_commands
 from cloud_bridge.service import BridgeService
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from cloud_bridge.demo.run import CAPTURE, agent_command, prepare_site
-from cloud_bridge.ingest import IngestCounters, handle_message
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.demo.run import CAPTURE, agent_command, prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto
+from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def test_running_bridge_refuses_future_events_and_flags_the_sensor_clock(tmp_pat
     sensor whose stats run 5 min ahead gets the clock_skew alert; an event within the skew is
     sent, its offer expiring by the bridge's clock."""
     from cloud_bridge.config import BridgeSettings
-    from cloud_bridge.fleet import sensor_health
+    from cloud_bridge.ingest.fleet import sensor_health
     from cloud_bridge.service import BridgeService
     from edge_agent.config import load_settings
     from edge_agent.roster import subject_id

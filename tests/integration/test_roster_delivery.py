@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cloud_bridge.commands import send_commands
 from cloud_bridge.config import BridgeSettings, load_settings
-from cloud_bridge.demo.run import CAPTURE, prepare_site
-from cloud_bridge.mosquitto import LocalMosquitto, free_port
-from cloud_bridge.provisioning import add_sensor
-from cloud_bridge.roster_delivery import publish_roster
+from cloud_bridge.dev.demo.run import CAPTURE, prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.ingest.commands import send_commands
+from cloud_bridge.sensors.provisioning import add_sensor
+from cloud_bridge.sensors.roster_delivery import publish_roster
 from cloud_bridge.service import BridgeService
 
 pytestmark = pytest.mark.integration

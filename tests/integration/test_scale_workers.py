@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from scale_helpers import Fleet, Publisher, audit, make_events, seed, wait_decided
 
-from cloud_bridge.mosquitto import LocalMosquitto
-from cloud_bridge.store import BridgeStore
+from cloud_bridge.dev.mosquitto import LocalMosquitto
+from cloud_bridge.storage.store import BridgeStore
 from edge_agent.protocol import StatsMessage
 
 CUSTOMERS = 400

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.demo.run import CAPTURE, prepare_site
-from cloud_bridge.mosquitto import LocalMosquitto
+from cloud_bridge.dev.demo.run import CAPTURE, prepare_site
+from cloud_bridge.dev.mosquitto import LocalMosquitto
 
 pytestmark = pytest.mark.integration
 

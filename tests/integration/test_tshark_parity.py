@@ -7,7 +7,7 @@ tshark is run with ``frames.TSHARK_FILTER`` and the (transmitter, type_subtype, 
 sequence it prints must equal ours.
 
 Which tshark field is "dBm" follows the link type (``frame.protocols`` says which header
-tshark saw), matching the definitions in edge_agent/frames.py:
+tshark saw), matching the definitions in edge_agent/core/frames.py:
 
 * radiotap: the first ``radiotap.dbm_antsignal``; the default namespace comes first, so
   this is the combined signal whenever the header has one (see D3 for when it has not);
@@ -57,8 +57,8 @@ from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter
 
 from edge_agent import inspect as inspect_cmd
-from edge_agent.frames import TSHARK_FILTER, FrameStats, format_mac
-from edge_agent.pcapfile import open_capture
+from edge_agent.adapters.pcapfile import open_capture
+from edge_agent.core.frames import TSHARK_FILTER, FrameStats, format_mac
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from test_frames import (  # noqa: E402 - shared frame builders

@@ -104,10 +104,10 @@ def test_wheel_carries_every_file_the_bridge_serves(wheel: Path) -> None:
     shipped = {
         p.relative_to(REPO).as_posix()
         for folder in (
-            "cloud_bridge/console/static",
-            "cloud_bridge/templates",
-            "cloud_bridge/consent_texts",
-            "cloud_bridge/demo",
+            "cloud_bridge/web/console/static",
+            "cloud_bridge/web/templates",
+            "cloud_bridge/customers/texts",
+            "cloud_bridge/dev/demo",
         )
         for p in (REPO / folder).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
@@ -192,4 +192,7 @@ def test_installed_console_serves_page_css_and_javascript(console: str) -> None:
         got = httpx.get(f"{console}/console/static/{asset}", timeout=5)
         assert got.status_code == 200, (asset, got.status_code)
         assert kind in got.headers["content-type"]
-        assert got.content == (REPO / "cloud_bridge" / "console" / "static" / asset).read_bytes()
+        assert (
+            got.content
+            == (REPO / "cloud_bridge" / "web" / "console" / "static" / asset).read_bytes()
+        )

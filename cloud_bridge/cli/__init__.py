@@ -1,0 +1,1 @@
+"""The ``cloud-bridge`` command line."""

@@ -1,0 +1,1 @@
+"""Customers: consent, enrolment, CRM import, erasure, phone numbers."""

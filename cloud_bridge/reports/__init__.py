@@ -1,0 +1,1 @@
+"""Reports: campaign figures and exports."""

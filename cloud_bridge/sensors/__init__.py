@@ -1,0 +1,1 @@
+"""Sensors: provisioning and pairing, rosters and their delivery, site keys, box releases."""

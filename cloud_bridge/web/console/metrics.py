@@ -1,0 +1,222 @@
+"""Prometheus ``/metrics`` for the bridge, read from the store at scrape time (so every worker
+process reports the same numbers): events by type, decisions by reason, sends by status,
+provider latency and errors, queue depths and the age of the oldest waiting item, the opt-out
+guard, sensors by state and each sensor's health (up, last seen, outbox, frames, roster
+version). Scraped with an admin API token (``authorization`` in the Prometheus job) or an
+admin session. The alert rules and the dashboard in ``deploy/monitoring/`` use these names."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cloud_bridge.ingest.fleet import SILENT_AFTER_S
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.auth import Principal, require
+
+__all__ = ["metrics_router", "StoreCollector"]
+
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: BridgeStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        q = self.store.query
+        events = CounterMetricFamily("passby_events", "presence events stored", labels=["type"])
+        for r in q("SELECT type, count(*) AS n FROM events GROUP BY type"):
+            events.add_metric([r["type"]], r["n"])
+        yield events
+        decisions = CounterMetricFamily(
+            "passby_decisions",
+            "offer decisions by outcome and reason",
+            labels=["outcome", "reason"],
+        )
+        for r in q("SELECT outcome, reason, count(*) AS n FROM decisions GROUP BY 1, 2"):
+            decisions.add_metric([r["outcome"], r["reason"]], r["n"])
+        yield decisions
+        sends = GaugeMetricFamily("passby_sends", "SMS sends by state", labels=["state"])
+        for r in q("SELECT state, count(*) AS n FROM sends GROUP BY state"):
+            sends.add_metric([r["state"]], r["n"])
+        yield sends
+        lat = GaugeMetricFamily(
+            "passby_provider_latency_seconds",
+            "provider answer time of sends accepted in the last hour (avg and max)",
+            labels=["provider", "stat"],
+        )
+        for r in q(
+            "SELECT provider, avg(accepted_at-attempt_at) AS avg, max(accepted_at-attempt_at) "
+            "AS max FROM sends WHERE accepted_at>=? AND attempt_at IS NOT NULL GROUP BY provider",
+            [time.time() - 3600],
+        ):
+            lat.add_metric([r["provider"], "avg"], r["avg"] or 0.0)
+            lat.add_metric([r["provider"], "max"], r["max"] or 0.0)
+        yield lat
+        depth = GaugeMetricFamily("passby_queue_depth", "work waiting", labels=["queue"])
+        row = q(
+            "SELECT (SELECT count(*) FROM events WHERE state='new') AS events, "
+            "(SELECT count(*) FROM sends WHERE state IN ('reserved','sending')) AS sends, "
+            "(SELECT count(*) FROM replies WHERE state IN ('reserved','sending')) AS replies"
+        )[0]
+        for name, n in row.items():
+            depth.add_metric([name], n)
+        outbox = q(
+            "SELECT coalesce(sum(json_extract(last_stats, '$.outbox_depth')), 0) AS n FROM sensors"
+        )
+        depth.add_metric(["sensor_outboxes"], outbox[0]["n"])
+        yield depth
+        dead = CounterMetricFamily("passby_dead_letters", "rejected sensor messages")
+        dead.add_metric([], q("SELECT count(*) AS n FROM dead_letters")[0]["n"])
+        yield dead
+        clock = GaugeMetricFamily(
+            "passby_sensor_clock_offset_seconds",
+            "sensor clock minus bridge clock at the sensor's latest stats (alert beyond the "
+            "allowed skew, policy.max_clock_skew_s)",
+            labels=["store", "sensor"],
+        )
+        for r in q(
+            "SELECT store_id, sensor_id, json_extract(last_stats, '$.clock_offset_s') AS offset "
+            "FROM sensors WHERE json_extract(last_stats, '$.clock_offset_s') IS NOT NULL "
+            "ORDER BY store_id, sensor_id"
+        ):
+            clock.add_metric([r["store_id"], r["sensor_id"]], float(r["offset"]))
+        yield clock
+        sensors = GaugeMetricFamily("passby_sensors", "sensors by state", labels=["state"])
+        now = time.time()
+        counts = {"online": 0, "offline": 0, "silent": 0}
+        for r in q("SELECT state, last_seen FROM sensors WHERE last_seen IS NOT NULL"):
+            if r["state"] == "online" and now - r["last_seen"] > SILENT_AFTER_S:
+                counts["silent"] += 1
+            else:
+                counts[r["state"] if r["state"] in counts else "offline"] += 1
+        for state, n in counts.items():
+            sensors.add_metric([state], n)
+        yield sensors
+        yield from self._per_sensor(now)
+        yield from self._delivery(now)
+        guard = CounterMetricFamily(
+            "passby_optout_guard_trips", "campaigns the opt-out guard paused (ever)"
+        )
+        guard.add_metric(
+            [], q("SELECT count(*) AS n FROM engine_alerts WHERE kind='optout_guard'")[0]["n"]
+        )
+        yield guard
+        paused = GaugeMetricFamily(
+            "passby_campaigns_paused_by_guard", "campaigns paused by the opt-out guard right now"
+        )
+        paused.add_metric(
+            [],
+            q(
+                "SELECT count(*) AS n FROM campaigns WHERE status='paused' "
+                "AND paused_reason LIKE 'optout_guard%'"
+            )[0]["n"],
+        )
+        yield paused
+
+    def _per_sensor(self, now: float) -> Iterator[GaugeMetricFamily]:
+        labels = ["store", "sensor"]
+        up = GaugeMetricFamily(
+            "passby_sensor_up", "1 if the sensor is online and heard lately, else 0", labels=labels
+        )
+        seen = GaugeMetricFamily(
+            "passby_sensor_last_seen_timestamp_seconds",
+            "when the bridge last heard from the sensor",
+            labels=labels,
+        )
+        outbox = GaugeMetricFamily(
+            "passby_sensor_outbox_depth",
+            "events waiting in the sensor's outbox (last stats)",
+            labels=labels,
+        )
+        frames = GaugeMetricFamily(
+            "passby_sensor_frames_per_second", "frames the sensor hears (last stats)", labels=labels
+        )
+        roster = GaugeMetricFamily(
+            "passby_sensor_roster_version", "roster version the sensor has loaded", labels=labels
+        )
+        rows = self.store.query(
+            "SELECT store_id, sensor_id, state, last_seen, roster_version, last_stats FROM sensors"
+        )
+        for r in rows:
+            names = [str(r["store_id"]), str(r["sensor_id"])]
+            last = r["last_seen"]
+            online = r["state"] == "online" and last is not None and now - last <= SILENT_AFTER_S
+            up.add_metric(names, 1 if online else 0)
+            if last is not None:
+                seen.add_metric(names, last)
+            try:
+                stats = json.loads(r["last_stats"] or "{}")
+            except ValueError:
+                stats = {}
+            if isinstance(stats.get("outbox_depth"), int | float):
+                outbox.add_metric(names, stats["outbox_depth"])
+            if isinstance(stats.get("frames_per_s"), int | float):
+                frames.add_metric(names, stats["frames_per_s"])
+            roster.add_metric(names, r["roster_version"] or 0)
+        yield from (up, seen, outbox, frames, roster)
+        published = GaugeMetricFamily(
+            "passby_store_roster_version", "latest roster version published for the store",
+            labels=["store"],
+        )  # fmt: skip
+        for r in self.store.query("SELECT id, roster_version FROM stores"):
+            published.add_metric([str(r["id"])], r["roster_version"] or 0)
+        yield published
+
+    def _delivery(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        q = self.store.query
+        attempts = CounterMetricFamily(
+            "passby_provider_attempts",
+            "SMS provider calls by answer: 'accepted', or 'error' (refused, failed, no answer)",
+            labels=["provider", "result"],
+        )
+        for r in q(
+            "SELECT provider, CASE WHEN l.state='accepted' THEN 'accepted' ELSE 'error' END "
+            "AS result, count(*) AS n FROM send_log l JOIN ("
+            "SELECT 'offer' AS kind, id, provider FROM sends UNION ALL "
+            "SELECT 'reply' AS kind, id, provider FROM replies) s "
+            "ON s.kind=l.kind AND s.id=l.send_id "
+            "WHERE l.state <> 'sending' AND (l.detail LIKE 'attempt %' "
+            "OR l.detail LIKE 'gave up after %' OR l.detail LIKE 'provider unavailable until %') "
+            "GROUP BY 1, 2"
+        ):
+            attempts.add_metric([r["provider"], r["result"]], r["n"])
+        yield attempts
+        oldest = GaugeMetricFamily(
+            "passby_oldest_waiting_seconds",
+            "age of the oldest item due but not done: 'sends' (reserved, sending or unknown "
+            "past its due time), 'events' (not yet decided); 0 when none",
+            labels=["queue"],
+        )
+        row = q(
+            "SELECT (SELECT min(coalesce(next_at, ts)) FROM sends WHERE state IN "
+            "('reserved','sending','unknown') AND coalesce(next_at, ts) <= ?) AS sends, "
+            "(SELECT min(received) FROM events WHERE state='new') AS events",
+            [now],
+        )[0]
+        for name in ("sends", "events"):
+            since = row[name]
+            oldest.add_metric([name], max(0.0, now - since) if since is not None else 0.0)
+        yield oldest
+
+
+def metrics_router(store: BridgeStore) -> APIRouter:
+    r = APIRouter()
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store))
+
+    @r.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(me: Admin) -> Response:
+        """Prometheus text format (admin token or session)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r
