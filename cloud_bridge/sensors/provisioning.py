@@ -35,7 +35,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
@@ -52,7 +51,7 @@ __all__ = [
     "mosquitto_hash",
     "mosquitto_verify",
     "normalise_code",
-    "pairing_router",
+    "PairRequest",
     "redeem",
     "render_acl",
     "render_password_file",
@@ -464,23 +463,3 @@ def redeem(
 
 class PairRequest(BaseModel):
     code: str = Field(description="pairing code printed by 'cloud-bridge sensors add'")
-
-
-def pairing_router(store: BridgeStore, settings: BridgeSettings) -> APIRouter:
-    """``POST /api/v1/pair {"code": ...}`` -> the sensor's PairingConfig, exactly once."""
-    router = APIRouter()
-
-    @router.post("/api/v1/pair", response_class=Response)
-    def pair(body: PairRequest, request: Request) -> Response:
-        client = request.client.host if request.client else None
-        try:
-            cfg = redeem(store, settings, body.code, used_by=client)
-        except PairingError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return Response(
-            cfg.model_dump_json(by_alias=True),
-            media_type="application/json",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    return router

@@ -30,9 +30,10 @@ from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
 from cloud_bridge.customers.enrol import router as enrol_router
 from cloud_bridge.delivery.inbound import inbound_router
-from cloud_bridge.offers.campaigns import campaigns_router
-from cloud_bridge.sensors.provisioning import pairing_router as _pairing_router
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web import roster_api
+from cloud_bridge.web.api import campaigns as campaigns_api
+from cloud_bridge.web.api import pairing, releases
 from cloud_bridge.web.auth import (
     Accounts,
     AuthError,
@@ -260,6 +261,17 @@ async def security_headers(
     return response
 
 
+def routers(with_sensors: bool) -> list[APIRouter]:
+    """Every router, in the order the app matches them; the sensor routers need settings."""
+    sensors = [roster_api.router, releases.router, pairing.router] if with_sensors else []
+    return [
+        campaigns_api.router,
+        *sensors,
+        *console_routers,
+        router,
+    ]
+
+
 def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
     """The console, API, portal and webhook app over ``store``. The routers read the store,
     settings and accounts from ``app.state`` (``cloud_bridge.web.dependencies``); without
@@ -277,15 +289,7 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app.state.settings = settings
     app.include_router(enrol_router(store, settings))
     app.include_router(inbound_router(store, settings))
-    app.include_router(campaigns_router(store, settings))
-    if settings is not None:
-        from cloud_bridge.sensors.releases import releases_router
-        from cloud_bridge.web.roster_api import roster_router
-
-        app.include_router(roster_router(store, settings))
-        app.include_router(releases_router(settings))
-        app.include_router(_pairing_router(store, settings))
-    for r in [*console_routers, router]:
+    for r in routers(with_sensors=settings is not None):
         app.include_router(r)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
     app.add_middleware(BaseHTTPMiddleware, dispatch=security_headers)
