@@ -28,9 +28,8 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
-from cloud_bridge.customers.enrol import router as enrol_router
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web import inbound, roster_api
+from cloud_bridge.web import enrol, inbound, roster_api
 from cloud_bridge.web.api import campaigns as campaigns_api
 from cloud_bridge.web.api import pairing, releases
 from cloud_bridge.web.auth import (
@@ -264,6 +263,7 @@ def routers(with_sensors: bool) -> list[APIRouter]:
     """Every router, in the order the app matches them; the sensor routers need settings."""
     sensors = [roster_api.router, releases.router, pairing.router] if with_sensors else []
     return [
+        enrol.router,
         inbound.router,
         campaigns_api.router,
         *sensors,
@@ -287,7 +287,6 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
     app.state.store = store
     app.state.accounts = accounts
     app.state.settings = settings
-    app.include_router(enrol_router(store, settings))
     for r in routers(with_sensors=settings is not None):
         app.include_router(r)
     app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
