@@ -29,9 +29,9 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web import enrol, inbound, roster_api
+from cloud_bridge.web import enrol, inbound
 from cloud_bridge.web.api import campaigns as campaigns_api
-from cloud_bridge.web.api import pairing, releases
+from cloud_bridge.web.api import pairing, releases, rosters
 from cloud_bridge.web.auth import (
     Accounts,
     AuthError,
@@ -261,7 +261,7 @@ async def security_headers(
 
 def routers(with_sensors: bool) -> list[APIRouter]:
     """Every router, in the order the app matches them; the sensor routers need settings."""
-    sensors = [roster_api.router, releases.router, pairing.router] if with_sensors else []
+    sensors = [rosters.router, releases.router, pairing.router] if with_sensors else []
     return [
         enrol.router,
         inbound.router,
