@@ -25,6 +25,7 @@ PURE_MODULES = (
     "edge_agent/core/footfall.py",
     "edge_agent/roster.py",
     "edge_agent/protocol.py",
+    "edge_agent/pairing.py",
     "cloud_bridge/offers/decide.py",
     "cloud_bridge/clock.py",
     "cloud_bridge/ingest/fleet.py",

@@ -18,6 +18,7 @@ PURE = [
     "edge_agent/roster.py",
     "edge_agent/core/footfall.py",
     "edge_agent/protocol.py",
+    "edge_agent/pairing.py",
     "edge_agent/calibrate.py",
     "cloud_bridge/offers/decide.py",
     "cloud_bridge/delivery/sms_encoding.py",

@@ -184,6 +184,7 @@ def chain(tmp: Path) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from test_frames import BCAST, dot11, radiotap, rt_fields
 
+    from cloud_bridge.config import MqttSettings as BridgeMqttSettings
     from cloud_bridge.dev.mosquitto import LocalMosquitto
     from cloud_bridge.ingest.consumer import Ingest
     from cloud_bridge.offers.worker import DecisionWorker
@@ -233,7 +234,12 @@ def chain(tmp: Path) -> dict[str, Any]:
         bucket=TokenBucket(RATE, burst=1),
     )
     worker = DecisionWorker(store, provider, deliverer=deliverer)
-    ingest = Ingest(mqtt, store, worker.notify, client_id="bench-bridge")
+    ingest = Ingest(
+        BridgeMqttSettings(host=broker.host, port=broker.port),
+        store,
+        worker.notify,
+        client_id="bench-bridge",
+    )
     deliverer.start()
     worker.start()
     ingest.start()

@@ -243,12 +243,12 @@ class _Queued:
 def ingest_to_decision() -> dict[str, Any]:
     from scale_helpers import Publisher  # tests/ is on the path (tests/bench/run.py)
 
+    from cloud_bridge.config import MqttSettings
     from cloud_bridge.delivery.providers import SandboxProvider
     from cloud_bridge.dev.mosquitto import LocalMosquitto
     from cloud_bridge.ingest.consumer import Ingest
     from cloud_bridge.offers.worker import DecisionWorker
     from cloud_bridge.storage.store import BridgeStore
-    from edge_agent.config import MqttSettings
 
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="passby-bench-engine-"))
