@@ -17,6 +17,7 @@ import socket
 import ssl
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -28,7 +29,7 @@ __all__ = ["make_client", "session_properties"]
 def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
     """A paho v2 client configured for MQTT v5, TLS and credentials as settings say."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
@@ -60,6 +61,6 @@ def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
 
 def session_properties(expiry_s: int) -> Properties:
     """CONNECT properties asking the broker to keep our session ``expiry_s`` while we are away."""
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
     props.SessionExpiryInterval = expiry_s
     return props
