@@ -105,6 +105,7 @@ PUBLISHER = r"""
 import json, sys, time
 import paho.mqtt.client as mqtt
 port, path, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+offset = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0  # a bench's pinned clock
 events = [json.loads(line) for line in open(path)]
 pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "scale-publisher", protocol=mqtt.MQTTv5)
 pub.max_inflight_messages_set(2000)
@@ -122,7 +123,7 @@ for i, (topic, event) in enumerate(events):
         if ahead > 0:
             time.sleep(ahead)
     if event["event_id"] not in sent:
-        ts = time.time()
+        ts = time.time() + offset
         event.update(ts=ts, first_seen=ts - 30, last_seen=ts)
         sent[event["event_id"]] = event
     infos.append(pub.publish(topic, json.dumps(sent[event["event_id"]]), qos=1))
@@ -208,11 +209,15 @@ class Fleet:
 class Publisher:
     """The sensors' side, in its own process (as from other machines)."""
 
-    def __init__(self, workdir: Path, port: int, lines: list[str], rate: float = 0.0) -> None:
+    def __init__(
+        self, workdir: Path, port: int, lines: list[str], rate: float = 0.0, offset: float = 0.0
+    ) -> None:
+        """``offset``: seconds added to the wall time the events are stamped with (a bench
+        whose bridge runs on a pinned clock stamps them on that clock)."""
         path = workdir / "events.jsonl"
         path.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, str(port), str(path), str(rate)],
+            [sys.executable, "-c", PUBLISHER, str(port), str(path), str(rate), repr(offset)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
