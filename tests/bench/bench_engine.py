@@ -22,7 +22,7 @@ the clock runs from the first publish until the last event is decided.
 The bridge's clock is pinned: the worker decides, and the publisher stamps its events, on the
 wall time moved to ``NOW`` (a Saturday in March, 15:00 UTC, inside every store's sending hours
 and every campaign's dates and hours), running on at the real pace. So the chain measures the
-same path at any hour it runs (unpinned, at 02:51 UTC, a third of the events ended
+same path at any hour it runs (unpinned, at 02:51 UTC, a quarter of the events ended
 ``out_of_schedule`` instead of in a reservation). The run fails loudly when its path did not do
 the work it claims: an hour-dependent outcome, a worker error, fewer than ``MIN_SENDS_SHARE``
 of the events reserved, or the hand-off, the sends table and the decisions disagreeing on how
