@@ -214,6 +214,7 @@ def one_run(
 
         # throughput: the backlog queued at the broker for frozen workers, then drained
         pub = Publisher(work, broker.port, lines)
+        time.sleep(1.5)  # the seeding's counters are flushed by now (idle backends: 1 s)
         pg0 = pg_counters(dsn)
         if PGSTATS:
             store.query("SELECT pg_stat_statements_reset()")
