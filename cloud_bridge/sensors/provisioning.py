@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
-from edge_agent.adapters.enroll import PairedMqtt, PairingConfig
+from edge_agent.pairing import PairedMqtt, PairingConfig
 from edge_agent.protocol import BRIDGE_HELLO_TOPIC, ID_PATTERN, TOPIC_ROOT
 
 __all__ = [

@@ -42,7 +42,7 @@ from cloud_bridge.customers.enrol import (
 from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.offers.decide import StoreInfo
 from cloud_bridge.web.dependencies import Clock, EnrolmentsDep, Store, enrolments_of
-from edge_agent.core.frames import parse_mac
+from edge_agent.roster import parse_mac
 
 __all__ = ["router", "EnrolmentIn", "ConfirmIn"]
 

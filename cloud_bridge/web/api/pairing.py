@@ -7,13 +7,14 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from cloud_bridge.sensors.provisioning import PairingError, PairRequest, redeem
 from cloud_bridge.web.dependencies import Settings, Store
+from edge_agent.pairing import PAIR_PATH
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 
-@router.post("/api/v1/pair", response_class=Response)
+@router.post(PAIR_PATH, response_class=Response)
 def pair(body: PairRequest, request: Request, store: Store, settings: Settings) -> Response:
     client = request.client.host if request.client else None
     try:
