@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from cloud_bridge.offers.policy import OVERALL_CAP, OVERALL_DAYS
 from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings, read_secret
 
 __all__ = [
@@ -227,8 +228,10 @@ class DeliverySettings(_Section):
 
 
 class PolicySettings(_Section):
-    overall_cap: int = Field(4, description="SMS per customer across campaigns per window", ge=1)
-    overall_days: int = Field(30, description="window of the overall cap, days", ge=1)
+    overall_cap: int = Field(
+        OVERALL_CAP, description="SMS per customer across campaigns per window", ge=1
+    )
+    overall_days: int = Field(OVERALL_DAYS, description="window of the overall cap, days", ge=1)
     offer_ttl_s: float = Field(600.0, description="an event older than this is not acted on", gt=0)
     max_clock_skew_s: float = Field(
         120.0,

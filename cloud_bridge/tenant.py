@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.errors import SenderError, TemplateCostError
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS, SEND_END, SEND_START
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
@@ -40,7 +41,9 @@ class StoreDef(_M):
     sender_name: str = Field(
         description="sender: alphanumeric id (1-11 characters, a letter at least) or a number"
     )
-    sending_hours: tuple[str, str] = Field(("09:00", "21:00"), description="local sending hours")
+    sending_hours: tuple[str, str] = Field(
+        (SEND_START, SEND_END), description="local sending hours"
+    )
     ap_bssid: str | None = Field(None, description="store access point BSSID")
     ap_ssid: str | None = Field(None, description="store Wi-Fi name")
     channel: int | None = Field(None, ge=1, le=196, description="store AP channel")
@@ -114,8 +117,8 @@ class CampaignDef(_M):
     trigger: str = Field(pattern=r"^(arrive|visit)$")
     template: str
     stores: list[str] = Field(default_factory=list)
-    cap_count: int = Field(1, ge=1)
-    cap_days: int = Field(30, ge=1)
+    cap_count: int = Field(CAP_COUNT, ge=1)
+    cap_days: int = Field(CAP_DAYS, ge=1)
     priority: int = 0
 
     @field_validator("template")

@@ -26,6 +26,7 @@ PURE_MODULES = (
     "edge_agent/roster.py",
     "edge_agent/protocol.py",
     "cloud_bridge/offers/decide.py",
+    "cloud_bridge/offers/policy.py",
     "cloud_bridge/clock.py",
     "cloud_bridge/ingest/fleet.py",
     "cloud_bridge/delivery/sms_encoding.py",

@@ -24,6 +24,7 @@ from typing import Any
 import sqlite_utils
 
 from cloud_bridge.offers.decide import Campaign, Customer, StoreInfo
+from cloud_bridge.offers.policy import CAPPED_STATES
 from cloud_bridge.storage.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.storage.pgdb import (
     INTEGRITY_ERRORS,
@@ -403,8 +404,6 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# Sends in these states count against caps (a failed send never reached the customer).
-CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
 # What a decision to send reads while its SMS is in each state: the provider's acceptance is
 # the first moment it says 'sent' (migration 9). Every other state keeps its own name.
 DECISION_OF_SEND = {"reserved": "reserved", "sending": "reserved", "accepted": "sent"}
