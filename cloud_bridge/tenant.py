@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloud_bridge.customers import consent as ledger
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.errors import SenderError, TemplateCostError
@@ -217,21 +218,16 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
         )
         for mac in c.macs:
             store.add_device(cid, mac, now, expires=None)
-        status = "active" if c.consent else "revoked"
-        current = store.query(
-            "SELECT kind, status FROM consents WHERE customer_id=? ORDER BY ts, id", [cid]
-        )
-        latest = {r["kind"]: r["status"] for r in current}
-        for kind in ("sms", "recognition"):
-            if latest.get(kind) != status and (c.consent or kind in latest):
-                store.record_consent(
-                    cid,
-                    kind,
-                    status,
-                    now,
-                    text_version="tenant-import",
-                    proof={"source": "tenant file import", "imported_at": now},
-                )
+        latest = store.latest_consents(cid)
+        proof = {"source": "tenant file import", "imported_at": now}
+        for kind in ledger.KINDS:
+            if c.consent:  # no confirmation time: recorded only where the kind has no record
+                ledger.grant(
+                    store, cid, kind, confirmed_at=None, now=now,
+                    text_version="tenant-import", proof=proof,
+                )  # fmt: skip
+            elif latest.get(kind) == "active":  # a file's "no" revokes an active consent only
+                ledger.revoke(store, cid, kind, at=now, proof=proof)
     for camp in tenant.campaigns:
         store.upsert_campaign(
             {

@@ -714,6 +714,11 @@ class BridgeStore:
             "SELECT * FROM customers WHERE phone=? AND erased IS NULL ORDER BY id", [phone]
         )
 
+    def is_live_customer(self, customer_id: int) -> bool:
+        """The customer exists and is not erased (the consent ledger writes only for them)."""
+        rows = self.query("SELECT 1 FROM customers WHERE id=? AND erased IS NULL", [customer_id])
+        return bool(rows)
+
     def phone_holders(
         self, phones: Iterable[str], crm_ids: Iterable[str]
     ) -> tuple[dict[str, list[str]], dict[str, str]]:
