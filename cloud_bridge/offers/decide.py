@@ -2,7 +2,8 @@
 
 No IO and no clock: the caller passes ``now`` and everything the decision depends on, so the
 same inputs always give the same answer (and ``cloud-bridge explain`` can show it). Everything
-that shapes a decision is a table at the top of this module.
+that shapes a decision is a table at the top of this module; the defaults (caps, sending hours,
+the country hours, the send states that count) are defined once in ``offers/policy.py``.
 
 Checks run in a fixed order. First the checks about the customer and the moment, in this
 order: store known, customer known, not erased, marketing SMS consent, recognition consent,
