@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloud_bridge.config import ConfigError
 from cloud_bridge.customers import consent as ledger
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
@@ -20,10 +21,8 @@ from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS, SEND_END, SEND_START
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import ConfigError
-from edge_agent.core.frames import parse_mac
 from edge_agent.protocol import ID_PATTERN
-from edge_agent.roster import subject_id
+from edge_agent.roster import parse_mac, subject_id
 
 __all__ = ["StoreDef", "Tenant", "load_tenant", "save_store", "seed"]
 

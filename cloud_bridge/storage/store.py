@@ -33,7 +33,7 @@ from cloud_bridge.storage.pgdb import (
     is_postgres_url,
     safe_url,
 )
-from edge_agent.core.frames import parse_mac
+from edge_agent.roster import parse_mac
 
 __all__ = ["BridgeStore", "IntegrityError", "MIGRATIONS"]
 
