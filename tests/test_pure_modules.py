@@ -27,6 +27,7 @@ PURE_MODULES = (
     "edge_agent/protocol.py",
     "edge_agent/pairing.py",
     "cloud_bridge/offers/decide.py",
+    "cloud_bridge/offers/policy.py",
     "cloud_bridge/clock.py",
     "cloud_bridge/ingest/fleet.py",
     "cloud_bridge/delivery/sms_encoding.py",

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
+from cloud_bridge.customers import consent as ledger
 from cloud_bridge.customers.consent_texts import (
     LANGUAGES,
     ConsentTextError,
@@ -482,10 +483,11 @@ class Enrolments:
             ("sms", row["consent_sms"]),
             ("recognition", row["consent_recognition"]),
         ):
-            if ticked:
-                store.record_consent(
-                    customer_id, kind, "active", now, row["text_version"], proof=proof
-                )
+            if ticked:  # the code just confirmed is the freshest confirmation there is
+                ledger.grant(
+                    store, customer_id, kind, confirmed_at=now, now=now,
+                    text_version=row["text_version"], proof=proof,
+                )  # fmt: skip
         # A fresh, provable consent lifts an erasure's suppression of this phone (and CRM id).
         store.clear_suppression("phone", cipher.lookup("phone", phone))
         if row["crm_id"]:
@@ -546,10 +548,8 @@ class Enrolments:
         }
         with self.store.transaction():
             for customer in self.store.customers_by_phone(e164):
-                latest = self.store.latest_consents(customer["id"])
-                for kind in ("sms", "recognition"):
-                    if latest.get(kind) == "active":
-                        self.store.record_consent(customer["id"], kind, "revoked", now, None, proof)
+                for kind in ledger.KINDS:
+                    ledger.revoke(self.store, customer["id"], kind, at=now, proof=proof)
 
 
 def default_enrolments(store: BridgeStore, settings: BridgeSettings | None = None) -> Enrolments:

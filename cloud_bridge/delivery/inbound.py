@@ -36,6 +36,8 @@ from typing import Any, Final
 
 from fastapi import Request
 
+from cloud_bridge.customers import consent as ledger
+from cloud_bridge.customers.consent import Outcome
 from cloud_bridge.delivery.providers import (
     SMSC_STATUS_STATES,
     TWILIO_STATUSES,
@@ -128,13 +130,10 @@ class InboundOutcome:
 def _revoke(
     store: BridgeStore, customer_id: int, kinds: tuple[str, ...], now: float, proof: dict[str, Any]
 ) -> int:
-    latest = store.latest_consents(customer_id)
-    changed = 0
-    for kind in kinds:
-        if latest.get(kind) != "revoked":
-            store.record_consent(customer_id, kind, "revoked", now, proof=proof)
-            changed += 1
-    return changed
+    return sum(
+        ledger.revoke(store, customer_id, kind, at=now, proof=proof) is Outcome.RECORDED
+        for kind in kinds
+    )
 
 
 def _restore(store: BridgeStore, customer_id: int, now: float, proof: dict[str, Any]) -> int:
@@ -151,12 +150,12 @@ def _restore(store: BridgeStore, customer_id: int, now: float, proof: dict[str, 
             continue
         if kind == "recognition" and rows[-1]["proof"].get("source") != "inbound_sms":
             continue  # recognition withdrawn elsewhere (portal, erasure): START does not undo it
-        store.record_consent(
-            customer_id, kind, "active", now,
+        done = ledger.grant(
+            store, customer_id, kind, confirmed_at=now, now=now,
             text_version=actives[-1]["text_version"],
             proof={**proof, "restores_proof_of": actives[-1]["ts"]},
         )  # fmt: skip
-        changed += 1
+        changed += done is Outcome.RECORDED
     return changed
 
 
@@ -266,12 +265,11 @@ def optout(store: BridgeStore, token: str, now: float) -> tuple[bool, int | None
     row = store.optout_link_row(token) if re.fullmatch(r"[A-Za-z0-9]{4,32}", token) else None
     if row is None:
         return False, None
-    erased = store.query("SELECT erased FROM customers WHERE id=?", [row["customer_id"]])
-    if erased and erased[0]["erased"] is None:  # an erased customer has nothing left to revoke
-        _revoke(
-            store, row["customer_id"], ("sms",), now,
-            {"source": "optout_link", "send_id": row["send_id"]},
-        )  # fmt: skip
+    # (an erased customer has nothing left to revoke: the ledger writes nothing for them)
+    _revoke(
+        store, row["customer_id"], ("sms",), now,
+        {"source": "optout_link", "send_id": row["send_id"]},
+    )  # fmt: skip
     store.use_optout_link(token, now)
     log.info("opt-out link used: customer %s unsubscribed", row["customer_id"])
     return True, row["customer_id"]

@@ -72,6 +72,7 @@ from cloud_bridge.offers.decide import (
     Schedule,
     Variant,
 )
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS
 from cloud_bridge.offers.templates import VARIABLES, TemplateError, render
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.protocol import ID_PATTERN
@@ -191,8 +192,10 @@ class VariantDef(_M):
 
 
 class CapsDef(_M):
-    count: int = Field(1, ge=1, le=100, description="SMS of this campaign per customer per window")
-    days: int = Field(30, ge=1, le=366, description="the cap's window, days")
+    count: int = Field(
+        CAP_COUNT, ge=1, le=100, description="SMS of this campaign per customer per window"
+    )
+    days: int = Field(CAP_DAYS, ge=1, le=366, description="the cap's window, days")
 
 
 class CampaignDef(_M):

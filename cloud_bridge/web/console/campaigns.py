@@ -29,6 +29,7 @@ from cloud_bridge.offers.campaigns import (
     validate_campaigns,
 )
 from cloud_bridge.offers.decide import SEGMENTS, WEEKDAYS, Customer, segment_of
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS
 from cloud_bridge.offers.templates import TemplateError, render
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.auth import Principal, audit
@@ -93,7 +94,10 @@ def form_to_campaign(form: FormData | dict[str, Any], campaign_id: str | None) -
         "audience": {"segments": many("audience.segments")},
         "schedule": schedule,
         "variants": variants,
-        "caps": {"count": number("caps.count") or 1, "days": number("caps.days") or 30},
+        "caps": {
+            "count": number("caps.count") or CAP_COUNT,
+            "days": number("caps.days") or CAP_DAYS,
+        },
         "priority": number("priority") or 0,
         "holdout_pct": number("holdout_pct") if get("holdout_pct") != "" else 10.0,
         "budget": number("budget"),
@@ -190,8 +194,8 @@ def _in_audience(defn: CampaignDef, c: Customer, now: float) -> bool:
     engine = engine_campaign(
         {
             "id": defn.id, "name": defn.name, "trigger": defn.trigger.type,
-            "template": defn.variants[0].template, "status": "active", "cap_count": 1,
-            "cap_days": 1, "priority": 0, "audience": defn.audience.model_dump(),
+            "template": defn.variants[0].template, "status": "active", "cap_count": CAP_COUNT,
+            "cap_days": CAP_DAYS, "priority": 0, "audience": defn.audience.model_dump(),
         }
     )  # fmt: skip
     a = engine.audience
