@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cloud_bridge.addresses import address_key
 from cloud_bridge.config import BridgeSettings, EnrolSettings
 from cloud_bridge.customers import consent as ledger
 from cloud_bridge.customers.consent_texts import (
@@ -48,7 +49,6 @@ from cloud_bridge.delivery.providers import Provider, SandboxProvider
 from cloud_bridge.offers.decide import StoreInfo
 from cloud_bridge.storage.datakey import DataKeyError
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import address_key
 from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [

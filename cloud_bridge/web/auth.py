@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import secrets
@@ -39,6 +38,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 
+from cloud_bridge.addresses import address_key
 from cloud_bridge.config import WebSettings
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
 
@@ -142,23 +142,6 @@ A login is refused (429) before its password is checked when, within web.login_w
   attack) and this address is one of those that failed for it.
 A stranger's failures never count against another address, so the owner, coming from an
 address that has not been failing, can still log in while their account is under attack."""
-
-
-def address_key(ip: str | None) -> str:
-    """What the per-address login limits count: an IPv4 address (also written IPv4-mapped),
-    an IPv6 /64 (one subscriber's network: a guesser can rotate inside it), or the host as
-    given when it is not an IP address."""
-    if not ip:
-        return "-"
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip[:64]
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
 
 
 def _sha(secret: str) -> str:
