@@ -1,4 +1,4 @@
-"""The committed demo capture is what tests/gen_demo_capture.py makes, and tells its story."""
+"""The committed demo capture is what tests/helpers/gen_demo_capture.py makes, and tells its story."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from scapy.layers.dot11 import Dot11, RadioTap
 from scapy.utils import RawPcapReader, rdpcap
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GENERATOR = REPO_ROOT / "tests" / "gen_demo_capture.py"
+GENERATOR = REPO_ROOT / "tests" / "helpers" / "gen_demo_capture.py"
 CAPTURE = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "demo.pcap"
 TENANT = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 REGENERATE = f"run '.venv/bin/python {GENERATOR.relative_to(REPO_ROOT)}' and commit {CAPTURE.name}"
@@ -30,7 +30,7 @@ RT_FCS, RT_BAD_FCS = 0x10, 0x40
 
 @functools.cache
 def _generator() -> ModuleType:
-    """tests/gen_demo_capture.py as a module (it is a script, not on any import path)."""
+    """tests/helpers/gen_demo_capture.py as a module (it is a script)."""
     spec = importlib.util.spec_from_file_location("gen_demo_capture", GENERATOR)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

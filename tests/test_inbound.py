@@ -413,7 +413,7 @@ def test_twilio_callback_of_an_unknown_or_inbound_status_changes_nothing(env, st
 
 
 def _smsc_post(client, fields: dict[str, str], charset: str, url_charset: str | None = None):  # type: ignore[no-untyped-def]
-    from integration.fake_providers import smsc_callback
+    from fake_providers import smsc_callback
 
     body, headers = smsc_callback(fields, "smsc-pw", charset)
     path = "/sms/smsc/callback" + (f"?charset={url_charset}&md5=1" if url_charset else "?md5=1")

@@ -19,6 +19,16 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
+from fake_providers import (
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    FakeGateway,
+    FakeProvider,
+    FakeSmsc,
+    FakeTwilio,
+    FaultPlan,
+    smsc_callback,
+)
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -29,17 +39,6 @@ from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_signature
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import (
-    TWILIO_SID,
-    TWILIO_TOKEN,
-    FakeGateway,
-    FakeProvider,
-    FakeSmsc,
-    FakeTwilio,
-    FaultPlan,
-    smsc_callback,
-)
 
 PUBLIC = "http://bridge.test"
 WEBHOOK_SECRET = "gw-webhook-secret-5f1c"

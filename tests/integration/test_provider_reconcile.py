@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
+from fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, make_provider
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 READ_TIMEOUT = 0.3
 CALLBACK = "http://127.0.0.1:9/sms/twilio/status"  # carries our key to the fake; never called

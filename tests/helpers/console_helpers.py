@@ -20,7 +20,7 @@ from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 from cloud_bridge.web.auth import Accounts
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 PASSWORD = "correct horse battery"
 USERS = {
     "ada": ("admin", []),

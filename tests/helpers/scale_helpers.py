@@ -23,7 +23,7 @@ from typing import Any
 
 from cloud_bridge.storage.store import CAPPED_STATES, BridgeStore
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BRIDGE = str(Path(sys.executable).with_name("cloud-bridge"))
 DATA_KEY = "7a" * 32
 STORES = 500  # 2 000 sensors: 4 doors in each of 500 stores

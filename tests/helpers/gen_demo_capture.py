@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python tests/gen_demo_capture.py [--out PATH] [--tenant PATH] [--quiet]
+    .venv/bin/python tests/helpers/gen_demo_capture.py [--out PATH] [--tenant PATH] [--quiet]
 
 The output is byte-identical on every run (fixed seed, one random stream per
 device, integer microsecond timestamps, little-endian pcap header);
@@ -118,7 +118,7 @@ from scapy.layers.dot11 import (
 from scapy.packet import Raw
 from scapy.utils import PcapWriter
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TENANT = REPO / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 OUT = REPO / "cloud_bridge" / "dev" / "demo" / "demo.pcap"
 

@@ -34,7 +34,7 @@ Every accepted message is recorded with our unique key (Twilio: the ``key`` quer
 ``StatusCallback``; SMSC: the client ``id``; gateway: ``reference``), so ``duplicates()`` counts
 keys accepted more than once: the number that must stay 0.
 
-Run one by hand: ``python -m tests.integration.fake_providers twilio --port 8999``.
+Run one by hand: ``python tests/helpers/fake_providers.py twilio --port 8999``.
 """
 
 from __future__ import annotations
