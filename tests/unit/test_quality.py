@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from cloud_bridge.config import BridgeSettings
 from edge_agent.config import EdgeSettings
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 PURE = [
     "edge_agent/core/frames.py",
     "edge_agent/core/presence.py",

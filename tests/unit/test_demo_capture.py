@@ -18,7 +18,7 @@ import pytest
 from scapy.layers.dot11 import Dot11, RadioTap
 from scapy.utils import RawPcapReader, rdpcap
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = REPO_ROOT / "tests" / "helpers" / "gen_demo_capture.py"
 CAPTURE = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "demo.pcap"
 TENANT = REPO_ROOT / "cloud_bridge" / "dev" / "demo" / "tenant.toml"

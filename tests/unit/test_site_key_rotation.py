@@ -19,7 +19,7 @@ from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.core.frames import parse_mac
 from edge_agent.roster import MAGIC, SIG_LEN, load_roster, mac_hash
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 CONSENTING_MACS = [
     "da:a1:19:3c:4e:01",
     "6e:12:7a:90:b3:22",

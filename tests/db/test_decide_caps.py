@@ -20,7 +20,7 @@ from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 CONSENTING = ("C-1001", "C-1002", "C-1003")
 

@@ -17,7 +17,7 @@ from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 HEADER = (
     "crm_id,name,phone,first_purchase,visits,loyalty_tier,favourite_product,consent_sms,"
     "consent_recognition,consent_text_version,consent_time,consent_source,macs\n"

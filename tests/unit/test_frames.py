@@ -26,7 +26,7 @@ from edge_agent.core.frames import (
     parse_mac,
 )
 
-PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
+PCAPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pcaps"
 
 # -- builders -------------------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 from console_helpers import add_sensor_state, make_world
+from db.test_deliver import Scripted, deliverer
 from delivery_helpers import add_customer, reserve
 from prometheus_client.parser import text_string_to_metric_families
-from test_deliver import Scripted, deliverer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MON = ROOT / "deploy" / "monitoring"
 METRIC = re.compile(r"\b(passby_[a-z0-9_]+)\b")
 

@@ -21,7 +21,7 @@ from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 BORIS_PHONE, BORIS_MAC = "+79161234502", "6e:12:7a:90:b3:22"  # demo customer C-1002
 ATTACKER_PHONE, ATTACKER_MAC = "+79165556666", "02:66:66:66:66:66"
 TOKEN = "link-t0ken-for-the-loyalty-app"

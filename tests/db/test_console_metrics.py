@@ -48,7 +48,8 @@ def test_metrics_for_the_alerts(db_location) -> None:  # type: ignore[no-untyped
     provider's errors, the oldest send waiting past its time, the opt-out guard; on SQLite and
     PostgreSQL."""
     from delivery_helpers import STORE_ID, add_customer, new_store, reserve
-    from test_deliver import Scripted, deliverer
+
+    from db.test_deliver import Scripted, deliverer
 
     store = new_store(db_location)
     try:

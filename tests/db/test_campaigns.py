@@ -32,7 +32,7 @@ from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 
 GOOD = """
@@ -459,7 +459,7 @@ def test_cli_explain_event_and_customer(bridge, tmp_path: Path) -> None:
     assert runner.invoke(cli_app, ["explain", "-c", str(cfg)]).exit_code == 2
 
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def test_readme_campaign_example_loads(bridge, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from edge_agent import doctor
 from edge_agent.doctor import KNOWN_BAD, KNOWN_GOOD, Facts, diagnose
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 HW = ROOT / "hardware"
 README = HW / "README.md"
 DOCTOR_SRC = ROOT / "edge_agent" / "doctor.py"

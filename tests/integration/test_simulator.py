@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from integration.brokers import make_test_pki, start_secure_broker
 from typer.testing import CliRunner
 
 from cloud_bridge.cli.main import app as bridge_app
@@ -26,6 +25,7 @@ from cloud_bridge.dev.mosquitto import BrokerError, LocalMosquitto, free_port
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.config import MqttSettings
+from integration.brokers import make_test_pki, start_secure_broker
 
 FLEET = 2000
 BRIDGE_PASSWORD = "bridge-secret-for-simulator-tests"

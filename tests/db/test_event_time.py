@@ -27,7 +27,7 @@ from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 TOPIC = "passby/v1/main-st/door-1/events"
 STATS = "passby/v1/main-st/door-1/stats"
 DAY = 86400.0
@@ -181,7 +181,7 @@ def test_future_event_stored_before_the_check_is_not_sent(bridge) -> None:
 
 
 def test_decide_fresh_within_the_skew_and_refused_beyond_it() -> None:
-    from test_decide import ANNA, CAMP, EV, NOON, STORE
+    from unit.test_decide import ANNA, CAMP, EV, NOON, STORE
 
     ahead = replace(EV, ts=NOON + 90)
     out = decide(ahead, STORE, ANNA, [CAMP], [], NOON)

@@ -34,7 +34,7 @@ from cloud_bridge.web.app import create_app
 from edge_agent.adapters.enroll import EnrollError, enroll
 from edge_agent.config import EdgeSettings, MqttSettings, load_settings
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 SITE_KEY = "00112233445566778899aabbccddeeff"
 
 

@@ -29,7 +29,7 @@ from edge_agent.adapters.sdnotify import SdNotifier, notify
 from edge_agent.doctor import KNOWN_GOOD
 from edge_agent.protocol import PROTOCOL_VERSION
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EDGE = ROOT / "deploy" / "edge"
 CLOUD = ROOT / "deploy" / "cloud"
 SKIP_DIRS = {".git", ".venv", "var", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache"}

@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYSTEM_UNITS = {
     "mosquitto",
     "postgresql",
@@ -44,7 +44,7 @@ def mentions() -> list[tuple[str, str]]:
         path = REPO / name
         if path.suffix not in {".py", ".md", ".html", ".sh", ".txt", ".service", ".example"}:
             continue
-        if name == "tests/test_unit_names.py":
+        if name == "tests/unit/test_unit_names.py":
             continue
         for m in UNIT_RE.finditer(path.read_text(errors="replace")):
             found.append((name, m.group(1)))

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from cloud_bridge.cli.main import app as bridge_app
 from edge_agent.cli import app as edge_app
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def _commands(app) -> dict[str, object]:

@@ -32,7 +32,7 @@ from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA = "+79161234501"  # a known, consenting demo customer
 NEW_MAC = "02:11:22:33:44:55"
 

@@ -26,7 +26,7 @@ from cloud_bridge.web.app import create_app
 from edge_agent.core.frames import parse_mac
 from edge_agent.roster import load_roster
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA_MAC = "da:a1:19:3c:4e:01"
 ANNA_PHONE = "+79161234501"
 

@@ -21,7 +21,7 @@ from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA_PHONE = "+79161234501"  # the demo tenant's C-1001
 BORIS_PHONE = "+79161234502"  # C-1002
 

@@ -26,7 +26,7 @@ from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 from cloud_bridge.web.auth import Accounts
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 PASSWORD = "correct horse battery"
 ENROL_PER_IP, LOGIN_PER_IP = 3, 4
 
@@ -234,14 +234,14 @@ def test_shipped_nginx_and_bridge_config_agree() -> None:
     trusts exactly where nginx connects from, and the docs say so."""
     from cloud_bridge.config import load_settings
 
-    cloud = Path(__file__).parents[1] / "deploy" / "cloud"
+    cloud = Path(__file__).parents[2] / "deploy" / "cloud"
     nginx = (cloud / "nginx-passby.conf").read_text()
     assert re.search(r"proxy_pass http://127\.0\.0\.1:8080;", nginx)
     assert re.search(r"proxy_set_header X-Forwarded-For \$remote_addr;", nginx)
     assert re.search(r"proxy_set_header X-Forwarded-Proto \$scheme;", nginx)
     s = load_settings(BridgeSettings, cloud / "bridge.toml.example")
     assert s.web.trusted_proxies == ["127.0.0.1", "::1"] and s.web.port == 8080
-    for doc in (Path(__file__).parents[1] / "README.md", cloud / "README.md"):
+    for doc in (Path(__file__).parents[2] / "README.md", cloud / "README.md"):
         assert "trusted_proxies" in doc.read_text(), doc
 
 
@@ -272,7 +272,7 @@ def test_forwarded_headers_from_an_untrusted_peer_are_reported_once(tmp_path: Pa
 
 def test_install_sh_warns_when_a_kept_bridge_toml_trusts_no_proxy(tmp_path: Path) -> None:
     """An upgrade keeps the admin's bridge.toml: the installer says to add trusted_proxies."""
-    install = Path(__file__).parents[1] / "deploy" / "cloud" / "install.sh"
+    install = Path(__file__).parents[2] / "deploy" / "cloud" / "install.sh"
     root = tmp_path / "root"
 
     def run() -> subprocess.CompletedProcess[str]:

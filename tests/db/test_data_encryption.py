@@ -23,7 +23,7 @@ from cloud_bridge.storage.store import MIGRATIONS, BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 
-TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+TENANT = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 
 
 def notations(mac: str) -> list[bytes]:

@@ -21,7 +21,7 @@ from cloud_bridge.offers.templates import TemplateError
 from cloud_bridge.tenant import load_tenant
 from edge_agent.config import ConfigError
 
-DEMO = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
+DEMO = Path(__file__).parents[2] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 LINK = "https://pb.example/o/AbCd1234"
 
 

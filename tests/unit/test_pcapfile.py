@@ -18,7 +18,7 @@ from scapy.utils import PcapNgWriter, RawPcapReader
 
 from edge_agent.adapters.pcapfile import CaptureFormatError, CaptureReader, open_capture
 
-PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
+PCAPS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "pcaps"
 FRAMES = [bytes([i]) * (20 + i) for i in range(1, 8)]
 TIMES = [1_700_000_000 + i * 0.25 for i in range(len(FRAMES))]
 
@@ -266,7 +266,7 @@ def test_stdin_dash_reads_a_pipe() -> None:
     with subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE) as cat:
         out = subprocess.run(
             [sys.executable, "-c", code], stdin=cat.stdout, capture_output=True, text=True,
-            check=True, cwd=Path(__file__).parents[1],
+            check=True, cwd=Path(__file__).parents[2],
         ).stdout.split()  # fmt: skip
     with RawPcapReader(str(path)) as ref:
         expected = [bytes(d) for d, _meta in ref]
@@ -401,7 +401,7 @@ def test_inspect_module_entry_point_reads_stdin() -> None:
     data = (PCAPS / "zeek__radiotap.pcap").read_bytes()
     proc = subprocess.run(
         [sys.executable, "-m", "edge_agent.inspect", "-", "--jsonl"],
-        input=data, capture_output=True, check=True, cwd=Path(__file__).parents[1],
+        input=data, capture_output=True, check=True, cwd=Path(__file__).parents[2],
     )  # fmt: skip
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(lines) == 1 and set(lines[0]) == {"ts", "ta", "subtype", "dbm"}
