@@ -389,22 +389,6 @@ def test_json_encoding_error_names_line_and_character(bridge) -> None:
         run(store, keys, path)
 
 
-def test_tenant_file_with_two_customers_on_one_phone_is_refused(tmp_path: Path) -> None:
-    """The tenant file (demo, first setup) is the other way customers come in."""
-    from cloud_bridge.tenant import ConfigError, load_tenant
-
-    text = TENANT.read_text(encoding="utf-8").replace(
-        'phone = "+79161234503"', f'phone = "{ANNA_PHONE}"'
-    )
-    assert text.count(ANNA_PHONE) == 2
-    path = tmp_path / "tenant.toml"
-    path.write_text(text, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_tenant(path)
-    assert "customers[2].phone: the phone of customers[0] (C-1001) too" in str(err.value)
-    assert ANNA_PHONE not in str(err.value)
-
-
 # -- columns left out ----------------------------------------------------------------------------
 
 
