@@ -6,7 +6,7 @@ Usage::
 
 The output is byte-identical on every run (fixed seed, one random stream per
 device, integer microsecond timestamps, little-endian pcap header);
-``tests/test_demo_capture.py`` regenerates it and compares the sha256 with the
+``tests/unit/test_demo_capture.py`` regenerates it and compares the sha256 with the
 committed file, so after changing this script, run it and commit the new pcap.
 
 What the sensor hears

@@ -196,7 +196,7 @@ def test_twilio_validity_period_is_the_offers_remaining_life(
         assert expect - 3 <= sent <= expect
 
 
-# One table for the status lookup and the status callback (tests/test_inbound.py checks the
+# One table for the status lookup and the status callback (tests/db/test_inbound.py checks the
 # callback against the same expectations).
 TWILIO_EXPECT = {
     "queued": "accepted",
