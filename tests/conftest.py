@@ -99,6 +99,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.fail(why, pytrace=False)
 
 
+def tier_of(item: pytest.Item) -> int:
+    parts = Path(item.path).resolve().parts
+    return next((i for i, tier in enumerate(TIERS) if tier in parts), len(TIERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit tests first (the fastest failures first), then db, then integration. A session
+    fixture of another tier (the PostgreSQL cluster) is then stopped in a db or integration
+    test's teardown, never in a unit test's, where the unit tier's guard would refuse pg_ctl."""
+    items.sort(key=tier_of)  # stable: the order within a tier stays pytest's
+
+
 # A run where nothing executed (everything skipped or deselected) is not a pass.
 _ran = 0
 
