@@ -13,8 +13,7 @@ from pathlib import Path
 
 import yaml
 from console_helpers import add_sensor_state, make_world
-from db.test_deliver import Scripted, deliverer
-from delivery_helpers import add_customer, reserve
+from delivery_helpers import Scripted, add_customer, deliverer, reserve
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
