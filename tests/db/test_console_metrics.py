@@ -28,7 +28,8 @@ def test_metrics_for_the_alerts(db_location) -> None:  # type: ignore[no-untyped
     """What deploy/monitoring's alerts need: each sensor's health, the published roster, the
     provider's errors, the oldest send waiting past its time, the opt-out guard; on SQLite and
     PostgreSQL."""
-    from delivery_helpers import STORE_ID, Scripted, add_customer, deliverer, new_store, reserve
+    from delivery_helpers import STORE_ID, add_customer, new_store, reserve
+    from scripted_provider import Scripted, deliverer
 
     store = new_store(db_location)
     try:

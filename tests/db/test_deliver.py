@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from delivery_helpers import BRAND, Scripted, add_customer, deliverer, new_store, reserve, states
+from delivery_helpers import BRAND, add_customer, new_store, reserve, states
+from scripted_provider import Scripted, deliverer
 
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import StatusResult

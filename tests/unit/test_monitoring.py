@@ -13,8 +13,9 @@ from pathlib import Path
 
 import yaml
 from console_helpers import add_sensor_state, make_world
-from delivery_helpers import Scripted, add_customer, deliverer, reserve
+from delivery_helpers import add_customer, reserve
 from prometheus_client.parser import text_string_to_metric_families
+from scripted_provider import Scripted, deliverer
 
 ROOT = Path(__file__).resolve().parents[2]
 MON = ROOT / "deploy" / "monitoring"
