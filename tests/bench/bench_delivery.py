@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery_helpers import BRAND, STORE_ID, add_customer, new_store, seed_intents, states
-from integration.fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeTwilio, FaultPlan
+from fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions

@@ -18,15 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from delivery_helpers import add_customer, new_store, reserve, seed_intents, states
-
-from cloud_bridge.config import ProviderSettings
-from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
-from cloud_bridge.delivery.providers import make_provider
-from cloud_bridge.delivery.ratelimit import TokenBucket
-from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
-from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import (
+from fake_providers import (
     TWILIO_SID,
     TWILIO_TOKEN,
     FakeGateway,
@@ -35,6 +27,13 @@ from .fake_providers import (
     FakeTwilio,
     FaultPlan,
 )
+
+from cloud_bridge.config import ProviderSettings
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import make_provider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.storage.store import BridgeStore
 
 FAULT_MIX = {
     "429": 0.08,

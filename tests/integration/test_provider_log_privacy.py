@@ -19,6 +19,16 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
+from fake_providers import (
+    TWILIO_SID,
+    TWILIO_TOKEN,
+    FakeGateway,
+    FakeProvider,
+    FakeSmsc,
+    FakeTwilio,
+    FaultPlan,
+    smsc_callback,
+)
 from fastapi.testclient import TestClient
 
 from cloud_bridge.cli import main as cli
@@ -29,17 +39,6 @@ from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_sign
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.app import create_app
-
-from .fake_providers import (
-    TWILIO_SID,
-    TWILIO_TOKEN,
-    FakeGateway,
-    FakeProvider,
-    FakeSmsc,
-    FakeTwilio,
-    FaultPlan,
-    smsc_callback,
-)
 
 PUBLIC = "http://bridge.test"
 WEBHOOK_SECRET = "gw-webhook-secret-5f1c"

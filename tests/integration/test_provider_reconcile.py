@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
+from fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, make_provider
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 READ_TIMEOUT = 0.3
 CALLBACK = "http://127.0.0.1:9/sms/twilio/status"  # carries our key to the fake; never called
@@ -197,7 +196,7 @@ def test_twilio_validity_period_is_the_offers_remaining_life(
         assert expect - 3 <= sent <= expect
 
 
-# One table for the status lookup and the status callback (tests/test_inbound.py checks the
+# One table for the status lookup and the status callback (tests/db/test_inbound.py checks the
 # callback against the same expectations).
 TWILIO_EXPECT = {
     "queued": "accepted",
