@@ -4,7 +4,7 @@ Everything else refers to these names: the decision core (``decide.py``: its adv
 the store (``storage/store.py``: the binding re-check in ``reserve_offer`` and the histories it
 reads), the campaign and tenant file models, the console's campaign form and the settings.
 Released migrations keep their own SQL defaults (a released migration never changes);
-``tests/test_policy_defaults.py`` checks that a freshly migrated database's column defaults
+``tests/db/test_policy_defaults.py`` checks that a freshly migrated database's column defaults
 equal these, on both engines, and that no other module spells these values again.
 """
 
