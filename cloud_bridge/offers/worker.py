@@ -45,6 +45,7 @@ from cloud_bridge.offers.decide import (
     optout_guard_trips,
 )
 from cloud_bridge.storage.store import BridgeStore, decision_row
+from cloud_bridge.storage.stores import store_info_rows
 
 __all__ = [
     "DecisionWorker",
@@ -215,11 +216,7 @@ class DecisionWorker:
         hit = self._stores.get(store_id)
         if hit is not None and mono - hit[0] < self.cache_s:
             return hit[1]
-        rows = self.store.query(
-            "SELECT id, name, timezone, country, sender_name, send_start, send_end, "
-            "daily_budget FROM stores WHERE id=?",
-            [store_id],
-        )
+        rows = store_info_rows(self.store, store_id)
         info = StoreInfo(**rows[0]) if rows else None
         self._stores[store_id] = (mono, info)
         return info

@@ -25,6 +25,7 @@ from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster, write_roster
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import site_key_rows
 from cloud_bridge.tenant import Tenant, load_tenant, seed
 from cloud_bridge.web.app import mask_phone
 
@@ -123,7 +124,7 @@ def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
     now = time.time()
     seed(db, keys, tenant, now)
     roster, version = build_store_roster(db, keys, tenant.store.id, now)
-    site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0]["site_key"]
+    site_key = site_key_rows(db, tenant.store.id)[0]["site_key"]
     bridge_toml, edge_toml = write_configs(
         workdir,
         broker_port,

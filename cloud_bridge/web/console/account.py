@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_names
 from cloud_bridge.web.auth import (
     LOGIN_COOKIE,
     ROLES,
@@ -248,7 +249,7 @@ def account_router(store: BridgeStore, accounts: Accounts) -> APIRouter:
                 "users": store.users(),
                 "tokens": store.api_tokens(),
                 "audit": store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT 200"),
-                "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+                "stores": store_names(store),
                 "roles": ROLES,
                 "notice": notice,
                 "errors": errors or {},

@@ -15,6 +15,7 @@ from markupsafe import Markup, escape
 
 from cloud_bridge.offers.decide import REASONS
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import stores_by_name
 from cloud_bridge.web.auth import Forbidden, Principal
 
 __all__ = [
@@ -150,7 +151,7 @@ def page(
 
 def visible_stores(store: BridgeStore, principal: Principal) -> list[dict[str, Any]]:
     """The stores this principal may see (all of them unless a store owner)."""
-    rows = store.query("SELECT * FROM stores ORDER BY name, id")
+    rows = stores_by_name(store)
     return [r for r in rows if principal.can_see(r["id"])]
 
 

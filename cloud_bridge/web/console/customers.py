@@ -19,6 +19,7 @@ from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_countries, store_exists, store_names
 from cloud_bridge.web.auth import Principal, audit, require
 from cloud_bridge.web.console.common import explain_decision, mask_phone, page
 
@@ -35,7 +36,7 @@ def search_customers(store: BridgeStore, q: str, limit: int = 50) -> list[dict[s
     if not q:
         return []
     phones = {q}
-    for region in [None, *{r["country"] for r in store.query("SELECT country FROM stores")}]:
+    for region in [None, *store_countries(store)]:
         with contextlib.suppress(PhoneError):
             phones.add(normalise_phone(q, region))
     rows = store.query(
@@ -100,7 +101,7 @@ def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> API
     ) -> ImportReport:
         if len(data) > MAX_IMPORT_BYTES:
             raise HTTPException(413, f"the file is over {MAX_IMPORT_BYTES // 2**20} MB")
-        if store_id and not store.query("SELECT 1 FROM stores WHERE id=?", [store_id]):
+        if store_id and not store_exists(store, store_id):
             raise HTTPException(422, f"store_id: unknown store {store_id!r}")
         fmt = "json" if filename.lower().endswith(".json") else "csv"
         with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +141,7 @@ def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> API
                 "q": q,
                 "results": search_customers(store, q),
                 "total": total,
-                "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+                "stores": store_names(store),
                 "report": None,
             },
             title="Customers and consent",
@@ -170,7 +171,7 @@ def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> API
                 "q": "",
                 "results": [],
                 "total": total,
-                "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+                "stores": store_names(store),
                 "report": report,
             },
             title="Customers and consent",

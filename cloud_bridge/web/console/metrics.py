@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from cloud_bridge.ingest.fleet import SILENT_AFTER_S
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import roster_versions
 from cloud_bridge.web.auth import Principal, require
 
 __all__ = ["metrics_router", "StoreCollector"]
@@ -168,7 +169,7 @@ class StoreCollector(Collector):
             "passby_store_roster_version", "latest roster version published for the store",
             labels=["store"],
         )  # fmt: skip
-        for r in self.store.query("SELECT id, roster_version FROM stores"):
+        for r in roster_versions(self.store):
             published.add_metric([str(r["id"])], r["roster_version"] or 0)
         yield published
 

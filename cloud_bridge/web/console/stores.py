@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.ingest.fleet import SensorHealth
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_row
 from cloud_bridge.web.auth import Principal, audit, require
 from cloud_bridge.web.console.charts import COLORS, stacked_bars
 from cloud_bridge.web.console.common import check_store, page, visible_stores
@@ -35,10 +36,10 @@ class Calibration(BaseModel):
 
 
 def _store_row(store: BridgeStore, store_id: str) -> dict[str, Any]:
-    rows = store.query("SELECT * FROM stores WHERE id=?", [store_id])
-    if not rows:
+    row = store_row(store, store_id)
+    if row is None:
         raise HTTPException(404, f"no store {store_id!r}")
-    return rows[0]
+    return row
 
 
 def _day_bounds(tz: str, day: date | None, now: float) -> tuple[date, float, float]:
