@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cloud_bridge.ingest.fleet import SILENT_AFTER_S
+from cloud_bridge.storage.fleet import sensor_gauges
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import roster_versions
 from cloud_bridge.web.auth import Principal, require
@@ -145,9 +146,7 @@ class StoreCollector(Collector):
         roster = GaugeMetricFamily(
             "passby_sensor_roster_version", "roster version the sensor has loaded", labels=labels
         )
-        rows = self.store.query(
-            "SELECT store_id, sensor_id, state, last_seen, roster_version, last_stats FROM sensors"
-        )
+        rows = sensor_gauges(self.store)
         for r in rows:
             names = [str(r["store_id"]), str(r["sensor_id"])]
             last = r["last_seen"]
