@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
+from cloud_bridge.storage.accounts import audit_entries
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import store_names
 from cloud_bridge.web.auth import (
@@ -248,7 +249,7 @@ def account_router(store: BridgeStore, accounts: Accounts) -> APIRouter:
             {
                 "users": store.users(),
                 "tokens": store.api_tokens(),
-                "audit": store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT 200"),
+                "audit": audit_entries(store, 200),
                 "stores": store_names(store),
                 "roles": ROLES,
                 "notice": notice,
@@ -381,10 +382,6 @@ def account_router(store: BridgeStore, accounts: Accounts) -> APIRouter:
         me: Admin, limit: Annotated[int, Query(ge=1, le=1000)] = 100, before_id: int | None = None
     ) -> list[dict[str, Any]]:
         """The audit log, newest first (admin)."""
-        if before_id is None:
-            return store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", [limit])
-        return store.query(
-            "SELECT * FROM audit_log WHERE id<? ORDER BY id DESC LIMIT ?", [before_id, limit]
-        )
+        return audit_entries(store, limit, before_id)
 
     return r

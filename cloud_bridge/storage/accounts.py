@@ -1,0 +1,20 @@
+"""Console accounts: the audit log as the admin pages and API read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud_bridge.storage.store import BridgeStore
+
+__all__ = ["audit_entries"]
+
+
+def audit_entries(
+    store: BridgeStore, limit: int = 200, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` audit entries (below ``before_id`` when given), newest first."""
+    if before_id is None:
+        return store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", [limit])
+    return store.query(
+        "SELECT * FROM audit_log WHERE id<? ORDER BY id DESC LIMIT ?", [before_id, limit]
+    )
