@@ -17,6 +17,7 @@ from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.errors import SenderError, TemplateCostError
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import consent_history
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import site_key_rows
 from edge_agent.config import ConfigError
@@ -216,9 +217,7 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
         for mac in c.macs:
             store.add_device(cid, mac, now, expires=None)
         status = "active" if c.consent else "revoked"
-        current = store.query(
-            "SELECT kind, status FROM consents WHERE customer_id=? ORDER BY ts, id", [cid]
-        )
+        current = consent_history(store, cid)
         latest = {r["kind"]: r["status"] for r in current}
         for kind in ("sms", "recognition"):
             if latest.get(kind) != status and (c.consent or kind in latest):

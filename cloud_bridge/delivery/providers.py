@@ -56,6 +56,7 @@ from typing import Any, Final, Literal, Protocol
 import httpx
 
 from cloud_bridge.errors import ProviderConfigError
+from cloud_bridge.storage.sends import sandbox_has
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = [
@@ -251,14 +252,14 @@ class SandboxProvider(_OneOff):
         try:
             self.store.sandbox_record(sid, msg.to, msg.sender, msg.body, time.time())
         except Exception as exc:  # sqlite3.IntegrityError: this key was recorded before
-            if self.store.query("SELECT 1 FROM sandbox_messages WHERE sid=?", [sid]):
+            if sandbox_has(self.store, sid):
                 return SendResult("accepted", provider_id=sid)
             raise exc
         return SendResult("accepted", provider_id=sid)
 
     def status(self, msg: Outgoing) -> StatusResult:
         sid = msg.provider_id or self._sid(msg.key)
-        if self.store.query("SELECT 1 FROM sandbox_messages WHERE sid=?", [sid]):
+        if sandbox_has(self.store, sid):
             return StatusResult("accepted", provider_id=sid)
         return StatusResult("not_found")
 

@@ -24,6 +24,8 @@ from rich.table import Table
 from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster, write_roster
+from cloud_bridge.storage.events import event_count, progress
+from cloud_bridge.storage.sends import sandbox_messages
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import site_key_rows
 from cloud_bridge.tenant import Tenant, load_tenant, seed
@@ -168,10 +170,7 @@ def wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> boo
     """Until the bridge holds ``expected`` events, all decided and no send still under way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = db.query(
-            "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
-            "WHERE state IN ('reserved','sending')) AS unsent FROM events"
-        )[0]
+        row = progress(db)
         if row["n"] >= expected and not row["pending"] and not row["unsent"]:
             return True
         time.sleep(0.1)
@@ -210,7 +209,7 @@ def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
     t = Table(title="SMS in the sandbox provider")
     for col in ("to", "from", "text"):
         t.add_column(col)
-    for m in db.query("SELECT to_phone, sender, body FROM sandbox_messages ORDER BY id"):
+    for m in sandbox_messages(db):
         t.add_row(mask_phone(m["to_phone"]), m["sender"], m["body"])
     console.print(t)
     console.print(f"Console: [link={url}]{url}[/link]")
@@ -254,7 +253,7 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         total: dict = {}
         for i in range(replays):
             agent_log = workdir / f"agent-{i + 1}.log"
-            before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
+            before = event_count(db)
             with console.status(f"sensor replaying {CAPTURE.name}"), open(agent_log, "wb") as err:
                 agent = subprocess.run(
                     agent_command(edge_toml),

@@ -18,6 +18,12 @@ from cloud_bridge.customers.crm_import import ImportFileError, ImportReport, imp
 from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import (
+    device_rows,
+    live_customer_count,
+    recent_decisions,
+    search_rows,
+)
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import store_countries, store_exists, store_names
 from cloud_bridge.web.auth import Principal, audit, require
@@ -39,12 +45,7 @@ def search_customers(store: BridgeStore, q: str, limit: int = 50) -> list[dict[s
     for region in [None, *store_countries(store)]:
         with contextlib.suppress(PhoneError):
             phones.add(normalise_phone(q, region))
-    rows = store.query(
-        "SELECT id, crm_id, name, phone, loyalty_tier, visits, created FROM customers "
-        f"WHERE erased IS NULL AND (crm_id=? OR crm_id LIKE ? ESCAPE '\\' OR phone IN "
-        f"({','.join('?' * len(phones))})) ORDER BY crm_id LIMIT ?",
-        [q, q.replace("%", r"\%").replace("_", r"\_") + "%", *phones, limit],
-    )
+    rows = search_rows(store, q, phones, limit)
     for r in rows:
         r["phone"] = mask_phone(r["phone"])
         r["consents"] = store.latest_consents(r["id"])
@@ -55,18 +56,8 @@ def customer_detail(store: BridgeStore, crm_id: str) -> dict[str, Any]:
     row = store.customer_row(crm_id)
     if row is None:
         raise HTTPException(404, f"no customer {crm_id!r} (or erased)")
-    devices = store.query(
-        "SELECT first_seen, last_seen, expires, source, store_id FROM devices "
-        "WHERE customer_id=? ORDER BY id",
-        [row["id"]],
-    )
-    decisions = store.query(
-        "SELECT d.ts, d.outcome, d.reason, d.detail, d.campaign_id, e.store_id, e.type, "
-        "s.state AS send_state, s.error AS send_error FROM decisions d "
-        "LEFT JOIN events e ON e.event_id=d.event_id LEFT JOIN sends s ON s.decision_id=d.id "
-        "WHERE d.customer_id=? ORDER BY d.id DESC LIMIT 20",
-        [row["id"]],
-    )
+    devices = device_rows(store, row["id"])
+    decisions = recent_decisions(store, row["id"])
     for d in decisions:
         explain_decision(d)
     return {
@@ -132,7 +123,7 @@ def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> API
 
     @r.get("/customers", response_class=HTMLResponse, include_in_schema=False)
     def customers_page(request: Request, me: Staff, q: str = "") -> HTMLResponse:
-        total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
+        total = live_customer_count(store)
         return page(
             request,
             "customers.html",
@@ -162,7 +153,7 @@ def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> API
             str(form.get("store_id") or "") or None,
             bool(form.get("dry_run")),
         )
-        total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
+        total = live_customer_count(store)
         return page(
             request,
             "customers.html",
