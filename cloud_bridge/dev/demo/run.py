@@ -25,6 +25,7 @@ from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster, write_roster
 from cloud_bridge.storage.events import event_count, progress
+from cloud_bridge.storage.overview import demo_decisions
 from cloud_bridge.storage.sends import sandbox_messages
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import site_key_rows
@@ -192,11 +193,7 @@ def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
     t = Table(title="Decisions (one per arrive/visit event)")
     for col in ("event", "customer", "outcome", "reason"):
         t.add_column(col)
-    rows = db.query(
-        "SELECT e.type, c.name, d.outcome, d.reason, d.detail FROM decisions d "
-        "JOIN events e ON e.event_id=d.event_id LEFT JOIN customers c ON c.id=d.customer_id "
-        "ORDER BY e.ts, d.id"
-    )
+    rows = demo_decisions(db)
     for r in rows:
         style = "green" if r["outcome"] == "send" else "yellow"
         t.add_row(
