@@ -1,4 +1,5 @@
-"""What every console page shares: templates, filters, the page renderer, navigation, scope."""
+"""What every console page shares: templates, filters, the page renderer, navigation, scope
+(the store scope's SQL is ``cloud_bridge.storage.scope``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ __all__ = [
     "nav",
     "when",
     "mask_phone",
-    "store_scope_sql",
     "visible_stores",
     "check_store",
     "explain_decision",
@@ -159,16 +159,6 @@ def check_store(principal: Principal, store_id: str | None) -> None:
     """403 unless the principal may see this store (a store owner: only their own)."""
     if store_id is not None and not principal.can_see(store_id):
         raise Forbidden(f"store {store_id!r} is not one of yours")
-
-
-def store_scope_sql(principal: Principal, column: str) -> tuple[str, list[Any]]:
-    """An SQL condition (and its arguments) keeping only rows of the principal's stores."""
-    scope = principal.scope
-    if scope is None:
-        return "1=1", []
-    if not scope:
-        return "0=1", []
-    return f"{column} IN ({','.join('?' * len(scope))})", list(scope)
 
 
 def explain_decision(d: dict[str, Any]) -> dict[str, Any]:
