@@ -1,4 +1,4 @@
-"""Console accounts: the audit log as the admin pages and API read it."""
+"""Console accounts: the audit log as the admin pages and API read it; logins and sessions."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from cloud_bridge.storage.store import BridgeStore
 
-__all__ = ["audit_entries"]
+__all__ = ["audit_entries", "login_attempt_rows", "session_rows"]
 
 
 def audit_entries(
@@ -18,3 +18,13 @@ def audit_entries(
     return store.query(
         "SELECT * FROM audit_log WHERE id<? ORDER BY id DESC LIMIT ?", [before_id, limit]
     )
+
+
+def login_attempt_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every login attempt, every column, by id."""
+    return store.query("SELECT * FROM login_attempts ORDER BY id")
+
+
+def session_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every console session, every column."""
+    return store.query("SELECT * FROM sessions")

@@ -20,6 +20,14 @@ __all__ = [
     "consented_sample",
     "triggered_pairs",
     "subjects",
+    "customer_rows",
+    "customer_by_crm_id",
+    "customer_by_id",
+    "all_devices",
+    "consent_rows",
+    "suppression_rows",
+    "enrolment_rows",
+    "purchase_rows",
 ]
 
 # A customer with active SMS and recognition consent (latest of each kind), not erased.
@@ -119,3 +127,48 @@ def triggered_pairs(store: BridgeStore, trigger: str, store_ids: list[str], sinc
 def subjects(store: BridgeStore, limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` customers' subject ids, by id."""
     return store.query("SELECT subject FROM customers ORDER BY id LIMIT ?", [limit])
+
+
+# -- whole tables, for checks (tests, tools) ------------------------------------------------
+
+
+def customer_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every customer (erased ones too), every column, by id."""
+    return store.query("SELECT * FROM customers ORDER BY id")
+
+
+def customer_by_crm_id(store: BridgeStore, crm_id: str) -> dict[str, Any] | None:
+    """The customer with this CRM id (erased or not), every column; None: no such customer."""
+    rows = store.query("SELECT * FROM customers WHERE crm_id=?", [crm_id])
+    return rows[0] if rows else None
+
+
+def customer_by_id(store: BridgeStore, customer_id: int) -> dict[str, Any] | None:
+    """One customer (erased or not), every column; None: no such customer."""
+    rows = store.query("SELECT * FROM customers WHERE id=?", [customer_id])
+    return rows[0] if rows else None
+
+
+def all_devices(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every enrolled device, every column, by id."""
+    return store.query("SELECT * FROM devices ORDER BY id")
+
+
+def consent_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every consent record, every column, by id."""
+    return store.query("SELECT * FROM consents ORDER BY id")
+
+
+def suppression_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every suppression (customers erased on request), every column, by id."""
+    return store.query("SELECT * FROM suppressions ORDER BY id")
+
+
+def enrolment_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every enrolment, every column, oldest first."""
+    return store.query("SELECT * FROM enrolments ORDER BY created, id")
+
+
+def purchase_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every imported purchase, every column, by id."""
+    return store.query("SELECT * FROM purchases ORDER BY id")

@@ -7,7 +7,7 @@ from typing import Any
 
 from cloud_bridge.storage.store import BridgeStore
 
-__all__ = ["event_count", "known_event_ids", "progress"]
+__all__ = ["event_count", "known_event_ids", "progress", "event_rows", "dead_letter_rows"]
 
 
 def event_count(store: BridgeStore) -> int:
@@ -31,3 +31,13 @@ def progress(store: BridgeStore) -> dict[str, Any]:
         "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
         "WHERE state IN ('reserved','sending')) AS unsent FROM events"
     )[0]
+
+
+def event_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every event, every column, in the order received (then by id)."""
+    return store.query("SELECT * FROM events ORDER BY received, event_id")
+
+
+def dead_letter_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every rejected sensor message, every column, by id."""
+    return store.query("SELECT * FROM dead_letters ORDER BY id")

@@ -16,6 +16,11 @@ __all__ = [
     "stats_since",
     "stats_history",
     "sensor_gauges",
+    "sensor_rows",
+    "sensor_row",
+    "sensor_stat_rows",
+    "footfall_rows",
+    "pairing_code_rows",
 ]
 
 
@@ -94,3 +99,31 @@ def sensor_gauges(store: BridgeStore) -> list[dict[str, Any]]:
     return store.query(
         "SELECT store_id, sensor_id, state, last_seen, roster_version, last_stats FROM sensors"
     )
+
+
+def sensor_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every sensor that has reported, every column, by store and sensor."""
+    return store.query("SELECT * FROM sensors ORDER BY store_id, sensor_id")
+
+
+def sensor_row(store: BridgeStore, store_id: str, sensor_id: str) -> dict[str, Any] | None:
+    """One sensor, every column (None: it has not reported)."""
+    rows = store.query(
+        "SELECT * FROM sensors WHERE store_id=? AND sensor_id=?", [store_id, sensor_id]
+    )
+    return rows[0] if rows else None
+
+
+def sensor_stat_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every stats report of every sensor, every column, in the order received."""
+    return store.query("SELECT * FROM sensor_stats ORDER BY received, id")
+
+
+def footfall_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every footfall hour of every sensor, every column."""
+    return store.query("SELECT * FROM footfall_hours ORDER BY store_id, sensor_id, hour")
+
+
+def pairing_code_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every pairing code (sealed), every column."""
+    return store.query("SELECT * FROM pairing_codes")

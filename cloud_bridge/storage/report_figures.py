@@ -38,6 +38,7 @@ __all__ = [
     "campaign_ids",
     "decision_day_rows",
     "exposure_day_rows",
+    "return_rows",
 ]
 
 # -- daily figures --------------------------------------------------------------------------
@@ -769,3 +770,8 @@ def decision_day_rows(store: BridgeStore) -> list[dict[str, Any]]:
 def exposure_day_rows(store: BridgeStore) -> list[dict[str, Any]]:
     """Every row of the daily exposure sums, every column."""
     return store.query("SELECT * FROM report_exposure_days")
+
+
+def return_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """The ``returns`` view: every later visit of a customer after a send, with its delay."""
+    return store.query("SELECT * FROM returns")
