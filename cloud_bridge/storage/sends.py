@@ -18,7 +18,7 @@ __all__ = [
     "optout_token",
     "inbound_rows",
     "send_log_rows",
-    "sends_by_state",
+    "send_state_counts",
 ]
 
 
@@ -81,7 +81,7 @@ def send_log_rows(store: BridgeStore) -> list[dict[str, Any]]:
     return store.query("SELECT * FROM send_log ORDER BY id")
 
 
-def sends_by_state(store: BridgeStore) -> dict[str, int]:
+def send_state_counts(store: BridgeStore) -> dict[str, int]:
     """How many sends are in each state."""
     return {
         r["state"]: r["n"]
