@@ -72,19 +72,20 @@ def reserve(
     store.insert_event(
         event_id, STORE_ID, "door-1", "arrive", f"s{customer_id}", event_ts or now, "{}", now
     )
-    send_id, reason = store.reserve_send(
+    send_id, reason = store.reserve_offer(
         event_id,
         customer_id,
         CAMPAIGN,
+        "A",
         STORE_ID,
-        1,
-        30,
-        4,
-        30,
-        sender,
-        body or TEXT.format(name=f"Name{customer_id}"),
-        provider,
         now,
+        cap_count=1,
+        cap_days=30,
+        overall_cap=4,
+        overall_days=30,
+        sender=sender,
+        body=body or TEXT.format(name=f"Name{customer_id}"),
+        provider=provider,
     )
     assert send_id is not None, reason
     return send_id

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from engine_helpers import bridge_location, database_setting
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -19,7 +18,6 @@ from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.campaigns import (
     CampaignError,
-    campaigns_router,
     engine_campaign,
     read_campaign_file,
     save_campaigns,
@@ -33,6 +31,9 @@ from cloud_bridge.storage.decisions import decision_rows
 from cloud_bridge.storage.sends import send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.web.api.campaigns import campaigns_guard
+from cloud_bridge.web.app import create_app
+from cloud_bridge.web.dependencies import get_clock
 from edge_agent.roster import subject_id
 
 TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
@@ -223,8 +224,9 @@ def test_context_checks_name_the_field(bridge) -> None:
 
 
 def api(store: BridgeStore) -> TestClient:
-    app = FastAPI()
-    app.include_router(campaigns_router(store, auth=lambda: None, clock=lambda: 1000.0))
+    app = create_app(store)
+    app.dependency_overrides[campaigns_guard] = lambda: None
+    app.dependency_overrides[get_clock] = lambda: lambda: 1000.0
     return TestClient(app)
 
 
@@ -269,15 +271,15 @@ def test_api_crud(bridge) -> None:
 
 def test_api_refuses_without_credentials(bridge) -> None:
     store, _ = bridge
-    app = FastAPI()
+    app = create_app(store)
 
     class Settings:
         class enrol:  # noqa: N801 - mimics BridgeSettings.enrol
             api_token = None
 
-    from cloud_bridge.offers import campaigns as mod
+    from cloud_bridge.web.api import campaigns as mod
 
-    app.include_router(campaigns_router(store, Settings(), auth=mod._bearer_check(Settings())))
+    app.dependency_overrides[campaigns_guard] = mod._bearer_check(Settings())
     assert TestClient(app).get("/api/v1/campaigns").status_code == 403
 
 

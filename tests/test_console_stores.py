@@ -35,9 +35,10 @@ def event(store: BridgeStore, n: int, type_: str, subject: str, ts: float) -> No
 def sent(store: BridgeStore, crm_id: str, ts: float, n: int) -> None:
     c = store.customer_row(crm_id)
     event(store, 1000 + n, "arrive", c["subject"], ts)
-    send_id, _ = store.reserve_send(
-        f"{1000 + n:032x}", c["id"], "fav-15", "main-st", 5, 30, 9, 30, "MainStCafe", "hi",
-        "sandbox", ts,
+    send_id, _ = store.reserve_offer(
+        f"{1000 + n:032x}", c["id"], "fav-15", "A", "main-st", ts,
+        cap_count=5, cap_days=30, overall_cap=9, overall_days=30,
+        sender="MainStCafe", body="hi", provider="sandbox",
     )  # fmt: skip
     store.update_send(send_id, "delivered", provider_id=f"SB{n}")
 

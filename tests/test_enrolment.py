@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
@@ -24,7 +23,6 @@ from cloud_bridge.customers.enrol import (
     Enrolments,
     RateLimited,
     WrongCode,
-    router,
 )
 from cloud_bridge.delivery.providers import SandboxProvider, SendResult
 from cloud_bridge.sensors.keys import BridgeKeys
@@ -33,6 +31,7 @@ from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
+from cloud_bridge.web.dependencies import get_clock
 
 TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA = "+79161234501"  # a known, consenting demo customer
@@ -53,8 +52,8 @@ def env(tmp_path: Path, db_location):
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
     clock = Clock()
-    app = FastAPI()
-    app.include_router(router(store, clock=clock))
+    app = create_app(store)
+    app.dependency_overrides[get_clock] = lambda: clock
     app.state.enrolments = Enrolments(
         store,
         EnrolSettings(api_token="t0ken-of-the-loyalty-server"),

@@ -11,17 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings, EnrolSettings
-from cloud_bridge.customers.enrol import Enrolments, router
+from cloud_bridge.customers.enrol import Enrolments
 from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.customers import enrolment_rows
 from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
+from cloud_bridge.web.app import create_app
 
 TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 BORIS_PHONE, BORIS_MAC = "+79161234502", "6e:12:7a:90:b3:22"  # demo customer C-1002
@@ -35,8 +35,7 @@ def env(tmp_path: Path, db_location):
     store = BridgeStore(db_location)
     keys = BridgeKeys(tmp_path)
     seed(store, keys, load_tenant(TENANT), time.time())
-    app = FastAPI()
-    app.include_router(router(store))
+    app = create_app(store)
     app.state.enrolments = Enrolments(
         store,
         EnrolSettings(api_token=TOKEN, api_token_scopes=["customers.erase", "enrol.link"]),

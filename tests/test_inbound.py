@@ -7,13 +7,11 @@ import time
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.delivery.inbound import (
     gateway_signature,
-    inbound_router,
     parse_keyword,
     smsc_signature,
 )
@@ -23,6 +21,7 @@ from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.customers import customer_by_id
 from cloud_bridge.storage.sends import inbound_rows, optout_token, send_row
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
 
 PUBLIC = "https://bridge.example"
 SID = "AC" + "c" * 32
@@ -135,8 +134,7 @@ def _env(store: BridgeStore, kind: str):  # type: ignore[no-untyped-def]
     d = Deliverer(
         store, provider, DeliveryOptions.from_settings(settings), bucket=TokenBucket(1000, 10)
     )
-    app = FastAPI()
-    app.include_router(inbound_router(store, settings))
+    app = create_app(store, settings)
     app.state.deliverer = d
     return store, cid, provider, d, TestClient(app)
 

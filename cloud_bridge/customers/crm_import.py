@@ -33,12 +33,13 @@ from cloud_bridge.csv_input import (
     load_json,
     sniff_delimiter,
 )
+from cloud_bridge.customers import consent as ledger
+from cloud_bridge.customers.consent import Outcome
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import store_country_rows
-from edge_agent.core.frames import parse_mac
-from edge_agent.roster import subject_id
+from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [
     "FIELDS",
@@ -605,18 +606,7 @@ def _consents(
         latest = mine[-1] if mine else None
         status = latest["status"] if latest else None
         evidence_ts = row.consent_time
-        if value and status != "active":
-            if latest is not None and evidence_ts is not None and evidence_ts <= latest["ts"]:
-                report.problems.append(
-                    Problem(
-                        row.row,
-                        f"consent_{kind}",
-                        "evidence predates a later record (e.g. an opt-out); not applied",
-                        "warning",
-                        row.crm_id,
-                    )
-                )
-                continue
+        if value:
             proof = {
                 "method": "crm import",
                 "source": row.consent_source,
@@ -626,13 +616,24 @@ def _consents(
                 "import_sha256": sha,
                 "import_row": row.row,
             }
-            store.record_consent(
-                customer_id, kind, "active", evidence_ts or now, row.text_version, proof
-            )
-            report.consents_recorded += 1
+            done = ledger.grant(
+                store, customer_id, kind, confirmed_at=evidence_ts, now=now,
+                text_version=row.text_version, proof=proof,
+            )  # fmt: skip
+            if done is Outcome.SUPERSEDED:
+                report.problems.append(
+                    Problem(
+                        row.row,
+                        f"consent_{kind}",
+                        "evidence predates a later record (e.g. an opt-out); not applied",
+                        "warning",
+                        row.crm_id,
+                    )
+                )
+            report.consents_recorded += done is Outcome.RECORDED
         elif value is False and status == "active":
-            if evidence_ts is not None and latest is not None and latest["ts"] > evidence_ts:
-                continue  # an active consent newer than this opt-out evidence stands
+            # A CRM's "no" revokes an active consent; where there is none it is no evidence of
+            # anything (an active consent confirmed after the opt-out's time stands: the ledger)
             proof = {
                 "method": "crm import",
                 "source": row.consent_source or "crm",
@@ -641,8 +642,8 @@ def _consents(
                 "import_sha256": sha,
                 "import_row": row.row,
             }
-            store.record_consent(customer_id, kind, "revoked", evidence_ts or now, None, proof)
-            report.consents_recorded += 1
+            done = ledger.revoke(store, customer_id, kind, at=evidence_ts or now, proof=proof)
+            report.consents_recorded += done is Outcome.RECORDED
 
 
 def _iso(ts: float | None) -> str | None:

@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from cloud_bridge.customers import consent as ledger
 from cloud_bridge.delivery.providers import Outgoing, Provider, SendResult, StatusResult
 from cloud_bridge.delivery.ratelimit import SharedBucket, TokenBucket, bucket_for
 from cloud_bridge.delivery.sms_encoding import cost_of
@@ -577,8 +578,8 @@ class Deliverer:
     def _act(self, action: str | None, job: dict[str, Any], code: str | None, now: float) -> None:
         """What a provider's refusal means for the customer."""
         if action == "opt_out":
-            self.store.record_consent(
-                job["customer_id"], "sms", "revoked", now,
+            ledger.revoke(
+                self.store, job["customer_id"], "sms", at=now,
                 proof={"source": "provider", "provider": self.provider.name, "code": code},
             )  # fmt: skip
             log.info("customer %s: provider says unsubscribed; consent revoked", job["customer_id"])

@@ -35,13 +35,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.storage.fleet import broker_login, credential_by_username, sensors_of_store
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
-from edge_agent.adapters.enroll import PairedMqtt, PairingConfig
+from edge_agent.pairing import PairedMqtt, PairingConfig
 from edge_agent.protocol import BRIDGE_HELLO_TOPIC, ID_PATTERN, TOPIC_ROOT
 
 __all__ = [
@@ -53,7 +52,7 @@ __all__ = [
     "mosquitto_hash",
     "mosquitto_verify",
     "normalise_code",
-    "pairing_router",
+    "PairRequest",
     "redeem",
     "render_acl",
     "render_password_file",
@@ -457,23 +456,3 @@ def redeem(
 
 class PairRequest(BaseModel):
     code: str = Field(description="pairing code printed by 'cloud-bridge sensors add'")
-
-
-def pairing_router(store: BridgeStore, settings: BridgeSettings) -> APIRouter:
-    """``POST /api/v1/pair {"code": ...}`` -> the sensor's PairingConfig, exactly once."""
-    router = APIRouter()
-
-    @router.post("/api/v1/pair", response_class=Response)
-    def pair(body: PairRequest, request: Request) -> Response:
-        client = request.client.host if request.client else None
-        try:
-            cfg = redeem(store, settings, body.code, used_by=client)
-        except PairingError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return Response(
-            cfg.model_dump_json(by_alias=True),
-            media_type="application/json",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    return router

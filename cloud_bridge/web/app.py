@@ -1,8 +1,11 @@
 """Console and API (FastAPI, server-rendered Jinja2 pages, no JS build step).
 
 Every console page and ``/api`` route needs a login (session cookie) or an API token; a store
-owner sees only their stores everywhere. The page routers live in ``cloud_bridge.web.console``;
-other packages mount their own routers here (enrolment, inbound SMS, rosters, pairing).
+owner sees only their stores everywhere. Every router is a module-level ``APIRouter`` under
+``cloud_bridge.web`` (console pages in ``web.console``, JSON APIs in ``web.api``, the enrolment
+portal, inbound SMS webhooks, rosters) whose routes take what they need from
+``cloud_bridge.web.dependencies``; ``create_app`` puts the store, settings and accounts on
+``app.state`` and includes the routers. The non-HTTP logic stays in its concern's package.
 
 The client's address and scheme (rate limits, consent proof, audit, Secure cookies) are the
 socket's, unless the peer is a reverse proxy listed in ``web.trusted_proxies``: then they come
@@ -15,27 +18,27 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
-from cloud_bridge.customers.enrol import router as enrol_router
-from cloud_bridge.delivery.inbound import inbound_router
-from cloud_bridge.offers.campaigns import campaigns_router
-from cloud_bridge.sensors.provisioning import pairing_router as _pairing_router
 from cloud_bridge.storage.overview import overview_rows, ping
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web import enrol, inbound
+from cloud_bridge.web.api import campaigns as campaigns_api
+from cloud_bridge.web.api import pairing, releases, rosters
 from cloud_bridge.web.auth import (
     Accounts,
     AuthError,
     LoginRequired,
     LoginThrottled,
     Principal,
-    require,
 )
 from cloud_bridge.web.console import console_routers
 from cloud_bridge.web.console.common import (
@@ -44,12 +47,12 @@ from cloud_bridge.web.console.common import (
     mask_phone,
     page,
 )
+from cloud_bridge.web.dependencies import Anyone, Store
 
-__all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "TEMPLATES"]
+__all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "router", "TEMPLATES"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "console" / "static"
-Anyone = Annotated[Principal, Depends(require())]
 
 
 def overview(
@@ -139,7 +142,97 @@ def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/")
 
 
+# The overview, health and static files; the other routers live in their own modules.
+router = APIRouter()
+
+
+@router.get("/console/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        return Response(status_code=404)
+    return FileResponse(path, headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(request: Request, me: Anyone, store: Store) -> HTMLResponse:
+    return page(
+        request,
+        "overview.html",
+        me,
+        {"o": overview(store, principal=me), "now": time.time()},
+        title="Overview",
+    )
+
+
+@router.get("/healthz", tags=["health"])
+def healthz(store: Store) -> dict[str, str]:
+    """Liveness: the store answers."""
+    ping(store)
+    return {"status": "ok"}
+
+
+@router.get("/api/overview", tags=["overview"])
+def api_overview(me: Anyone, store: Store) -> dict[str, Any]:
+    """Counts, sensors, latest decisions and sandbox SMS (phones masked), of your stores."""
+    data = overview(store, principal=me)
+    for m in data["messages"]:
+        m["to_phone"] = mask_phone(m["to_phone"])
+    return data
+
+
+@router.get("/api/sandbox/messages", tags=["overview"])
+def api_sandbox(me: Anyone, store: Store) -> list[dict[str, Any]]:
+    """SMS recorded by the sandbox provider (phones masked), of your stores, oldest first."""
+    rows = overview(store, limit=100_000, principal=me)["messages"][::-1]
+    return [{**m, "to_phone": mask_phone(m["to_phone"])} for m in rows]
+
+
+def auth_error(request: Request, exc: AuthError) -> Response:
+    """An ``AuthError`` as the client wants it: a login redirect or an error page for the
+    console, JSON (with ``Retry-After`` / ``WWW-Authenticate``) for ``/api``."""
+    if isinstance(exc, LoginRequired) and _wants_html(request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+    headers = {}
+    if isinstance(exc, LoginThrottled):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, LoginRequired):
+        headers["WWW-Authenticate"] = "Bearer"
+    if _wants_html(request):
+        principal = getattr(request.state, "principal", None)
+        return page(
+            request, "error.html", principal, {"message": str(exc)}, exc.status, "Not allowed"
+        )
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+
+async def security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def routers(with_sensors: bool) -> list[APIRouter]:
+    """Every router, in the order the app matches them; the sensor routers need settings."""
+    sensors = [rosters.router, releases.router, pairing.router] if with_sensors else []
+    return [
+        enrol.router,
+        inbound.router,
+        campaigns_api.router,
+        *sensors,
+        *console_routers,
+        router,
+    ]
+
+
 def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
+    """The console, API, portal and webhook app over ``store``. The routers read the store,
+    settings and accounts from ``app.state`` (``cloud_bridge.web.dependencies``); without
+    settings the sensor routes (rosters, releases, pairing) are not mounted."""
     app = FastAPI(
         title="passby console API",
         version=__version__,
@@ -148,82 +241,13 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         "/account). A store owner sees only their stores.",
     )
     accounts = Accounts(store, settings.web if settings is not None else WebSettings())
+    app.state.store = store
     app.state.accounts = accounts
     app.state.settings = settings
-    app.include_router(enrol_router(store, settings))
-    app.include_router(inbound_router(store, settings))
-    app.include_router(campaigns_router(store, settings))
-    if settings is not None:
-        from cloud_bridge.sensors.releases import releases_router
-        from cloud_bridge.web.roster_api import roster_router
-
-        app.include_router(roster_router(store, settings))
-        app.include_router(releases_router(settings))
-        app.include_router(_pairing_router(store, settings))
-    for router in console_routers(store, settings, accounts):
-        app.include_router(router)
-
-    @app.exception_handler(AuthError)
-    def auth_error(request: Request, exc: AuthError) -> Response:
-        if isinstance(exc, LoginRequired) and _wants_html(request):
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={target}", status_code=303)
-        headers = {}
-        if isinstance(exc, LoginThrottled):
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, LoginRequired):
-            headers["WWW-Authenticate"] = "Bearer"
-        if _wants_html(request):
-            principal = getattr(request.state, "principal", None)
-            return page(
-                request, "error.html", principal, {"message": str(exc)}, exc.status, "Not allowed"
-            )
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-
-    @app.get("/console/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        path = STATIC / name
-        if "/" in name or name.startswith(".") or not path.is_file():
-            return Response(status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "max-age=300"})
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request, me: Anyone) -> HTMLResponse:
-        return page(
-            request,
-            "overview.html",
-            me,
-            {"o": overview(store, principal=me), "now": time.time()},
-            title="Overview",
-        )
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the store answers."""
-        ping(store)
-        return {"status": "ok"}
-
-    @app.get("/api/overview", tags=["overview"])
-    def api_overview(me: Anyone) -> dict[str, Any]:
-        """Counts, sensors, latest decisions and sandbox SMS (phones masked), of your stores."""
-        data = overview(store, principal=me)
-        for m in data["messages"]:
-            m["to_phone"] = mask_phone(m["to_phone"])
-        return data
-
-    @app.get("/api/sandbox/messages", tags=["overview"])
-    def api_sandbox(me: Anyone) -> list[dict[str, Any]]:
-        """SMS recorded by the sandbox provider (phones masked), of your stores, oldest first."""
-        rows = overview(store, limit=100_000, principal=me)["messages"][::-1]
-        return [{**m, "to_phone": mask_phone(m["to_phone"])} for m in rows]
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
-
+    for r in routers(with_sensors=settings is not None):
+        app.include_router(r)
+    app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
+    app.add_middleware(BaseHTTPMiddleware, dispatch=security_headers)
     # Outermost: every route, dependency and middleware sees the resolved client and scheme.
     app.add_middleware(ForwardedHeaders, trusted=accounts.settings.trusted_proxies)
     return app

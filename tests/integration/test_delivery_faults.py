@@ -278,10 +278,9 @@ def test_kill_9_mid_send_then_restart_no_duplicate_no_stuck_row(tmp_path: Path) 
 
 
 def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Path) -> None:
-    from cloud_bridge.config import BridgeSettings
+    from cloud_bridge.config import BridgeSettings, load_settings
     from cloud_bridge.delivery.providers import twilio_signature
     from cloud_bridge.service import BridgeService
-    from edge_agent.config import load_settings
 
     fake = FakeTwilio(FaultPlan()).start()
     broker = LocalMosquitto(tmp_path / "mosquitto")
@@ -296,6 +295,9 @@ def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Pa
     service = BridgeService(load_settings(BridgeSettings, config))
     service.start()
     try:
+        # An offer decided a moment before the STOP (reserved, not yet handed to the sender:
+        # the running sender adopts a reserved row only after 30 s) ...
+        sid = reserve(service.store, cid, time.time(), provider="twilio")
         params = {
             "MessageSid": "SMin1",
             "AccountSid": TWILIO_SID,
@@ -313,8 +315,7 @@ def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Pa
             time.sleep(0.005)
         elapsed = time.monotonic() - t0
         assert elapsed < 1.0
-        # An offer decided a moment before the STOP is not sent now.
-        sid = reserve(service.store, cid, time.time(), provider="twilio")
+        # ... is not sent now.
         service.deliverer.deliver(sid)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and len(fake.state.accepted) < 1:

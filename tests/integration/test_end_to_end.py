@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.config import BridgeSettings
+from cloud_bridge.config import BridgeSettings, load_settings
 from cloud_bridge.dev.demo.run import CAPTURE, TENANT, agent_command, prepare_site
 from cloud_bridge.dev.demo.run import wait_processed as demo_wait_processed
 from cloud_bridge.dev.mosquitto import LocalMosquitto
@@ -22,7 +22,6 @@ from cloud_bridge.storage.events import event_count, event_rows
 from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant
-from edge_agent.config import load_settings
 
 pytestmark = pytest.mark.integration
 

@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cloud_bridge.cli import main as cli
 from cloud_bridge.config import BridgeSettings
-from cloud_bridge.delivery.inbound import gateway_signature, inbound_router
+from cloud_bridge.delivery.inbound import gateway_signature
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_signature
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.storage.sends import send_log_rows, send_row, send_rows
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
 
 from .fake_providers import (
     TWILIO_SID,
@@ -189,8 +189,7 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
         if kind == "twilio":
             assert looked == {"error"}  # another message to that number: absence unproven
 
-        app = FastAPI()
-        app.include_router(inbound_router(store, settings))
+        app = create_app(store, settings)
         app.state.deliverer = d
         client = TestClient(app)
         webhook_status: list[int] = []

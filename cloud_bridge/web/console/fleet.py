@@ -11,17 +11,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cloud_bridge.clock import DEFAULT_MAX_SKEW_S
-from cloud_bridge.config import BridgeSettings
 from cloud_bridge.ingest.fleet import OUTBOX_WINDOW_S, SensorHealth, sensor_health
 from cloud_bridge.storage.fleet import live_sensor_rows, stats_history, stats_since
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, Series, line_chart
 from cloud_bridge.web.console.common import check_store, page
+from cloud_bridge.web.dependencies import MaybeSettings, Store, Viewer
 
-__all__ = ["fleet_router", "fleet_health", "sensor_history"]
+__all__ = ["router", "fleet_health", "sensor_history"]
 
-Viewer = Annotated[Principal, Depends(require("admin", "owner"))]
 DAY = 86400.0
 BUCKET_S = 300.0
 
@@ -71,82 +70,95 @@ def _charts(points: list[dict[str, Any]], now: float) -> list[tuple[str, Any]]:
     return out
 
 
-def fleet_router(store: BridgeStore, settings: BridgeSettings | None = None) -> APIRouter:
-    r = APIRouter()
-    skew = settings.policy.max_clock_skew_s if settings is not None else DEFAULT_MAX_SKEW_S
+router = APIRouter()
 
-    @r.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
-    def fleet_page(
-        request: Request, me: Viewer, store_id: str | None = None, alerts: bool = False
-    ) -> HTMLResponse:
-        if store_id:
-            check_store(me, store_id)
-        now = time.time()
-        sensors = fleet_health(store, me, now, store_id or None, skew)
-        shown = [s for s in sensors if s.alerts] if alerts else sensors
-        counts = {
-            "sensors": len(sensors),
-            "online": sum(1 for s in sensors if s.online),
-            "alerting": sum(1 for s in sensors if s.alerts),
-        }
-        return page(
-            request,
-            "fleet.html",
-            me,
-            {"sensors": shown, "counts": counts, "now": now, "only_alerts": alerts},
-            title="Fleet",
-        )
 
-    @r.get("/fleet/{store_id}/{sensor_id}", response_class=HTMLResponse, include_in_schema=False)
-    def sensor_page(request: Request, store_id: str, sensor_id: str, me: Viewer) -> HTMLResponse:
+async def max_skew(settings: MaybeSettings) -> float:
+    """The clock offset beyond which a sensor gets the clock_skew alert (policy setting)."""
+    return settings.policy.max_clock_skew_s if settings is not None else DEFAULT_MAX_SKEW_S
+
+
+Skew = Annotated[float, Depends(max_skew)]
+
+
+@router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
+def fleet_page(
+    request: Request,
+    me: Viewer,
+    store: Store,
+    skew: Skew,
+    store_id: str | None = None,
+    alerts: bool = False,
+) -> HTMLResponse:
+    if store_id:
         check_store(me, store_id)
-        now = time.time()
-        found = [
-            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
-        ]
-        if not found:
-            raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
-        points = sensor_history(store, store_id, sensor_id, now - DAY)
-        return page(
-            request,
-            "sensor.html",
-            me,
-            {"s": found[0], "charts": _charts(points, now), "now": now},
-            title=f"Sensor {store_id}/{sensor_id}",
-        )
+    now = time.time()
+    sensors = fleet_health(store, me, now, store_id or None, skew)
+    shown = [s for s in sensors if s.alerts] if alerts else sensors
+    counts = {
+        "sensors": len(sensors),
+        "online": sum(1 for s in sensors if s.online),
+        "alerting": sum(1 for s in sensors if s.alerts),
+    }
+    return page(
+        request,
+        "fleet.html",
+        me,
+        {"sensors": shown, "counts": counts, "now": now, "only_alerts": alerts},
+        title="Fleet",
+    )
 
-    @r.get("/api/v1/fleet", tags=["fleet"])
-    def api_fleet(me: Viewer, store_id: str | None = None) -> dict[str, Any]:
-        """Every sensor you may see: state (retained status + last will), last seen, versions,
-        frames/s, outbox depth, drops, CPU temperature, disk, clock offset (sensor minus
-        bridge, seconds), and alerts with their fix."""
-        if store_id:
-            check_store(me, store_id)
-        sensors = fleet_health(store, me, time.time(), store_id or None, skew)
-        return {
-            "sensors": [s.to_json() for s in sensors],
-            "online": sum(1 for s in sensors if s.online),
-            "alerting": sum(1 for s in sensors if s.alerts),
-        }
 
-    @r.get("/api/v1/fleet/{store_id}/{sensor_id}", tags=["fleet"])
-    def api_sensor(
-        store_id: str,
-        sensor_id: str,
-        me: Viewer,
-        hours: Annotated[float, Query(gt=0, le=192)] = 24,
-    ) -> dict[str, Any]:
-        """One sensor's health and its stats history (5-minute buckets)."""
+@router.get("/fleet/{store_id}/{sensor_id}", response_class=HTMLResponse, include_in_schema=False)
+def sensor_page(
+    request: Request, store_id: str, sensor_id: str, me: Viewer, store: Store, skew: Skew
+) -> HTMLResponse:
+    check_store(me, store_id)
+    now = time.time()
+    found = [s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id]
+    if not found:
+        raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
+    points = sensor_history(store, store_id, sensor_id, now - DAY)
+    return page(
+        request,
+        "sensor.html",
+        me,
+        {"s": found[0], "charts": _charts(points, now), "now": now},
+        title=f"Sensor {store_id}/{sensor_id}",
+    )
+
+
+@router.get("/api/v1/fleet", tags=["fleet"])
+def api_fleet(me: Viewer, store: Store, skew: Skew, store_id: str | None = None) -> dict[str, Any]:
+    """Every sensor you may see: state (retained status + last will), last seen, versions,
+    frames/s, outbox depth, drops, CPU temperature, disk, clock offset (sensor minus
+    bridge, seconds), and alerts with their fix."""
+    if store_id:
         check_store(me, store_id)
-        now = time.time()
-        found = [
-            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
-        ]
-        if not found:
-            raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
-        return {
-            **found[0].to_json(),
-            "history": sensor_history(store, store_id, sensor_id, now - hours * 3600),
-        }
+    sensors = fleet_health(store, me, time.time(), store_id or None, skew)
+    return {
+        "sensors": [s.to_json() for s in sensors],
+        "online": sum(1 for s in sensors if s.online),
+        "alerting": sum(1 for s in sensors if s.alerts),
+    }
 
-    return r
+
+@router.get("/api/v1/fleet/{store_id}/{sensor_id}", tags=["fleet"])
+def api_sensor(
+    store_id: str,
+    sensor_id: str,
+    me: Viewer,
+    store: Store,
+    skew: Skew,
+    hours: Annotated[float, Query(gt=0, le=192)] = 24,
+) -> dict[str, Any]:
+    """One sensor's health and its stats history (5-minute buckets)."""
+    check_store(me, store_id)
+    now = time.time()
+    found = [s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id]
+    if not found:
+        raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
+    return {
+        **found[0].to_json(),
+        "history": sensor_history(store, store_id, sensor_id, now - hours * 3600),
+    }

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -37,11 +36,9 @@ from cloud_bridge.storage.metrics import (
 )
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.storage.stores import roster_versions
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.web.dependencies import Admin, Store
 
-__all__ = ["metrics_router", "StoreCollector"]
-
-Admin = Annotated[Principal, Depends(require("admin"))]
+__all__ = ["router", "StoreCollector"]
 
 
 class StoreCollector(Collector):
@@ -186,14 +183,12 @@ class StoreCollector(Collector):
         yield oldest
 
 
-def metrics_router(store: BridgeStore) -> APIRouter:
-    r = APIRouter()
-    registry = CollectorRegistry()
+router = APIRouter()
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+def metrics(me: Admin, store: Store) -> Response:
+    """Prometheus text format (admin token or session)."""
+    registry = CollectorRegistry()  # per scrape: the numbers are read from the store anyway
     registry.register(StoreCollector(store))
-
-    @r.get("/metrics", tags=["health"], response_class=Response)
-    def metrics(me: Admin) -> Response:
-        """Prometheus text format (admin token or session)."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return r
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

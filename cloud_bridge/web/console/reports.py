@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cloud_bridge.offers.decide import REASONS
@@ -30,13 +30,13 @@ from cloud_bridge.storage.report_figures import (
     skip_reason_rows,
 )
 from cloud_bridge.storage.store import BridgeStore, decision_of_send
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, hbars
 from cloud_bridge.web.console.common import check_store, page, visible_stores
+from cloud_bridge.web.dependencies import Anyone, Store
 
-__all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
+__all__ = ["router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
 
-Anyone = Annotated[Principal, Depends(require())]
 DateQ = Annotated[date | None, Query(description="YYYY-MM-DD (UTC), inclusive")]
 RETURN_DAYS = 14
 OPTOUT_LINE = 0.02
@@ -220,101 +220,106 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def reports_router(store: BridgeStore) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
 
-    @r.get("/reports", response_class=HTMLResponse, include_in_schema=False)
-    def reports_page(
-        request: Request,
-        me: Anyone,
-        start: date | None = None,
-        end: date | None = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> HTMLResponse:
-        now = time.time()
-        f = _filters(start, end, store_id, campaign_id, variant, now)
-        data = build(store, f, me, now)
-        fun = data["funnel"]
-        names = ("detections", "eligible", "sent", "delivered", "returns")
-        charts = {
-            "funnel": hbars(
-                [(n, float(fun[n]), COLORS[i % len(COLORS)]) for i, n in enumerate(names)],
-                "Funnel",
-            ),
-            "skips": hbars(
-                [(s["reason"], float(s["n"]), COLORS[1]) for s in data["skip_reasons"][:10]],
-                "Skip reasons",
-            ),
-            "optout": hbars(
-                [(o["campaign_id"], o["rate"] or 0.0, COLORS[3] if o["over_line"] else COLORS[2])
-                 for o in data["optout"]],
-                "Opt-out rate by campaign",
-                line=OPTOUT_LINE,
-                line_label="2 % line",
-                fmt=lambda v: f"{v * 100:.1f} %",
-            ),
-        }  # fmt: skip
-        campaigns = campaign_ids(store)
-        return page(
-            request,
-            "reports.html",
-            me,
-            {
-                "d": data,
-                "charts": charts,
-                "stores": visible_stores(store, me),
-                "campaign_ids": campaigns if me.role != "owner" else campaigns,
-                "query": f.query(),
-            },
-            title="Reports",
-        )
 
-    @r.get("/reports.csv", include_in_schema=False)
-    def reports_csv(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> Response:
-        now = time.time()
-        f = _filters(start, end, store_id, campaign_id, variant, now)
-        body = to_csv(build(store, f, me, now))
-        name = f"passby-report-{f.start}-{f.end}.csv"
-        return Response(
-            body,
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+@router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
+def reports_page(
+    request: Request,
+    me: Anyone,
+    store: Store,
+    start: date | None = None,
+    end: date | None = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> HTMLResponse:
+    now = time.time()
+    f = _filters(start, end, store_id, campaign_id, variant, now)
+    data = build(store, f, me, now)
+    fun = data["funnel"]
+    names = ("detections", "eligible", "sent", "delivered", "returns")
+    charts = {
+        "funnel": hbars(
+            [(n, float(fun[n]), COLORS[i % len(COLORS)]) for i, n in enumerate(names)],
+            "Funnel",
+        ),
+        "skips": hbars(
+            [(s["reason"], float(s["n"]), COLORS[1]) for s in data["skip_reasons"][:10]],
+            "Skip reasons",
+        ),
+        "optout": hbars(
+            [(o["campaign_id"], o["rate"] or 0.0, COLORS[3] if o["over_line"] else COLORS[2])
+             for o in data["optout"]],
+            "Opt-out rate by campaign",
+            line=OPTOUT_LINE,
+            line_label="2 % line",
+            fmt=lambda v: f"{v * 100:.1f} %",
+        ),
+    }  # fmt: skip
+    campaigns = campaign_ids(store)
+    return page(
+        request,
+        "reports.html",
+        me,
+        {
+            "d": data,
+            "charts": charts,
+            "stores": visible_stores(store, me),
+            "campaign_ids": campaigns if me.role != "owner" else campaigns,
+            "query": f.query(),
+        },
+        title="Reports",
+    )
 
-    @r.get("/api/v1/reports", tags=["reports"])
-    def api_report(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> dict[str, Any]:
-        """Funnel, skip reasons, opt-out rates (2 % line), returns and lift vs holdout (95 %
-        Newcombe interval) by campaign, variant and store, stores ranked by conversion. Default
-        period: the last 30 days. A store owner gets their stores only."""
-        now = time.time()
-        return build(store, _filters(start, end, store_id, campaign_id, variant, now), me, now)
 
-    @r.get("/api/v1/reports.csv", tags=["reports"], response_class=Response)
-    def api_report_csv(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> Response:
-        """The same report as CSV."""
-        return reports_csv(me, start, end, store_id, campaign_id, variant)
+@router.get("/reports.csv", include_in_schema=False)
+def reports_csv(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> Response:
+    now = time.time()
+    f = _filters(start, end, store_id, campaign_id, variant, now)
+    body = to_csv(build(store, f, me, now))
+    name = f"passby-report-{f.start}-{f.end}.csv"
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
-    return r
+
+@router.get("/api/v1/reports", tags=["reports"])
+def api_report(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Funnel, skip reasons, opt-out rates (2 % line), returns and lift vs holdout (95 %
+    Newcombe interval) by campaign, variant and store, stores ranked by conversion. Default
+    period: the last 30 days. A store owner gets their stores only."""
+    now = time.time()
+    return build(store, _filters(start, end, store_id, campaign_id, variant, now), me, now)
+
+
+@router.get("/api/v1/reports.csv", tags=["reports"], response_class=Response)
+def api_report_csv(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> Response:
+    """The same report as CSV."""
+    return reports_csv(me, store, start, end, store_id, campaign_id, variant)
