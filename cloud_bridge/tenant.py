@@ -21,6 +21,7 @@ from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS, SEND_END, SEND_START
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import site_key_rows
 from edge_agent.protocol import ID_PATTERN
 from edge_agent.roster import parse_mac, subject_id
 
@@ -182,7 +183,7 @@ def load_tenant(path: Path) -> Tenant:
 def save_store(store: BridgeStore, s: StoreDef) -> bool:
     """Insert or update one store from its validated definition; a new store gets a random site
     key, an existing one keeps its own. True when the store is new."""
-    existing = store.query("SELECT site_key FROM stores WHERE id=?", [s.id])
+    existing = site_key_rows(store, s.id)
     store.upsert_store(
         {
             "id": s.id,

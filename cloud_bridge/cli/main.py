@@ -225,11 +225,10 @@ def _targets(
 ) -> list[tuple[str, str]]:
     if sensor_id:
         return [(store_id, sensor_id)]
+    from cloud_bridge.storage.fleet import sensors_of_store
     from cloud_bridge.storage.store import BridgeStore
 
-    rows = BridgeStore(settings.database_path()).query(
-        "SELECT store_id, sensor_id FROM sensors WHERE store_id=?", [store_id]
-    )
+    rows = sensors_of_store(BridgeStore(settings.database_path()), store_id)
     return [(r["store_id"], r["sensor_id"]) for r in rows]
 
 
@@ -407,6 +406,7 @@ def sensors_add(
     from datetime import UTC, datetime
 
     from cloud_bridge.sensors.provisioning import ProvisioningError, add_sensor, sensor_acl_block
+    from cloud_bridge.storage.fleet import password_hash_rows
     from cloud_bridge.storage.store import BridgeStore
 
     settings = _load(config)
@@ -423,10 +423,7 @@ def sensors_add(
     _broker_report(done.broker)
     p = settings.provisioning
     if p.password_file is None:
-        row = store.query(
-            "SELECT mqtt_password_hash FROM sensor_credentials WHERE mqtt_username=?",
-            [done.username],
-        )[0]
+        row = password_hash_rows(store, done.username)[0]
         typer.echo("add this line to the Mosquitto password file, then reload Mosquitto:")
         typer.echo(f"{done.username}:{row['mqtt_password_hash']}")
     if p.acl_file is None:

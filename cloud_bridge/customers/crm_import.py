@@ -38,6 +38,7 @@ from cloud_bridge.customers.consent import Outcome
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_country_rows
 from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [
@@ -377,7 +378,7 @@ def _region(store: BridgeStore, store_id: str | None) -> tuple[str | None, str |
         if info is None:
             raise ImportFileError(f"store {store_id!r} is not configured")
         return info.country, store_id
-    rows = store.query("SELECT id, country FROM stores")
+    rows = store_country_rows(store)
     if len(rows) == 1:
         return rows[0]["country"], rows[0]["id"]
     return None, None

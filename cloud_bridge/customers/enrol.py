@@ -47,6 +47,7 @@ from cloud_bridge.customers.consent_texts import (
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.delivery.providers import Provider, SandboxProvider
 from cloud_bridge.offers.decide import StoreInfo
+from cloud_bridge.storage.customers import mac_held_by_others
 from cloud_bridge.storage.datakey import DataKeyError
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.roster import parse_mac, subject_id
@@ -519,13 +520,7 @@ class Enrolments:
 
     def _held_by_others(self, mac: bytes, customer_id: int, now: float) -> bool:
         """Another live customer has this MAC enrolled and unexpired."""
-        rows = self.store.query(
-            "SELECT 1 FROM devices d JOIN customers c ON c.id=d.customer_id WHERE d.mac_hmac=? "
-            "AND c.erased IS NULL AND d.customer_id<>? AND (d.expires IS NULL OR d.expires>?) "
-            "LIMIT 1",
-            [self.store.cipher.mac_lookup(mac), customer_id, now],
-        )
-        return bool(rows)
+        return mac_held_by_others(self.store, self.store.cipher.mac_lookup(mac), customer_id, now)
 
     def opt_out(
         self, store_id: str, phone: str, now: float, ip: str | None, user_agent: str | None

@@ -45,6 +45,7 @@ from cloud_bridge.delivery.providers import (
 )
 from cloud_bridge.delivery.sms_text import confirmation_text
 from cloud_bridge.errors import ReplayError, SignatureError, WebhookError
+from cloud_bridge.storage.sends import link_context
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = [
@@ -277,11 +278,7 @@ def optout(store: BridgeStore, token: str, now: float) -> tuple[bool, int | None
 
 def _link_context(store: BridgeStore, token: str) -> tuple[str, str]:
     """(language, brand) of a link's send, for the page."""
-    rows = store.query(
-        "SELECT s.language, st.name FROM optout_links o LEFT JOIN sends s ON s.id=o.send_id "
-        "LEFT JOIN stores st ON st.id=s.store_id WHERE o.token=?",
-        [token],
-    )
+    rows = link_context(store, token)
     if not rows:
         return "en", ""
     lang = rows[0]["language"] if rows[0]["language"] in _OPTOUT_TEXT else "en"

@@ -58,6 +58,7 @@ from cloud_bridge.delivery.ratelimit import SharedBucket, TokenBucket, bucket_fo
 from cloud_bridge.delivery.sms_encoding import cost_of
 from cloud_bridge.delivery.sms_text import compose, language_of_text, optout_link, sender_kind
 from cloud_bridge.errors import SenderError
+from cloud_bridge.storage.sends import expired_reserved
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = ["FROM", "FINAL", "DeliveryOptions", "Deliverer", "country_of", "seen_at"]
@@ -748,9 +749,7 @@ class Deliverer:
                         self.reconcile(table, row, now)
                     except Exception:
                         log.exception("%s %s: reconciliation failed; will retry", table, row["id"])
-            for row in store.query(
-                f"SELECT id FROM {table} WHERE state='reserved' AND expires_at<=?", [now]
-            ):
+            for row in expired_reserved(store, table, now):
                 self._finish(
                     table, row["id"], "expired", now, "the offer expired before it could be sent"
                 )

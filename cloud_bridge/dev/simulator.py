@@ -954,7 +954,9 @@ def load_subjects(path: Path) -> tuple[str, ...]:
 
 def subjects_from_store(store: BridgeStore, limit: int = 100_000) -> tuple[str, ...]:
     """Subject ids of the bridge's customers (events for them go through the whole decision)."""
-    rows = store.query("SELECT subject FROM customers ORDER BY id LIMIT ?", [limit])
+    from cloud_bridge.storage.customers import subjects
+
+    rows = subjects(store, limit)
     return tuple(r["subject"] for r in rows)
 
 
@@ -1038,14 +1040,12 @@ def missing_events(store: Any, event_ids: Sequence[str], chunk: int = 500) -> li
 
     ``store`` is anything with ``query(sql, params) -> list[dict]`` taking ``?`` placeholders
     (``BridgeStore``)."""
+    from cloud_bridge.storage.events import known_event_ids
+
     missing: list[str] = []
     for i in range(0, len(event_ids), chunk):
         part = list(event_ids[i : i + chunk])
-        marks = ",".join("?" * len(part))
-        found = {
-            r["event_id"]
-            for r in store.query(f"SELECT event_id FROM events WHERE event_id IN ({marks})", part)
-        }
+        found = known_event_ids(store, part)
         missing += [e for e in part if e not in found]
     return missing
 

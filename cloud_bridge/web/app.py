@@ -28,6 +28,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 
 from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
+from cloud_bridge.storage.overview import overview_rows, ping
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web import enrol, inbound
 from cloud_bridge.web.api import campaigns as campaigns_api
@@ -45,7 +46,6 @@ from cloud_bridge.web.console.common import (
     explain_decision,
     mask_phone,
     page,
-    store_scope_sql,
 )
 from cloud_bridge.web.dependencies import Anyone, Store
 
@@ -59,53 +59,10 @@ def overview(
     store: BridgeStore, limit: int = 50, principal: Principal | None = None
 ) -> dict[str, Any]:
     """Everything the overview page and its API show (only the principal's stores)."""
-    if principal is None:
-        s_cond, s_args = "1=1", []
-        e_cond, e_args = "1=1", []
-        m_cond, m_args = "1=1", []
-    else:
-        s_cond, s_args = store_scope_sql(principal, "store_id")
-        e_cond, e_args = store_scope_sql(principal, "e.store_id")
-        m_cond, m_args = (
-            ("1=1", [])
-            if principal.scope is None
-            else (
-                "m.sid IN (SELECT provider_id FROM sends WHERE provider_id IS NOT NULL AND "
-                + store_scope_sql(principal, "store_id")[0]
-                + ")",
-                store_scope_sql(principal, "store_id")[1],
-            )
-        )
-    d_cond, d_args = ("1=1", []) if principal is None else store_scope_sql(principal, "d.store_id")
-    decisions = store.query(
-        "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
-        "e.store_id, c.name AS customer, s.state AS send_state, s.error AS send_error "
-        "FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        "LEFT JOIN customers c ON c.id=d.customer_id LEFT JOIN sends s ON s.decision_id=d.id "
-        f"WHERE {e_cond} AND {d_cond} ORDER BY d.id DESC LIMIT ?",
-        [*e_args, *d_args, limit],
-    )
-    for d in decisions:
+    rows = overview_rows(store, None if principal is None else principal.scope, limit)
+    for d in rows["decisions"]:
         explain_decision(d)
-    return {
-        "sensors": store.query(
-            f"SELECT * FROM sensors WHERE {s_cond} ORDER BY store_id, sensor_id", s_args
-        ),
-        "counts": store.query(
-            f"SELECT (SELECT count(*) FROM events WHERE {s_cond}) AS events, "
-            f"(SELECT count(*) FROM events WHERE type='arrive' AND {s_cond}) AS arrivals, "
-            f"(SELECT count(*) FROM decisions d WHERE {d_cond}) AS decisions, "
-            "(SELECT count(*) FROM sends WHERE state IN ('accepted','delivered') "
-            f"AND {s_cond}) AS sent, (SELECT count(*) FROM dead_letters) AS dead_letters",
-            [*s_args, *s_args, *d_args, *s_args],
-        )[0],
-        "decisions": decisions,
-        "messages": store.query(
-            f"SELECT m.sid, m.to_phone, m.sender, m.body, m.ts FROM sandbox_messages m "
-            f"WHERE {m_cond} ORDER BY m.id DESC LIMIT ?",
-            [*m_args, limit],
-        ),
-    }
+    return rows
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -211,7 +168,7 @@ def index(request: Request, me: Anyone, store: Store) -> HTMLResponse:
 @router.get("/healthz", tags=["health"])
 def healthz(store: Store) -> dict[str, str]:
     """Liveness: the store answers."""
-    store.query("SELECT 1")
+    ping(store)
     return {"status": "ok"}
 
 

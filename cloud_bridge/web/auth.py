@@ -41,6 +41,7 @@ from fastapi import Request
 from cloud_bridge.addresses import address_key
 from cloud_bridge.config import WebSettings
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
+from cloud_bridge.storage.stores import store_ids
 
 __all__ = [
     "ROLES",
@@ -167,7 +168,7 @@ class Accounts:
         if role not in ROLES:
             raise AccountError("role", f"one of {', '.join(ROLES)}")
         clean = sorted({s.strip() for s in stores if s.strip()})
-        known = {r["id"] for r in self.store.query("SELECT id FROM stores")}
+        known = store_ids(self.store)
         unknown = [s for s in clean if s not in known]
         if unknown:
             raise AccountError("stores", f"unknown store(s): {', '.join(unknown)}")

@@ -14,6 +14,11 @@ from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import consent_rows, customer_rows
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import dead_letter_rows, event_rows
+from cloud_bridge.storage.fleet import sensor_rows
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
@@ -51,10 +56,10 @@ def event(keys: BridgeKeys, crm_id: str, type_: str = "arrive", ts: float | None
 
 def test_seed_is_idempotent(bridge, tmp_path: Path) -> None:
     store, keys = bridge
-    before = store.query("SELECT count(*) AS n FROM consents")[0]["n"]
+    before = len(consent_rows(store))
     seed(store, keys, load_tenant(TENANT), time.time())
-    assert store.query("SELECT count(*) AS n FROM consents")[0]["n"] == before
-    assert store.query("SELECT count(*) AS n FROM customers")[0]["n"] == 4
+    assert len(consent_rows(store)) == before
+    assert len(customer_rows(store)) == 4
 
 
 def test_duplicate_event_dropped(bridge) -> None:
@@ -82,7 +87,7 @@ def test_bad_messages_dead_lettered_with_reason(
     store, _ = bridge
     c = IngestCounters()
     assert handle_message(store, topic, payload, time.time(), c) == "dead"
-    row = store.query("SELECT * FROM dead_letters")[0]
+    row = dead_letter_rows(store)[0]
     assert needle in row["reason"]
     assert row["payload_bytes"] == len(payload)
     assert "payload" not in row  # only a hash of the bad payload is kept
@@ -96,11 +101,11 @@ def test_consenting_customer_gets_one_sms_per_campaign_window(bridge) -> None:
         handle_message(store, TOPIC, event(keys, "C-1001"), time.time(), c)
     handle_message(store, TOPIC, event(keys, "C-1004"), time.time(), c)  # Dmitri: no consent
     assert worker.process_pending() == 4
-    msgs = store.query("SELECT * FROM sandbox_messages")
+    msgs = sandbox_rows(store)
     assert len(msgs) == 1
     assert msgs[0]["to_phone"] == "+79161234501"
     assert msgs[0]["body"].startswith("Anna, 15% off espresso beans")
-    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions ORDER BY id")]
+    reasons = [r["reason"] for r in decision_rows(store)]
     assert reasons.count("sent") == 1
     assert reasons.count("campaign_cap") == 2
     assert "no_sms_consent" in reasons
@@ -134,8 +139,8 @@ def test_concurrent_events_never_exceed_cap(bridge, tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert not errors
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 1
-    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 1
+    assert len(sandbox_rows(store)) == 1
+    assert len(send_rows(store)) == 1
 
 
 def test_roster_only_has_consenting_devices(bridge) -> None:
@@ -155,12 +160,12 @@ def test_incompatible_protocol_marks_sensor(bridge) -> None:
         handle_message(store, "passby/v1/main-st/door-9/status", status.encode(), time.time(), c)
         == "status"
     )
-    row = store.query("SELECT state FROM sensors WHERE sensor_id='door-9'")[0]
+    row = [s for s in sensor_rows(store) if s["sensor_id"] == "door-9"][0]
     assert row["state"] == "incompatible"
     _, keys = bridge
     ev = event(keys, "C-1001")
     assert handle_message(store, "passby/v1/main-st/door-9/events", ev, time.time(), c) == "dead"
-    assert "speaks protocol v2" in store.query("SELECT reason FROM dead_letters")[0]["reason"]
+    assert "speaks protocol v2" in dead_letter_rows(store)[0]["reason"]
     status = json.dumps(
         {"state": "online", "agent_version": "0.1.0", "protocol": 1, "ts": time.time()}
     )
@@ -185,9 +190,7 @@ def test_last_seen_written_together_once_a_second(bridge) -> None:
     assert handle_message(store, "passby/v1/main-st/door-b/events", ev, t0 + 0.5, c) == "event"
 
     def seen() -> dict[str, float | None]:
-        rows = store.query(
-            "SELECT sensor_id, last_seen FROM sensors WHERE sensor_id IN ('door-a','door-b','door-c')"
-        )
+        rows = [s for s in sensor_rows(store) if s["sensor_id"] in ("door-a", "door-b", "door-c")]
         return {r["sensor_id"]: r["last_seen"] for r in rows}
 
     assert seen() == {"door-a": t0}  # the first event flushed at once, the rest wait
@@ -219,7 +222,11 @@ def test_sensors_seen_from_two_workers_only_moves_forward(bridge) -> None:
         )
     finally:
         other.close()
-    rows = store.query("SELECT sensor_id, last_seen FROM sensors WHERE sensor_id LIKE 'door-_'")
+    rows = [
+        s
+        for s in sensor_rows(store)
+        if len(s["sensor_id"]) == 6 and s["sensor_id"].startswith("door-")
+    ]
     assert {r["sensor_id"]: r["last_seen"] for r in rows} == {"door-z": 200.0, "door-y": 60.0}
 
 
@@ -242,5 +249,5 @@ def test_a_batch_stores_its_events_together_and_keeps_order(bridge) -> None:
     kinds = [k for k, _ in handle_batch(store, batch, time.time(), c)]
     assert kinds == ["event", "dead", "duplicate", "duplicate", "dead"]
     assert (c.events, c.duplicates, c.dead_letters) == (2, 2, 2)
-    ids = {r["event_id"] for r in store.query("SELECT event_id FROM events")}
+    ids = {r["event_id"] for r in event_rows(store)}
     assert ids == {json.loads(first)["event_id"], json.loads(second)["event_id"]}

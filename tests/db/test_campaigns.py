@@ -26,6 +26,9 @@ from cloud_bridge.offers.campaigns import (
 from cloud_bridge.offers.decide import WEEKDAYS, assign
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import customer_rows
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.sends import send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.api.campaigns import campaigns_guard
@@ -244,9 +247,12 @@ def test_worker_stores_variant_holdout_and_chain(bridge, tmp_path: Path) -> None
     )
     save_campaigns(store, validate_campaigns(raw, store, prefix=prefix), "test", time.time())
     send_events(store, keys, ["C-1001", "C-1002", "C-1003", "C-1001"])
-    rows = store.query(
-        "SELECT d.*, c.crm_id FROM decisions d JOIN customers c ON c.id=d.customer_id ORDER BY d.id"
-    )
+    crm = {c["id"]: c["crm_id"] for c in customer_rows(store)}
+    rows = [
+        {**d, "crm_id": crm[d["customer_id"]]}
+        for d in decision_rows(store)
+        if d["customer_id"] in crm
+    ]
     assert len(rows) == 4
     camp = engine_campaign(store.campaign_rows("regulars-ab")[0])
     for r in rows[:3]:
@@ -258,7 +264,7 @@ def test_worker_stores_variant_holdout_and_chain(bridge, tmp_path: Path) -> None
         checks = json.loads(r["checks"])
         assert checks[0][:2] == ["store", True] and checks[-1][0] == ("holdout" if held else "sent")
     assert rows[3]["reason"] == "campaign_cap"  # holdout or not, once per window
-    sends = store.query("SELECT variant FROM sends")
+    sends = send_rows(store)
     assert len(sends) == sum(r["outcome"] == "send" for r in rows)
     assert all(s["variant"] in ("A", "B") for s in sends)
 
@@ -280,7 +286,7 @@ def test_trigger_limits_from_the_event(bridge, tmp_path: Path) -> None:
     send_events(store, keys, ["C-1001"], type="visit", median=-70, dwell=400)
     send_events(store, keys, ["C-1002"], type="visit", median=-60, dwell=100)
     send_events(store, keys, ["C-1003"], type="visit", median=-60, dwell=400)
-    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions ORDER BY id")]
+    reasons = [r["reason"] for r in decision_rows(store)]
     assert reasons == ["weak_signal", "short_dwell", "sent"]
 
 
@@ -366,9 +372,7 @@ def test_cli_explain_event_and_customer(bridge, tmp_path: Path) -> None:
         tmp_path, f'data_dir = "{tmp_path}"\n' + database_setting(store.location), "bridge.toml"
     )
     runner = CliRunner()
-    first, second = (
-        r["event_id"] for r in store.query("SELECT event_id FROM decisions ORDER BY id")[:2]
-    )
+    first, second = (r["event_id"] for r in decision_rows(store)[:2])
     r = runner.invoke(cli_app, ["explain", first, "-c", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "SENT fav-15 variant A" in r.output and "customer C-1001" in r.output

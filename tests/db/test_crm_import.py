@@ -14,6 +14,7 @@ from engine_helpers import bridge_location, database_setting
 
 from cloud_bridge.customers.crm_import import ImportFileError, import_customers
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import all_devices, consent_rows, customer_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
@@ -45,12 +46,24 @@ def bridge(tmp_path: Path, db_location):
 def snapshot(store: BridgeStore) -> dict[str, list]:
     """Everything an import may touch (encrypted MACs compare by their lookup hash)."""
     return {
-        "customers": store.query("SELECT * FROM customers ORDER BY id"),
-        "devices": store.query(
-            "SELECT id, customer_id, mac_hmac, first_seen, last_seen, expires, source, store_id "
-            "FROM devices ORDER BY id"
-        ),
-        "consents": store.query("SELECT * FROM consents ORDER BY id"),
+        "customers": customer_rows(store),
+        "devices": [
+            {
+                k: r[k]
+                for k in (
+                    "id",
+                    "customer_id",
+                    "mac_hmac",
+                    "first_seen",
+                    "last_seen",
+                    "expires",
+                    "source",
+                    "store_id",
+                )
+            }
+            for r in all_devices(store)
+        ],  # fmt: skip
+        "consents": consent_rows(store),
     }
 
 

@@ -18,6 +18,7 @@ from cloud_bridge.customers.crm_import import ImportFileError, import_customers
 from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.reports.figures import import_purchases
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import all_devices, consent_rows, customer_rows, purchase_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
@@ -41,9 +42,13 @@ def run(store, keys, path: Path, **kw):
 
 def snapshot(store: BridgeStore) -> dict[str, list]:
     return {
-        t: store.query(f"SELECT * FROM {t} ORDER BY id")
-        for t in ("customers", "consents", "purchases")
-    } | {"devices": store.query("SELECT id, customer_id, mac_hmac FROM devices ORDER BY id")}
+        "customers": customer_rows(store),
+        "consents": consent_rows(store),
+        "purchases": purchase_rows(store),
+        "devices": [
+            {k: r[k] for k in ("id", "customer_id", "mac_hmac")} for r in all_devices(store)
+        ],
+    }
 
 
 # -- header ------------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ def test_purchases_duplicate_header_column_is_refused(bridge) -> None:
     path.write_text("crm_id,time,amount,amount\nC-1001,2026-01-01T10:00:00Z,5,500\n")
     with pytest.raises(ValueError, match=r"column amount appears twice \(columns 3 and 4\)"):
         import_purchases(store, path, time.time())
-    assert store.query("SELECT count(*) AS n FROM purchases")[0]["n"] == 0
+    assert len(purchase_rows(store)) == 0
 
 
 # -- encoding ----------------------------------------------------------------------------------

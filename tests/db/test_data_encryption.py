@@ -15,8 +15,10 @@ from fastapi.testclient import TestClient
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.customers.crm_import import import_customers
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import all_devices
 from cloud_bridge.storage.datakey import DataKeyError
 from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import MIGRATIONS, BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -69,7 +71,7 @@ def fill(store: BridgeStore, tmp_path: Path) -> list[str]:
                 "mac": "0A-1B-2C-3D-4E-5F",
             },
         )
-        body = store.query("SELECT body FROM sandbox_messages ORDER BY id DESC LIMIT 1")[0]["body"]
+        body = sandbox_rows(store)[-1]["body"]
         code = re.search(r"\d{6}", body).group(0)
         confirm = f"/api/v1/enrolments/{r.json()['enrolment_id']}/confirm"
         assert client.post(confirm, json={"code": code}).status_code == 200
@@ -94,7 +96,7 @@ def test_no_plaintext_mac_in_any_table(tmp_path: Path, db_location) -> None:
                     for mac in macs:
                         for needle in notations(mac):
                             assert needle not in blob, f"{needle!r} found in {table}"
-        rows = store.query("SELECT mac_enc, mac_hmac FROM devices")
+        rows = all_devices(store)
         assert len(rows) >= len(macs)
         for r in rows:
             assert len(r["mac_enc"]) == 12 + 6 + 16  # nonce + ciphertext + tag
@@ -203,7 +205,7 @@ def test_schema_1_database_is_migrated_to_encrypted_macs(db_location) -> None:
         ("f2:5c:d8:01:77:a3", "aa"),
     ]
     assert "devices_v1" not in table_names(store) and "devices" in table_names(store)
-    assert len(store.query("SELECT * FROM devices WHERE customer_id=1")) == 2
+    assert len([d for d in all_devices(store) if d["customer_id"] == 1]) == 2
     store.close()
     if is_postgres(db_location):
         return

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,11 @@ from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.campaigns import save_campaigns, validate_campaigns
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import customer_by_crm_id, customer_rows
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_ids
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
 
@@ -106,13 +111,13 @@ def test_cross_campaign_cap_under_8_threads(bridge) -> None:
     rows = fire(store, keys, ["C-1002"] * 40)
     # every thread sees every event: workers compete for the same rows
     race(db, rows * 2)
-    sends = store.query("SELECT campaign_id, count(*) AS n FROM sends GROUP BY campaign_id")
-    assert sum(r["n"] for r in sends) == 4
-    assert all(r["n"] == 1 for r in sends)
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 4
-    decided = store.query("SELECT event_id, count(*) AS n FROM decisions GROUP BY event_id")
-    assert len(decided) == 40 and all(r["n"] == 1 for r in decided)
-    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    sends = Counter(r["campaign_id"] for r in send_rows(store))
+    assert sum(sends.values()) == 4
+    assert all(n == 1 for n in sends.values())
+    assert len(sandbox_rows(store)) == 4
+    decided = Counter(r["event_id"] for r in decision_rows(store))
+    assert len(decided) == 40 and all(n == 1 for n in decided.values())
+    reasons = {r["reason"] for r in decision_rows(store)}
     assert reasons == {"sent", "overall_cap"}
 
 
@@ -121,7 +126,7 @@ def test_campaign_cap_of_two_under_8_threads(bridge) -> None:
     store.set_campaign_status("fav-15", "paused", time.time())
     campaigns(store, 1, caps={"count": 2, "days": 30})
     race(db, fire(store, keys, ["C-1001"] * 24))
-    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 2
+    assert len(send_rows(store)) == 2
 
 
 def test_campaign_budget_under_8_threads(bridge) -> None:
@@ -129,8 +134,8 @@ def test_campaign_budget_under_8_threads(bridge) -> None:
     store.set_campaign_status("fav-15", "paused", time.time())
     campaigns(store, 1, budget=2)
     race(db, fire(store, keys, list(CONSENTING) * 8))
-    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 2
-    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert len(send_rows(store)) == 2
+    reasons = {r["reason"] for r in decision_rows(store)}
     assert "campaign_budget" in reasons
 
 
@@ -139,8 +144,8 @@ def test_store_daily_budget_under_8_threads(bridge) -> None:
     campaigns(store, 3)
     assert store.set_store_budget("main-st", 5)
     race(db, fire(store, keys, list(CONSENTING) * 10))
-    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 5
-    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    assert len(send_rows(store)) == 5
+    reasons = {r["reason"] for r in decision_rows(store)}
     assert "store_budget" in reasons
 
 
@@ -149,8 +154,8 @@ def test_reservation_rechecks_consent_erasure_caps_and_holdouts(bridge) -> None:
     windows it counts in."""
     store, _, _ = bridge
     now = time.time()
-    ids = [r["id"] for r in store.query("SELECT id FROM customers ORDER BY id")][:3]
-    store_id = store.query("SELECT id FROM stores ORDER BY id")[0]["id"]
+    ids = [r["id"] for r in customer_rows(store)][:3]
+    store_id = sorted(store_ids(store))[0]
     n = iter(range(1000))
 
     def reserve(customer: int, campaign: str, **kw: object) -> tuple[int | None, str]:
@@ -185,7 +190,7 @@ def test_reservation_rechecks_consent_erasure_caps_and_holdouts(bridge) -> None:
     assert reserve(c, "spring") == (None, "no_recognition_consent")
     store.db.execute("UPDATE customers SET erased=? WHERE id=?", [now, c])
     assert reserve(c, "spring") == (None, "erased")
-    refused = store.query("SELECT reason FROM decisions WHERE outcome='skip' ORDER BY id")
+    refused = [r for r in decision_rows(store) if r["outcome"] == "skip"]
     assert [r["reason"] for r in refused] == [
         "campaign_cap", "overall_cap", "campaign_cap", "campaign_cap",
     ]  # fmt: skip
@@ -198,7 +203,7 @@ def test_a_put_back_event_waits_for_the_other_workers_commit(bridge) -> None:
     store, keys, db = bridge
     campaigns(store, 1)
     rows = fire(store, keys, ["C-1001"])
-    cid = store.query("SELECT id FROM customers WHERE crm_id='C-1001'")[0]["id"]
+    cid = customer_by_crm_id(store, "C-1001")["id"]  # type: ignore[index]
     other = BridgeStore(db)
     held, release = threading.Event(), threading.Event()
 
@@ -224,4 +229,4 @@ def test_a_put_back_event_waits_for_the_other_workers_commit(bridge) -> None:
     assert waited >= 0.3  # it waited for the commit ...
     assert w.counters.sends == 1  # ... then reserved
     assert w.counters.deferred == (1 if store.postgres else 0)  # put back once, not spun
-    assert store.query("SELECT count(*) AS n FROM sends")[0]["n"] == 1
+    assert len(send_rows(store)) == 1

@@ -14,7 +14,11 @@ from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers import worker as worker_mod
 from cloud_bridge.offers.worker import DecisionWorker, event_of
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import event_rows
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import stores_by_name
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
 
@@ -64,19 +68,19 @@ def test_a_failing_event_is_isolated(bridge, monkeypatch) -> None:
     monkeypatch.setattr(worker_mod, "decide", flaky)
     w = DecisionWorker(store, SandboxProvider(store))
     assert w.process_pending() == 2
-    states = {r["event_id"]: r["state"] for r in store.query("SELECT * FROM events")}
+    states = {r["event_id"]: r["state"] for r in event_rows(store)}
     assert states[bad] == "error" and list(states.values()).count("done") == 2
     assert w.counters.errors == 1 and w.counters.sends == 2 and w.counters.events == 2
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 2
-    assert not store.query("SELECT 1 FROM decisions WHERE event_id=?", [bad])
+    assert len(sandbox_rows(store)) == 2
+    assert not [d for d in decision_rows(store) if d["event_id"] == bad]
 
 
 def test_leave_events_are_done_without_a_decision(bridge) -> None:
     store, keys = bridge
     fire(store, keys, ["C-1001"], "leave")
     DecisionWorker(store, SandboxProvider(store)).process_pending()
-    assert store.query("SELECT state FROM events")[0]["state"] == "done"
-    assert not store.query("SELECT 1 FROM decisions")
+    assert event_rows(store)[0]["state"] == "done"
+    assert not decision_rows(store)
 
 
 def test_event_of_reads_signal_and_dwell(bridge) -> None:
@@ -107,11 +111,11 @@ def test_worker_on_its_own_connection(bridge) -> None:
     w.start()
     w.wake.set()
     deadline = time.monotonic() + 10
-    while store.query("SELECT count(*) AS n FROM events WHERE state='new'")[0]["n"]:
+    while [e for e in event_rows(store) if e["state"] == "new"]:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     w.stop()
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 2
+    assert len(sandbox_rows(store)) == 2
     assert BridgeStore(":memory:").reopen() is not None
 
 
@@ -138,10 +142,12 @@ def test_what_the_worker_hands_delivery_is_the_stored_row(bridge, monkeypatch) -
     # prepared from what was handed, the final text is the one preparing from the row gives
     for send_id, known in handed:
         assert real(send_id, known=known).status == "accepted"
-    sent = store.query(
-        "SELECT s.body, s.language, st.name FROM sends s JOIN stores st ON st.id=s.store_id "
-        "WHERE s.state='accepted'"
-    )
+    names = {st["id"]: st["name"] for st in stores_by_name(store)}
+    sent = [
+        {**s, "name": names[s["store_id"]]}
+        for s in send_rows(store)
+        if s["state"] == "accepted" and s["store_id"] in names
+    ]
     assert len(sent) == 2 and all(r["name"] in r["body"] and r["language"] for r in sent)
 
 
@@ -166,14 +172,12 @@ def test_a_batch_stores_its_skips_at_once_and_isolates_one_that_fails(bridge, mo
     assert w.process_pending() == 5
     # first the batch's 3 skips at once (failed, batch rolled back), then one by one
     assert calls[0] == 3 and calls[1:] == [1, 1, 1]
-    states = {r["event_id"]: r["state"] for r in store.query("SELECT * FROM events")}
+    states = {r["event_id"]: r["state"] for r in event_rows(store)}
     assert states[bad] == "error" and list(states.values()).count("done") == 5
-    reasons = [
-        r["reason"] for r in store.query("SELECT reason FROM decisions WHERE outcome='skip'")
-    ]
+    reasons = [r["reason"] for r in decision_rows(store) if r["outcome"] == "skip"]
     assert len(reasons) == 2 and set(reasons) == {"unknown_subject"}
     assert w.counters.errors == 1 and w.counters.sends == 3 and w.counters.skips == 2
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
+    assert len(sandbox_rows(store)) == 3
 
 
 def _store_row(i: int, name: str = "") -> dict[str, str]:

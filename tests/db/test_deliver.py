@@ -11,6 +11,7 @@ from scripted_provider import Scripted, deliverer
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import StatusResult
 from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.sends import optout_token, send_row
 from cloud_bridge.storage.store import BridgeStore
 
 
@@ -22,7 +23,7 @@ def store(db_location) -> BridgeStore:
 
 
 def row(store: BridgeStore, send_id: int) -> dict:
-    return store.query("SELECT * FROM sends WHERE id=?", [send_id])[0]
+    return send_row(store, send_id)
 
 
 def test_accepted_send_is_final_text_with_key_cost_and_opt_out_link(store: BridgeStore) -> None:
@@ -37,7 +38,7 @@ def test_accepted_send_is_final_text_with_key_cost_and_opt_out_link(store: Bridg
     assert r["idem_key"].startswith(f"pb{sid}-")
     assert r["encoding"] == "GSM-7" and r["parts"] == 1 and r["cost"] == pytest.approx(0.04)
     assert r["expires_at"] == pytest.approx(now + 600)
-    link = store.query("SELECT token FROM optout_links WHERE send_id=?", [sid])[0]["token"]
+    link = optout_token(store, sid)
     assert (
         r["body"]
         == f"Name{cid}, 15% off espresso beans today at {BRAND}. Opt out: http://127.0.0.1:8080/o/{link}"

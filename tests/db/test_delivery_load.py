@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from delivery_helpers import STORE_ID, add_customer, new_store
@@ -15,6 +16,7 @@ from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
 
 ORPHAN_S = 2.0  # the sweep's patience, shortened so that a queue wait exceeds it in seconds
@@ -54,10 +56,7 @@ def _running(store: BridgeStore, rate: float, queue_size: int) -> tuple[Delivere
 def _wait_final(store: BridgeStore, n: int, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     while True:
-        counts = {
-            r["state"]: r["n"]
-            for r in store.query("SELECT state, count(*) AS n FROM sends GROUP BY state")
-        }
+        counts = dict(Counter(r["state"] for r in send_rows(store)))
         if sum(counts.get(s, 0) for s in ("accepted", "failed", "expired", "shed")) >= n:
             return counts
         if time.monotonic() > deadline:
@@ -84,11 +83,12 @@ def test_a_queue_longer_than_the_sweeps_patience_adopts_nothing(store: BridgeSto
     assert counts == {"accepted": n}, counts
     assert d.counters.adopted == 0
     assert d.bucket.stats.taken == n  # one token per send: none spent on a copy
-    sent = store.query("SELECT to_phone, count(*) AS n FROM sandbox_messages GROUP BY to_phone")
-    assert len(sent) == n and {r["n"] for r in sent} == {1}
+    sent = Counter(r["to_phone"] for r in sandbox_rows(store))
+    assert len(sent) == n and set(sent.values()) == {1}
     waits = [
-        r["w"]
-        for r in store.query("SELECT s.accepted_at - s.ts AS w FROM sends s WHERE accepted_at>0")
+        r["accepted_at"] - r["ts"]
+        for r in send_rows(store)
+        if r["accepted_at"] is not None and r["accepted_at"] > 0
     ]
     assert max(waits) < n / rate + 2.0  # the queue's length, not the sweep's period
 
@@ -115,8 +115,8 @@ def test_sends_waiting_to_be_handed_over_are_not_adopted(
     worker.notify("")
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not store.query(
-            "SELECT 1 FROM sends WHERE ts < ? LIMIT 1", [time.time() - ORPHAN_S - 1.5]
+        while time.monotonic() < deadline and not any(
+            s["ts"] < time.time() - ORPHAN_S - 1.5 for s in send_rows(store)
         ):
             time.sleep(0.1)  # reserved, and overdue for the sweep
         time.sleep(1.2)  # at least one more sweep
@@ -129,5 +129,5 @@ def test_sends_waiting_to_be_handed_over_are_not_adopted(
         d.stop()
     assert adopted_while_held == 0 and d.counters.adopted == 0
     assert counts == {"accepted": n}, counts
-    sent = store.query("SELECT to_phone, count(*) AS n FROM sandbox_messages GROUP BY to_phone")
-    assert len(sent) == n and {r["n"] for r in sent} == {1}
+    sent = Counter(r["to_phone"] for r in sandbox_rows(store))
+    assert len(sent) == n and set(sent.values()) == {1}

@@ -25,6 +25,8 @@ from cloud_bridge.customers.enrol import (
 )
 from cloud_bridge.delivery.providers import SandboxProvider, SendResult
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import consent_rows, enrolment_rows
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -64,9 +66,7 @@ def env(tmp_path: Path, db_location):
 
 def last_code(store: BridgeStore, phone: str) -> tuple[str, str]:
     """(code, sandbox message id) of the newest SMS to this phone."""
-    row = store.query(
-        "SELECT sid, body FROM sandbox_messages WHERE to_phone=? ORDER BY id DESC LIMIT 1", [phone]
-    )[0]
+    row = [m for m in sandbox_rows(store) if m["to_phone"] == phone][-1]
     return re.search(r"\b(\d{6})\b", row["body"]).group(1), row["sid"]
 
 
@@ -109,7 +109,7 @@ def test_api_double_opt_in_records_consent_with_full_proof(env) -> None:
     enrolment_id = r.json()["enrolment_id"]
     assert r.json()["status"] == "code_sent"
     code, sid = last_code(store, "+79165550001")
-    msg = store.query("SELECT sender, body FROM sandbox_messages WHERE sid=?", [sid])[0]
+    [msg] = [m for m in sandbox_rows(store) if m["sid"] == sid]
     assert msg["sender"] == "MainStCafe" and "Код" in msg["body"]
     # the code is stored only as a keyed hash
     row = store.enrolment(enrolment_id)
@@ -215,10 +215,10 @@ def test_replayed_code_is_refused(env) -> None:
     eid = start(client).json()["enrolment_id"]
     code, _ = last_code(store, "+79165550001")
     assert client.post(f"/api/v1/enrolments/{eid}/confirm", json={"code": code}).status_code == 200
-    n = store.query("SELECT count(*) AS n FROM consents")[0]["n"]
+    n = len(consent_rows(store))
     r = client.post(f"/api/v1/enrolments/{eid}/confirm", json={"code": code})
     assert r.status_code == 410
-    assert store.query("SELECT count(*) AS n FROM consents")[0]["n"] == n
+    assert len(consent_rows(store)) == n
     # an unknown enrolment id looks exactly like a used one
     r2 = client.post("/api/v1/enrolments/nope/confirm", json={"code": code})
     assert (r2.status_code, r2.json()) == (r.status_code, r.json())
@@ -252,12 +252,7 @@ def test_rate_limit_per_phone(env) -> None:
     store, _, client, _, _ = env
     codes = [start(client, mac=None).status_code for _ in range(4)]
     assert codes == [202, 202, 202, 429]
-    assert (
-        store.query("SELECT count(*) AS n FROM sandbox_messages WHERE to_phone='+79165550001'")[0][
-            "n"
-        ]
-        == 3
-    )
+    assert len([m for m in sandbox_rows(store) if m["to_phone"] == "+79165550001"]) == 3
     # a known phone hits the very same limit (no enumeration through the limiter)
     assert [start(client, phone=ANNA, mac=None).status_code for _ in range(4)][-1] == 429
 
@@ -307,7 +302,7 @@ def test_rate_limits_hold_when_bridge_workers_race(env) -> None:
         assert len(outcomes) == workers
         # one phone: 3 codes an hour; then eight phones from the same IP: 5 minus the 3 above
         assert outcomes.count("started") == (3 if len(set(phones)) == 1 else 2), outcomes
-    n = store.query("SELECT count(*) AS n FROM enrolments WHERE ip='203.0.113.9'")[0]["n"]
+    n = len([e for e in enrolment_rows(store) if e["ip"] == "203.0.113.9"])
     assert n == 5
 
 
@@ -382,7 +377,7 @@ def test_provider_failure_is_reported_and_nothing_activates(env) -> None:
     app.state.enrolments = Enrolments(store, EnrolSettings(), Down(), keys.subject_key)
     r = start(client)
     assert r.status_code == 502
-    assert store.query("SELECT status FROM enrolments")[0]["status"] == "failed"
+    assert enrolment_rows(store)[0]["status"] == "failed"
 
 
 # -- captive portal ---------------------------------------------------------------------------------
@@ -448,7 +443,7 @@ def test_portal_login_of_known_device_refreshes_without_a_code(env) -> None:
     store, _, client, clock, _ = env
     portal_enrol(client, store, "id=02:11:22:33:44:55")
     (customer,) = store.customers_by_phone("+37477123456")
-    sms_before = store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"]
+    sms_before = len(sandbox_rows(store))
     clock.now += 30 * 86400
     page = client.get("/enrol/main-st?clientmac=02:11:22:33:44:55")
     assert page.status_code == 200 and 'id="welcome"' in page.text
@@ -457,7 +452,7 @@ def test_portal_login_of_known_device_refreshes_without_a_code(env) -> None:
     assert device["last_seen"] == pytest.approx(clock.now)
     assert device["expires"] == pytest.approx(clock.now + 90 * 86400)
     assert device["first_seen"] < device["last_seen"]
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == sms_before
+    assert len(sandbox_rows(store)) == sms_before
 
 
 def test_second_phone_adds_a_second_device(env) -> None:

@@ -17,6 +17,8 @@ from cloud_bridge.config import EnrolSettings
 from cloud_bridge.customers.enrol import Enrolments
 from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import enrolment_rows
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -46,7 +48,7 @@ def env(tmp_path: Path, db_location):
 
 
 def codes_to(store: BridgeStore, phone: str) -> list[str]:
-    rows = store.query("SELECT body FROM sandbox_messages WHERE to_phone=? ORDER BY id", [phone])
+    rows = [m for m in sandbox_rows(store) if m["to_phone"] == phone]
     return [re.search(r"\b(\d{6})\b", r["body"]).group(1) for r in rows]
 
 
@@ -315,5 +317,5 @@ def test_an_ipv6_caller_cannot_rotate_addresses_inside_its_64_past_the_enrolment
     assert got == [202, 202, 202, 429, 429]
     assert from_("2001:db8:5:8::1", "+79165569998") == 202  # the next /64 is someone else
     assert from_("::ffff:192.0.2.7", "+79165569997") == 202  # IPv4-mapped counts as IPv4
-    ips = {r["ip"] for r in store.query("SELECT ip FROM enrolments")}
+    ips = {r["ip"] for r in enrolment_rows(store)}
     assert "2001:0db8:0005:0007:0000:0000:0000:0001" in ips and "192.0.2.7" in ips

@@ -20,6 +20,13 @@ from cloud_bridge.customers.erasure import erase_customer, suppressed
 from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster
+from cloud_bridge.storage.customers import (
+    all_devices,
+    consent_rows,
+    customer_rows,
+    suppression_rows,
+)
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -63,19 +70,23 @@ def roster_subjects(store: BridgeStore, keys: BridgeKeys) -> dict[str, str | Non
 def assert_anna_gone(store: BridgeStore, db_file: Path) -> None:
     assert store.customer_row("C-1001") is None
     assert not store.customers_by_phone(ANNA_PHONE)
-    row = store.query("SELECT * FROM customers WHERE erased IS NOT NULL")[0]
+    row = [c for c in customer_rows(store) if c["erased"] is not None][0]
     assert row["name"] == "" and row["phone"] == "" and row["favourite_product"] is None
     assert row["crm_id"].startswith("erased:") and row["subject"].startswith("erased:")
-    assert not store.query("SELECT 1 FROM devices WHERE customer_id=?", [row["id"]])
-    assert not store.query("SELECT 1 FROM consents WHERE customer_id=?", [row["id"]])
-    assert store.query("SELECT body FROM sends")[0]["body"] == "[erased]"
-    assert store.query("SELECT to_phone, body FROM sandbox_messages WHERE sid='SB1'")[0] == {
+    assert not [d for d in all_devices(store) if d["customer_id"] == row["id"]]
+    assert not [k for k in consent_rows(store) if k["customer_id"] == row["id"]]
+    assert send_rows(store)[0]["body"] == "[erased]"
+    assert [
+        {"to_phone": m["to_phone"], "body": m["body"]}
+        for m in sandbox_rows(store)
+        if m["sid"] == "SB1"
+    ][0] == {  # fmt: skip
         "to_phone": "",
         "body": "[erased]",
     }
     assert suppressed(store, ANNA_PHONE, None) and suppressed(store, None, "C-1001")
     # only keyed hashes are kept in the suppression list
-    for r in store.query("SELECT * FROM suppressions"):
+    for r in suppression_rows(store):
         assert re.fullmatch(r"[0-9a-f]{64}", r["hmac"])
     if store.postgres:
         # On disk, PostgreSQL keeps old row versions until VACUUM reclaims them (the SQLite
@@ -133,7 +144,7 @@ def test_new_double_opt_in_lifts_the_suppression(bridge) -> None:
         now=time.time(),
         mac=parse_mac(ANNA_MAC),
     )
-    body = store.query("SELECT body FROM sandbox_messages ORDER BY id DESC LIMIT 1")[0]["body"]
+    body = sandbox_rows(store)[-1]["body"]
     done = enrolments.confirm(started.enrolment_id, re.search(r"\d{6}", body).group(0), time.time())
     assert done.consents == {"sms": "active", "recognition": "active"}
     assert not suppressed(store, ANNA_PHONE, None)

@@ -21,6 +21,10 @@ from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.ingest.fleet import sensor_health
 from cloud_bridge.offers.worker import DecisionWorker, policy_from_settings
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import dead_letter_rows, event_count
+from cloud_bridge.storage.fleet import sensor_rows
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from edge_agent.roster import subject_id
@@ -64,9 +68,9 @@ def event_text(keys: BridgeKeys, ts: Any, first: Any = None, last: Any = None) -
 def outcome(store: BridgeStore) -> tuple[int, list[str], int]:
     """(events stored, decision reasons, SMS handed to the sandbox) after the worker ran."""
     DecisionWorker(store, SandboxProvider(store)).process_pending()
-    events = store.query("SELECT count(*) AS n FROM events")[0]["n"]
-    reasons = [r["reason"] for r in store.query("SELECT reason FROM decisions ORDER BY id")]
-    sms = store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"]
+    events = event_count(store)
+    reasons = [r["reason"] for r in decision_rows(store)]
+    sms = len(sandbox_rows(store))
     return events, reasons, sms
 
 
@@ -94,7 +98,7 @@ def test_future_event_is_dead_lettered_with_the_reason(
     payload = event_text(keys, times["ts"], times["first"], times["last"])
     c = IngestCounters()
     assert handle_message(store, TOPIC, payload, now, c) == "dead"
-    [dead] = store.query("SELECT * FROM dead_letters")
+    [dead] = dead_letter_rows(store)
     assert dead["topic"] == TOPIC
     assert words in dead["reason"], dead["reason"]
     assert "at most 120 s" in dead["reason"] and "sensor's clock" in dead["reason"]
@@ -117,7 +121,7 @@ def test_absurd_event_times_are_refused_with_a_clear_reason(bridge, ts: float, w
     last = ts if math.isfinite(ts) and ts > 0 else now
     payload = event_text(keys, ts, first=now - 10, last=last)
     assert handle_message(store, TOPIC, payload, now, IngestCounters()) == "dead"
-    [dead] = store.query("SELECT reason FROM dead_letters")
+    [dead] = dead_letter_rows(store)
     assert words in dead["reason"], dead["reason"]
     assert outcome(store) == (0, [], 0)
 
@@ -128,7 +132,7 @@ def test_skew_is_a_setting(bridge) -> None:
     now = time.time()
     narrow = IngestCounters(max_skew_s=60)
     assert handle_message(store, TOPIC, event_text(keys, now + 100), now, narrow) == "dead"
-    assert "at most 60 s" in store.query("SELECT reason FROM dead_letters")[0]["reason"]
+    assert "at most 60 s" in dead_letter_rows(store)[0]["reason"]
     assert (
         handle_message(store, TOPIC, event_text(keys, now + 100), now, IngestCounters()) == "event"
     )
@@ -145,7 +149,7 @@ def test_event_slightly_ahead_is_sent_and_expires_by_the_bridge_clock(bridge) ->
     payload = event_text(keys, received + 60)
     assert handle_message(store, TOPIC, payload, received, IngestCounters()) == "event"
     assert outcome(store) == (1, ["sent"], 1)
-    [send] = store.query("SELECT expires_at FROM sends")
+    [send] = send_rows(store)
     assert send["expires_at"] == pytest.approx(received + 600, abs=1e-3)
 
 
@@ -157,7 +161,7 @@ def test_late_event_expires_from_when_the_customer_was_seen(bridge) -> None:
     payload = event_text(keys, received - 480)
     assert handle_message(store, TOPIC, payload, received, IngestCounters()) == "event"
     assert outcome(store) == (1, ["sent"], 1)
-    [send] = store.query("SELECT expires_at FROM sends")
+    [send] = send_rows(store)
     assert send["expires_at"] == pytest.approx(received - 480 + 600, abs=1e-3)
 
 
@@ -171,7 +175,7 @@ def test_future_event_stored_before_the_check_is_not_sent(bridge) -> None:
     text = event_text(keys, now + 2 * DAY).decode()
     store.insert_event(eid, "main-st", "door-1", "arrive", subject, now + 2 * DAY, text, now)
     assert outcome(store) == (1, ["future_event"], 0)
-    [d] = store.query("SELECT detail FROM decisions")
+    [d] = decision_rows(store)
     assert "2.0 days ahead of the bridge's clock" in d["detail"]
 
 
@@ -196,7 +200,7 @@ def test_sensor_clock_offset_is_kept_and_alerts_beyond_the_skew(bridge) -> None:
     now = time.time()
     c = IngestCounters()
     assert handle_message(store, STATS, stats_text(now + 300), now, c) == "stats"
-    [row] = store.query("SELECT * FROM sensors WHERE sensor_id='door-1'")
+    [row] = [r for r in sensor_rows(store) if r["sensor_id"] == "door-1"]
     assert json.loads(row["last_stats"])["clock_offset_s"] == pytest.approx(300.0, abs=1e-3)
     health = sensor_health(row, [], None, now + 1)
     assert [a.kind for a in health.alerts] == ["clock_skew"]
@@ -205,13 +209,13 @@ def test_sensor_clock_offset_is_kept_and_alerts_beyond_the_skew(bridge) -> None:
     assert health.to_json()["clock_offset_s"] == pytest.approx(300.0, abs=1e-3)
     # behind counts too (its events go stale), and a wider skew setting silences it
     assert handle_message(store, STATS, stats_text(now - 200), now + 60, c) == "stats"
-    [row] = store.query("SELECT * FROM sensors WHERE sensor_id='door-1'")
+    [row] = [r for r in sensor_rows(store) if r["sensor_id"] == "door-1"]
     health = sensor_health(row, [], None, now + 61)
     assert [a.detail for a in health.alerts] == ["260 s behind the bridge's clock"]
     assert sensor_health(row, [], None, now + 61, max_skew_s=300).alerts == ()
     # a sensor whose clock is right: no alert
     assert handle_message(store, STATS, stats_text(now + 121), now + 120, c) == "stats"
-    [row] = store.query("SELECT * FROM sensors WHERE sensor_id='door-1'")
+    [row] = [r for r in sensor_rows(store) if r["sensor_id"] == "door-1"]
     assert sensor_health(row, [], None, now + 121).alerts == ()
 
 

@@ -17,6 +17,8 @@ from cloud_bridge.delivery.inbound import (
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, SendResult, StatusResult, twilio_signature
 from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.customers import customer_by_id
+from cloud_bridge.storage.sends import inbound_rows, optout_token, send_row
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.app import create_app
 
@@ -126,7 +128,7 @@ def test_twilio_stop_revokes_at_once_and_confirms_once(env) -> None:  # type: ig
     # Another STOP the same day: accepted, but no second confirmation.
     assert twilio_post(client, "/sms/twilio/inbound", inbound("STOP", "SM2")).status_code == 200
     assert len(provider.calls) == 1
-    rows = store.query("SELECT * FROM inbound_messages ORDER BY id")
+    rows = inbound_rows(store)
     assert [r["message_id"] for r in rows] == ["SM1", "SM2"]
     assert all(PHONE not in json.dumps(r) for r in rows)  # only a keyed hash of the sender
 
@@ -163,7 +165,7 @@ def test_stopall_start_and_help(env) -> None:  # type: ignore[no-untyped-def]
 def test_start_never_creates_consent(env) -> None:  # type: ignore[no-untyped-def]
     store, _, provider, _, client = env
     other = add_customer(store, 2, time.time(), consent=False)
-    phone = store.query("SELECT phone FROM customers WHERE id=?", [other])[0]["phone"]
+    phone = customer_by_id(store, other)["phone"]
     twilio_post(client, "/sms/twilio/inbound", inbound("YES", "SM1", phone))
     assert store.latest_consents(other) == {}
     assert "personal offers" in provider.calls[-1].body  # explained, not "subscribed"
@@ -188,11 +190,11 @@ def test_twilio_status_callback_moves_the_send(env) -> None:  # type: ignore[no-
     store, cid, _, d, client = env
     sid = reserve(store, cid, time.time(), provider="twilio")
     d.deliver(sid)
-    key = store.query("SELECT idem_key FROM sends WHERE id=?", [sid])[0]["idem_key"]
+    key = send_row(store, sid)["idem_key"]
     path = f"/sms/twilio/status?key={key}"
     params = {"MessageSid": "R1", "MessageStatus": "delivered", "AccountSid": SID}
     assert twilio_post(client, path, params).status_code == 204
-    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "delivered"
+    assert send_row(store, sid)["state"] == "delivered"
     assert twilio_post(client, path, params).status_code == 204  # repeated: ignored
     assert (
         twilio_post(client, path, {**params, "MessageStatus": "failed"}, sign=False).status_code
@@ -205,9 +207,7 @@ def test_twilio_status_callback_moves_the_send(env) -> None:  # type: ignore[no-
         "AccountSid": SID,
     }
     twilio_post(client, path, failed)
-    assert (
-        store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "delivered"
-    )  # never back
+    assert send_row(store, sid)["state"] == "delivered"  # never back
 
 
 def test_twilio_receipt_flags_a_landline(env) -> None:  # type: ignore[no-untyped-def]
@@ -221,7 +221,7 @@ def test_twilio_receipt_flags_a_landline(env) -> None:  # type: ignore[no-untype
         "AccountSid": SID,
     }
     twilio_post(client, "/sms/twilio/status", params)
-    row = store.query("SELECT state, error FROM sends WHERE id=?", [sid])[0]
+    row = send_row(store, sid)
     assert row["state"] == "undelivered" and row["error"].startswith("30006")
     assert store.number_flag(cid)["code"] == "30006"
 
@@ -234,7 +234,7 @@ def test_smsc_callbacks(make_env) -> None:  # type: ignore[no-untyped-def]
     fields = {"id": "R1", "phone": PHONE.lstrip("+"), "status": "1"}
     fields["md5"] = smsc_signature([fields["id"], fields["phone"], fields["status"]], "smsc-pw")
     assert client.post(CALLBACK_UTF8, data=fields).status_code == 200
-    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "delivered"
+    assert send_row(store, sid)["state"] == "delivered"
     assert client.post(CALLBACK_UTF8, data={**fields, "md5": "0" * 32}).status_code == 403
     msg = {"sms_id": "777", "phone": PHONE.lstrip("+"), "mes": "СТОП", "to": "79000000000"}
     msg["md5"] = smsc_signature([msg["sms_id"], msg["phone"], msg["mes"], msg["to"]], "smsc-pw")
@@ -290,8 +290,8 @@ def test_one_click_opt_out_link(env) -> None:  # type: ignore[no-untyped-def]
     store, cid, _, d, client = env
     sid = reserve(store, cid, time.time(), provider="twilio")
     d.deliver(sid)
-    token = store.query("SELECT token FROM optout_links WHERE send_id=?", [sid])[0]["token"]
-    body = store.query("SELECT body FROM sends WHERE id=?", [sid])[0]["body"]
+    token = optout_token(store, sid)
+    body = send_row(store, sid)["body"]
     assert body.endswith(f"Opt out: {PUBLIC}/o/{token}")
     page = client.get(f"/o/{token}")
     assert page.status_code == 200 and 'method="post"' in page.text and ".submit()" in page.text
@@ -316,7 +316,7 @@ def test_opt_out_link_of_an_erased_customer_writes_nothing(env) -> None:  # type
     store, cid, _, d, client = env
     sid = reserve(store, cid, time.time(), provider="twilio")
     d.deliver(sid)
-    token = store.query("SELECT token FROM optout_links WHERE send_id=?", [sid])[0]["token"]
+    token = optout_token(store, sid)
     store.erase_customer(cid, time.time())
     assert client.post(f"/o/{token}").status_code == 200
     assert store.consents_of(cid) == []
@@ -340,7 +340,7 @@ def test_twilio_callback_maps_every_status(env, status: str) -> None:  # type: i
     d.deliver(sid)
     params = {"MessageSid": "R1", "MessageStatus": status, "AccountSid": SID}
     assert twilio_post(client, "/sms/twilio/status", params).status_code == 204
-    row = store.query("SELECT state FROM sends WHERE id=?", [sid])[0]
+    row = send_row(store, sid)
     assert row["state"] == TWILIO_CALLBACK_EXPECT[status]
 
 
@@ -362,7 +362,7 @@ def test_twilio_callback_of_an_unknown_or_inbound_status_changes_nothing(env, st
     d.deliver(sid)
     params = {"MessageSid": "R1", "MessageStatus": status, "AccountSid": SID}
     assert twilio_post(client, "/sms/twilio/status", params).status_code == 204
-    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "accepted"
+    assert send_row(store, sid)["state"] == "accepted"
 
 
 def _smsc_post(client, fields: dict[str, str], charset: str, url_charset: str | None = None):  # type: ignore[no-untyped-def]
@@ -411,7 +411,7 @@ def test_smsc_status_callbacks_map_every_status(make_env, code: str, state: str)
     d.deliver(sid)
     r = _smsc_post(client, {"id": "R1", "phone": PHONE.lstrip("+"), "status": code}, "utf-8")
     assert r.status_code == 200
-    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == state
+    assert send_row(store, sid)["state"] == state
 
 
 @pytest.mark.parametrize("code", ["-3", "77", ""])
@@ -422,4 +422,4 @@ def test_smsc_status_callback_we_cannot_place_changes_nothing(make_env, code: st
     d.deliver(sid)
     r = _smsc_post(client, {"id": "R1", "phone": PHONE.lstrip("+"), "status": code}, "utf-8")
     assert r.status_code == 200
-    assert store.query("SELECT state FROM sends WHERE id=?", [sid])[0]["state"] == "accepted"
+    assert send_row(store, sid)["state"] == "accepted"

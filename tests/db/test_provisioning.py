@@ -29,6 +29,7 @@ from cloud_bridge.sensors.provisioning import (
     revoke_sensor,
 )
 from cloud_bridge.service import WebServer
+from cloud_bridge.storage.fleet import pairing_code_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.app import create_app
 from edge_agent.adapters.enroll import EnrollError, enroll
@@ -115,7 +116,7 @@ def test_code_expires(env) -> None:
     done = add_sensor(store, settings, "main-st", "door-1", now=time.time() - 4 * 86400)
     with pytest.raises(PairingError, match="expired"):
         redeem(store, settings, done.code)
-    assert store.query("SELECT sealed FROM pairing_codes")[0]["sealed"] is None
+    assert pairing_code_rows(store)[0]["sealed"] is None
 
 
 def redeem_at_once(

@@ -25,6 +25,9 @@ from cloud_bridge.reports.figures import (
     reset_figures,
     summarise,
 )
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.report_figures import decision_day_rows, exposure_day_rows
+from cloud_bridge.storage.sends import send_rows
 from cloud_bridge.storage.store import BridgeStore, decision_of_send
 from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console import reports as console
@@ -334,7 +337,7 @@ def test_figures_follow_every_change(world: World) -> None:
     for _ in range(10):
         world.decision(now - r.random() * 3 * DAY, received=time.time())
     # sends change state: fail (no longer an exposure), get their cost, get delivered
-    for row in store.query("SELECT id, state FROM sends ORDER BY id LIMIT 12"):
+    for row in send_rows(store)[:12]:
         to = {"delivered": "failed", "reserved": "shed", "shed": "expired"}.get(
             row["state"], "delivered"
         )
@@ -360,7 +363,7 @@ def test_an_id_that_turns_up_late_is_counted(world: World) -> None:
     seen can appear later. It is looked for again and counted once."""
     store, now = world.store, world.now
     world.fill(now - 10 * DAY, now, 20)
-    top = store.query("SELECT max(id) AS n FROM decisions")[0]["n"]
+    top = max(d["id"] for d in decision_rows(store))
     world.decision(now - DAY, kind="send", state="delivered", id=top + 2, received=time.time())
     check_all(store, now)
     # committed after top + 2
@@ -374,10 +377,8 @@ def test_reset_rebuilds_and_figures_are_per_window(world: World) -> None:
     store, now = world.store, world.now
     world.fill(now - 20 * DAY, now, 60)
     check_all(store, now)
-    windows = {
-        r["return_days"] for r in store.query("SELECT return_days FROM report_exposure_days")
-    }
+    windows = {r["return_days"] for r in exposure_day_rows(store)}
     assert windows == {3, 14}
     reset_figures(store)
-    assert store.query("SELECT count(*) AS n FROM report_decision_days")[0]["n"] == 0
+    assert len(decision_day_rows(store)) == 0
     check_all(store, now)

@@ -17,6 +17,9 @@ from cloud_bridge.delivery.providers import SandboxProvider, StatusResult
 from cloud_bridge.delivery.ratelimit import TokenBucket
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.reports.figures import Report, refresh_figures, reset_figures
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.report_figures import decision_day_rows
+from cloud_bridge.storage.sends import send_row, send_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.app import overview
 from cloud_bridge.web.auth import Principal
@@ -57,10 +60,7 @@ def _queueing(store: BridgeStore, queue_size: int = 1000) -> tuple[Deliverer, De
 
 def _reasons(store: BridgeStore) -> dict[str, str]:
     """event id -> what its decision reads."""
-    return {
-        r["event_id"]: r["reason"]
-        for r in store.query("SELECT event_id, reason FROM decisions WHERE outcome='send'")
-    }
+    return {r["event_id"]: r["reason"] for r in decision_rows(store) if r["outcome"] == "send"}
 
 
 def test_a_decision_reads_reserved_until_the_provider_accepts(store: BridgeStore) -> None:
@@ -69,7 +69,7 @@ def test_a_decision_reads_reserved_until_the_provider_accepts(store: BridgeStore
     d, worker = _queueing(store)
     worker.process_pending(now=now)
     assert _reasons(store) == {eid: "reserved"}  # queued: the provider has not got it
-    send = store.query("SELECT id FROM sends")[0]["id"]
+    send = send_rows(store)[0]["id"]
     d._running = False
     d._take_turn("sends", send, None)
     assert _reasons(store) == {eid: "sent"}  # accepted by the provider
@@ -84,14 +84,17 @@ def test_an_undelivered_or_failed_send_reads_so(store: BridgeStore) -> None:
     first, second = _arrivals(store, 2, now)
     d, worker = _queueing(store)
     worker.process_pending(now=now)
-    ids = {r["event_id"]: r["id"] for r in store.query(
-        "SELECT d.event_id, s.id FROM sends s JOIN decisions d ON d.id=s.decision_id")}  # fmt: skip
+    event_of = {x["id"]: x["event_id"] for x in decision_rows(store)}
+    ids = {
+        event_of[s["decision_id"]]: s["id"]
+        for s in send_rows(store)
+        if s["decision_id"] in event_of
+    }
     d._running = False
     d._take_turn("sends", ids[first], None)
     key = store.delivery_job("sends", ids[first])["idem_key"]
     d.on_receipt(StatusResult("undelivered", error="30003"), now + 5, key=key)
-    store.record_consent(store.query("SELECT customer_id FROM sends WHERE id=?",
-                                     [ids[second]])[0]["customer_id"], "sms", "revoked", now)  # fmt: skip
+    store.record_consent(send_row(store, ids[second])["customer_id"], "sms", "revoked", now)  # type: ignore[index]
     d._take_turn("sends", ids[second], None)  # consent revoked while queued: not sent
     assert _reasons(store) == {first: "undelivered", second: "failed"}
 
@@ -108,9 +111,8 @@ def test_a_shed_send_reads_shed_everywhere(
     reasons = _reasons(store)
     shed = [e for e in events if reasons[e] == "shed"]
     assert sorted(reasons.values()) == ["reserved", "reserved", "shed", "shed", "shed"], reasons
-    assert {r["state"] for r in store.query(
-        "SELECT s.state FROM sends s JOIN decisions d ON d.id=s.decision_id WHERE d.reason='shed'"
-    )} == {"shed"}  # fmt: skip
+    shed_ids = {x["id"] for x in decision_rows(store) if x["reason"] == "shed"}
+    assert {s["state"] for s in send_rows(store) if s["decision_id"] in shed_ids} == {"shed"}
 
     assert _explain_event(store, shed[0]) == 0
     out = capsys.readouterr().out
@@ -138,7 +140,7 @@ def test_a_shed_send_reads_shed_everywhere(
         "shed": 3, "reserved": 2,
     }  # fmt: skip
     assert console.funnel(store, f, ADMIN, Report(console.RETURN_DAYS))["sent"] == 0
-    figures = store.query("SELECT reason, n FROM report_decision_days")
+    figures = decision_day_rows(store)
     reset_figures(store)
     refresh_figures(store, console.RETURN_DAYS)
-    assert store.query("SELECT reason, n FROM report_decision_days") == figures  # consistent
+    assert decision_day_rows(store) == figures  # consistent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from cloud_bridge.storage.sends import send_state_counts
 from cloud_bridge.storage.store import BridgeStore
 
 STORE_ID = "main-st"
@@ -95,7 +96,4 @@ def seed_intents(store: BridgeStore, n: int, now: float, provider: str = "sandbo
 
 
 def states(store: BridgeStore) -> dict[str, int]:
-    return {
-        r["state"]: r["n"]
-        for r in store.query("SELECT state, count(*) AS n FROM sends GROUP BY state")
-    }
+    return send_state_counts(store)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud_bridge.storage.events import event_count
 from cloud_bridge.storage.store import CAPPED_STATES, BridgeStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,7 +245,7 @@ def wait_decided(store: BridgeStore, unique: int, timeout: float) -> bool:
     # the decisions' own timestamps, not from when this loop notices.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if store.query("SELECT count(*) AS n FROM events")[0]["n"] >= unique:
+        if event_count(store) >= unique:
             break
         time.sleep(0.5)
     while time.monotonic() < deadline:

@@ -23,6 +23,8 @@ from cloud_bridge.config import BridgeSettings, MqttSettings, ProvisioningSettin
 from cloud_bridge.dev import simulator as sim
 from cloud_bridge.dev.mosquitto import BrokerError, LocalMosquitto, free_port
 from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.storage.events import event_rows
+from cloud_bridge.storage.fleet import sensor_rows, sensor_stat_rows
 from cloud_bridge.storage.store import BridgeStore
 from integration.brokers import make_test_pki, start_secure_broker
 
@@ -107,7 +109,7 @@ def test_2000_sensors_with_own_accounts_lose_no_acknowledged_event(
     deployment: Deployment,
 ) -> None:
     d = deployment
-    status_before, stats_rows_before = d.ingest.counters.status, _count(d.store, "sensor_stats")
+    status_before, stats_rows_before = d.ingest.counters.status, _count_stats(d.store)
     plan = sim.SimulationPlan(
         sensors=d.creds.sensors,
         broker=d.creds.broker,
@@ -137,11 +139,8 @@ def test_2000_sensors_with_own_accounts_lose_no_acknowledged_event(
     # Every acknowledged event is in the bridge's store, exactly once, under the sensor whose
     # account published it; nothing else arrived from the simulated stores.
     assert sim.wait_stored(d.store, ids, timeout_s=30) == []
-    rows = d.store.query(
-        "SELECT store_id, sensor_id, subject, count(*) AS n FROM events "
-        "WHERE store_id LIKE 'sim-%' GROUP BY store_id, sensor_id, subject"
-    )
-    assert sum(r["n"] for r in rows) == len(ids)
+    rows = [e for e in event_rows(d.store) if e["store_id"].startswith("sim-")]
+    assert len(rows) == len(ids)
     senders = {(r["store_id"], r["sensor_id"]) for r in rows}
     assert senders == {(x.store_id, x.sensor_id) for x in d.creds.sensors}
     subjects = {r["subject"] for r in rows}
@@ -156,17 +155,15 @@ def test_2000_sensors_with_own_accounts_lose_no_acknowledged_event(
 
     # Statuses and stats reached the sensors table: all offline now, each with its stats.
     assert _wait(lambda: d.ingest.counters.status - status_before >= 2 * FLEET)
-    fleet = d.store.query(
-        "SELECT state, agent_version, last_stats FROM sensors WHERE store_id LIKE 'sim-%'"
-    )
+    fleet = [s for s in sensor_rows(d.store) if s["store_id"].startswith("sim-")]
     assert len(fleet) == FLEET
     assert {(r["state"], r["agent_version"]) for r in fleet} == {("offline", sim.AGENT_VERSION)}
     assert all(json.loads(r["last_stats"])["iface_state"] == "simulated" for r in fleet)
-    assert _count(d.store, "sensor_stats") - stats_rows_before >= FLEET
+    assert _count_stats(d.store) - stats_rows_before >= FLEET
 
 
-def _count(store: BridgeStore, table: str) -> int:
-    return int(store.query(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+def _count_stats(store: BridgeStore) -> int:
+    return len(sensor_stat_rows(store))
 
 
 def test_wrong_password_and_unknown_user_are_refused_and_counted(
@@ -192,11 +189,13 @@ def test_wrong_password_and_unknown_user_are_refused_and_counted(
     assert s.events_acked == s.events_published > 0
     assert 3.0 <= s.elapsed_s < 3.0 + 5.0 + sim.LEAVE_S + sim.CLOSE_S + 1
     assert sim.wait_stored(d.store, s.acked_event_ids, timeout_s=15) == []
-    refused_events = d.store.query(
-        "SELECT count(*) AS n FROM events WHERE received >= ? AND store_id=? AND sensor_id=?",
-        [before, wrong.store_id, wrong.sensor_id],
-    )
-    assert refused_events[0]["n"] == 0
+    refused_events = [
+        e
+        for e in event_rows(d.store)
+        if e["received"] >= before
+        and (e["store_id"], e["sensor_id"]) == (wrong.store_id, wrong.sensor_id)
+    ]
+    assert len(refused_events) == 0
 
 
 def test_several_processes_share_the_fleet(deployment: Deployment) -> None:

@@ -12,6 +12,7 @@ from console_helpers import World, add_sensor_state, make_world
 
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.ingest.fleet import sensor_health
+from cloud_bridge.storage.fleet import footfall_rows, sensor_stat_rows
 from cloud_bridge.storage.store import BridgeStore
 
 
@@ -92,9 +93,9 @@ def test_ingest_keeps_stats_history_with_bounded_retention(tmp_path: Path) -> No
     day = 86400.0
     for now in (10 * day, 15 * day, 20 * day):
         assert handle_message(store, topic, json.dumps(base).encode(), now, counters) == "stats"
-    rows = store.query("SELECT received, outbox_depth FROM sensor_stats")
+    rows = sensor_stat_rows(store)
     assert [r["received"] for r in rows] == [15 * day, 20 * day]  # 8 days kept
-    foot = store.query("SELECT * FROM footfall_hours")
+    foot = footfall_rows(store)
     assert foot == [
         {
             "store_id": "main-st", "sensor_id": "door-1", "hour": 3600.0,

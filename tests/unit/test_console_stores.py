@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from console_helpers import World, add_sensor_state, csrf_of, make_world
 
+from cloud_bridge.storage.accounts import audit_entries
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_row
 
 
 @pytest.fixture()
@@ -67,7 +69,7 @@ def test_store_day_and_checklist(world: World) -> None:
     assert "cloud-bridge sensors add --store main-st" in items["box_online"]["fix"]
     # the box comes up with the current roster and frames flowing
     add_sensor_state(s, "main-st", "door-1", time.time(), roster_version=1)
-    s.upsert_store({**s.query("SELECT * FROM stores WHERE id='main-st'")[0], "roster_version": 1})
+    s.upsert_store({**store_row(s, "main-st"), "roster_version": 1})  # type: ignore[dict-item]
     page = owner.get("/stores/main-st").text
     assert 'data-key="box_online" data-ok="yes"' in page
     assert 'data-key="frames_flowing" data-ok="yes"' in page
@@ -85,9 +87,7 @@ def test_store_day_and_checklist(world: World) -> None:
         items["thresholds_calibrated"]["ok"] and "-66" in items["thresholds_calibrated"]["detail"]
     )
     assert json.loads(s.meta("calibrated:main-st"))["by"] == "olga"
-    assert s.query("SELECT action FROM audit_log ORDER BY id DESC LIMIT 1")[0]["action"] == (
-        "store.calibration"
-    )
+    assert audit_entries(s, 1)[0]["action"] == "store.calibration"
 
 
 def test_owner_sees_only_their_store(world: World) -> None:

@@ -9,6 +9,7 @@ ledger kept by the test itself (erasure deletes the real one)."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
@@ -33,6 +34,8 @@ from cloud_bridge.offers.decide import (
     within_hours,
 )
 from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.sends import send_rows
 from cloud_bridge.storage.store import CAPPED_STATES, BridgeStore
 
 DAY = 86400.0
@@ -279,7 +282,7 @@ def _run_stream(
             now += 1
             store.erase_customer(cid, now)
             model.erased[cid] = now
-    sends = store.query("SELECT customer_id, campaign_id, ts, state FROM sends")
+    sends = send_rows(store)
     assert all(x["state"] in ("accepted", "failed") for x in sends), sends
     reached = [x for x in sends if x["state"] in CAPPED_STATES]  # failed ones do not count
     caps = {c["id"]: (c["caps"]["count"], c["caps"]["days"]) for c in camps}
@@ -300,11 +303,10 @@ def _run_stream(
         window = [x for x in reached if x["customer_id"] == cid and ts - 30 * DAY <= x["ts"] <= ts]
         assert s["state"] not in CAPPED_STATES or len(window) <= overall, (s, window)
     # holdout would-be sends respect the campaign cap too, and never produce an SMS
-    held = store.query("SELECT customer_id, campaign_id, ts FROM decisions WHERE outcome='holdout'")
+    held = [d for d in decision_rows(store) if d["outcome"] == "holdout"]
     for h in held:
-        assert not store.query(
-            "SELECT 1 FROM sends s JOIN decisions d ON d.id=s.decision_id WHERE d.outcome='holdout'"
-        )
+        held_ids = {d["id"] for d in held}
+        assert not [s for s in send_rows(store) if s["decision_id"] in held_ids]
         count, days = caps[h["campaign_id"]]
         same = [
             x
@@ -315,8 +317,8 @@ def _run_stream(
         ]
         assert len(same) <= count
     # every trigger event got exactly one decision
-    decided = store.query("SELECT event_id, count(*) AS n FROM decisions GROUP BY event_id")
-    assert all(r["n"] == 1 for r in decided)
+    decided = Counter(r["event_id"] for r in decision_rows(store))
+    assert all(n == 1 for n in decided.values())
 
 
 def test_streams_do_send_sometimes() -> None:
@@ -336,6 +338,6 @@ def test_streams_do_send_sometimes() -> None:
         noon = time.mktime((2026, 3, 14, 12, 0, 0, 0, 0, -1))
         stream = [("event", 0, "arrive", noon - T0), ("event", 1, "arrive", 0)]
         _run_stream(store, ZONES[0], ("00:00", "24:00"), 4, camps, stream)
-        assert store.query("SELECT count(*) AS n FROM sends WHERE state='accepted'")[0]["n"] == 2
+        assert len([s for s in send_rows(store) if s["state"] == "accepted"]) == 2
     finally:
         store.close()

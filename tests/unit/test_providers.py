@@ -27,6 +27,7 @@ from cloud_bridge.delivery.providers import (
     twilio_signature,
 )
 from cloud_bridge.errors import ProviderConfigError
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 
 SID = "AC" + "a" * 32
@@ -439,7 +440,7 @@ def test_sandbox_is_idempotent_by_key_and_answers_status() -> None:
     p = SandboxProvider(store)
     first = p.submit(MSG)
     assert p.submit(MSG).provider_id == first.provider_id
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 1
+    assert len(sandbox_rows(store)) == 1
     assert p.status(MSG).status == "accepted"
     assert p.status(Outgoing(key="other", to="x", sender="y", body="z")).status == "not_found"
     # The one-off transactional path used by enrolment codes.

@@ -21,6 +21,8 @@ import pytest
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import WebServer
+from cloud_bridge.storage.accounts import audit_entries, login_attempt_rows
+from cloud_bridge.storage.customers import enrolment_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -90,7 +92,7 @@ def test_direct_caller_cannot_spoof_its_way_past_the_enrolment_limit(served) -> 
     with httpx.Client(base_url=url, timeout=10) as c:
         got = [enrol(c, f"+7916555{i:04d}", spoof(i)) for i in range(ENROL_PER_IP + 3)]
     assert got == [202] * ENROL_PER_IP + [429] * 3
-    ips = {r["ip"] for r in store.query("SELECT ip FROM enrolments")}
+    ips = {r["ip"] for r in enrolment_rows(store)}
     assert ips == {"127.0.0.1"}  # the consent proof records who really asked
 
 
@@ -104,7 +106,7 @@ def test_direct_caller_cannot_spoof_its_way_past_the_login_limit(served) -> None
         xff = [{"x-forwarded-for": f"203.0.113.{i}"} for i in range(LOGIN_PER_IP + 2)]
         got = [wrong_login(c, f"user{i}", h).status_code for i, h in enumerate(xff)]
     assert got == [401] * LOGIN_PER_IP + [429] * 2
-    assert {r["ip"] for r in store.query("SELECT ip FROM login_attempts")} == {"127.0.0.1"}
+    assert {r["ip"] for r in login_attempt_rows(store)} == {"127.0.0.1"}
 
 
 @pytest.mark.parametrize("served", [[]], indirect=True)
@@ -136,7 +138,7 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_limit(served) -> None:
         other = enrol(c, "+79165569999", {"x-forwarded-for": "198.51.100.8"})
     assert forged == [202] * ENROL_PER_IP + [429]
     assert other == 202
-    ips = [r["ip"] for r in store.query("SELECT ip FROM enrolments ORDER BY created, ip")]
+    ips = [r["ip"] for r in enrolment_rows(store)]
     assert set(ips) == {"198.51.100.7", "198.51.100.8"}
 
 
@@ -160,7 +162,7 @@ def test_behind_a_trusted_proxy_the_login_limit_is_per_client(served) -> None:
         )
     assert r.status_code == 303, r.text
     assert "__Host-passby_session=" in r.headers["set-cookie"]
-    ips = {x["ip"] for x in store.query("SELECT ip FROM audit_log WHERE action='login'")}
+    ips = {x["ip"] for x in audit_entries(store, 1000) if x["action"] == "login"}
     assert ips == {"198.51.100.21"}
 
 
@@ -170,7 +172,7 @@ def test_a_peer_outside_the_trusted_networks_is_not_believed(served) -> None:
     with httpx.Client(base_url=url, timeout=10) as c:
         got = [enrol(c, f"+7916557{i:04d}", spoof(i)) for i in range(ENROL_PER_IP + 1)]
     assert got == [202] * ENROL_PER_IP + [429]
-    assert {r["ip"] for r in store.query("SELECT ip FROM enrolments")} == {"127.0.0.1"}
+    assert {r["ip"] for r in enrolment_rows(store)} == {"127.0.0.1"}
 
 
 def test_trusted_proxies_setting_is_checked() -> None:

@@ -19,6 +19,8 @@ from cloud_bridge.reports.figures import (
     wilson,
 )
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import customer_by_crm_id, customer_rows, purchase_rows
+from cloud_bridge.storage.report_figures import return_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 
@@ -100,7 +102,7 @@ def add_exposure(
     variant: str = "A",
     state="delivered",
 ) -> None:
-    cust = store.query("SELECT id FROM customers WHERE crm_id=?", [crm])[0]["id"]
+    cust = customer_by_crm_id(store, crm)["id"]
     with store.transaction() as db:
         cur = db.execute(
             "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, detail, "
@@ -139,7 +141,7 @@ def add_exposure(
 
 
 def add_visit(store: BridgeStore, crm: str, ts: float, type_: str = "visit") -> None:
-    subject = store.query("SELECT subject FROM customers WHERE crm_id=?", [crm])[0]["subject"]
+    subject = customer_by_crm_id(store, crm)["subject"]
     store.insert_event(f"v-{crm}-{ts}-{type_}", "main-st", "door-1", type_, subject, ts, "{}", ts)
 
 
@@ -162,7 +164,12 @@ def test_returns_from_visits_within_the_window(bridge) -> None:
     assert (c.sends, c.returns, c.holdout, c.holdout_returns) == (2, 1, 1, 1)
     assert build_report(store, now, 20).campaigns[0].returns == 2  # a wider window
     # the returns view lists every later visit with its delay; the report applies the window
-    view = store.query("SELECT r.*, c.crm_id FROM returns r JOIN customers c ON c.id=r.customer_id")
+    crm = {c["id"]: c["crm_id"] for c in customer_rows(store)}
+    view = [
+        {**r, "crm_id": crm[r["customer_id"]]}
+        for r in return_rows(store)
+        if r["customer_id"] in crm
+    ]
     delays = sorted((r["crm_id"], round(r["after_s"] / DAY)) for r in view)
     assert delays == [("C-1001", 3), ("C-1002", 15), ("C-1003", 1), ("C-1004", 1)]
     assert c.cost == pytest.approx(0.10)
@@ -213,7 +220,7 @@ def test_naive_purchase_time_is_store_local(bridge) -> None:
     f = tmp_path / "p.csv"
     f.write_text("crm_id,store_id,time,amount\nC-1001,main-st,2026-03-14T12:00:00,1\n")
     import_purchases(store, f, time.time())
-    ts = store.query("SELECT ts FROM purchases")[0]["ts"]
+    ts = purchase_rows(store)[0]["ts"]
     assert ts == 1773478800.0  # 12:00 Moscow = 09:00 UTC
 
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cloud_bridge.cli.main import app
+from cloud_bridge.storage.stores import site_key_rows
 
 runner = CliRunner()
 
@@ -87,11 +88,11 @@ def test_edit_keeps_the_site_key(cfg: Path) -> None:
     assert bridge(cfg, "stores", "add", "s1", *args).exit_code == 0
     settings = load_settings(BridgeSettings, cfg)
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
-    key = store.query("SELECT site_key FROM stores WHERE id='s1'")[0]["site_key"]
+    key = site_key_rows(store, "s1")[0]["site_key"]
     store.close()
     assert bridge(cfg, "stores", "edit", "s1", "--name", "Renamed").exit_code == 0
     store = BridgeStore(settings.database_path(), settings.data_key_bytes())
     try:
-        assert store.query("SELECT site_key FROM stores WHERE id='s1'")[0]["site_key"] == key
+        assert site_key_rows(store, "s1")[0]["site_key"] == key
     finally:
         store.close()

@@ -11,6 +11,7 @@ from console_helpers import add_sensor_state
 
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.ingest.fleet import sensor_health
+from cloud_bridge.storage.fleet import sensor_rows
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.adapters.update_status import MAX_LEN, failed_update
 from edge_agent.protocol import StatsMessage
@@ -51,7 +52,7 @@ def test_a_failed_update_in_the_stats_is_a_fleet_alert(tmp_path: Path) -> None:
             store, "passby/v1/main-st/door-1/stats", stats.encode(), now, IngestCounters()
         )
         assert kind != "dead_letter", kind
-        row = store.query("SELECT * FROM sensors WHERE sensor_id='door-1'")[0]
+        row = [r for r in sensor_rows(store) if r["sensor_id"] == "door-1"][0]
         alerts = sensor_health(row, [], None, now).alerts
         assert [(a.kind, a.detail) for a in alerts] == [
             ("update_failed", "1.2.0: rolled back to 1.1.0")
@@ -63,7 +64,7 @@ def test_a_failed_update_in_the_stats_is_a_fleet_alert(tmp_path: Path) -> None:
             store, "passby/v1/main-st/door-1/stats", json.dumps(ok).encode(), now + 60,
             IngestCounters(),
         )  # fmt: skip
-        row = store.query("SELECT * FROM sensors WHERE sensor_id='door-1'")[0]
+        row = [r for r in sensor_rows(store) if r["sensor_id"] == "door-1"][0]
         assert list(sensor_health(row, [], None, now + 60).alerts) == []
     finally:
         store.close()

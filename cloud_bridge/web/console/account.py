@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.config import WebSettings
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
+from cloud_bridge.storage.accounts import audit_entries
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_names
 from cloud_bridge.web.auth import (
     LOGIN_COOKIE,
     ROLES,
@@ -255,8 +257,8 @@ def admin_page(
         {
             "users": store.users(),
             "tokens": store.api_tokens(),
-            "audit": store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT 200"),
-            "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+            "audit": audit_entries(store, 200),
+            "stores": store_names(store),
             "roles": ROLES,
             "notice": notice,
             "errors": errors or {},
@@ -407,8 +409,4 @@ def api_audit(
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """The audit log, newest first (admin)."""
-    if before_id is None:
-        return store.query("SELECT * FROM audit_log ORDER BY id DESC LIMIT ?", [limit])
-    return store.query(
-        "SELECT * FROM audit_log WHERE id<? ORDER BY id DESC LIMIT ?", [before_id, limit]
-    )
+    return audit_entries(store, limit, before_id)

@@ -31,6 +31,7 @@ from cloud_bridge.offers.campaigns import (
 from cloud_bridge.offers.decide import SEGMENTS, WEEKDAYS, Customer, segment_of
 from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS
 from cloud_bridge.offers.templates import TemplateError, render
+from cloud_bridge.storage.customers import consented_count, consented_sample, triggered_pairs
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.common import mask_phone, page
@@ -137,18 +138,8 @@ def _consented(store: BridgeStore, now: float) -> tuple[list[dict[str, Any]], in
         hit = _consented_cache.get(store.location)
         if hit and now - hit[0] < _CACHE_S:
             return hit[1], hit[2]
-    live = (
-        "c.erased IS NULL AND (SELECT k.status FROM consents k WHERE k.customer_id=c.id AND "
-        "k.kind='sms' ORDER BY k.ts DESC, k.id DESC LIMIT 1)='active' AND (SELECT k.status FROM "
-        "consents k WHERE k.customer_id=c.id AND k.kind='recognition' ORDER BY k.ts DESC, "
-        "k.id DESC LIMIT 1)='active'"
-    )
-    total = store.query(f"SELECT count(*) AS n FROM customers c WHERE {live}")[0]["n"]
-    sample = store.query(
-        "SELECT c.id, c.crm_id, c.name, c.favourite_product, c.loyalty_tier, c.visits, "
-        f"c.first_purchase FROM customers c WHERE {live} ORDER BY c.id LIMIT ?",
-        [SAMPLE_SIZE],
-    )
+    total = consented_count(store)
+    sample = consented_sample(store, SAMPLE_SIZE)
     with _cache_lock:
         _consented_cache[store.location] = (now, sample, total)
     return sample, total
@@ -162,12 +153,7 @@ def _triggered(store: BridgeStore, trigger: str, store_ids: list[str], now: floa
         hit = _triggered_cache.get(key)
         if hit and now - hit[0] < _TRIGGERED_S:
             return hit[1]
-    n = store.query(
-        "SELECT count(*) AS n FROM (SELECT subject, CAST(ts / 86400 AS INTEGER) AS day "
-        f"FROM events WHERE type=? AND ts>=? AND store_id IN ({','.join('?' * len(store_ids))}) "
-        "GROUP BY subject, day) x",
-        [trigger, now - 14 * 86400, *store_ids],
-    )[0]["n"]
+    n = triggered_pairs(store, trigger, store_ids, now - 14 * 86400)
     with _cache_lock:
         _triggered_cache[key] = (now, n)
     return int(n)

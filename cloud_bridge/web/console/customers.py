@@ -18,7 +18,14 @@ from cloud_bridge.customers.crm_import import ImportFileError, ImportReport, imp
 from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import (
+    device_rows,
+    live_customer_count,
+    recent_decisions,
+    search_rows,
+)
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_countries, store_exists, store_names
 from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.common import explain_decision, mask_phone, page
 from cloud_bridge.web.dependencies import Admin, MaybeSettings, Staff, Store
@@ -34,15 +41,10 @@ def search_customers(store: BridgeStore, q: str, limit: int = 50) -> list[dict[s
     if not q:
         return []
     phones = {q}
-    for region in [None, *{r["country"] for r in store.query("SELECT country FROM stores")}]:
+    for region in [None, *store_countries(store)]:
         with contextlib.suppress(PhoneError):
             phones.add(normalise_phone(q, region))
-    rows = store.query(
-        "SELECT id, crm_id, name, phone, loyalty_tier, visits, created FROM customers "
-        f"WHERE erased IS NULL AND (crm_id=? OR crm_id LIKE ? ESCAPE '\\' OR phone IN "
-        f"({','.join('?' * len(phones))})) ORDER BY crm_id LIMIT ?",
-        [q, q.replace("%", r"\%").replace("_", r"\_") + "%", *phones, limit],
-    )
+    rows = search_rows(store, q, phones, limit)
     for r in rows:
         r["phone"] = mask_phone(r["phone"])
         r["consents"] = store.latest_consents(r["id"])
@@ -53,18 +55,8 @@ def customer_detail(store: BridgeStore, crm_id: str) -> dict[str, Any]:
     row = store.customer_row(crm_id)
     if row is None:
         raise HTTPException(404, f"no customer {crm_id!r} (or erased)")
-    devices = store.query(
-        "SELECT first_seen, last_seen, expires, source, store_id FROM devices "
-        "WHERE customer_id=? ORDER BY id",
-        [row["id"]],
-    )
-    decisions = store.query(
-        "SELECT d.ts, d.outcome, d.reason, d.detail, d.campaign_id, e.store_id, e.type, "
-        "s.state AS send_state, s.error AS send_error FROM decisions d "
-        "LEFT JOIN events e ON e.event_id=d.event_id LEFT JOIN sends s ON s.decision_id=d.id "
-        "WHERE d.customer_id=? ORDER BY d.id DESC LIMIT 20",
-        [row["id"]],
-    )
+    devices = device_rows(store, row["id"])
+    decisions = recent_decisions(store, row["id"])
     for d in decisions:
         explain_decision(d)
     return {
@@ -101,7 +93,7 @@ def run_import(
     ttl = settings.enrol.device_ttl_days if settings is not None else 90.0
     if len(data) > MAX_IMPORT_BYTES:
         raise HTTPException(413, f"the file is over {MAX_IMPORT_BYTES // 2**20} MB")
-    if store_id and not store.query("SELECT 1 FROM stores WHERE id=?", [store_id]):
+    if store_id and not store_exists(store, store_id):
         raise HTTPException(422, f"store_id: unknown store {store_id!r}")
     fmt = "json" if filename.lower().endswith(".json") else "csv"
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,7 +125,7 @@ def run_import(
 
 @router.get("/customers", response_class=HTMLResponse, include_in_schema=False)
 def customers_page(request: Request, me: Staff, store: Store, q: str = "") -> HTMLResponse:
-    total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
+    total = live_customer_count(store)
     return page(
         request,
         "customers.html",
@@ -142,7 +134,7 @@ def customers_page(request: Request, me: Staff, store: Store, q: str = "") -> HT
             "q": q,
             "results": search_customers(store, q),
             "total": total,
-            "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+            "stores": store_names(store),
             "report": None,
         },
         title="Customers and consent",
@@ -168,7 +160,7 @@ async def import_form(
         str(form.get("store_id") or "") or None,
         bool(form.get("dry_run")),
     )
-    total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
+    total = live_customer_count(store)
     return page(
         request,
         "customers.html",
@@ -177,7 +169,7 @@ async def import_form(
             "q": "",
             "results": [],
             "total": total,
-            "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
+            "stores": store_names(store),
             "report": report,
         },
         title="Customers and consent",

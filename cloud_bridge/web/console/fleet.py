@@ -12,10 +12,11 @@ from fastapi.responses import HTMLResponse
 
 from cloud_bridge.clock import DEFAULT_MAX_SKEW_S
 from cloud_bridge.ingest.fleet import OUTBOX_WINDOW_S, SensorHealth, sensor_health
+from cloud_bridge.storage.fleet import live_sensor_rows, stats_history, stats_since
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, Series, line_chart
-from cloud_bridge.web.console.common import check_store, page, store_scope_sql
+from cloud_bridge.web.console.common import check_store, page
 from cloud_bridge.web.dependencies import MaybeSettings, Store, Viewer
 
 __all__ = ["router", "fleet_health", "sensor_history"]
@@ -33,23 +34,9 @@ def fleet_health(
 ) -> list[SensorHealth]:
     """Health of every live (not revoked) sensor the principal may see, alerts first;
     ``max_skew_s``: the clock offset beyond which a sensor gets the clock_skew alert."""
-    cond, args = store_scope_sql(principal, "s.store_id")
-    if store_id is not None:
-        cond, args = f"{cond} AND s.store_id=?", [*args, store_id]
-    rows = store.query(
-        "SELECT s.*, st.roster_version AS store_roster_version FROM sensors s "
-        "LEFT JOIN stores st ON st.id=s.store_id LEFT JOIN sensor_credentials c "
-        "ON c.store_id=s.store_id AND c.sensor_id=s.sensor_id "
-        f"WHERE c.revoked IS NULL AND {cond} ORDER BY s.store_id, s.sensor_id",
-        args,
-    )
-    hcond, hargs = store_scope_sql(principal, "store_id")
+    rows = live_sensor_rows(store, principal.scope, store_id)
     history: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for h in store.query(
-        "SELECT store_id, sensor_id, received, outbox_depth, frames_per_s, dropped "
-        f"FROM sensor_stats WHERE received>=? AND {hcond} ORDER BY received",
-        [now - OUTBOX_WINDOW_S, *hargs],
-    ):
+    for h in stats_since(store, principal.scope, now - OUTBOX_WINDOW_S):
         history[(h["store_id"], h["sensor_id"])].append(h)
     out = [
         sensor_health(
@@ -64,15 +51,7 @@ def sensor_history(
     store: BridgeStore, store_id: str, sensor_id: str, since: float, bucket_s: float = BUCKET_S
 ) -> list[dict[str, Any]]:
     """Stats history in ``bucket_s`` buckets: max of load figures, min of free disk."""
-    return store.query(
-        "SELECT CAST(received / ? AS INTEGER) * ? AS t, max(frames_per_s) AS frames_per_s, "
-        "max(outbox_depth) AS outbox_depth, max(dropped) AS dropped, "
-        "max(cpu_temp_c) AS cpu_temp_c, min(disk_free_mb) AS disk_free_mb, "
-        "max(matched) AS matched, avg(ts - received) AS clock_offset_s, count(*) AS samples "
-        "FROM sensor_stats "
-        "WHERE store_id=? AND sensor_id=? AND received>=? GROUP BY 1 ORDER BY 1",
-        [bucket_s, bucket_s, store_id, sensor_id, since],
-    )
+    return stats_history(store, store_id, sensor_id, since, bucket_s)
 
 
 def _charts(points: list[dict[str, Any]], now: float) -> list[tuple[str, Any]]:

@@ -17,10 +17,22 @@ from fastapi.responses import HTMLResponse, Response
 
 from cloud_bridge.offers.decide import REASONS
 from cloud_bridge.reports.figures import Report, day_of, exposure_report, refresh_figures
+from cloud_bridge.storage.report_figures import (
+    FigureFilter,
+    campaign_ids,
+    detections,
+    eligible_decisions,
+    exposure_filter,
+    optouts_by_campaign,
+    send_state_rows,
+    sends_by_campaign,
+    sent_and_delivered,
+    skip_reason_rows,
+)
 from cloud_bridge.storage.store import BridgeStore, decision_of_send
 from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, hbars
-from cloud_bridge.web.console.common import check_store, page, store_scope_sql, visible_stores
+from cloud_bridge.web.console.common import check_store, page, visible_stores
 from cloud_bridge.web.dependencies import Anyone, Store
 
 __all__ = ["router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
@@ -73,61 +85,27 @@ def _days(f: Filters) -> list[Any]:
     return [day_of(f.since), day_of(f.until)]
 
 
-def _scope(f: Filters, me: Principal, store_col: str = "store_id") -> tuple[str, list[Any]]:
-    """The principal's stores and the store filter, on ``store_col``."""
-    cond, args = store_scope_sql(me, store_col)
-    if f.store_id:
-        return f"{cond} AND {store_col}=?", [*args, f.store_id]
-    return cond, list(args)
-
-
-def _campaign(f: Filters, alias: str = "", keep_holdouts: bool = False) -> tuple[str, list[Any]]:
-    sql, args = [], []
-    if f.campaign_id:
-        sql.append(f"{alias}campaign_id=?")
-        args.append(f.campaign_id)
-    if f.variant:
-        sql.append("(holdout<>0 OR variant=?)" if keep_holdouts else f"{alias}variant=?")
-        args.append(f.variant)
-    return "".join(f" AND {s}" for s in sql), args
+def _figures(f: Filters, me: Principal) -> FigureFilter:
+    """The filters and the principal's stores as the report figures take them."""
+    return FigureFilter(me.scope, f.store_id, f.campaign_id, f.variant)
 
 
 def report_of(store: BridgeStore, f: Filters, me: Principal, now: float) -> Report:
     """Returns and lift over the exposures that match the filters (and the principal's stores);
     a variant filter keeps the campaign's holdout to compare with."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f, keep_holdouts=True)
-    return exposure_report(
-        store, now, RETURN_DAYS, f.since, f.until, where + cw, [*args, *c_args], refresh=False
-    )
+    where, args = exposure_filter(_figures(f, me))
+    return exposure_report(store, now, RETURN_DAYS, f.since, f.until, where, args, refresh=False)
 
 
 def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dict[str, int]:
     """Detections (arrive and visit events), decisions of eligible customers, SMS sent and
     delivered, returns; from the daily figures (``refresh_figures`` first)."""
-    where, args = _scope(f, me)
-    days = _days(f)
-    detections = store.query(
-        "SELECT coalesce(sum(n), 0) AS n FROM report_event_days "
-        f"WHERE day>=? AND day<? AND {where}",
-        [*days, *args],
-    )[0]["n"]
-    cw, c_args = _campaign(f)
-    eligible = store.query(
-        "SELECT coalesce(sum(n), 0) AS n FROM report_decision_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND reason NOT IN ({','.join('?' * len(NOT_ELIGIBLE))})",
-        [*days, *args, *c_args, *NOT_ELIGIBLE],
-    )[0]["n"]
-    sends = store.query(
-        f"SELECT coalesce(sum(CASE WHEN state IN ({','.join('?' * len(SENT))}) THEN n "
-        "ELSE 0 END), 0) AS sent, coalesce(sum(CASE WHEN state='delivered' THEN n ELSE 0 END), "
-        f"0) AS delivered FROM report_send_days WHERE day>=? AND day<? AND {where}{cw}",
-        [*SENT, *days, *args, *c_args],
-    )[0]
+    days, fig = _days(f), _figures(f, me)
+    sends = sent_and_delivered(store, days, fig, SENT)
     returns = sum(line.returns for line in report.stores)
     return {
-        "detections": int(detections),
-        "eligible": int(eligible),
+        "detections": int(detections(store, days, fig)),
+        "eligible": int(eligible_decisions(store, days, fig, NOT_ELIGIBLE)),
         "sent": int(sends["sent"]),
         "delivered": int(sends["delivered"]),
         "returns": int(returns),
@@ -135,13 +113,7 @@ def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dic
 
 
 def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
-    rows = store.query(
-        "SELECT reason, sum(n) AS n FROM report_decision_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND outcome<>'send' GROUP BY reason ORDER BY n DESC, reason",
-        [*_days(f), *args, *c_args],
-    )
+    rows = skip_reason_rows(store, _days(f), _figures(f, me))
     for r in rows:
         r["n"] = int(r["n"])
         r["explanation"] = REASONS.get(r["reason"], r["reason"])
@@ -151,14 +123,8 @@ def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str
 def send_outcomes(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
     """What became of the SMS the decisions reserved, as their decisions read it (reserved,
     sent, delivered, undelivered, unknown, failed, expired, shed), from the daily figures."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
     counts: dict[str, int] = {}
-    for r in store.query(
-        "SELECT state, sum(n) AS n FROM report_send_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} GROUP BY state",
-        [*_days(f), *args, *c_args],
-    ):
+    for r in send_state_rows(store, _days(f), _figures(f, me)):
         reason = decision_of_send(r["state"])
         counts[reason] = counts.get(reason, 0) + int(r["n"])
     return [
@@ -171,30 +137,10 @@ def optout_rates(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str
     """Per campaign: sends in the period and customers who opted out of SMS within 30 days
     after one of them; the rate against the 2 % line. Sends from the daily figures; opt-outs
     from the SMS consent revocations that can follow a send of the period (few)."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
-    marks = ",".join("?" * len(SENT))
-    rows = store.query(
-        "SELECT campaign_id, sum(n) AS sends FROM report_send_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND state IN ({marks}) GROUP BY campaign_id ORDER BY campaign_id",
-        [*_days(f), *args, *c_args, *SENT],
-    )
-    # Driven by the revocations (few): CROSS JOIN keeps them the outer loop, and each one's
-    # sends are found by customer ("|| ''" keeps SQLite off the store index for them).
-    sw, s_args = _scope(f, me, "s.store_id || ''")
-    scw, _ = _campaign(f, "s.")
+    fig = _figures(f, me)
+    rows = sends_by_campaign(store, _days(f), fig, SENT)
     window = OPTOUT_WINDOW_DAYS * 86400
-    optouts = {
-        r["campaign_id"]: int(r["n"])
-        for r in store.query(
-            "SELECT s.campaign_id, count(DISTINCT s.customer_id) AS n FROM consents k "
-            "CROSS JOIN sends s WHERE s.customer_id=k.customer_id AND k.ts>=s.ts "
-            "AND k.ts<=s.ts+? AND k.kind='sms' AND k.status='revoked' AND k.ts>=? AND k.ts<=? "
-            f"AND s.ts>=? AND s.ts<? AND {sw}{scw} AND s.state IN ({marks}) "
-            "GROUP BY s.campaign_id",
-            [window, f.since, f.until + window, f.since, f.until, *s_args, *c_args, *SENT],
-        )
-    }
+    optouts = optouts_by_campaign(store, fig, f.since, f.until, window, SENT)
     for r in rows:
         r["sends"] = int(r["sends"])
         r["optouts"] = optouts.get(r["campaign_id"], 0)
@@ -311,7 +257,7 @@ def reports_page(
             fmt=lambda v: f"{v * 100:.1f} %",
         ),
     }  # fmt: skip
-    campaigns = [c["id"] for c in store.query("SELECT id FROM campaigns ORDER BY id")]
+    campaigns = campaign_ids(store)
     return page(
         request,
         "reports.html",

@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.ingest.fleet import SensorHealth
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.store_figures import (
+    arrivals_by_hour,
+    arrivals_by_store,
+    footfall_by_hour,
+    footfall_by_store,
+    returning_visitors,
+    sends_by_hour,
+    sends_by_store,
+)
+from cloud_bridge.storage.stores import store_row
 from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.charts import COLORS, stacked_bars
 from cloud_bridge.web.console.common import check_store, page, visible_stores
@@ -35,10 +45,10 @@ class Calibration(BaseModel):
 
 
 def _store_row(store: BridgeStore, store_id: str) -> dict[str, Any]:
-    rows = store.query("SELECT * FROM stores WHERE id=?", [store_id])
-    if not rows:
+    row = store_row(store, store_id)
+    if row is None:
         raise HTTPException(404, f"no store {store_id!r}")
-    return rows[0]
+    return row
 
 
 def _day_bounds(tz: str, day: date | None, now: float) -> tuple[date, float, float]:
@@ -60,37 +70,16 @@ def store_day(store: BridgeStore, store_id: str, day: date | None, now: float) -
         return min(23, max(0, int((ts - start) // 3600)))
 
     passers, visitors = list(hours), list(hours)
-    for r in store.query(
-        "SELECT hour, sum(passers_by) AS p, sum(visitors) AS v FROM footfall_hours "
-        "WHERE store_id=? AND hour>=? AND hour<? GROUP BY hour",
-        [store_id, start, end],
-    ):
+    for r in footfall_by_hour(store, store_id, start, end):
         passers[slot(r["hour"])] += r["p"]
         visitors[slot(r["hour"])] += r["v"]
     arrivals = list(hours)
-    for r in store.query(
-        "SELECT CAST((ts-?)/3600 AS INTEGER) AS h, count(*) AS n FROM events "
-        "WHERE store_id=? AND type='arrive' AND ts>=? AND ts<? GROUP BY h",
-        [start, store_id, start, end],
-    ):
+    for r in arrivals_by_hour(store, store_id, start, end):
         arrivals[min(23, r["h"])] += r["n"]
     sent = list(hours)
-    for r in store.query(
-        "SELECT CAST((ts-?)/3600 AS INTEGER) AS h, count(*) AS n FROM sends "
-        f"WHERE store_id=? AND ts>=? AND ts<? AND state IN ({','.join('?' * len(DELIVERED))}) "
-        "GROUP BY h",
-        [start, store_id, start, end, *DELIVERED],
-    ):
+    for r in sends_by_hour(store, store_id, start, end, DELIVERED):
         sent[min(23, r["h"])] += r["n"]
-    # Each visit's sends are found by customer ("|| ''" keeps SQLite off the store's sends).
-    returns = store.query(
-        "SELECT count(DISTINCT e.subject) AS n FROM events e JOIN customers c "
-        "ON c.subject=e.subject JOIN sends s ON s.customer_id=c.id "
-        "AND s.store_id || ''=e.store_id "
-        "WHERE e.store_id=? AND e.type='visit' AND e.ts>=? AND e.ts<? AND s.ts<e.ts "
-        f"AND s.ts>=e.ts-? AND s.state IN ({','.join('?' * len(DELIVERED))})",
-        [store_id, start, end, RETURN_DAYS * 86400, *DELIVERED],
-    )[0]["n"]
+    returns = returning_visitors(store, store_id, start, end, RETURN_DAYS * 86400, DELIVERED)
     return {
         "store": {k: st[k] for k in ("id", "name", "timezone", "country", "roster_version")},
         "day": d.isoformat(),
@@ -208,27 +197,13 @@ def overview_rows(store: BridgeStore, me: Principal, now: float) -> list[dict[st
     for tz, group in zones.items():
         _, start, end = _day_bounds(tz, None, now)
         ids = [g["id"] for g in group]
-        marks = ",".join("?" * len(ids))
         for g in ids:
             totals[g] = dict.fromkeys(("passers_by", "visitors", "arrivals", "sms_sent"), 0)
-        for r in store.query(
-            "SELECT store_id, sum(passers_by) AS p, sum(visitors) AS v FROM footfall_hours "
-            f"WHERE store_id IN ({marks}) AND hour>=? AND hour<? GROUP BY store_id",
-            [*ids, start, end],
-        ):
+        for r in footfall_by_store(store, ids, start, end):
             totals[r["store_id"]].update(passers_by=int(r["p"]), visitors=int(r["v"]))
-        for r in store.query(
-            "SELECT store_id, count(*) AS n FROM events WHERE store_id IN "
-            f"({marks}) AND type='arrive' AND ts>=? AND ts<? GROUP BY store_id",
-            [*ids, start, end],
-        ):
+        for r in arrivals_by_store(store, ids, start, end):
             totals[r["store_id"]]["arrivals"] = r["n"]
-        for r in store.query(
-            f"SELECT store_id, count(*) AS n FROM sends WHERE store_id IN ({marks}) "
-            f"AND ts>=? AND ts<? AND state IN ({','.join('?' * len(DELIVERED))}) "
-            "GROUP BY store_id",
-            [*ids, start, end, *DELIVERED],
-        ):
+        for r in sends_by_store(store, ids, start, end, DELIVERED):
             totals[r["store_id"]]["sms_sent"] = r["n"]
     out = []
     for st in stores:
