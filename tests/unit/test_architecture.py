@@ -65,8 +65,10 @@ def violations(module: str, target: str) -> str | None:
         return f"{src} is below web/: it may not import {dst}"
     if src == "web" and dst in APP_LEVEL - {"web"}:
         return f"web/ may not import {dst}"
-    if src == "storage" and dst in DOMAINS and not any(
-        target == m or target.startswith(m + ".") for m in STORAGE_MAY
+    if (
+        src == "storage"
+        and dst in DOMAINS
+        and not any(target == m or target.startswith(m + ".") for m in STORAGE_MAY)
     ):
         return f"storage/ may take only the policy's pure types from the domains, not {target}"
     return None
