@@ -67,6 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -334,7 +335,7 @@ class _SimClient:
         self.cmd_prefix = topic(sensor.store_id, sensor.sensor_id, "cmd/")
         self.reply_prefix = topic(sensor.store_id, sensor.sensor_id, "reply/")
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=sensor.client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=sensor.client_id, protocol=mqtt.MQTTv5
         )
         if ctx is not None:
             c.tls_set_context(ctx)
@@ -383,7 +384,7 @@ class _SimClient:
     # connection
     def connect(self) -> None:
         s = self.shard
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
         props.SessionExpiryInterval = s.plan.session_expiry_s
         self.state = _CONNECTING
         try:
@@ -682,7 +683,7 @@ class _Shard:
                 now >= phase_until or not any(c.status_mids for c in self.clients)
             ):
                 self.phase, phase_until = _CLOSE, now + CLOSE_S
-                bye = Properties(PacketTypes.DISCONNECT)
+                bye = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
                 bye.SessionExpiryInterval = 0  # the broker may forget the session now
                 for sim in self.clients:
                     if sim.state in (_UP, _CONNECTING):
