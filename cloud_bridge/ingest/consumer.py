@@ -257,7 +257,7 @@ def _one(
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
-            state = status.state
+            state: str = status.state
             counters.incompatible.pop((store_id, sensor_id), None)
             if status.protocol != PROTOCOL_VERSION:
                 # Refuse the peer loudly: its events would not be understood.
