@@ -24,6 +24,7 @@ import httpx
 __all__ = [
     "SendStatus",
     "Action",
+    "LookupStatus",
     "Outgoing",
     "SendResult",
     "StatusResult",
@@ -39,6 +40,8 @@ __all__ = [
 
 SendStatus = Literal["accepted", "retry", "failed", "unknown", "queued"]
 Action = Literal["opt_out", "invalid_number"]
+# What a status lookup (or a status callback) says about a send (StatusResult.status).
+LookupStatus = Literal["accepted", "delivered", "undelivered", "failed", "not_found", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,7 @@ class StatusResult:
     """A status lookup: accepted (still on its way), delivered, undelivered, failed,
     not_found (the provider never took it), or error (could not ask; try later)."""
 
-    status: Literal["accepted", "delivered", "undelivered", "failed", "not_found", "error"]
+    status: LookupStatus
     provider_id: str | None = None
     error: str | None = None
     code: str | None = None
