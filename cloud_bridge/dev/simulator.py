@@ -64,7 +64,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -122,7 +122,7 @@ FD_MARGIN = 64  # descriptors beyond one per sensor (log files, pipes, the selec
 _SUBJECT_RE = re.compile(SUBJECT_PATTERN)
 _ID_RE = re.compile(ID_PATTERN)
 # What simulated presence transitions look like: arrivals dominate, as at a shop door.
-EVENT_TYPES = ("arrive", "visit", "leave")
+EVENT_TYPES: tuple[Literal["arrive", "visit", "leave"], ...] = ("arrive", "visit", "leave")
 EVENT_WEIGHTS = (0.5, 0.2, 0.3)
 
 
@@ -448,9 +448,9 @@ class _SimClient:
         self._retry()
 
     # messages
-    def publish_status(self, state: str) -> None:
+    def publish_status(self, state: Literal["online", "offline"]) -> None:
         payload = StatusMessage(
-            state=state,  # type: ignore[arg-type]
+            state=state,
             agent_version=AGENT_VERSION,
             ts=time.time(),
         ).to_json()
@@ -615,7 +615,7 @@ class _Shard:
         dwell = 0.0 if kind == "arrive" else rng.uniform(30, 1800)
         msg = PresenceMessage(
             event_id=secrets.token_hex(16),
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             subject=subject,
             ts=now,
             first_seen=now - dwell - rng.uniform(1, 10),
