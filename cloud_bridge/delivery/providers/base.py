@@ -17,9 +17,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
+
+if TYPE_CHECKING:
+    from cloud_bridge.config import ProviderSettings
 
 __all__ = [
     "SendStatus",
@@ -189,7 +192,7 @@ def quiet_http_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def http_client(settings: Any) -> httpx.Client:
+def http_client(settings: ProviderSettings) -> httpx.Client:
     """The one httpx.Client a provider uses: bounded pool, explicit timeouts, no redirects."""
     quiet_http_client_logs()
     return httpx.Client(
