@@ -283,18 +283,20 @@ def _covered(module: str, patterns: list[str]) -> bool:
 
 
 def test_pure_modules_are_the_strict_mypy_set() -> None:
-    """Every pure core, and every module of the edge agent, is in a ``strict = true`` override,
-    type-checked with the pydantic plugin (tests/test_quality.py runs mypy on that set)."""
+    """Every pure core, and every module of the edge agent and of the bridge, is in a
+    ``strict = true`` override, type-checked with the pydantic plugin (tests/test_quality.py runs
+    mypy on that set)."""
     strict, plugins = _strict_patterns()
     assert "pydantic.mypy" in plugins
     pure = [p.removesuffix(".py").replace("/", ".") for p in PURE_MODULES]
     assert [m for m in pure if not _covered(m, strict)] == []
-    edge = [
-        ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
-        for p in sorted((REPO_ROOT / "edge_agent").rglob("*.py"))
-    ]
-    assert len(edge) > 20, edge
-    assert [m for m in edge if not _covered(m, strict)] == []
+    for package, at_least in (("edge_agent", 20), ("cloud_bridge", 60)):
+        modules = [
+            ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+            for p in sorted((REPO_ROOT / package).rglob("*.py"))
+        ]
+        assert len(modules) > at_least, modules
+        assert [m for m in modules if not _covered(m, strict)] == []
 
 
 @pytest.mark.parametrize(

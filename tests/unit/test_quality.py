@@ -1,5 +1,5 @@
-"""House rules that can be checked: lint clean, the edge agent and the pure cores type-check
-strictly, settings documented."""
+"""House rules that can be checked: lint clean, both packages (the edge agent and the bridge)
+type-check strictly, settings documented."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PYPROJECT = ROOT / "pyproject.toml"
 def strict_targets() -> list[str]:
     """mypy arguments for what pyproject's ``strict = true`` overrides name: ``-p pkg`` for a
     ``pkg.*`` pattern, ``-m module`` for a module (tests/test_pure_modules.py checks that these
-    cover the whole edge agent and every pure core)."""
+    cover both packages and every pure core)."""
     config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
     patterns = [
         m for o in config["tool"]["mypy"]["overrides"] if o.get("strict") for m in o["module"]
@@ -46,9 +46,10 @@ def test_ruff_clean() -> None:
 
 
 def test_strict_modules_pass_mypy_strict() -> None:
-    """The edge agent and the bridge's pure cores, with the pydantic plugin (pyproject)."""
+    """The edge agent and the bridge, whole, with the pydantic plugin (pyproject)."""
     targets = strict_targets()
-    assert list(zip(targets[::2], targets[1::2], strict=True)).count(("-p", "edge_agent")) == 1
+    pairs = list(zip(targets[::2], targets[1::2], strict=True))
+    assert pairs.count(("-p", "edge_agent")) == pairs.count(("-p", "cloud_bridge")) == 1, pairs
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", *targets],
         cwd=ROOT,

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 from rich.console import Console
@@ -178,7 +179,17 @@ def wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> boo
     return False
 
 
-def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
+class AgentSummary(TypedDict):
+    """The fields of the agent's last stdout line (edge_agent.agent.RunSummary) the demo reads."""
+
+    frames: int
+    client: int
+    matched: int
+    malformed: int
+    events: dict[str, int]
+
+
+def report(console: Console, db: BridgeStore, summary: AgentSummary, url: str) -> None:
     console.rule("[bold]What happened")
     console.print(
         f"Sensor read [bold]{summary['frames']}[/] frames: {summary['client']} client frames, "
@@ -247,7 +258,7 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         with console.status("starting the bridge"):
             _wait_http(url + "/healthz", bridge, bridge_log)
         console.print(f"Bridge running, console at {url}")
-        total: dict = {}
+        total: AgentSummary | None = None
         for i in range(replays):
             agent_log = workdir / f"agent-{i + 1}.log"
             before = event_count(db)
@@ -263,11 +274,13 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
                     f"the agent failed (code {agent.returncode}); see {agent_log}:\n"
                     + agent_log.read_text(errors="replace")[-2000:]
                 )
-            summary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
+            summary: AgentSummary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
             total = summary
             expected = before + sum(summary["events"].values())
             if not wait_processed(db, expected):
                 raise DemoError(f"the bridge did not process {expected} events within 30 s")
+        if total is None:
+            raise DemoError("no replay ran (replays must be at least 1)")
         report(console, db, total, url)
         console.print(
             f"Log in as [bold]admin[/], [bold]marketer[/] or [bold]owner[/] (store "
