@@ -564,7 +564,8 @@ def _apply(
     }
     if existing is not None:  # a field the file leaves out keeps the customer's value
         given = {k: v if k in row.given else existing.get(k) for k, v in given.items()}
-    favourite = given.pop("favourite_product")
+    kept = given.pop("favourite_product")
+    favourite = None if kept is None else str(kept)  # a text column: a str or nothing
     segments = given
     wanted = {"name": row.name, "phone": row.phone, "favourite_product": favourite, **segments}
     if existing is None:

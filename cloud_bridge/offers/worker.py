@@ -255,7 +255,7 @@ class DecisionWorker:
         if self.orphan_after_s is None:
             return self.store.next_new_events(self.batch)
         while self._mine:
-            ids = []
+            ids: list[str] = []
             while self._mine and len(ids) < self.batch:
                 ids.append(self._mine.popleft())
             rows = self.store.new_events_by_id(ids)
