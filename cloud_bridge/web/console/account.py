@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -110,6 +110,18 @@ def login_page(
         max_age=3600,
     )
     return resp
+
+
+ROW_ID_MAX: Final = 2**63 - 1  # the databases' 64-bit integer ids
+
+
+def _row_id(text: object) -> int | None:
+    """A form's row id, or None when it is not one (not digits, 0, or beyond a 64-bit id)."""
+    value = str(text).strip()
+    if not value.isdigit() or len(value) > 19:
+        return None
+    number = int(value)
+    return number if 1 <= number <= ROW_ID_MAX else None
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -301,7 +313,8 @@ async def admin_users(
                 f"role={values.get('role')} stores={','.join(stores)} id={user_id}",
             )
             return admin_page(store, request, me, f"User {values.get('username')} added.")
-        user = store.user_by_id(int(values.get("user_id", "0") or 0))
+        user_id = _row_id(values.get("user_id", ""))
+        user = None if user_id is None else store.user_by_id(user_id)
         if user is None:
             raise AccountError("user_id", "no such user")
         if action == "disable":
@@ -406,7 +419,7 @@ def api_audit(
     me: Admin,
     store: Store,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: int | None = None,
+    before_id: Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)] = None,
 ) -> list[dict[str, Any]]:
     """The audit log, newest first (admin)."""
     return audit_entries(store, limit, before_id)
