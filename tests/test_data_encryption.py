@@ -21,7 +21,8 @@ from cloud_bridge.customers.crm_import import import_customers
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage import migrations
 from cloud_bridge.storage.datakey import DataCipher, DataKeyError, load_data_key
-from cloud_bridge.storage.store import BridgeStore, sqlalchemy_url
+from cloud_bridge.storage.db import sqlalchemy_url
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 

@@ -43,10 +43,11 @@ from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.storage import migrations
 from cloud_bridge.storage import store as store_mod
+from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import DataCipher
-from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.db import Database, sqlalchemy_url
 from cloud_bridge.storage.schema import metadata
-from cloud_bridge.storage.store import BridgeStore, sqlalchemy_url
+from cloud_bridge.storage.store import BridgeStore
 
 LATEST = migrations.HEAD
 KEY = bytes(range(32))
@@ -151,14 +152,16 @@ def sql_engine(location: str | Path) -> Any:
     return create_engine(url, poolclass=NullPool)
 
 
-# The raw database under a store: a sqlite3 connection, or the PostgreSQL pool adapter (which
-# runs the same SQLite-dialect SQL, translated). Catalogue questions are asked per engine.
-Raw = sqlite3.Connection | PgDatabase
+# The raw database under a store: a sqlite3 connection, or the store's transitional adapter
+# (which runs the same SQLite-dialect SQL, translated). Catalogue questions are asked per engine.
+Raw = sqlite3.Connection | CompatSQL
 SQLITE_TYPES = {"bigint": "INTEGER", "text": "TEXT", "double precision": "REAL", "bytea": "BLOB"}
 
 
 def open_raw(location: str | Path) -> Raw:
-    return PgDatabase(str(location)) if is_postgres(location) else sqlite3.connect(location)
+    return (
+        CompatSQL(Database(str(location))) if is_postgres(location) else sqlite3.connect(location)
+    )
 
 
 def columns(conn: Raw, table: str) -> list[tuple[str, str, bool, Any, int]]:
@@ -447,7 +450,7 @@ TRANSFORMED: dict[tuple[str, int], Callable[[Any, Raw], None]] = {
 }
 
 
-def advance_identities(conn: PgDatabase) -> None:
+def advance_identities(conn: CompatSQL) -> None:
     """PostgreSQL: rows seeded with explicit ids leave an identity column's sequence behind
     (SQLite takes max(rowid) + 1): move each past the ids in use, as a data import must."""
     for t in tables(conn):
@@ -481,7 +484,7 @@ def test_upgrade_from_an_older_schema_keeps_every_row(
 
     store = BridgeStore(db_location, data_key=KEY)  # migrates
     try:
-        new = store.db if store.postgres else store.db.conn
+        new = store.db if store.postgres else sqlite3.connect(db_location)
         versions = [r[0] for r in new.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == list(range(1, LATEST + 1))
         if not store.postgres:  # PostgreSQL checks its pages and keys as it writes them
@@ -696,7 +699,8 @@ def _unique_keys(store: BridgeStore, table: str) -> set[tuple[str, ...]]:
 
 
 def _foreign_keys(store: BridgeStore, table: str) -> set[tuple[str, str, str | None]]:
-    return set(foreign_keys(store.db if store.postgres else store.db.conn, table))
+    raw = store.db if store.postgres else sqlite3.connect(store.location)
+    return set(foreign_keys(raw, table))
 
 
 def _indexes(store: BridgeStore) -> set[tuple[str, str, tuple[str, ...]]]:

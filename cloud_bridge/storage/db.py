@@ -146,13 +146,17 @@ class Database:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        """The transaction's connection, or one for a single statement (autocommitted)."""
+        """The unit of work's connection, or one for a single statement in autocommit mode
+        (SQLite: no BEGIN IMMEDIATE, so a read does not take the write lock)."""
         held: Connection | None = getattr(self._tl, "conn", None)
         if held is not None:
             yield held
             return
-        with self.transaction() as conn:
-            yield conn
+        with self._lock, self.engine.connect() as conn:
+            if self.postgres:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                yield conn.execution_options(**{_NO_BEGIN: True})
 
     def execute(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -208,9 +212,13 @@ def _configure_sqlite(wal: bool) -> Any:
     return configure
 
 
+_NO_BEGIN = "passby_autocommit"
+
+
 def _begin_immediate(conn: Connection) -> None:
     """A SQLite writer takes the write lock at BEGIN, so two writers never deadlock halfway."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    if not conn.get_execution_options().get(_NO_BEGIN):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # Where the dialects differ: Core expressions -------------------------------------------------

@@ -21,20 +21,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool, StaticPool
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy import text
 
 from cloud_bridge.offers.decide import Campaign, Customer, StoreInfo
+from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
+from cloud_bridge.storage.db import Database, is_postgres_url, safe_url
 from cloud_bridge.storage.migrations import HEAD, SchemaTooNew, upgrade
-from cloud_bridge.storage.pgdb import (
-    INTEGRITY_ERRORS,
-    MIGRATION_LOCK,
-    PgDatabase,
-    is_postgres_url,
-    safe_url,
-)
 from edge_agent.core.frames import parse_mac
 
 __all__ = ["BridgeStore", "IntegrityError", "SchemaTooNew"]
@@ -59,25 +54,15 @@ def decision_of_send(state: str) -> str:
 
 
 _ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-
-
-def sqlalchemy_url(url: str) -> str:
-    """A ``postgresql://`` URL for SQLAlchemy's psycopg 3 driver."""
-    return "postgresql+psycopg://" + url.split("://", 1)[1]
-
-
-class _NoLock:
-    """PostgreSQL needs no process-wide lock: threads do not share a connection."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
+# Advisory lock key held while the schema is created or migrated (one session at a time).
+MIGRATION_LOCK = 7310301
 
 # What a unique or foreign key violation raises, on either engine.
-IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *INTEGRITY_ERRORS)
+IntegrityError: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError,
+    psycopg.IntegrityError,
+    sqlalchemy.exc.IntegrityError,
+)
 
 
 def decision_row(
@@ -124,26 +109,9 @@ class BridgeStore:
         self._data_key = data_key
         self._cipher: DataCipher | None = None
         self._key: bytes | None = None
-        self._engine: Engine | None = None
-        if self.postgres:
-            self.db: Any = PgDatabase(str(path))
-            self._lock = _NoLock()  # each thread has its own pooled connection
-        else:
-            if not self._memory:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            # The migrations run through SQLAlchemy on this same connection.
-            self._engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
-            self.db = sqlite_utils.Database(conn)
-            if not self._memory:
-                self.db.enable_wal()
-            self.db.execute("PRAGMA foreign_keys=ON")
-            # Deleted or overwritten content (erased customers, plaintext moved by migration 2,
-            # finished enrolments) is zeroed on disk, not left in free pages.
-            self.db.execute("PRAGMA secure_delete=ON")
-            self._lock = threading.RLock()
+        self.database = Database(path)
+        self.db: Any = CompatSQL(self.database)
+        self._lock: Any = self.database._lock
         try:
             self.migrate()
             if data_key is not None:
@@ -165,68 +133,31 @@ class BridgeStore:
         """Run pending migrations (Alembic revisions, one process at a time); returns the
         schema version."""
         with self._lock:
-            if self.postgres:
-                engine = create_engine(sqlalchemy_url(self.location), poolclass=NullPool)
-                try:
-                    with engine.begin() as conn:
-                        conn.execute(_ADVISORY_LOCK, {"key": MIGRATION_LOCK})
-                        ran = upgrade(conn, self.where, self._new_cipher)
-                finally:
-                    engine.dispose()
-            else:
-                assert self._engine is not None
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    try:
-                        ran = upgrade(conn, self.where, self._new_cipher)
-                    except BaseException:
-                        conn.rollback()
-                        raise
-                    conn.commit()
+            # SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock. Bridge processes starting
+            # together migrate one at a time; the next one finds the work done.
+            with self.database.transaction() as conn:
+                if self.postgres:
+                    conn.execute(_ADVISORY_LOCK, {"key": MIGRATION_LOCK})
+                ran = upgrade(conn, self.where, self._new_cipher)
             if 2 in ran:
                 self.checkpoint()  # the plaintext MACs of schema 1 must not stay in the WAL
             return HEAD
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self) -> Iterator[CompatSQL]:
         """An exclusive write transaction (serialises writers across threads and processes).
 
         Nested use joins the outer transaction through a savepoint, so store methods that write
         can be composed into one atomic unit (e.g. a whole CRM import)."""
-        if self.postgres:
-            with self.db.transaction():
-                self._depth += 1
-                try:
-                    yield self.db
-                finally:
-                    self._depth -= 1
-            return
-        with self._lock:
-            if self._depth:
-                name = f"sp{self._depth}"
-                self.db.execute(f"SAVEPOINT {name}")
-                self._depth += 1
-                try:
-                    yield self.db
-                except BaseException:
-                    self.db.execute(f"ROLLBACK TO {name}")
-                    self.db.execute(f"RELEASE {name}")
-                    raise
-                else:
-                    self.db.execute(f"RELEASE {name}")
-                finally:
-                    self._depth -= 1
-                return
-            with self.db.conn:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._depth = 1
-                try:
-                    yield self.db
-                finally:
-                    self._depth = 0
+        with self.database.transaction():
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
 
     @contextmanager
-    def rolled_back(self) -> Iterator[sqlite_utils.Database]:
+    def rolled_back(self) -> Iterator[CompatSQL]:
         """A write transaction that is always rolled back: the real work runs and nothing is
         kept, so a dry run counts exactly what the real run would do."""
         try:
@@ -290,9 +221,7 @@ class BridgeStore:
 
     def close(self) -> None:
         with self._lock:
-            self.db.conn.close()
-            if self._engine is not None:
-                self._engine.dispose()
+            self.database.close()
 
     # tenant -------------------------------------------------------------------------------
     def upsert_store(self, row: dict[str, Any]) -> None:
@@ -1044,7 +973,7 @@ class BridgeStore:
 
     @staticmethod
     def _log_send(
-        db: sqlite_utils.Database, table: str, send_id: int, now: float, state: str, detail: str
+        db: CompatSQL, table: str, send_id: int, now: float, state: str, detail: str
     ) -> None:
         db.execute(
             "INSERT INTO send_log(kind, send_id, ts, state, detail) VALUES (?,?,?,?,?)",
@@ -1156,7 +1085,7 @@ class BridgeStore:
             return True
 
     @staticmethod
-    def _follow_send(db: sqlite_utils.Database, send_id: int, state: str) -> None:
+    def _follow_send(db: CompatSQL, send_id: int, state: str) -> None:
         """The send's decision reads what became of it (in the send's transaction)."""
         reason = decision_of_send(state)
         db.execute(
