@@ -1,16 +1,42 @@
-"""Bridge settings: TOML file + PASSBY_ environment, one model per concern, unknown keys refused."""
+"""Bridge settings: TOML file + PASSBY_ environment, one model per concern, unknown keys refused.
+
+Precedence: explicit arguments > environment (``PASSBY_``, nested with ``__``) > TOML file >
+defaults. Secrets may come from files so they stay out of the TOML and out of logs
+(``SecretStr`` never prints its value).
+
+The bridge's own settings: the edge agent loads its settings the same way
+(``edge_agent/config.py``), but the two sides share only the wire contract, so each keeps its
+loader (this module's ``BridgeSettingsBase``, ``load_settings``, ``read_secret``, about 60
+lines) and its ``[mqtt]`` model.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-
-from edge_agent.config import ConfigError, MqttSettings, PassbySettings, load_settings, read_secret
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 __all__ = [
     "BridgeSettings",
+    "BridgeSettingsBase",
+    "MqttSettings",
     "ProviderSettings",
     "TwilioSettings",
     "SmscSettings",
@@ -22,11 +48,120 @@ __all__ = [
     "ProvisioningSettings",
     "ConfigError",
     "load_settings",
+    "read_secret",
 ]
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_toml_path", default=None)
+
+
+class ConfigError(ValueError):
+    """Settings that do not validate; the message names the file and each bad field."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class BridgeSettingsBase(BaseSettings):
+    """TOML file (given to ``load_settings``) + PASSBY_ environment, unknown keys refused."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PASSBY_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _toml_path.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return (*sources, file_secret_settings)
+
+
+S = TypeVar("S", bound=BridgeSettingsBase)
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = str(path) if path else "settings"
+    lines = [f"{where}: {len(exc.errors())} invalid setting(s)"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(cls: type[S], path: str | Path | None, **overrides: Any) -> S:
+    """Load settings from a TOML file (optional) plus environment; ConfigError says what's wrong."""
+    p = Path(path) if path is not None else None
+    if p is not None:
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    token = _toml_path.set(p)
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, p)) from None
+    finally:
+        _toml_path.reset(token)
+
+
+def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
+    """A secret given inline or in a file (first line, stripped)."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {what} file {file}: {exc.strerror}") from None
+    return None
+
+
+class MqttSettings(_Section):
+    """The bridge's broker connection (``[mqtt]``, ``[command_mqtt]``); see ``ingest/mqtt.py``."""
+
+    host: str = Field("127.0.0.1", description="broker host name or address")
+    port: int = Field(1883, description="broker port (8883 for TLS)", ge=1, le=65535)
+    tls: bool = Field(False, description="connect with TLS")
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
+    username: str | None = Field(None, description="broker user name")
+    password: SecretStr | None = Field(None, description="broker password (prefer password_file)")
+    password_file: Path | None = Field(None, description="file holding the broker password")
+    keepalive_s: int = Field(30, description="MQTT keepalive in seconds", ge=5, le=3600)
+    session_expiry_s: int = Field(
+        7 * 86400, description="how long the broker keeps our session while offline", ge=0
+    )
+    reconnect_min_s: float = Field(1.0, description="first reconnect delay", gt=0)
+    reconnect_max_s: float = Field(
+        10.0, description="cap of the reconnect backoff, seconds (at most 15)", gt=0, le=15
+    )
+    # A sensor's settings, accepted here as they always were (the [mqtt] model was once shared
+    # with the edge agent); the bridge does not read them.
+    receipts: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="a sensor's setting (see the edge agent's [mqtt]); the bridge ignores it",
+    )
+    receipt_timeout_s: float = Field(
+        30.0,
+        description="a sensor's setting (see the edge agent's [mqtt]); the bridge ignores it",
+        gt=0,
+    )
+
+    def password_value(self) -> str | None:
+        return read_secret(self.password, self.password_file, "broker password")
 
 
 class TwilioSettings(_Section):
@@ -408,7 +543,7 @@ class ProvisioningSettings(_Section):
     )
 
 
-class BridgeSettings(PassbySettings):
+class BridgeSettings(BridgeSettingsBase):
     """Everything the cloud bridge needs to run."""
 
     def commands_mqtt(self) -> MqttSettings:

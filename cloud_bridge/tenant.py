@@ -12,16 +12,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cloud_bridge.config import ConfigError
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.errors import SenderError, TemplateCostError
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import ConfigError
-from edge_agent.core.frames import parse_mac
 from edge_agent.protocol import ID_PATTERN
-from edge_agent.roster import subject_id
+from edge_agent.roster import parse_mac, subject_id
 
 __all__ = ["StoreDef", "Tenant", "load_tenant", "save_store", "seed"]
 

@@ -102,7 +102,7 @@ class Pipeline:
             self.tick(ts)
         if parsed is None:
             return
-        if parsed is BAD_FCS:
+        if not isinstance(parsed, tuple):  # BAD_FCS: the frame's checksum failed
             c.bad_fcs += 1
             return
         ta, _subtype, dbm = parsed

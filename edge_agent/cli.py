@@ -85,7 +85,7 @@ def run(
     settings = _load(config)
     from edge_agent.adapters.capture import CaptureError, ChannelHopper, LiveCapture
     from edge_agent.adapters.outbox import OutboxError
-    from edge_agent.adapters.pcapfile import CaptureFormatError, open_capture
+    from edge_agent.adapters.pcapfile import CaptureFormatError, CaptureReader, open_capture
     from edge_agent.agent import run_capture
 
     if (capture is None) == (iface is None):
@@ -101,15 +101,16 @@ def run(
                 if hop
                 else ([settings.channel] if settings.channel else [])
             )
-            reader = LiveCapture(iface, linktype=linktype, stop=stop)
+            reader: LiveCapture | CaptureReader = LiveCapture(iface, linktype=linktype, stop=stop)
             if plan:
                 hopper = ChannelHopper(iface, plan, dwell_s=dwell, stop=stop)
                 hopper.start()
             state, truncated = "up", lambda: False
             rebase = False
         else:
-            reader = open_capture(capture or "-")
-            state, truncated = "replay", lambda: reader.truncated
+            replay = open_capture(capture or "-")
+            reader = replay
+            state, truncated = "replay", lambda: replay.truncated
     except (OSError, CaptureError, CaptureFormatError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

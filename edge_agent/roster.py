@@ -39,6 +39,7 @@ __all__ = [
     "RosterError",
     "RosterHeader",
     "Roster",
+    "parse_mac",
     "mac_hash",
     "subject_id",
     "build_roster",
@@ -55,6 +56,19 @@ MEMO_LIMIT = 4096  # recently seen MACs; a busy channel has a few hundred distin
 
 class RosterError(ValueError):
     """A roster file that is malformed, unsigned, signed by another key, or for another store."""
+
+
+def parse_mac(s: str) -> bytes:
+    """Six raw bytes from 'aa:bb:cc:dd:ee:ff' (also '-' separated, or 12 bare hex digits).
+
+    The one reading of a written MAC that both sides apply before ``mac_hash``."""
+    text = s.strip().lower()
+    parts = text.replace("-", ":").split(":")
+    if len(parts) == 6 and all(len(p) == 2 for p in parts):
+        text = "".join(parts)
+    if len(text) != 12 or not all(c in "0123456789abcdef" for c in text):
+        raise ValueError(f"not a MAC address: {s!r}")
+    return bytes.fromhex(text)
 
 
 def mac_hash(site_key: bytes, mac: bytes) -> int:

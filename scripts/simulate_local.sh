@@ -103,9 +103,8 @@ status=0
 
 "$BIN/python" - "$WORK" <<'EOF'
 import json, sys
-from cloud_bridge.config import BridgeSettings
+from cloud_bridge.config import BridgeSettings, load_settings
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import load_settings
 work = sys.argv[1]
 s = json.load(open(f"{work}/summary.json"))
 settings = load_settings(BridgeSettings, f"{work}/bridge.toml")

@@ -105,6 +105,7 @@ PUBLISHER = r"""
 import json, sys, time
 import paho.mqtt.client as mqtt
 port, path, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+offset = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0  # a bench's pinned clock
 events = [json.loads(line) for line in open(path)]
 pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, "scale-publisher", protocol=mqtt.MQTTv5)
 pub.max_inflight_messages_set(2000)
@@ -122,7 +123,7 @@ for i, (topic, event) in enumerate(events):
         if ahead > 0:
             time.sleep(ahead)
     if event["event_id"] not in sent:
-        ts = time.time()
+        ts = time.time() + offset
         event.update(ts=ts, first_seen=ts - 30, last_seen=ts)
         sent[event["event_id"]] = event
     infos.append(pub.publish(topic, json.dumps(sent[event["event_id"]]), qos=1))
@@ -208,11 +209,15 @@ class Fleet:
 class Publisher:
     """The sensors' side, in its own process (as from other machines)."""
 
-    def __init__(self, workdir: Path, port: int, lines: list[str], rate: float = 0.0) -> None:
+    def __init__(
+        self, workdir: Path, port: int, lines: list[str], rate: float = 0.0, offset: float = 0.0
+    ) -> None:
+        """``offset``: seconds added to the wall time the events are stamped with (a bench
+        whose bridge runs on a pinned clock stamps them on that clock)."""
         path = workdir / "events.jsonl"
         path.write_text("\n".join(lines) + "\n")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER, str(port), str(path), str(rate)],
+            [sys.executable, "-c", PUBLISHER, str(port), str(path), str(rate), repr(offset)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -301,26 +306,45 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by the long-lived processes of a scale run, by role (from
-    /proc). The publisher is left out: it exits before the run ends."""
+def _proc_stat(pid: str) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state is [0], ppid [1], pgrp [2],
+    utime [11], stime [12], cutime [13], cstime [14]); None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_seconds(
+    worker_groups: list[int], postmaster: int, mosquitto: int | None = None
+) -> dict[str, float]:
+    """CPU seconds used so far by this run's own processes, by role (from /proc): the bridge
+    workers (every process in their process groups), this PostgreSQL cluster (its postmaster
+    and every process it forked, with the children it already reaped: backends that ended)
+    and the broker. Only these: other clusters and workers on the machine are not counted.
+    The publisher is left out: it exits before the run ends."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {"workers": 0.0, "postgres": 0.0, "mosquitto": 0.0}
+    groups = set(worker_groups)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
+        f = _proc_stat(pid)
+        if f is None:
             continue
-        used = (int(fields[11]) + int(fields[12])) / tick
-        if "--worker-id" in cmd:
+        used = (int(f[11]) + int(f[12])) / tick
+        if int(f[2]) in groups:
             out["workers"] += used
-        elif cmd.startswith("postgres"):
+        elif int(pid) == postmaster:
+            out["postgres"] += used + (int(f[13]) + int(f[14])) / tick
+        elif int(f[1]) == postmaster:
             out["postgres"] += used
-        elif "mosquitto" in cmd.split(" ")[0]:
+        elif mosquitto is not None and int(pid) == mosquitto:
             out["mosquitto"] += used
     return out
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The cluster's postmaster (first line of its postmaster.pid)."""
+    return int((data_dir / "postmaster.pid").read_text().split()[0])

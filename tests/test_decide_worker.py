@@ -174,3 +174,44 @@ def test_a_batch_stores_its_skips_at_once_and_isolates_one_that_fails(bridge, mo
     assert len(reasons) == 2 and set(reasons) == {"unknown_subject"}
     assert w.counters.errors == 1 and w.counters.sends == 3 and w.counters.skips == 2
     assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
+
+
+def _store_row(i: int, name: str = "") -> dict[str, str]:
+    return {
+        "id": f"s{i}", "name": name or f"Store {i}", "timezone": "UTC", "country": "RU",
+        "sender_name": "Shop", "send_start": "09:00", "send_end": "21:00", "site_key": "00" * 16,
+    }  # fmt: skip
+
+
+def test_store_facts_are_read_for_every_store_at_once(tmp_path: Path, monkeypatch) -> None:
+    """One statement per ``cache_s`` for all the stores, not one per store: with 500 stores
+    that was 100 queries a second per worker (issue 15: a second worker's extra CPU)."""
+    store = BridgeStore(tmp_path / "bridge.db")
+    for i in range(5):
+        store.upsert_store(_store_row(i))
+    reads: list[str] = []
+    real = store.query
+
+    def counting(
+        sql: str, params: list[object] | tuple[object, ...] = ()
+    ) -> list[dict[str, object]]:
+        if "FROM stores" in sql:
+            reads.append(sql)
+        return real(sql, params)
+
+    monkeypatch.setattr(store, "query", counting)
+    w = DecisionWorker(store, SandboxProvider(store), cache_s=5.0)
+    infos = [w.store_info(f"s{i}", 100.0 + i * 0.1) for i in range(5)]
+    assert [i.id if i else None for i in infos] == [f"s{i}" for i in range(5)]
+    assert len(reads) == 1
+    assert w.store_info("unknown", 101.0) is None and len(reads) == 2  # read on its own
+    assert w.store_info("unknown", 102.0) is None and len(reads) == 2  # and kept
+    store.upsert_store(_store_row(5))  # added after the full read: read on its own
+    assert (info := w.store_info("s5", 102.5)) is not None and info.id == "s5"
+    assert len(reads) == 3
+    store.upsert_store(_store_row(0, "Renamed"))
+    cached, due = w.store_info("s0", 104.0), w.store_info("s0", 105.5)  # due: all read again
+    assert cached is not None and cached.name == "Store 0"
+    assert due is not None and due.name == "Renamed"
+    assert len(reads) == 4
+    store.close()

@@ -23,8 +23,7 @@ from cloud_bridge.sensors.rosters import build_store_roster
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
-from edge_agent.core.frames import parse_mac
-from edge_agent.roster import load_roster
+from edge_agent.roster import load_roster, parse_mac
 
 TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 ANNA_MAC = "da:a1:19:3c:4e:01"

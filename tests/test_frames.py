@@ -23,8 +23,8 @@ from edge_agent.core.frames import (
     classify,
     format_mac,
     parse,
-    parse_mac,
 )
+from edge_agent.roster import parse_mac
 
 PCAPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcaps"
 

@@ -16,7 +16,7 @@ from engine_helpers import bridge_location, database_setting, table_names
 from typer.testing import CliRunner
 
 from cloud_bridge.cli.main import app as bridge_app
-from cloud_bridge.config import BridgeSettings, ProvisioningSettings
+from cloud_bridge.config import BridgeSettings, MqttSettings, ProvisioningSettings
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.provisioning import (
     PairingError,
@@ -32,7 +32,7 @@ from cloud_bridge.service import WebServer
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.app import create_app
 from edge_agent.adapters.enroll import EnrollError, enroll
-from edge_agent.config import EdgeSettings, MqttSettings, load_settings
+from edge_agent.config import EdgeSettings, load_settings
 
 ROOT = Path(__file__).parents[1]
 SITE_KEY = "00112233445566778899aabbccddeeff"

@@ -25,6 +25,7 @@ PURE_MODULES = (
     "edge_agent/core/footfall.py",
     "edge_agent/roster.py",
     "edge_agent/protocol.py",
+    "edge_agent/pairing.py",
     "cloud_bridge/offers/decide.py",
     "cloud_bridge/clock.py",
     "cloud_bridge/ingest/fleet.py",
@@ -262,15 +263,52 @@ def test_pure_module_does_no_io(rel: str) -> None:
     assert not violations, "IO in a pure core:\n" + "\n".join(map(str, violations))
 
 
-def test_pure_modules_are_the_strict_mypy_set() -> None:
-    """The list here and the ``strict = true`` override in pyproject name the same modules."""
+def _strict_patterns() -> tuple[list[str], list[str]]:
+    """(module patterns of pyproject's ``strict = true`` overrides, mypy plugins)."""
     import tomllib
 
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    strict = {
-        m for o in config["tool"]["mypy"]["overrides"] if o.get("strict") for m in o["module"]
-    }
-    assert strict >= {p.removesuffix(".py").replace("/", ".") for p in PURE_MODULES}
+    mypy = config["tool"]["mypy"]
+    strict = [m for o in mypy["overrides"] if o.get("strict") for m in o["module"]]
+    return strict, mypy.get("plugins", [])
+
+
+def _covered(module: str, patterns: list[str]) -> bool:
+    """Does a mypy override pattern (``a.b`` exact, ``a.*`` a and everything below) match?"""
+    return any(
+        module == p or (p.endswith(".*") and (module + ".").startswith(p.removesuffix("*")))
+        for p in patterns
+    )
+
+
+def test_pure_modules_are_the_strict_mypy_set() -> None:
+    """Every pure core, and every module of the edge agent, is in a ``strict = true`` override,
+    type-checked with the pydantic plugin (tests/test_quality.py runs mypy on that set)."""
+    strict, plugins = _strict_patterns()
+    assert "pydantic.mypy" in plugins
+    pure = [p.removesuffix(".py").replace("/", ".") for p in PURE_MODULES]
+    assert [m for m in pure if not _covered(m, strict)] == []
+    edge = [
+        ".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in sorted((REPO_ROOT / "edge_agent").rglob("*.py"))
+    ]
+    assert len(edge) > 20, edge
+    assert [m for m in edge if not _covered(m, strict)] == []
+
+
+@pytest.mark.parametrize(
+    ("module", "patterns", "covered"),
+    [
+        ("edge_agent.core.frames", ["edge_agent.*"], True),
+        ("edge_agent", ["edge_agent.*"], True),
+        ("edge_agent.core.frames", ["edge_agent.core.frames"], True),
+        ("edge_agent.core.frames", ["edge_agent.core"], False),
+        ("edge_agent_x.y", ["edge_agent.*"], False),
+        ("cloud_bridge.clock", ["edge_agent.*", "cloud_bridge.offers.decide"], False),
+    ],
+)
+def test_strict_pattern_matching(module: str, patterns: list[str], covered: bool) -> None:
+    assert _covered(module, patterns) is covered
 
 
 # The checker itself: it must catch what it claims to and let the allowed things pass.

@@ -1,9 +1,11 @@
-"""House rules that can be checked: lint clean, pure cores type-check strictly, settings documented."""
+"""House rules that can be checked: lint clean, the edge agent and the pure cores type-check
+strictly, settings documented."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -12,18 +14,24 @@ from cloud_bridge.config import BridgeSettings
 from edge_agent.config import EdgeSettings
 
 ROOT = Path(__file__).parents[1]
-PURE = [
-    "edge_agent/core/frames.py",
-    "edge_agent/core/presence.py",
-    "edge_agent/roster.py",
-    "edge_agent/core/footfall.py",
-    "edge_agent/protocol.py",
-    "edge_agent/calibrate.py",
-    "cloud_bridge/offers/decide.py",
-    "cloud_bridge/delivery/sms_encoding.py",
-    "cloud_bridge/clock.py",
-    "cloud_bridge/ingest/fleet.py",
-]
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+def strict_targets() -> list[str]:
+    """mypy arguments for what pyproject's ``strict = true`` overrides name: ``-p pkg`` for a
+    ``pkg.*`` pattern, ``-m module`` for a module (tests/test_pure_modules.py checks that these
+    cover the whole edge agent and every pure core)."""
+    config = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    patterns = [
+        m for o in config["tool"]["mypy"]["overrides"] if o.get("strict") for m in o["module"]
+    ]
+    packages = sorted({p.removesuffix(".*") for p in patterns if p.endswith(".*")})
+    modules = sorted(
+        p
+        for p in patterns
+        if not p.endswith(".*") and not any(p == k or p.startswith(k + ".") for k in packages)
+    )
+    return [a for k in packages for a in ("-p", k)] + [a for m in modules for a in ("-m", m)]
 
 
 def test_ruff_clean() -> None:
@@ -37,9 +45,12 @@ def test_ruff_clean() -> None:
     assert out.returncode == 0, out.stdout[-4000:]
 
 
-def test_pure_cores_mypy_strict() -> None:
+def test_strict_modules_pass_mypy_strict() -> None:
+    """The edge agent and the bridge's pure cores, with the pydantic plugin (pyproject)."""
+    targets = strict_targets()
+    assert list(zip(targets[::2], targets[1::2], strict=True)).count(("-p", "edge_agent")) == 1
     out = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", *PURE],
+        [sys.executable, "-m", "mypy", "--strict", *targets],
         cwd=ROOT,
         capture_output=True,
         text=True,

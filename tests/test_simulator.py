@@ -20,12 +20,11 @@ from integration.brokers import make_test_pki, start_secure_broker
 from typer.testing import CliRunner
 
 from cloud_bridge.cli.main import app as bridge_app
-from cloud_bridge.config import BridgeSettings, ProvisioningSettings
+from cloud_bridge.config import BridgeSettings, MqttSettings, ProvisioningSettings
 from cloud_bridge.dev import simulator as sim
 from cloud_bridge.dev.mosquitto import BrokerError, LocalMosquitto, free_port
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import MqttSettings
 
 FLEET = 2000
 BRIDGE_PASSWORD = "bridge-secret-for-simulator-tests"

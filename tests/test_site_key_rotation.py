@@ -16,8 +16,7 @@ from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import RosterBuildError, build_store_roster, rotate_site_key
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
-from edge_agent.core.frames import parse_mac
-from edge_agent.roster import MAGIC, SIG_LEN, load_roster, mac_hash
+from edge_agent.roster import MAGIC, SIG_LEN, load_roster, mac_hash, parse_mac
 
 TENANT = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 CONSENTING_MACS = [

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_bridge.config import ConfigError
 from cloud_bridge.delivery.sms_encoding import is_gsm7
 from cloud_bridge.delivery.sms_text import (
     compose,
@@ -19,7 +20,6 @@ from cloud_bridge.delivery.sms_text import (
 from cloud_bridge.errors import SenderError, TemplateCostError
 from cloud_bridge.offers.templates import TemplateError
 from cloud_bridge.tenant import load_tenant
-from edge_agent.config import ConfigError
 
 DEMO = Path(__file__).parents[1] / "cloud_bridge" / "dev" / "demo" / "tenant.toml"
 LINK = "https://pb.example/o/AbCd1234"

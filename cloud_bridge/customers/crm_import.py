@@ -36,8 +36,7 @@ from cloud_bridge.csv_input import (
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.core.frames import parse_mac
-from edge_agent.roster import subject_id
+from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [
     "FIELDS",

@@ -63,8 +63,7 @@ from cloud_bridge.offers.decide import StoreInfo
 from cloud_bridge.storage.datakey import DataKeyError
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.web.auth import address_key
-from edge_agent.core.frames import parse_mac
-from edge_agent.roster import subject_id
+from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [
     "PORTAL_MAC_PARAMS",

@@ -8,8 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.adapters.uplink import make_client
-from edge_agent.config import MqttSettings
+from cloud_bridge.config import MqttSettings
+from cloud_bridge.ingest.mqtt import make_client
 from edge_agent.protocol import COMMANDS, ReplyMessage, topic
 
 __all__ = ["CommandError", "Outcome", "send_commands"]

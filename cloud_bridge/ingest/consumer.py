@@ -28,9 +28,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, EVENT_TIME_FIELDS, finite, future_problem
+from cloud_bridge.config import MqttSettings
+from cloud_bridge.ingest.mqtt import make_client, session_properties
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.adapters.uplink import make_client, session_properties
-from edge_agent.config import MqttSettings
 from edge_agent.protocol import (
     BRIDGE_HELLO_TOPIC,
     EVENT_ID_PATTERN,

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -199,6 +200,7 @@ class DecisionWorker:
         self._thread: threading.Thread | None = None
         self._book: tuple[Any, CampaignBook] | None = None
         self._stores: dict[str, tuple[float, StoreInfo | None]] = {}
+        self._stores_read = -math.inf  # monotonic time of the last read of every store
         self._guard_stats: dict[str, tuple[int, int]] = {}
         self._next_guard = 0.0
 
@@ -212,17 +214,27 @@ class DecisionWorker:
         return self._book[1]
 
     def store_info(self, store_id: str, mono: float) -> StoreInfo | None:
+        """The store's facts, read at most ``cache_s`` ago. When they are due, every store is
+        read again in one statement (reading them one by one cost each worker a query per
+        store every ``cache_s``: 100 a second for 500 stores, twice that with two workers);
+        a store the last full read did not know is read on its own."""
         hit = self._stores.get(store_id)
         if hit is not None and mono - hit[0] < self.cache_s:
             return hit[1]
-        rows = self.store.query(
+        columns = (
             "SELECT id, name, timezone, country, sender_name, send_start, send_end, "
-            "daily_budget FROM stores WHERE id=?",
-            [store_id],
+            "daily_budget FROM stores"
         )
-        info = StoreInfo(**rows[0]) if rows else None
-        self._stores[store_id] = (mono, info)
-        return info
+        if mono - self._stores_read < self.cache_s:  # a store added since the full read
+            rows = self.store.query(f"{columns} WHERE id=?", [store_id])
+            info = StoreInfo(**rows[0]) if rows else None
+            self._stores[store_id] = (mono, info)
+            return info
+        self._stores = {r["id"]: (mono, StoreInfo(**r)) for r in self.store.query(columns)}
+        self._stores_read = mono
+        if store_id not in self._stores:
+            self._stores[store_id] = (mono, None)
+        return self._stores[store_id][1]
 
     # deciding -----------------------------------------------------------------------------
     def process_pending(self, now: float | None = None) -> int:

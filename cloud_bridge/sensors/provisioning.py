@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
-from edge_agent.adapters.enroll import PairedMqtt, PairingConfig
+from edge_agent.pairing import PAIR_PATH, PairedMqtt, PairingConfig
 from edge_agent.protocol import BRIDGE_HELLO_TOPIC, ID_PATTERN, TOPIC_ROOT
 
 __all__ = [
@@ -470,7 +470,7 @@ def pairing_router(store: BridgeStore, settings: BridgeSettings) -> APIRouter:
     """``POST /api/v1/pair {"code": ...}`` -> the sensor's PairingConfig, exactly once."""
     router = APIRouter()
 
-    @router.post("/api/v1/pair", response_class=Response)
+    @router.post(PAIR_PATH, response_class=Response)
     def pair(body: PairRequest, request: Request) -> Response:
         client = request.client.host if request.client else None
         try:

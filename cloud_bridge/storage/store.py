@@ -30,7 +30,7 @@ from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.storage.db import Database, is_postgres_url, safe_url
 from cloud_bridge.storage.migrations import HEAD, SchemaTooNew, upgrade
-from edge_agent.core.frames import parse_mac
+from edge_agent.roster import parse_mac
 
 __all__ = ["BridgeStore", "IntegrityError", "SchemaTooNew"]
 

@@ -1,11 +1,11 @@
 """Enrolment: trade a one-time pairing code for this sensor's configuration and credentials.
 
 ``edge-agent enroll CODE --bridge URL`` posts the code to the bridge's ``/api/v1/pair``, which
-answers exactly once with a ``PairingConfig``. We write ``edge.toml`` plus the secrets in their
-own files (``site.key``, ``mqtt.password``, ``api.token``, and the CA certificates when given)
-with mode 0600 in a 0700 directory; the TOML only names the files, so it holds no secret. An
-existing ``edge.toml`` is never overwritten without ``force``, and that check happens *before*
-the code is spent.
+answers exactly once with a ``PairingConfig`` (the wire contract: ``edge_agent/pairing.py``).
+We write ``edge.toml`` plus the secrets in their own files (``site.key``, ``mqtt.password``,
+``api.token``, and the CA certificates when given) with mode 0600 in a 0700 directory; the TOML
+only names the files, so it holds no secret. An existing ``edge.toml`` is never overwritten
+without ``force``, and that check happens *before* the code is spent.
 
 Errors: ``EnrollError`` (what went wrong and what to do; the CLI prints it and exits 2).
 """
@@ -16,64 +16,23 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from edge_agent.protocol import ID_PATTERN
+from edge_agent.pairing import PAIR_PATH, PairingConfig
 
 __all__ = [
-    "PAIRING_SCHEMA",
     "EnrollError",
-    "PairedMqtt",
-    "PairingConfig",
     "enroll",
     "fetch_pairing",
     "write_sensor_config",
 ]
 
-PAIRING_SCHEMA = "passby.pairing/1"
-PAIR_PATH = "/api/v1/pair"
 CONFIG_NAME = "edge.toml"
 
 
 class EnrollError(RuntimeError):
     """Enrolment failed; the message says why and what to do."""
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class PairedMqtt(_Model):
-    """How this sensor reaches the broker."""
-
-    host: str = Field(description="broker host name")
-    port: int = Field(description="broker port", ge=1, le=65535)
-    tls: bool = Field(description="connect with TLS")
-    username: str = Field(description="this sensor's broker user, '{store}.{sensor}'")
-    password: str = Field(description="this sensor's broker password", min_length=16)
-    ca_pem: str | None = Field(None, description="CA certificate of the broker (private CA)")
-
-
-class PairingConfig(_Model):
-    """What the bridge hands a sensor once, in exchange for its pairing code."""
-
-    schema_: Literal["passby.pairing/1"] = Field(
-        PAIRING_SCHEMA, alias="schema", description="payload schema id"
-    )
-    store_id: str = Field(description="store this sensor belongs to", pattern=ID_PATTERN)
-    sensor_id: str = Field(description="this sensor's id within the store", pattern=ID_PATTERN)
-    channel: int | None = Field(None, description="Wi-Fi channel of the store AP", ge=1, le=196)
-    bridge_url: str = Field(
-        description="bridge base URL for roster downloads", pattern="^https?://"
-    )
-    api_token: str = Field(description="this sensor's bridge API token", min_length=16)
-    site_key: str = Field(description="the store's MAC hashing key, hex", pattern="^[0-9a-f]+$")
-    roster_public_key: str = Field(
-        description="bridge's Ed25519 roster-signing public key, hex", pattern="^[0-9a-f]{64}$"
-    )
-    mqtt: PairedMqtt = Field(description="broker connection")
 
 
 def fetch_pairing(

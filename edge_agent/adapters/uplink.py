@@ -31,8 +31,10 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent import __version__
 from edge_agent.adapters.outbox import Outbox, OutboxItem
@@ -64,7 +66,7 @@ RECEIPTS_FLAG = "receipts"  # outbox meta: the bridge announced receipts (1) or 
 def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
     """A paho v2 client configured for MQTT v5, TLS and credentials as settings say."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
         manual_ack=manual_ack,
@@ -95,7 +97,7 @@ def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
 
 
 def session_properties(expiry_s: int) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
     props.SessionExpiryInterval = expiry_s
     return props
 
@@ -135,7 +137,7 @@ class Uplink:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox id
         # PUBACKs that beat publish() back to the sender thread (mid -> failed?). paho calls
         # on_publish under its own lock, so we must not hold ours across publish().
-        self._early: dict[int, tuple[float, mqtt.ReasonCode | None]] = {}
+        self._early: dict[int, tuple[float, ReasonCode | None]] = {}
         self._hold_until = 0.0  # no sending before this (backoff after an undelivered event)
         self._rewind: int | None = None  # resend from after this outbox id (undelivered events)
         self._backoff_s = 0.0
@@ -337,7 +339,7 @@ class Uplink:
         if len(self._inflight) < MAX_INFLIGHT // 2:
             self._wake.set()
 
-    def _settle(self, item_id: int, reason_code: mqtt.ReasonCode | None) -> None:
+    def _settle(self, item_id: int, reason_code: ReasonCode | None) -> None:
         """The broker answered an event's PUBLISH: forget it only if it surely went on.
 
         MQTT v5 PUBACK 0x10 "No matching subscribers" is a success code, but it means the broker

@@ -76,7 +76,6 @@ __all__ = [
     "classify",
     "format_mac",
     "parse",
-    "parse_mac",
 ]
 
 TSHARK_FILTER: Final = (
@@ -367,14 +366,3 @@ def format_mac(ta: bytes) -> str:
     if len(ta) != 6:
         raise ValueError(f"a MAC address has 6 bytes, not {len(ta)}")
     return ta.hex(":")
-
-
-def parse_mac(s: str) -> bytes:
-    """Six raw bytes from 'aa:bb:cc:dd:ee:ff' (also '-' separated, or 12 bare hex digits)."""
-    text = s.strip().lower()
-    parts = text.replace("-", ":").split(":")
-    if len(parts) == 6 and all(len(p) == 2 for p in parts):
-        text = "".join(parts)
-    if len(text) != 12 or not all(c in "0123456789abcdef" for c in text):
-        raise ValueError(f"not a MAC address: {s!r}")
-    return bytes.fromhex(text)

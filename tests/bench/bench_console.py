@@ -40,6 +40,7 @@ from cloud_bridge.web.console import campaigns as campaigns_console  # noqa: E40
 STORES, SENSORS, CUSTOMERS, DECISIONS = 100, 1000, 100_000, 1_000_000
 VISITS, PURCHASES, OPTOUTS = 200_000, 30_000, 2_000
 GOAL_MS = 300.0
+MAX_DATA_AGE_H = 24.0  # a kept store older than this no longer fills its 30-day windows
 OWNER_STORE = "s002"  # a store with sends (store s001 gets none with this data's pattern)
 
 ADMIN_PAGES = [
@@ -262,10 +263,28 @@ def preview_calls(app: Any, client: TestClient) -> dict[str, Callable[[], Any]]:
     }
 
 
+def check_fresh(store: BridgeStore, directory: Path) -> float:
+    """The kept store's data is spread over the 30 days before it was built, and the pages
+    count windows ending now: a store built days ago holds less in them every day, so its
+    pages would be measured on less data than claimed. Fails loudly past a day; returns the
+    data's age in hours."""
+    # the customers were all created at the build (a burst adds decisions, never customers)
+    newest = store.query("SELECT max(created) AS t FROM customers")[0]["t"] or 0.0
+    age_h = (time.time() - float(newest)) / 3600
+    if age_h > MAX_DATA_AGE_H:
+        raise RuntimeError(
+            f"the kept console store in {directory} was built {age_h / 24:.1f} days ago: its "
+            "30-day windows no longer hold the data this bench claims; delete the directory "
+            "to build it again"
+        )
+    return age_h
+
+
 def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[str, Any]:
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     store = build(directory / "bridge.db")
+    data_age_h = check_fresh(store, directory)
     add_returns_and_campaign(store)
     built_s = time.monotonic() - t0
     print(f"store ready in {built_s:.0f} s")
@@ -324,6 +343,7 @@ def run(directory: Path = Path("var/bench-console"), samples: int = 15) -> dict[
         "burst_rows": wrote,
         "figures_build_s": round(figures_s, 1),
         "store_build_s": round(built_s, 1),
+        "data_age_h": round(data_age_h, 1),
     }
 
 

@@ -184,6 +184,7 @@ def chain(tmp: Path) -> dict[str, Any]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from test_frames import BCAST, dot11, radiotap, rt_fields
 
+    from cloud_bridge.config import MqttSettings as BridgeMqttSettings
     from cloud_bridge.dev.mosquitto import LocalMosquitto
     from cloud_bridge.ingest.consumer import Ingest
     from cloud_bridge.offers.worker import DecisionWorker
@@ -233,7 +234,12 @@ def chain(tmp: Path) -> dict[str, Any]:
         bucket=TokenBucket(RATE, burst=1),
     )
     worker = DecisionWorker(store, provider, deliverer=deliverer)
-    ingest = Ingest(mqtt, store, worker.notify, client_id="bench-bridge")
+    ingest = Ingest(
+        BridgeMqttSettings(host=broker.host, port=broker.port),
+        store,
+        worker.notify,
+        client_id="bench-bridge",
+    )
     deliverer.start()
     worker.start()
     ingest.start()
@@ -446,6 +452,23 @@ def optout_latency(runs: int = 200) -> dict[str, Any]:
     }
 
 
+def check_paths(c: dict[str, Any], ld: dict[str, Any]) -> None:
+    """Fail loudly when a case did not do the work it claims: every arrival of the chain (a
+    different consenting customer each, in a store sending around the clock) must reach the
+    provider, and the loaded case must send and shed, not leave its sends behind."""
+    problems = []
+    if c["provider_requests"] < ARRIVALS:
+        problems.append(
+            f"chain: {c['provider_requests']} of {ARRIVALS} arrivals reached the provider"
+        )
+    if not ld["loaded_accepted"] or ld["loaded_left"]:
+        problems.append(
+            f"loaded: {ld['loaded_accepted']} sent, {ld['loaded_left']} left unsent at the end"
+        )
+    if problems:
+        raise RuntimeError("delivery bench measured the wrong path: " + "; ".join(problems))
+
+
 def run() -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
@@ -459,6 +482,7 @@ def run() -> dict[str, Any]:
         o = optout_latency()
     finally:
         logging.disable(logging.NOTSET)
+    check_paths(c, ld)
 
     table = Table(
         title=f"delivery: {BRAND!r} through a local Twilio-shaped server, {RATE:.0f} msg/s bucket"

@@ -18,6 +18,15 @@ is committed (``reserved``, caps re-checked atomically) and handed to the delive
 stand-in here: sending is paced by the provider's rate and benchmarked with delivery). A
 publisher sends ``INGEST_EVENTS`` presence events (QoS 1) as fast as the broker takes them;
 the clock runs from the first publish until the last event is decided.
+
+The bridge's clock is pinned: the worker decides, and the publisher stamps its events, on the
+wall time moved to ``NOW`` (a Saturday in March, 15:00 UTC, inside every store's sending hours
+and every campaign's dates and hours), running on at the real pace. So the chain measures the
+same path at any hour it runs (unpinned, at 02:51 UTC, a quarter of the events ended
+``out_of_schedule`` instead of in a reservation). The run fails loudly when its path did not do
+the work it claims: an hour-dependent outcome, a worker error, fewer than ``MIN_SENDS_SHARE``
+of the events reserved, or the hand-off, the sends table and the decisions disagreeing on how
+many sends were reserved.
 """
 
 from __future__ import annotations
@@ -59,6 +68,11 @@ INGEST_EVENTS = int(os.environ.get("PASSBY_BENCH_INGEST_EVENTS", 20_000))
 INGEST_CUSTOMERS = int(os.environ.get("PASSBY_BENCH_INGEST_CUSTOMERS", 1_000))
 INGEST_STORES = 10  # events come from these stores (each has ~5 campaigns + the global ones)
 GOALS = {"decisions_per_s": 20_000, "ingest_events_per_s": 1_000}
+# Outcomes that depend on the hour (or the date): with the pinned clock, none may occur.
+HOUR_OUTCOMES = ("quiet_hours", "out_of_schedule")
+# With the pinned clock about a fifth of the events end in a reservation (4 k of 20 k); far
+# fewer means the chain took a cheaper path than the one it claims to measure.
+MIN_SENDS_SHARE = 0.15
 ZONES = [("Europe/Moscow", "RU"), ("Asia/Yerevan", "AM"), ("America/New_York", "US")]
 # 15:00 UTC: 18:00 Moscow, 19:00 Yerevan, 11:00 New York -- inside 09:00-21:00 everywhere
 NOW = datetime(2026, 3, 14, 15, 0, tzinfo=UTC).timestamp()
@@ -231,9 +245,15 @@ class _Handoff:
     def __init__(self) -> None:
         self.sends: list[int] = []
 
-    def deliver(self, send_id: int, *_: Any) -> Any:
+    def deliver(self, send_id: int, *_: Any, **__: Any) -> Any:
         self.sends.append(send_id)
         return _Queued
+
+    def hold(self, table: str, row_ids: list[int]) -> None:
+        """The worker keeps its reserved sends from the orphan sweep (nothing sweeps here)."""
+
+    def release(self, table: str, row_id: int) -> None:
+        """A send the worker could not hand over (nothing holds it here)."""
 
 
 class _Queued:
@@ -243,19 +263,24 @@ class _Queued:
 def ingest_to_decision() -> dict[str, Any]:
     from scale_helpers import Publisher  # tests/ is on the path (tests/bench/run.py)
 
+    from cloud_bridge.config import MqttSettings
     from cloud_bridge.delivery.providers import SandboxProvider
     from cloud_bridge.dev.mosquitto import LocalMosquitto
     from cloud_bridge.ingest.consumer import Ingest
     from cloud_bridge.offers.worker import DecisionWorker
     from cloud_bridge.storage.store import BridgeStore
-    from edge_agent.config import MqttSettings
 
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="passby-bench-engine-"))
     broker = LocalMosquitto(tmp / "mosquitto")
     broker.start()
     store = BridgeStore(tmp / "bridge.db", data_key=os.urandom(32))
-    now = time.time()
+    offset = NOW - time.time()  # the pinned clock: NOW when the bench starts, then real pace
+
+    def clock() -> float:
+        return time.time() + offset
+
+    now = clock()
     with store.transaction() as db:
         for s in make_stores():
             db["stores"].insert(
@@ -295,7 +320,14 @@ def ingest_to_decision() -> dict[str, Any]:
                 )
     provider = SandboxProvider(store)
     handoff = _Handoff()
-    worker = DecisionWorker(store, provider, Policy(), handoff, own_connection=True)  # type: ignore[arg-type]
+    worker = DecisionWorker(
+        store,
+        provider,
+        Policy(),
+        handoff,  # type: ignore[arg-type]
+        own_connection=True,
+        clock=clock,
+    )
     settings = MqttSettings(host="127.0.0.1", port=broker.port)
     ingest = Ingest(settings, store, worker.notify, client_id=f"bench-{uuid.uuid4().hex[:8]}")
     worker.start()
@@ -318,7 +350,7 @@ def ingest_to_decision() -> dict[str, Any]:
             }
             lines.append(json.dumps([f"passby/v1/{rng.choice(open_stores)}/door-1/events", event]))
         # the sensors' side publishes from its own process, as from other machines
-        pub = Publisher(tmp, broker.port, lines)
+        pub = Publisher(tmp, broker.port, lines, offset=offset)
         t0 = time.perf_counter()
         pub.go()
         deadline = time.monotonic() + 300
@@ -339,6 +371,7 @@ def ingest_to_decision() -> dict[str, Any]:
             }
         )
         decided = sum(reasons.values())
+        sends_stored = store.query("SELECT count(*) AS n FROM sends")[0]["n"]
     finally:
         ingest.stop()
         worker.stop()
@@ -354,7 +387,32 @@ def ingest_to_decision() -> dict[str, Any]:
         "ingest_outcomes": dict(reasons.most_common()),
         "worker_errors": worker.counters.errors,
         "sends_reserved": len(handoff.sends),
+        "sends_stored": sends_stored,
     }
+
+
+def check_live(live: dict[str, Any]) -> None:
+    """Fail loudly when the chain did not do the work it claims (see the module docstring)."""
+    outcomes = live["ingest_outcomes"]
+    problems = []
+    hourly = {k: outcomes[k] for k in HOUR_OUTCOMES if outcomes.get(k)}
+    if hourly:
+        problems.append(f"hour-dependent outcomes {hourly} (the clock is not pinned)")
+    if live["worker_errors"]:
+        problems.append(f"{live['worker_errors']} worker errors")
+    if live["decided"] != live["ingest_events"]:
+        problems.append(f"{live['decided']} of {live['ingest_events']} events decided")
+    reserved = outcomes.get("reserved", 0)
+    if not live["sends_reserved"] == live["sends_stored"] == reserved:
+        problems.append(
+            f"sends handed over {live['sends_reserved']}, stored {live['sends_stored']}, "
+            f"decided reserved {reserved}: they must agree"
+        )
+    floor = int(MIN_SENDS_SHARE * live["ingest_events"])
+    if live["sends_reserved"] < floor:
+        problems.append(f"{live['sends_reserved']} sends reserved, expected at least {floor}")
+    if problems:
+        raise RuntimeError("engine bench measured the wrong path: " + "; ".join(problems))
 
 
 def run() -> dict[str, Any]:
@@ -364,6 +422,7 @@ def run() -> dict[str, Any]:
     # the live chain first: it runs threads in this process, and 1 M customers' worth of
     # garbage left by the pure run would only add collector pauses to it
     live = ingest_to_decision()
+    check_live(live)
     pure = pure_engine()
     table = Table(title="offer engine")
     table.add_column("what")

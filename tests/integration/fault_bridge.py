@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import cloud_bridge.ingest.consumer as ingest_module
+from cloud_bridge.config import MqttSettings
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import MqttSettings
 
 
 def say(**fields: object) -> None:

@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud_bridge.config import BridgeSettings, ProvisioningSettings
+from cloud_bridge.config import MqttSettings as BridgeMqttSettings
 from cloud_bridge.ingest.consumer import SUBSCRIPTIONS
 from cloud_bridge.sensors.provisioning import add_sensor, redeem, revoke_sensor
 from cloud_bridge.storage.store import BridgeStore
@@ -65,7 +66,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     settings = BridgeSettings(
         data_dir=tmp / "bridge",
         data_key="cd" * 32,
-        mqtt=MqttSettings(username="bridge", password=BRIDGE_PASSWORD),
+        mqtt=BridgeMqttSettings(username="bridge", password=BRIDGE_PASSWORD),
         provisioning=ProvisioningSettings(
             password_file=broker_dir / "passby.passwd",
             acl_file=broker_dir / "passby.acl",

@@ -276,10 +276,9 @@ def test_kill_9_mid_send_then_restart_no_duplicate_no_stuck_row(tmp_path: Path) 
 
 
 def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Path) -> None:
-    from cloud_bridge.config import BridgeSettings
+    from cloud_bridge.config import BridgeSettings, load_settings
     from cloud_bridge.delivery.providers import twilio_signature
     from cloud_bridge.service import BridgeService
-    from edge_agent.config import load_settings
 
     fake = FakeTwilio(FaultPlan()).start()
     broker = LocalMosquitto(tmp_path / "mosquitto")

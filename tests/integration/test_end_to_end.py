@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.config import BridgeSettings
+from cloud_bridge.config import BridgeSettings, load_settings
 from cloud_bridge.dev.demo.run import CAPTURE, TENANT, agent_command, prepare_site
 from cloud_bridge.dev.demo.run import wait_processed as demo_wait_processed
 from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant
-from edge_agent.config import load_settings
 
 pytestmark = pytest.mark.integration
 

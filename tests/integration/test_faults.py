@@ -38,9 +38,9 @@ from typing import Any
 
 import pytest
 
+from cloud_bridge.config import MqttSettings
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.storage.store import BridgeStore
-from edge_agent.config import MqttSettings
 from edge_agent.protocol import topic
 
 from .brokers import Broker

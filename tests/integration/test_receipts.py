@@ -31,6 +31,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from cloud_bridge.config import BridgeSettings, ProvisioningSettings
+from cloud_bridge.config import MqttSettings as BridgeMqttSettings
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.sensors.provisioning import add_sensor, mosquitto_hash, redeem
 from cloud_bridge.storage.store import BridgeStore
@@ -84,6 +85,10 @@ class Deployment:
             **kw,
         )
 
+    def bridge_mqtt(self, user: str, **kw: Any) -> BridgeMqttSettings:
+        """The same connection as the bridge's settings model holds it."""
+        return BridgeMqttSettings(**self.mqtt(user, **kw).model_dump())
+
     def store(self) -> BridgeStore:
         return BridgeStore(self.tmp / "bridge.db", data_key=bytes.fromhex(DATA_KEY))
 
@@ -94,7 +99,7 @@ def deploy(tmp: Path, identity: bool = True) -> Deployment:
     settings = BridgeSettings(
         data_dir=tmp / "bridge-data",
         data_key=DATA_KEY,
-        mqtt=MqttSettings(username="bridge", password=BRIDGE_PASSWORD),
+        mqtt=BridgeMqttSettings(username="bridge", password=BRIDGE_PASSWORD),
         provisioning=ProvisioningSettings(
             password_file=broker_dir / "passby.passwd",
             acl_file=broker_dir / "passby.acl",
@@ -139,7 +144,10 @@ class Bridge:
     ) -> None:
         self.store = d.store()
         self.ingest = Ingest(
-            d.mqtt(user, **kw), self.store, lambda _e: None, client_id=f"passby-bridge-{worker_id}"
+            d.bridge_mqtt(user, **kw),
+            self.store,
+            lambda _e: None,
+            client_id=f"passby-bridge-{worker_id}",
         )
         self.kicked = 0
         inner = self.ingest._on_disconnect
@@ -380,7 +388,9 @@ def test_new_sensor_with_an_old_bridge_forgets_on_puback_and_does_not_loop(
 def test_old_sensor_with_the_new_bridge_still_delivers(mosquitto: Any, tmp_path: Path) -> None:
     """receipts = "off" behaves as a sensor from before receipts: it never subscribes to them."""
     store = BridgeStore(tmp_path / "bridge.db", data_key=bytes.fromhex(DATA_KEY))
-    ingest = Ingest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None)
+    ingest = Ingest(
+        BridgeMqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None
+    )
     ingest.start()
     assert ingest.connected.wait(10)
     time.sleep(0.3)
@@ -408,7 +418,9 @@ def test_dead_lettered_event_is_receipted_and_dropped_with_the_reason(
     mosquitto: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = BridgeStore(tmp_path / "bridge.db", data_key=bytes.fromhex(DATA_KEY))
-    ingest = Ingest(MqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None)
+    ingest = Ingest(
+        BridgeMqttSettings(host=mosquitto.host, port=mosquitto.port), store, lambda _e: None
+    )
     ingest.start()
     assert ingest.connected.wait(10)
     time.sleep(0.3)

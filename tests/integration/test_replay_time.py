@@ -78,10 +78,9 @@ def test_running_bridge_refuses_future_events_and_flags_the_sensor_clock(tmp_pat
     +2 days and one with ts = 1e12 are dead-lettered with the reason and nothing is sent; a
     sensor whose stats run 5 min ahead gets the clock_skew alert; an event within the skew is
     sent, its offer expiring by the bridge's clock."""
-    from cloud_bridge.config import BridgeSettings
+    from cloud_bridge.config import BridgeSettings, load_settings
     from cloud_bridge.ingest.fleet import sensor_health
     from cloud_bridge.service import BridgeService
-    from edge_agent.config import load_settings
     from edge_agent.roster import subject_id
 
     broker = LocalMosquitto(tmp_path / "mosquitto")
