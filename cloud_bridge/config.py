@@ -33,6 +33,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cloud_bridge.offers.policy import OVERALL_CAP, OVERALL_DAYS
+
 __all__ = [
     "BridgeSettings",
     "BridgeSettingsBase",
@@ -362,8 +364,10 @@ class DeliverySettings(_Section):
 
 
 class PolicySettings(_Section):
-    overall_cap: int = Field(4, description="SMS per customer across campaigns per window", ge=1)
-    overall_days: int = Field(30, description="window of the overall cap, days", ge=1)
+    overall_cap: int = Field(
+        OVERALL_CAP, description="SMS per customer across campaigns per window", ge=1
+    )
+    overall_days: int = Field(OVERALL_DAYS, description="window of the overall cap, days", ge=1)
     offer_ttl_s: float = Field(600.0, description="an event older than this is not acted on", gt=0)
     max_clock_skew_s: float = Field(
         120.0,

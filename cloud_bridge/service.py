@@ -8,6 +8,7 @@ import threading
 import time
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class WebServer:
     """uvicorn in a background thread, on a socket we bind ourselves (port 0 = pick one)."""
 
-    def __init__(self, app, host: str, port: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

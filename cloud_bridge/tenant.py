@@ -13,12 +13,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud_bridge.config import ConfigError
+from cloud_bridge.customers import consent as ledger
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.delivery.sms_text import sender_kind, validate_template_cost
 from cloud_bridge.errors import SenderError, TemplateCostError
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS, SEND_END, SEND_START
 from cloud_bridge.offers.templates import TemplateError, validate
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import site_key_rows
 from edge_agent.protocol import ID_PATTERN
 from edge_agent.roster import parse_mac, subject_id
 
@@ -39,7 +42,9 @@ class StoreDef(_M):
     sender_name: str = Field(
         description="sender: alphanumeric id (1-11 characters, a letter at least) or a number"
     )
-    sending_hours: tuple[str, str] = Field(("09:00", "21:00"), description="local sending hours")
+    sending_hours: tuple[str, str] = Field(
+        (SEND_START, SEND_END), description="local sending hours"
+    )
     ap_bssid: str | None = Field(None, description="store access point BSSID")
     ap_ssid: str | None = Field(None, description="store Wi-Fi name")
     channel: int | None = Field(None, ge=1, le=196, description="store AP channel")
@@ -113,8 +118,8 @@ class CampaignDef(_M):
     trigger: str = Field(pattern=r"^(arrive|visit)$")
     template: str
     stores: list[str] = Field(default_factory=list)
-    cap_count: int = Field(1, ge=1)
-    cap_days: int = Field(30, ge=1)
+    cap_count: int = Field(CAP_COUNT, ge=1)
+    cap_days: int = Field(CAP_DAYS, ge=1)
     priority: int = 0
 
     @field_validator("template")
@@ -178,7 +183,7 @@ def load_tenant(path: Path) -> Tenant:
 def save_store(store: BridgeStore, s: StoreDef) -> bool:
     """Insert or update one store from its validated definition; a new store gets a random site
     key, an existing one keeps its own. True when the store is new."""
-    existing = store.query("SELECT site_key FROM stores WHERE id=?", [s.id])
+    existing = site_key_rows(store, s.id)
     store.upsert_store(
         {
             "id": s.id,
@@ -213,21 +218,16 @@ def seed(store: BridgeStore, keys: BridgeKeys, tenant: Tenant, now: float) -> No
         )
         for mac in c.macs:
             store.add_device(cid, mac, now, expires=None)
-        status = "active" if c.consent else "revoked"
-        current = store.query(
-            "SELECT kind, status FROM consents WHERE customer_id=? ORDER BY ts, id", [cid]
-        )
-        latest = {r["kind"]: r["status"] for r in current}
-        for kind in ("sms", "recognition"):
-            if latest.get(kind) != status and (c.consent or kind in latest):
-                store.record_consent(
-                    cid,
-                    kind,
-                    status,
-                    now,
-                    text_version="tenant-import",
-                    proof={"source": "tenant file import", "imported_at": now},
-                )
+        latest = store.latest_consents(cid)
+        proof = {"source": "tenant file import", "imported_at": now}
+        for kind in ledger.KINDS:
+            if c.consent:  # no confirmation time: recorded only where the kind has no record
+                ledger.grant(
+                    store, cid, kind, confirmed_at=None, now=now,
+                    text_version="tenant-import", proof=proof,
+                )  # fmt: skip
+            elif latest.get(kind) == "active":  # a file's "no" revokes an active consent only
+                ledger.revoke(store, cid, kind, at=now, proof=proof)
     for camp in tenant.campaigns:
         store.upsert_campaign(
             {

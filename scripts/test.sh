@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# README command 2: set up (system packages when root, the venv), then run the whole test suite.
-# Usage: scripts/test.sh [pytest args...]   e.g. scripts/test.sh -x -k presence
+# README command 2: set up (system packages when root, the venv), then run the whole test suite:
+# tests/unit, tests/db and tests/integration (the benchmarks in tests/bench are run by hand).
+# Usage: scripts/test.sh [pytest args...]   e.g. scripts/test.sh -x -k presence, scripts/test.sh tests/unit
 # Exit status: pytest's; a run that collected or ran no test is a failure (5), never a pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,5 @@
-"""Shared test setup: repository paths, the shared reference data, and a run-something guard."""
+"""Shared test setup: repository paths, the shared reference data, the store on both engines,
+every test module in a tier, and a run-something guard."""
 
 from __future__ import annotations
 
@@ -74,6 +75,40 @@ def db_location(
     # A PostgreSQL store keeps no key files: its data key comes from the environment.
     monkeypatch.setenv("PASSBY_DATA_KEY", PG_DATA_KEY)
     return pg.create_database(f"t{next(_pg_names)}")  # type: ignore[attr-defined,no-any-return]
+
+
+# Every test module lives in a tier -------------------------------------------------------
+TESTS = REPO_ROOT / "tests"
+TIERS = ("unit", "db", "integration")  # tests/bench/ holds benchmarks (bench_*.py), not tests
+
+
+def outside_the_tiers(path: Path) -> str | None:
+    """Why the test module at ``path`` is in no tier (its tier's rules would not apply), or None."""
+    parts = path.resolve().relative_to(TESTS).parts
+    if len(parts) > 1 and parts[0] in TIERS:
+        return None
+    return (
+        f"{path.resolve().relative_to(REPO_ROOT)} is in no test tier: move it to tests/unit/ "
+        "(no external process), tests/db/ (takes db_location) or tests/integration/ (real "
+        "Mosquitto, PostgreSQL, Chromium, tshark, installers)"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if TESTS in Path(item.path).resolve().parents and (why := outside_the_tiers(item.path)):
+        pytest.fail(why, pytrace=False)
+
+
+def tier_of(item: pytest.Item) -> int:
+    parts = Path(item.path).resolve().parts
+    return next((i for i, tier in enumerate(TIERS) if tier in parts), len(TIERS))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit tests first (the fastest failures first), then db, then integration. A session
+    fixture of another tier (the PostgreSQL cluster) is then stopped in a db or integration
+    test's teardown, never in a unit test's, where the unit tier's guard would refuse pg_ctl."""
+    items.sort(key=tier_of)  # stable: the order within a tier stays pytest's
 
 
 # A run where nothing executed (everything skipped or deselected) is not a pass.

@@ -153,7 +153,7 @@ def _explain_event(store: BridgeStore, event_id: str) -> int:
 
 def _explain_customer(store: BridgeStore, settings: BridgeSettings, crm_id: str) -> int:
     from cloud_bridge.delivery.providers import SandboxProvider
-    from cloud_bridge.offers.decide import Event, segment_of
+    from cloud_bridge.offers.decide import Event, Send, segment_of
     from cloud_bridge.offers.worker import DecisionWorker, customer_of, policy_from_settings
 
     row = store.customer_row(crm_id)
@@ -204,8 +204,8 @@ def _explain_customer(store: BridgeStore, settings: BridgeSettings, crm_id: str)
         outcome = worker.what_if(event, now)
         verdict = (
             f"would SEND {outcome.campaign.id} variant {outcome.variant.id}: {outcome.text!r}"
-            if hasattr(outcome, "text")
-            else f"would skip ({outcome.reason})"  # type: ignore[union-attr]
+            if isinstance(outcome, Send)
+            else f"would skip ({outcome.reason})"
         )
         typer.echo(f"If {crm_id} arrived at {sid} now (signal -50 dBm): {verdict}")
         for line in _chain(list(outcome.trace), "    "):

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,6 +18,10 @@ from cloud_bridge import __version__
 from cloud_bridge.cli.customers import customers_app, stores_app
 from cloud_bridge.cli.engine import register as register_engine_commands
 from cloud_bridge.config import BridgeSettings, ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from cloud_bridge.ingest.commands import Outcome
+    from cloud_bridge.sensors.provisioning import BrokerUpdate
 
 app = typer.Typer(
     help="passby cloud bridge: ingests presence events from sensors, decides offers "
@@ -203,7 +208,7 @@ def roster_publish(
         raise typer.Exit(1)
 
 
-def _print_outcomes(outcomes: list) -> None:  # type: ignore[type-arg]
+def _print_outcomes(outcomes: list[Outcome]) -> None:
     for o in outcomes:
         if o.reply is None:
             typer.echo(f"  {o.store_id}/{o.sensor_id}: no reply (offline?)")
@@ -225,11 +230,10 @@ def _targets(
 ) -> list[tuple[str, str]]:
     if sensor_id:
         return [(store_id, sensor_id)]
+    from cloud_bridge.storage.fleet import sensors_of_store
     from cloud_bridge.storage.store import BridgeStore
 
-    rows = BridgeStore(settings.database_path()).query(
-        "SELECT store_id, sensor_id FROM sensors WHERE store_id=?", [store_id]
-    )
+    rows = sensors_of_store(BridgeStore(settings.database_path()), store_id)
     return [(r["store_id"], r["sensor_id"]) for r in rows]
 
 
@@ -274,7 +278,8 @@ def cmd_config(
     settings = _load(config)
     from cloud_bridge.ingest.commands import CommandError, send_commands
 
-    body: dict = {"presence": {}}  # type: ignore[type-arg]
+    presence: dict[str, float] = {}
+    body: dict[str, float | dict[str, float]] = {"presence": presence}
     for item in set_:
         key, sep, value = item.partition("=")
         if not sep:
@@ -286,7 +291,7 @@ def cmd_config(
             typer.echo(f"error: --set {item!r}: {value!r} is not a number", err=True)
             raise typer.Exit(2) from None
         if key.startswith("presence."):
-            body["presence"][key.removeprefix("presence.")] = number
+            presence[key.removeprefix("presence.")] = number
         elif key == "stats_interval_s":
             body["stats_interval_s"] = number
         else:
@@ -384,7 +389,7 @@ sensors_app = typer.Typer(
 app.add_typer(sensors_app, name="sensors")
 
 
-def _broker_report(update) -> None:  # type: ignore[no-untyped-def]
+def _broker_report(update: BrokerUpdate) -> None:
     for path in update.written:
         typer.echo(f"broker file updated: {path}")
     if update.reloaded_pid:
@@ -407,6 +412,7 @@ def sensors_add(
     from datetime import UTC, datetime
 
     from cloud_bridge.sensors.provisioning import ProvisioningError, add_sensor, sensor_acl_block
+    from cloud_bridge.storage.fleet import password_hash_rows
     from cloud_bridge.storage.store import BridgeStore
 
     settings = _load(config)
@@ -423,10 +429,7 @@ def sensors_add(
     _broker_report(done.broker)
     p = settings.provisioning
     if p.password_file is None:
-        row = store.query(
-            "SELECT mqtt_password_hash FROM sensor_credentials WHERE mqtt_username=?",
-            [done.username],
-        )[0]
+        row = password_hash_rows(store, done.username)[0]
         typer.echo("add this line to the Mosquitto password file, then reload Mosquitto:")
         typer.echo(f"{done.username}:{row['mqtt_password_hash']}")
     if p.acl_file is None:
@@ -720,7 +723,7 @@ def simulate(
         raise typer.Exit(1)
 
 
-def _print_simulation(data: dict) -> None:  # type: ignore[type-arg]
+def _print_simulation(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -96,7 +96,7 @@ def _markdown(text: str) -> str:
 def pick_language(requested: str | None, accept_language: str | None, country: str) -> str:
     """The explicit choice, else the browser's first supported language, else the store's."""
     if requested in LANGUAGES:
-        return requested  # type: ignore[return-value]
+        return requested
     for part in (accept_language or "").split(","):
         tag = part.split(";")[0].strip().lower()[:2]
         if tag in LANGUAGES:

@@ -33,9 +33,12 @@ from cloud_bridge.csv_input import (
     load_json,
     sniff_delimiter,
 )
+from cloud_bridge.customers import consent as ledger
+from cloud_bridge.customers.consent import Outcome
 from cloud_bridge.customers.erasure import suppressed
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import store_country_rows
 from edge_agent.roster import parse_mac, subject_id
 
 __all__ = [
@@ -375,7 +378,7 @@ def _region(store: BridgeStore, store_id: str | None) -> tuple[str | None, str |
         if info is None:
             raise ImportFileError(f"store {store_id!r} is not configured")
         return info.country, store_id
-    rows = store.query("SELECT id, country FROM stores")
+    rows = store_country_rows(store)
     if len(rows) == 1:
         return rows[0]["country"], rows[0]["id"]
     return None, None
@@ -561,7 +564,8 @@ def _apply(
     }
     if existing is not None:  # a field the file leaves out keeps the customer's value
         given = {k: v if k in row.given else existing.get(k) for k, v in given.items()}
-    favourite = given.pop("favourite_product")
+    kept = given.pop("favourite_product")
+    favourite = None if kept is None else str(kept)  # a text column: a str or nothing
     segments = given
     wanted = {"name": row.name, "phone": row.phone, "favourite_product": favourite, **segments}
     if existing is None:
@@ -603,18 +607,7 @@ def _consents(
         latest = mine[-1] if mine else None
         status = latest["status"] if latest else None
         evidence_ts = row.consent_time
-        if value and status != "active":
-            if latest is not None and evidence_ts is not None and evidence_ts <= latest["ts"]:
-                report.problems.append(
-                    Problem(
-                        row.row,
-                        f"consent_{kind}",
-                        "evidence predates a later record (e.g. an opt-out); not applied",
-                        "warning",
-                        row.crm_id,
-                    )
-                )
-                continue
+        if value:
             proof = {
                 "method": "crm import",
                 "source": row.consent_source,
@@ -624,13 +617,24 @@ def _consents(
                 "import_sha256": sha,
                 "import_row": row.row,
             }
-            store.record_consent(
-                customer_id, kind, "active", evidence_ts or now, row.text_version, proof
-            )
-            report.consents_recorded += 1
+            done = ledger.grant(
+                store, customer_id, kind, confirmed_at=evidence_ts, now=now,
+                text_version=row.text_version, proof=proof,
+            )  # fmt: skip
+            if done is Outcome.SUPERSEDED:
+                report.problems.append(
+                    Problem(
+                        row.row,
+                        f"consent_{kind}",
+                        "evidence predates a later record (e.g. an opt-out); not applied",
+                        "warning",
+                        row.crm_id,
+                    )
+                )
+            report.consents_recorded += done is Outcome.RECORDED
         elif value is False and status == "active":
-            if evidence_ts is not None and latest is not None and latest["ts"] > evidence_ts:
-                continue  # an active consent newer than this opt-out evidence stands
+            # A CRM's "no" revokes an active consent; where there is none it is no evidence of
+            # anything (an active consent confirmed after the opt-out's time stands: the ledger)
             proof = {
                 "method": "crm import",
                 "source": row.consent_source or "crm",
@@ -639,8 +643,8 @@ def _consents(
                 "import_sha256": sha,
                 "import_row": row.row,
             }
-            store.record_consent(customer_id, kind, "revoked", evidence_ts or now, None, proof)
-            report.consents_recorded += 1
+            done = ledger.revoke(store, customer_id, kind, at=evidence_ts or now, proof=proof)
+            report.consents_recorded += done is Outcome.RECORDED
 
 
 def _iso(ts: float | None) -> str | None:

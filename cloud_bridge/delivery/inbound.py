@@ -1,6 +1,6 @@
 """Provider webhooks and opt-out: status callbacks, inbound STOP/START/HELP, one-click links.
 
-Routes (FastAPI):
+Routes (served by ``cloud_bridge.web.inbound``; the checks and parsing are here):
 
 * ``POST /sms/twilio/status`` and ``/sms/twilio/inbound``: form posts signed with
   ``X-Twilio-Signature`` (HMAC-SHA1 of the URL and the sorted parameters, auth token as key).
@@ -27,29 +27,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import json
 import logging
 import re
-import time
 import unicodedata
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
+from fastapi import Request
 
+from cloud_bridge.customers import consent as ledger
+from cloud_bridge.customers.consent import Outcome
 from cloud_bridge.delivery.providers import (
     SMSC_STATUS_STATES,
     TWILIO_STATUSES,
-    StatusResult,
-    smsc_status,
     twilio_signature,
-    twilio_status,
 )
 from cloud_bridge.delivery.sms_text import confirmation_text
 from cloud_bridge.errors import ReplayError, SignatureError, WebhookError
+from cloud_bridge.storage.sends import link_context
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = [
@@ -66,7 +62,6 @@ __all__ = [
     "TWILIO_STATUSES",
     "SMSC_STATUS_STATES",
     "gateway_signature",
-    "inbound_router",
 ]
 
 log = logging.getLogger(__name__)
@@ -136,13 +131,10 @@ class InboundOutcome:
 def _revoke(
     store: BridgeStore, customer_id: int, kinds: tuple[str, ...], now: float, proof: dict[str, Any]
 ) -> int:
-    latest = store.latest_consents(customer_id)
-    changed = 0
-    for kind in kinds:
-        if latest.get(kind) != "revoked":
-            store.record_consent(customer_id, kind, "revoked", now, proof=proof)
-            changed += 1
-    return changed
+    return sum(
+        ledger.revoke(store, customer_id, kind, at=now, proof=proof) is Outcome.RECORDED
+        for kind in kinds
+    )
 
 
 def _restore(store: BridgeStore, customer_id: int, now: float, proof: dict[str, Any]) -> int:
@@ -159,12 +151,12 @@ def _restore(store: BridgeStore, customer_id: int, now: float, proof: dict[str, 
             continue
         if kind == "recognition" and rows[-1]["proof"].get("source") != "inbound_sms":
             continue  # recognition withdrawn elsewhere (portal, erasure): START does not undo it
-        store.record_consent(
-            customer_id, kind, "active", now,
+        done = ledger.grant(
+            store, customer_id, kind, confirmed_at=now, now=now,
             text_version=actives[-1]["text_version"],
             proof={**proof, "restores_proof_of": actives[-1]["ts"]},
         )  # fmt: skip
-        changed += 1
+        changed += done is Outcome.RECORDED
     return changed
 
 
@@ -274,12 +266,11 @@ def optout(store: BridgeStore, token: str, now: float) -> tuple[bool, int | None
     row = store.optout_link_row(token) if re.fullmatch(r"[A-Za-z0-9]{4,32}", token) else None
     if row is None:
         return False, None
-    erased = store.query("SELECT erased FROM customers WHERE id=?", [row["customer_id"]])
-    if erased and erased[0]["erased"] is None:  # an erased customer has nothing left to revoke
-        _revoke(
-            store, row["customer_id"], ("sms",), now,
-            {"source": "optout_link", "send_id": row["send_id"]},
-        )  # fmt: skip
+    # (an erased customer has nothing left to revoke: the ledger writes nothing for them)
+    _revoke(
+        store, row["customer_id"], ("sms",), now,
+        {"source": "optout_link", "send_id": row["send_id"]},
+    )  # fmt: skip
     store.use_optout_link(token, now)
     log.info("opt-out link used: customer %s unsubscribed", row["customer_id"])
     return True, row["customer_id"]
@@ -287,11 +278,7 @@ def optout(store: BridgeStore, token: str, now: float) -> tuple[bool, int | None
 
 def _link_context(store: BridgeStore, token: str) -> tuple[str, str]:
     """(language, brand) of a link's send, for the page."""
-    rows = store.query(
-        "SELECT s.language, st.name FROM optout_links o LEFT JOIN sends s ON s.id=o.send_id "
-        "LEFT JOIN stores st ON st.id=s.store_id WHERE o.token=?",
-        [token],
-    )
+    rows = link_context(store, token)
     if not rows:
         return "en", ""
     lang = rows[0]["language"] if rows[0]["language"] in _OPTOUT_TEXT else "en"
@@ -394,264 +381,3 @@ def _check_twilio(
         if given and hmac.compare_digest(given, twilio_signature(url, params, token)):
             return
     raise SignatureError("bad X-Twilio-Signature")
-
-
-# -- router ----------------------------------------------------------------------------------------
-
-
-def inbound_router(store: BridgeStore, settings: Any | None) -> APIRouter:
-    """Webhooks and opt-out pages. The running service puts its Deliverer on
-    ``app.state.deliverer``; without one a sending-in-the-request Deliverer is made on first use."""
-    router = APIRouter()
-    fallback: list[Any] = []
-
-    def deliverer_of(request: Request) -> Any:
-        d = getattr(request.app.state, "deliverer", None)
-        if d is not None:
-            return d
-        if not fallback:
-            from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
-            from cloud_bridge.delivery.providers import make_provider
-
-            if settings is None:
-                from cloud_bridge.delivery.providers import SandboxProvider
-
-                fallback.append(Deliverer(store, SandboxProvider(store)))
-            else:
-                fallback.append(
-                    Deliverer(
-                        store,
-                        make_provider(settings.provider, store),
-                        DeliveryOptions.from_settings(settings),
-                    )
-                )
-        return fallback[0]
-
-    kind = settings.provider.kind if settings is not None else "sandbox"
-    public_url = settings.public_url if settings is not None else "http://127.0.0.1:8080"
-    delivery = settings.delivery if settings is not None else None
-    default_language = delivery.default_language if delivery else "en"
-    translit = delivery.transliterate if delivery else False
-    max_age = delivery.webhook_max_age_s if delivery else 300.0
-
-    def run(fn: Callable[[], Response]) -> Response:
-        try:
-            return fn()
-        except WebhookError as exc:
-            log.warning("webhook refused: %s", exc)
-            raise HTTPException(exc.status_code, str(exc)) from None
-
-    def inbound(
-        request: Request, provider: str, message_id: str, phone: str, to: str | None, text: str
-    ) -> InboundOutcome:
-        return handle_inbound(
-            store, deliverer_of(request), provider, message_id, phone, to, text, time.time(),
-            default_language=default_language, translit=translit,
-        )  # fmt: skip
-
-    def receipt(
-        request: Request, status: StatusResult, key: str | None, pid: str | None, raw: str
-    ) -> None:
-        """Apply a receipt once; the same receipt again (a retry or a replay) changes nothing."""
-        d = deliverer_of(request)
-        now = time.time()
-        if pid and not store.record_receipt(d.provider.name, pid, raw, status.error, now):
-            log.info("receipt %s/%s seen before: ignored", d.provider.name, raw)
-            return
-        d.on_receipt(status, now, key=key, provider_id=pid)
-
-    # Twilio ---------------------------------------------------------------------------------
-    def twilio_token() -> str | None:
-        return settings.provider.twilio.auth_token_value() if settings is not None else None
-
-    @router.post("/sms/twilio/status", include_in_schema=False)
-    async def twilio_status_callback(request: Request) -> Response:
-        form = await request.form()
-        params = [(k, str(v)) for k, v in form.multi_items()]
-
-        def go() -> Response:
-            if kind != "twilio":
-                raise HTTPException(404, "Twilio is not the configured provider")
-            _check_twilio(twilio_token(), request, public_url, params)
-            p = dict(params)
-            raw = p.get("MessageStatus", "")
-            status = twilio_status(raw, p.get("MessageSid"), p.get("ErrorCode"))
-            if status is None:
-                log.info("Twilio status callback %r: not an outbound status; ignored", raw[:40])
-            else:
-                receipt(request, status, request.query_params.get("key"), p.get("MessageSid"), raw)
-            return Response(status_code=204)
-
-        return run(go)
-
-    @router.post("/sms/twilio/inbound", include_in_schema=False)
-    async def twilio_inbound(request: Request) -> Response:
-        form = await request.form()
-        params = [(k, str(v)) for k, v in form.multi_items()]
-
-        def go() -> Response:
-            if kind != "twilio":
-                raise HTTPException(404, "Twilio is not the configured provider")
-            _check_twilio(twilio_token(), request, public_url, params)
-            p = dict(params)
-            inbound(
-                request,
-                "twilio",
-                p.get("MessageSid", ""),
-                p.get("From", ""),
-                p.get("To"),
-                p.get("Body", ""),
-            )
-            return Response("<Response/>", media_type="text/xml")
-
-        return run(go)
-
-    # SMSC.ru ----------------------------------------------------------------------------------
-    @router.post("/sms/smsc/callback", include_in_schema=False)
-    async def smsc_callback(request: Request) -> Response:
-        body = await request.body()
-
-        def go() -> Response:
-            if kind != "smsc" or settings is None:
-                raise HTTPException(404, "SMSC is not the configured provider")
-            charset = _smsc_charset(
-                request.query_params.get("charset"), request.headers.get("content-type", "")
-            )
-            p = smsc_form(body, charset)
-            password = settings.provider.smsc.password_value() or ""
-            if "mes" in p:  # an incoming SMS
-                fields = [p.get(k, "") for k in ("sms_id", "phone", "mes", "to")]
-            else:
-                fields = [p.get(k, "") for k in ("id", "phone", "status")]
-            try:
-                expected = smsc_signature(fields, password, charset)
-            except UnicodeEncodeError:
-                expected = ""
-            if not expected or not hmac.compare_digest(p.get("md5", ""), expected):
-                raise SignatureError("bad SMSC md5 check field")
-            if "mes" in p:
-                inbound(
-                    request, "smsc", p.get("sms_id", ""), p.get("phone", ""), p.get("to"), p["mes"]
-                )
-                return Response("OK", media_type="text/plain")
-            raw = p.get("status", "").strip()
-            code = int(raw) if re.fullmatch(r"-?\d+", raw) else None
-            status = smsc_status(code, p.get("id")) if code is not None else None
-            if status is None or status.status == "not_found":
-                # Not a state we can place (undocumented, or "not found"): changes nothing.
-                log.info("SMSC status callback %r: not a delivery state; ignored", raw[:8])
-            else:
-                receipt(request, status, None, p.get("id"), raw)
-            return Response("OK", media_type="text/plain")
-
-        return run(go)
-
-    # generic HTTP gateway ---------------------------------------------------------------------
-    def gateway_json(request: Request, body: bytes) -> dict[str, Any]:
-        secret = settings.provider.http.webhook_secret_value() if settings is not None else None
-        _check_gateway(
-            secret, request.headers.get("X-Passby-Signature", ""), body, time.time(), max_age
-        )
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise WebhookError("body is not JSON") from None
-        if not isinstance(data, dict):
-            raise WebhookError("body is not a JSON object")
-        return data
-
-    @router.post("/sms/http/status", include_in_schema=False)
-    async def http_status(request: Request) -> Response:
-        body = await request.body()
-
-        def go() -> Response:
-            if kind != "http":
-                raise HTTPException(404, "the generic gateway is not the configured provider")
-            data = gateway_json(request, body)
-            state = str(data.get("status", "")).lower()
-            if state not in ("accepted", "delivered", "undelivered", "failed"):
-                raise WebhookError(f"unknown status {state!r}")
-            pid = str(data.get("id") or "") or None
-            receipt(
-                request,
-                StatusResult(state, provider_id=pid, error=str(data.get("error") or "") or None),  # type: ignore[arg-type]
-                str(data.get("reference") or "") or None,
-                pid or str(data.get("reference") or ""),
-                state,
-            )
-            return Response(status_code=204)
-
-        return run(go)
-
-    @router.post("/sms/http/inbound", include_in_schema=False)
-    async def http_inbound(request: Request) -> Response:
-        body = await request.body()
-
-        def go() -> Response:
-            if kind != "http":
-                raise HTTPException(404, "the generic gateway is not the configured provider")
-            data = gateway_json(request, body)
-            inbound(
-                request, "http", str(data.get("id", "")), str(data.get("from", "")),
-                str(data.get("to") or "") or None, str(data.get("text", "")),
-            )  # fmt: skip
-            return Response(status_code=204)
-
-        return run(go)
-
-    # sandbox (demo) ---------------------------------------------------------------------------
-    @router.post("/sms/sandbox/inbound", include_in_schema=False)
-    async def sandbox_inbound(request: Request) -> dict[str, Any]:
-        body = await request.body()
-
-        def go() -> Response:
-            if kind != "sandbox":
-                raise HTTPException(404, "the sandbox is not the configured provider")
-            try:
-                data = json.loads(body)
-            except ValueError:
-                raise WebhookError("body is not JSON") from None
-            out = inbound(
-                request, "sandbox", str(data.get("id", "")), str(data.get("from", "")),
-                str(data.get("to") or "") or None, str(data.get("text", "")),
-            )  # fmt: skip
-            return Response(
-                json.dumps(
-                    {"action": out.action, "customers": out.customers, "changed": out.changed}
-                ),
-                media_type="application/json",
-            )
-
-        return run(go)  # type: ignore[return-value]
-
-    # one-click opt-out --------------------------------------------------------------------------
-    @router.get("/o/{token}", response_class=HTMLResponse, include_in_schema=False)
-    def optout_page(token: str) -> HTMLResponse:
-        lang, brand = _link_context(store, token)
-        t = _OPTOUT_TEXT[lang]
-        if not re.fullmatch(r"[A-Za-z0-9]{4,32}", token) or store.optout_link_row(token) is None:
-            return HTMLResponse(_page(lang, t["title"], f"<p>{html.escape(t['bad'])}</p>"), 404)
-        # One click: the form posts itself when the page opens; without JavaScript it is one
-        # button. A link preview (which runs no script) cannot unsubscribe anyone.
-        body = (
-            f"<p>{html.escape(t['ask'].format(brand=brand or 'SMS'))}</p>"
-            f'<form method="post" id="f"><button type="submit">{html.escape(t["button"])}</button>'
-            "</form><script>document.getElementById('f').submit()</script>"
-        )
-        return HTMLResponse(_page(lang, t["title"], body), headers={"Cache-Control": "no-store"})
-
-    @router.post("/o/{token}", response_class=HTMLResponse, include_in_schema=False)
-    def optout_post(token: str) -> HTMLResponse:
-        lang, brand = _link_context(store, token)
-        t = _OPTOUT_TEXT[lang]
-        ok, _ = optout(store, token, time.time())
-        if not ok:
-            return HTMLResponse(_page(lang, t["title"], f"<p>{html.escape(t['bad'])}</p>"), 404)
-        return HTMLResponse(
-            _page(
-                lang, t["title"], f"<p>{html.escape(t['done'].format(brand=brand or 'SMS'))}</p>"
-            ),
-            headers={"Cache-Control": "no-store"},
-        )
-
-    return router

@@ -50,14 +50,25 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from cloud_bridge.customers import consent as ledger
 from cloud_bridge.delivery.providers import Outgoing, Provider, SendResult, StatusResult
 from cloud_bridge.delivery.ratelimit import SharedBucket, TokenBucket, bucket_for
 from cloud_bridge.delivery.sms_encoding import cost_of
-from cloud_bridge.delivery.sms_text import compose, language_of_text, optout_link, sender_kind
+from cloud_bridge.delivery.sms_text import (
+    Language,
+    compose,
+    language_of_text,
+    optout_link,
+    sender_kind,
+)
 from cloud_bridge.errors import SenderError
+from cloud_bridge.storage.sends import expired_reserved
 from cloud_bridge.storage.store import BridgeStore
+
+if TYPE_CHECKING:
+    from cloud_bridge.config import BridgeSettings
 
 __all__ = ["FROM", "FINAL", "DeliveryOptions", "Deliverer", "country_of", "seen_at"]
 
@@ -108,7 +119,7 @@ class DeliveryOptions:
     transliterate: bool = False
     prices: Mapping[str, float] = field(default_factory=dict)
     currency: str = ""
-    default_language: str = "en"
+    default_language: Language = "en"
     optout_base_url: str = "http://127.0.0.1:8080"
     status_callback_url: str | None = None
     rate_per_s: float = 10.0
@@ -116,7 +127,7 @@ class DeliveryOptions:
     orphan_after_s: float = ORPHAN_AFTER_S
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DeliveryOptions:
+    def from_settings(cls, settings: BridgeSettings) -> DeliveryOptions:
         """From ``BridgeSettings``."""
         d, p = settings.delivery, settings.provider
         base = settings.public_url.rstrip("/")
@@ -253,9 +264,8 @@ class Deliverer:
         if job["idem_key"]:
             return None, job["expires_at"]
         expires_at = seen_at(job) + o.offer_ttl_s
-        language = (
-            store.customer_language(job["customer_id"])
-            or language_of_text(job["body"], o.default_language)  # type: ignore[arg-type]
+        language = store.customer_language(job["customer_id"]) or language_of_text(
+            job["body"], o.default_language
         )
         token = None
         try:
@@ -576,8 +586,8 @@ class Deliverer:
     def _act(self, action: str | None, job: dict[str, Any], code: str | None, now: float) -> None:
         """What a provider's refusal means for the customer."""
         if action == "opt_out":
-            self.store.record_consent(
-                job["customer_id"], "sms", "revoked", now,
+            ledger.revoke(
+                self.store, job["customer_id"], "sms", at=now,
                 proof={"source": "provider", "provider": self.provider.name, "code": code},
             )  # fmt: skip
             log.info("customer %s: provider says unsubscribed; consent revoked", job["customer_id"])
@@ -747,9 +757,7 @@ class Deliverer:
                         self.reconcile(table, row, now)
                     except Exception:
                         log.exception("%s %s: reconciliation failed; will retry", table, row["id"])
-            for row in store.query(
-                f"SELECT id FROM {table} WHERE state='reserved' AND expires_at<=?", [now]
-            ):
+            for row in expired_reserved(store, table, now):
                 self._finish(
                     table, row["id"], "expired", now, "the offer expired before it could be sent"
                 )

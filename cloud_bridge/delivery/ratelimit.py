@@ -14,9 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-__all__ = ["TokenBucket", "BucketStats", "SharedBucket", "bucket_for", "reset_buckets"]
+__all__ = [
+    "TokenBucket",
+    "BucketStats",
+    "BucketStore",
+    "SharedBucket",
+    "bucket_for",
+    "reset_buckets",
+]
 
 
 @dataclass
@@ -97,13 +104,23 @@ class TokenBucket:
         return self.stats.utilisation(self.rate, self.burst)
 
 
+class BucketStore(Protocol):
+    """Where a SharedBucket keeps its arrival time (BridgeStore's ``bucket_tat``/``bucket_book``)."""
+
+    def bucket_tat(self, name: str) -> float: ...
+
+    def bucket_book(
+        self, name: str, now: float, interval: float, tolerance: float, deadline: float | None
+    ) -> float | None: ...
+
+
 class SharedBucket(TokenBucket):
     """The same bucket kept in the database, for several bridge workers sending through one
     provider account: its one float (the theoretical arrival time) lives in ``bridge_meta``
     and every booking is one atomic UPDATE, so N workers together keep the account's rate.
     The clock is wall time (workers on several hosts need NTP, as the provider's does)."""
 
-    def __init__(self, store: Any, account: str, rate: float, burst: int = 1) -> None:
+    def __init__(self, store: BucketStore, account: str, rate: float, burst: int = 1) -> None:
         super().__init__(rate, burst, clock=time.time)
         self.store = store
         self.name = f"ratelimit:{account}"

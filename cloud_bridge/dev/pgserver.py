@@ -92,10 +92,9 @@ class LocalPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> str:
-        import psycopg
+        from cloud_bridge.storage.databases import create_pg_database
 
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        create_pg_database(self.dsn(), name)
         return self.dsn(name)
 
     def stop(self) -> None:

@@ -64,9 +64,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -121,7 +122,7 @@ FD_MARGIN = 64  # descriptors beyond one per sensor (log files, pipes, the selec
 _SUBJECT_RE = re.compile(SUBJECT_PATTERN)
 _ID_RE = re.compile(ID_PATTERN)
 # What simulated presence transitions look like: arrivals dominate, as at a shop door.
-EVENT_TYPES = ("arrive", "visit", "leave")
+EVENT_TYPES: tuple[Literal["arrive", "visit", "leave"], ...] = ("arrive", "visit", "leave")
 EVENT_WEIGHTS = (0.5, 0.2, 0.3)
 
 
@@ -334,7 +335,7 @@ class _SimClient:
         self.cmd_prefix = topic(sensor.store_id, sensor.sensor_id, "cmd/")
         self.reply_prefix = topic(sensor.store_id, sensor.sensor_id, "reply/")
         c = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=sensor.client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2, client_id=sensor.client_id, protocol=mqtt.MQTTv5
         )
         if ctx is not None:
             c.tls_set_context(ctx)
@@ -383,7 +384,7 @@ class _SimClient:
     # connection
     def connect(self) -> None:
         s = self.shard
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
         props.SessionExpiryInterval = s.plan.session_expiry_s
         self.state = _CONNECTING
         try:
@@ -447,9 +448,9 @@ class _SimClient:
         self._retry()
 
     # messages
-    def publish_status(self, state: str) -> None:
+    def publish_status(self, state: Literal["online", "offline"]) -> None:
         payload = StatusMessage(
-            state=state,  # type: ignore[arg-type]
+            state=state,
             agent_version=AGENT_VERSION,
             ts=time.time(),
         ).to_json()
@@ -614,7 +615,7 @@ class _Shard:
         dwell = 0.0 if kind == "arrive" else rng.uniform(30, 1800)
         msg = PresenceMessage(
             event_id=secrets.token_hex(16),
-            type=kind,  # type: ignore[arg-type]
+            type=kind,
             subject=subject,
             ts=now,
             first_seen=now - dwell - rng.uniform(1, 10),
@@ -682,7 +683,7 @@ class _Shard:
                 now >= phase_until or not any(c.status_mids for c in self.clients)
             ):
                 self.phase, phase_until = _CLOSE, now + CLOSE_S
-                bye = Properties(PacketTypes.DISCONNECT)
+                bye = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]  # paho: no hints
                 bye.SessionExpiryInterval = 0  # the broker may forget the session now
                 for sim in self.clients:
                     if sim.state in (_UP, _CONNECTING):
@@ -954,7 +955,9 @@ def load_subjects(path: Path) -> tuple[str, ...]:
 
 def subjects_from_store(store: BridgeStore, limit: int = 100_000) -> tuple[str, ...]:
     """Subject ids of the bridge's customers (events for them go through the whole decision)."""
-    rows = store.query("SELECT subject FROM customers ORDER BY id LIMIT ?", [limit])
+    from cloud_bridge.storage.customers import subjects
+
+    rows = subjects(store, limit)
     return tuple(r["subject"] for r in rows)
 
 
@@ -1038,14 +1041,12 @@ def missing_events(store: Any, event_ids: Sequence[str], chunk: int = 500) -> li
 
     ``store`` is anything with ``query(sql, params) -> list[dict]`` taking ``?`` placeholders
     (``BridgeStore``)."""
+    from cloud_bridge.storage.events import known_event_ids
+
     missing: list[str] = []
     for i in range(0, len(event_ids), chunk):
         part = list(event_ids[i : i + chunk])
-        marks = ",".join("?" * len(part))
-        found = {
-            r["event_id"]
-            for r in store.query(f"SELECT event_id FROM events WHERE event_id IN ({marks})", part)
-        }
+        found = known_event_ids(store, part)
         missing += [e for e in part if e not in found]
     return missing
 

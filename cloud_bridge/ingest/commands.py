@@ -6,11 +6,16 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud_bridge.config import MqttSettings
 from cloud_bridge.ingest.mqtt import make_client
 from edge_agent.protocol import COMMANDS, ReplyMessage, topic
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 __all__ = ["CommandError", "Outcome", "send_commands"]
 
@@ -52,17 +57,21 @@ def send_commands(
 
     client = make_client(settings, f"passby-bridge-cmd-{uuid.uuid4().hex[:8]}")
 
-    def on_connect(c, u, f, rc, p) -> None:  # type: ignore[no-untyped-def]
+    def on_connect(
+        c: Client, u: Any, f: ConnectFlags, rc: ReasonCode, p: Properties | None
+    ) -> None:
         if rc.is_failure:
             failure.append(str(rc))
             connected.set()
             return
         c.subscribe([(topic(s, x, f"reply/{name}"), 1) for s, x in set(wanted.values())])
 
-    def on_subscribe(c, u, mid, rcs, p) -> None:  # type: ignore[no-untyped-def]
+    def on_subscribe(
+        c: Client, u: Any, mid: int, rcs: list[ReasonCode], p: Properties | None
+    ) -> None:
         connected.set()
 
-    def on_message(c, u, m) -> None:  # type: ignore[no-untyped-def]
+    def on_message(c: Client, u: Any, m: MQTTMessage) -> None:
         try:
             reply = ReplyMessage.model_validate_json(m.payload)
         except ValueError:

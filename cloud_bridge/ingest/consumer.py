@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -46,6 +46,14 @@ from edge_agent.protocol import (
     parse_topic,
     topic,
 )
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+# An MQTT payload as paho hands it over (MQTTMessage.payload).
+Payload = bytes | bytearray
 
 __all__ = [
     "IngestCounters",
@@ -120,7 +128,7 @@ class Receipts:
         return out
 
 
-def _event_id_of(payload: bytes) -> str | None:
+def _event_id_of(payload: Payload) -> str | None:
     """The event_id of an events payload that was refused, if it has a well-formed one."""
     try:
         data = json.loads(payload)
@@ -151,7 +159,7 @@ def _reason(exc: ValidationError) -> str:
 
 
 def handle_message(
-    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+    store: BridgeStore, topic: str, payload: Payload, now: float, counters: IngestCounters
 ) -> str:
     """Validate and store one message; returns 'event', 'duplicate', 'dead', 'status' or 'stats'."""
     return handle_batch(store, [(topic, payload)], now, counters)[0][0]
@@ -159,7 +167,7 @@ def handle_message(
 
 def handle_batch(
     store: BridgeStore,
-    messages: list[tuple[str, bytes]],
+    messages: list[tuple[str, Payload]],
     now: float,
     counters: IngestCounters,
     receipts: Receipts | None = None,
@@ -200,7 +208,7 @@ def handle_batch(
     return results
 
 
-def _receipt_dead(receipts: Receipts, topic_: str, payload: bytes, reason: str) -> None:
+def _receipt_dead(receipts: Receipts, topic_: str, payload: Payload, reason: str) -> None:
     """A dead-lettered event is settled too: its sensor must drop it, not send it forever."""
     try:
         store_id, sensor_id, leaf = parse_topic(topic_)
@@ -214,7 +222,7 @@ def _receipt_dead(receipts: Receipts, topic_: str, payload: bytes, reason: str) 
 
 
 def _one(
-    store: BridgeStore, topic: str, payload: bytes, now: float, counters: IngestCounters
+    store: BridgeStore, topic: str, payload: Payload, now: float, counters: IngestCounters
 ) -> tuple[str, PresenceMessage | None]:
     """One message: a valid event is returned to be stored with its batch ('pending');
     anything else is handled here.
@@ -257,7 +265,7 @@ def _one(
         if leaf == "status":
             status = StatusMessage.model_validate_json(text)
             counters.status += 1
-            state = status.state
+            state: str = status.state
             counters.incompatible.pop((store_id, sensor_id), None)
             if status.protocol != PROTOCOL_VERSION:
                 # Refuse the peer loudly: its events would not be understood.
@@ -331,12 +339,19 @@ class Ingest:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._lock = threading.Lock()  # the counters, between the MQTT thread and the flusher
-        self._pending: list[Any] = []  # received, not yet stored (nor acknowledged)
+        self._pending: list[MQTTMessage] = []  # received, not yet stored (nor acknowledged)
         self._pending_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_connect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.error("broker refused the bridge connection: %s", reason_code)
             return
@@ -347,11 +362,18 @@ class Ingest:
         self.connected.set()
         log.info("bridge connected to %s:%s", self.settings.host, self.settings.port)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+    def _on_disconnect(
+        self,
+        client: Client,
+        userdata: Any,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         self.connected.clear()
         log.warning("bridge disconnected from broker: %s", reason_code)
 
-    def _on_message(self, client, userdata, message) -> None:  # type: ignore[no-untyped-def]
+    def _on_message(self, client: Client, userdata: Any, message: MQTTMessage) -> None:
         """Messages are stored in small batches (one statement for their events), then
         acknowledged in the order they came: what is acknowledged is on disk."""
         with self._lock:

@@ -56,6 +56,7 @@ def _no_delay(client: mqtt.Client, userdata: object, sock: object) -> None:
     """Small packets leave at once: receipts and PUBACKs are not held back by Nagle behind the
     broker's delayed TCP ACK."""
     with contextlib.suppress(OSError, AttributeError):
+        # paho passes a SocketLike (no setsockopt in its type); a websocket wrapper may lack it.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 

@@ -1,4 +1,5 @@
-"""Campaigns: the model, TOML files, validation that names the field, storage, and the JSON API.
+"""Campaigns: the model, TOML files, validation that names the field, storage (the JSON API is
+``cloud_bridge.web.api.campaigns``).
 
 A campaign file holds one campaign (top-level keys) or several (``[[campaigns]]``)::
 
@@ -50,17 +51,14 @@ campaign is saved, never found at send time. Every problem names its field, e.g.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud_bridge.offers.decide import (
@@ -74,6 +72,7 @@ from cloud_bridge.offers.decide import (
     Schedule,
     Variant,
 )
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS
 from cloud_bridge.offers.templates import VARIABLES, TemplateError, render
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.protocol import ID_PATTERN
@@ -82,7 +81,6 @@ __all__ = [
     "CampaignDef",
     "CampaignError",
     "Problem",
-    "campaigns_router",
     "engine_campaign",
     "load_book",
     "read_campaign_file",
@@ -194,8 +192,10 @@ class VariantDef(_M):
 
 
 class CapsDef(_M):
-    count: int = Field(1, ge=1, le=100, description="SMS of this campaign per customer per window")
-    days: int = Field(30, ge=1, le=366, description="the cap's window, days")
+    count: int = Field(
+        CAP_COUNT, ge=1, le=100, description="SMS of this campaign per customer per window"
+    )
+    days: int = Field(CAP_DAYS, ge=1, le=366, description="the cap's window, days")
 
 
 class CampaignDef(_M):
@@ -494,144 +494,3 @@ def engine_campaign(row: dict[str, Any]) -> Campaign:
 
 def load_book(store: BridgeStore) -> CampaignBook:
     return CampaignBook(engine_campaign(r) for r in store.campaign_rows())
-
-
-# -- JSON API -------------------------------------------------------------------------------
-
-
-def _bearer_check(settings: Any) -> Callable[[Request], None]:
-    """Default guard: ``Authorization: Bearer <enrol.api_token>`` (as the erasure API)."""
-
-    def check(request: Request) -> None:
-        token = getattr(getattr(settings, "enrol", None), "api_token", None)
-        if token is None:
-            raise HTTPException(403, "the campaign API is off: set enrol.api_token")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
-            raise HTTPException(401, "a valid bearer token is required")
-
-    return check
-
-
-def campaigns_router(
-    store: BridgeStore,
-    settings: Any = None,
-    auth: Callable[..., Any] | None = None,
-    clock: Callable[[], float] | None = None,
-) -> APIRouter:
-    """CRUD of campaigns under ``/api/v1/campaigns`` (the console uses the same validation).
-
-    ``auth`` is a FastAPI dependency that refuses unauthorised requests (default: a console
-    login or API token with the admin or marketer role; without console accounts, the bearer
-    token ``enrol.api_token``). Errors: 422 ``{"errors": [{"field", "message"}]}``."""
-    import time
-
-    now = clock or time.time
-    if auth is None:
-        try:  # console accounts (admin and marketer roles, session or API token)
-            from cloud_bridge.web.auth import require
-
-            auth = require("admin", "marketer")
-        except ImportError:
-            auth = _bearer_check(settings)
-    guard = Depends(auth)
-    api = APIRouter(prefix="/api/v1", dependencies=[guard])
-
-    def invalid(exc: CampaignError) -> HTTPException:
-        return HTTPException(
-            422, {"errors": [{"field": p.field, "message": p.message} for p in exc.problems]}
-        )
-
-    def one(campaign_id: str) -> dict[str, Any]:
-        rows = store.campaign_rows(campaign_id)
-        if not rows:
-            raise HTTPException(404, f"no campaign {campaign_id!r}")
-        return _public(rows[0])
-
-    def _public(row: dict[str, Any]) -> dict[str, Any]:
-        out = row_to_dict(row)
-        out["paused_reason"] = row.get("paused_reason")
-        out["created"], out["updated"] = row.get("created"), row.get("updated")
-        return out
-
-    @api.get("/campaigns")
-    def list_campaigns() -> list[dict[str, Any]]:
-        return [_public(r) for r in store.campaign_rows()]
-
-    @api.get("/campaigns/{campaign_id}")
-    def get_campaign(campaign_id: str) -> dict[str, Any]:
-        return one(campaign_id)
-
-    @api.post("/campaigns/validate")
-    def validate_only(body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            validate_campaigns([body], store, settings)
-        except CampaignError as exc:
-            raise invalid(exc) from None
-        return {"valid": True}
-
-    @api.post("/campaigns", status_code=201)
-    def create(body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            [defn] = validate_campaigns([body], store, settings)
-        except CampaignError as exc:
-            raise invalid(exc) from None
-        if store.campaign_rows(defn.id):
-            raise HTTPException(409, f"campaign {defn.id!r} exists: PUT to change it")
-        save_campaigns(store, [defn], "api", now())
-        return one(defn.id)
-
-    @api.put("/campaigns/{campaign_id}")
-    def replace(campaign_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        body = {**body, "id": body.get("id", campaign_id)}
-        if body["id"] != campaign_id:
-            raise HTTPException(
-                422, {"errors": [{"field": "id", "message": "differs from the URL"}]}
-            )
-        try:
-            [defn] = validate_campaigns([body], store, settings)
-        except CampaignError as exc:
-            raise invalid(exc) from None
-        save_campaigns(store, [defn], "api", now())
-        return one(defn.id)
-
-    @api.post("/campaigns/{campaign_id}/status")
-    def set_status(campaign_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        status = body.get("status")
-        if status not in ("draft", "active", "paused", "ended"):
-            raise HTTPException(
-                422,
-                {"errors": [{"field": "status", "message": "one of draft, active, paused, ended"}]},
-            )
-        one(campaign_id)
-        store.set_campaign_status(campaign_id, status, now(), body.get("reason"))
-        return one(campaign_id)
-
-    @api.delete("/campaigns/{campaign_id}", status_code=204)
-    def delete(campaign_id: str) -> Response:
-        outcome = store.delete_campaign(campaign_id)
-        if outcome == "missing":
-            raise HTTPException(404, f"no campaign {campaign_id!r}")
-        if outcome == "used":
-            raise HTTPException(
-                409, "the campaign has decisions (kept for reports): set its status to ended"
-            )
-        return Response(status_code=204)
-
-    @api.post("/stores/{store_id}/budget")
-    def set_store_budget(store_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        budget = body.get("daily_budget")
-        if budget is not None and (not isinstance(budget, int) or budget < 0):
-            raise HTTPException(
-                422,
-                {"errors": [{"field": "daily_budget", "message": "a whole number >= 0, or null"}]},
-            )
-        if not store.set_store_budget(store_id, budget):
-            raise HTTPException(404, f"no store {store_id!r}")
-        return {"store_id": store_id, "daily_budget": budget}
-
-    @api.get("/engine/stats")
-    def engine_stats() -> dict[str, Any]:
-        return {**store.engine_stats(), "alerts": store.engine_alerts(20)}
-
-    return api

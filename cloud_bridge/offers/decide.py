@@ -2,7 +2,8 @@
 
 No IO and no clock: the caller passes ``now`` and everything the decision depends on, so the
 same inputs always give the same answer (and ``cloud-bridge explain`` can show it). Everything
-that shapes a decision is a table at the top of this module.
+that shapes a decision is a table at the top of this module; the defaults (caps, sending hours,
+the country hours, the send states that count) are defined once in ``offers/policy.py``.
 
 Checks run in a fixed order. First the checks about the customer and the moment, in this
 order: store known, customer known, not erased, marketing SMS consent, recognition consent,
@@ -36,6 +37,15 @@ from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from cloud_bridge.clock import DEFAULT_MAX_SKEW_S, future_problem
+from cloud_bridge.offers.policy import (
+    CAP_COUNT,
+    CAP_DAYS,
+    COUNTRY_HOURS,
+    OVERALL_CAP,
+    OVERALL_DAYS,
+    SEND_END,
+    SEND_START,
+)
 from cloud_bridge.offers.templates import TemplateError, render
 
 __all__ = [
@@ -160,12 +170,6 @@ OPS_FOR_KIND: Final[dict[str, frozenset[str]]] = {
     "number": frozenset({"eq", "ne", "gte", "lte", "gt", "lt", "exists", "missing"}),
 }
 
-# Legal sending-hour minimums by store country (local time); store hours can only narrow them.
-# US: TCPA quiet hours (no marketing messages before 08:00 or after 21:00 recipient local time).
-COUNTRY_HOURS: Final[dict[str, tuple[str, str]]] = {
-    "US": ("08:00", "21:00"),
-}
-
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 STATUSES: Final = ("draft", "active", "paused", "ended")
 TRIGGERS: Final = ("arrive", "visit")
@@ -182,8 +186,8 @@ class StoreInfo:
     timezone: str
     country: str
     sender_name: str
-    send_start: str = "09:00"
-    send_end: str = "21:00"
+    send_start: str = SEND_START
+    send_end: str = SEND_END
     daily_budget: int | None = None  # SMS per local day; None = no limit
 
 
@@ -241,8 +245,8 @@ class Campaign:
     template: str  # the single text of a campaign without variants
     stores: tuple[str, ...] = ()  # empty: every store
     status: str = "active"
-    cap_count: int = 1
-    cap_days: int = 30
+    cap_count: int = CAP_COUNT
+    cap_days: int = CAP_DAYS
     priority: int = 0
     variants: tuple[Variant, ...] = ()
     holdout_pct: float = 0.0
@@ -272,8 +276,8 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    overall_cap: int = 4
-    overall_days: int = 30
+    overall_cap: int = OVERALL_CAP
+    overall_days: int = OVERALL_DAYS
     offer_ttl_s: float = 600.0
     max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
     regular_visits: int = 3

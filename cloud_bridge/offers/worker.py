@@ -46,6 +46,7 @@ from cloud_bridge.offers.decide import (
     optout_guard_trips,
 )
 from cloud_bridge.storage.store import BridgeStore, decision_row
+from cloud_bridge.storage.stores import every_store_info_rows, store_info_rows
 
 __all__ = [
     "DecisionWorker",
@@ -221,16 +222,12 @@ class DecisionWorker:
         hit = self._stores.get(store_id)
         if hit is not None and mono - hit[0] < self.cache_s:
             return hit[1]
-        columns = (
-            "SELECT id, name, timezone, country, sender_name, send_start, send_end, "
-            "daily_budget FROM stores"
-        )
         if mono - self._stores_read < self.cache_s:  # a store added since the full read
-            rows = self.store.query(f"{columns} WHERE id=?", [store_id])
+            rows = store_info_rows(self.store, store_id)
             info = StoreInfo(**rows[0]) if rows else None
             self._stores[store_id] = (mono, info)
             return info
-        self._stores = {r["id"]: (mono, StoreInfo(**r)) for r in self.store.query(columns)}
+        self._stores = {r["id"]: (mono, StoreInfo(**r)) for r in every_store_info_rows(self.store)}
         self._stores_read = mono
         if store_id not in self._stores:
             self._stores[store_id] = (mono, None)
@@ -258,7 +255,7 @@ class DecisionWorker:
         if self.orphan_after_s is None:
             return self.store.next_new_events(self.batch)
         while self._mine:
-            ids = []
+            ids: list[str] = []
             while self._mine and len(ids) < self.batch:
                 ids.append(self._mine.popleft())
             rows = self.store.new_events_by_id(ids)

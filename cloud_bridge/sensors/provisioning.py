@@ -35,12 +35,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from cloud_bridge.config import BridgeSettings
+from cloud_bridge.storage.fleet import broker_login, credential_by_username, sensors_of_store
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
-from edge_agent.pairing import PAIR_PATH, PairedMqtt, PairingConfig
+from edge_agent.pairing import PairedMqtt, PairingConfig
 from edge_agent.protocol import BRIDGE_HELLO_TOPIC, ID_PATTERN, TOPIC_ROOT
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
     "mosquitto_hash",
     "mosquitto_verify",
     "normalise_code",
-    "pairing_router",
+    "PairRequest",
     "redeem",
     "render_acl",
     "render_password_file",
@@ -309,10 +309,7 @@ class Provisioned:
 
 
 def _next_sensor_id(store: BridgeStore, store_id: str) -> str:
-    taken = {
-        r["sensor_id"]
-        for r in store.query("SELECT sensor_id FROM sensors WHERE store_id=?", [store_id])
-    }
+    taken = {r["sensor_id"] for r in sensors_of_store(store, store_id)}
     taken |= {
         r["sensor_id"]
         for r in store.sensor_credentials(include_revoked=True)
@@ -363,9 +360,7 @@ def add_sensor(
     except IntegrityError as exc:
         if rotate:
             raise ProvisioningError(f"no sensor {store_id}/{sensor_id} to rotate") from None
-        other = store.query(
-            "SELECT store_id, sensor_id FROM sensor_credentials WHERE mqtt_username=?", [username]
-        )
+        other = credential_by_username(store, username)
         if other and (other[0]["store_id"], other[0]["sensor_id"]) != (store_id, sensor_id):
             raise ProvisioningError(
                 f"broker user {username!r} already belongs to sensor "
@@ -436,10 +431,7 @@ def redeem(
         raise PairingError(status, message)
     secret = json.loads(store.cipher.unseal(row["sealed"], _SEAL_PURPOSE + code_hash.encode()))
     store_id, sensor_id = row["store_id"], row["sensor_id"]
-    cred = store.query(
-        "SELECT mqtt_username, channel FROM sensor_credentials WHERE store_id=? AND sensor_id=?",
-        [store_id, sensor_id],
-    )[0]
+    cred = broker_login(store, store_id, sensor_id)
     p = settings.provisioning
     ca_pem = p.mqtt_ca_file.read_text(encoding="utf-8") if p.mqtt_ca_file else None
     log.info("sensor %s/%s paired from %s", store_id, sensor_id, used_by or "?")
@@ -464,23 +456,3 @@ def redeem(
 
 class PairRequest(BaseModel):
     code: str = Field(description="pairing code printed by 'cloud-bridge sensors add'")
-
-
-def pairing_router(store: BridgeStore, settings: BridgeSettings) -> APIRouter:
-    """``POST /api/v1/pair {"code": ...}`` -> the sensor's PairingConfig, exactly once."""
-    router = APIRouter()
-
-    @router.post(PAIR_PATH, response_class=Response)
-    def pair(body: PairRequest, request: Request) -> Response:
-        client = request.client.host if request.client else None
-        try:
-            cfg = redeem(store, settings, body.code, used_by=client)
-        except PairingError as exc:
-            raise HTTPException(exc.status, str(exc)) from None
-        return Response(
-            cfg.model_dump_json(by_alias=True),
-            media_type="application/json",
-            headers={"Cache-Control": "no-store"},
-        )
-
-    return router

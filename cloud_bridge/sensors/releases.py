@@ -1,4 +1,4 @@
-"""The boxes' update source: ``GET /releases/passby-edge-latest.tar`` serves the newest signed
+"""The boxes' update source: ``GET /releases/passby-edge-latest.tar`` (``web.api.releases``) serves the newest signed
 agent release in ``DATA_DIR/releases/`` (``passby-edge-X.Y.Z.tar``, put there by
 ``deploy/cloud/install.sh`` from a release bundle). Boxes installed from a bundle check this URL
 nightly (passby-update.timer) unless the release names another. No login: a release holds the
@@ -9,12 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
-
-from cloud_bridge.config import BridgeSettings
-
-__all__ = ["LATEST", "latest_release", "releases_router"]
+__all__ = ["LATEST", "latest_release"]
 
 LATEST = "passby-edge-latest.tar"
 _NAME = re.compile(r"^passby-edge-(\d+(?:\.\d+){0,3})\.tar$")
@@ -28,18 +23,3 @@ def latest_release(directory: Path) -> Path | None:
         if m and p.is_file():
             found.append((tuple(int(x) for x in m.group(1).split(".")), p))
     return max(found)[1] if found else None
-
-
-def releases_router(settings: BridgeSettings) -> APIRouter:
-    r = APIRouter()
-    directory = Path(settings.data_dir) / "releases"
-
-    @r.get(f"/releases/{LATEST}", tags=["sensors"], response_class=FileResponse)
-    def latest() -> FileResponse:
-        """The newest signed agent release for the boxes (the box verifies its signature)."""
-        path = latest_release(directory)
-        if path is None:
-            raise HTTPException(404, f"no agent release in {directory.name}/ on this bridge")
-        return FileResponse(path, media_type="application/x-tar", filename=path.name)
-
-    return r

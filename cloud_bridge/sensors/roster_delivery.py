@@ -15,6 +15,7 @@ from cloud_bridge.config import BridgeSettings
 from cloud_bridge.ingest.commands import Outcome, send_commands
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster, write_roster
+from cloud_bridge.storage.fleet import sensors_of_store
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = ["Published", "roster_path", "publish_roster"]
@@ -53,12 +54,7 @@ def publish_roster(
     url = roster_url(settings, store_id)
     outcomes: list[Outcome] = []
     if announce:
-        sensors = [
-            (r["store_id"], r["sensor_id"])
-            for r in store.query(
-                "SELECT store_id, sensor_id FROM sensors WHERE store_id=?", [store_id]
-            )
-        ]
+        sensors = [(r["store_id"], r["sensor_id"]) for r in sensors_of_store(store, store_id)]
         if sensors:
             outcomes = send_commands(
                 settings.commands_mqtt(),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import site_key_rows
 from edge_agent.roster import build_roster, mac_hash
 
 __all__ = [
@@ -27,7 +28,7 @@ def build_store_roster(
     store: BridgeStore, keys: BridgeKeys, store_id: str, now: float
 ) -> tuple[bytes, int]:
     """A new signed roster version for a store: (file bytes, version). Only consented devices."""
-    rows = store.query("SELECT site_key FROM stores WHERE id=?", [store_id])
+    rows = site_key_rows(store, store_id)
     if not rows:
         raise RosterBuildError(f"store {store_id!r} is not configured")
     site_key = bytes.fromhex(rows[0]["site_key"])

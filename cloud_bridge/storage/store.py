@@ -26,6 +26,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 
 from cloud_bridge.offers.decide import Campaign, Customer, StoreInfo
+from cloud_bridge.offers.policy import CAPPED_STATES
 from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
 from cloud_bridge.storage.db import Database, is_postgres_url, safe_url
@@ -41,8 +42,6 @@ def _mac_text(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-# Sends in these states count against caps (a failed send never reached the customer).
-CAPPED_STATES = ("reserved", "sending", "accepted", "delivered", "unknown")
 # What a decision to send reads while its SMS is in each state: the provider's acceptance is
 # the first moment it says 'sent' (migration 9). Every other state keeps its own name.
 DECISION_OF_SEND = {"reserved": "reserved", "sending": "reserved", "accepted": "sent"}
@@ -284,6 +283,11 @@ class BridgeStore:
         return self.query(
             "SELECT * FROM customers WHERE phone=? AND erased IS NULL ORDER BY id", [phone]
         )
+
+    def is_live_customer(self, customer_id: int) -> bool:
+        """The customer exists and is not erased (the consent ledger writes only for them)."""
+        rows = self.query("SELECT 1 FROM customers WHERE id=? AND erased IS NULL", [customer_id])
+        return bool(rows)
 
     def phone_holders(
         self, phones: Iterable[str], crm_ids: Iterable[str]
@@ -736,80 +740,6 @@ class BridgeStore:
                 [event_id, customer_id, campaign_id, "skip", reason, detail, now],
             )
             return int(cur.lastrowid or 0)
-
-    def reserve_send(
-        self,
-        event_id: str,
-        customer_id: int,
-        campaign_id: str,
-        store_id: str,
-        cap_count: int,
-        cap_days: int,
-        overall_cap: int,
-        overall_days: int,
-        sender: str,
-        body: str,
-        provider: str,
-        now: float,
-    ) -> tuple[int | None, str]:
-        """Atomically re-check caps and reserve a send. (send id, "") or (None, skip reason)."""
-        with self.transaction() as db:
-            placeholders = ",".join("?" * len(CAPPED_STATES))
-            n_campaign = db.execute(
-                f"SELECT count(*) FROM sends WHERE customer_id=? AND campaign_id=? AND ts>=? "
-                f"AND state IN ({placeholders})",
-                [customer_id, campaign_id, now - cap_days * 86400, *CAPPED_STATES],
-            ).fetchone()[0]
-            n_all = db.execute(
-                f"SELECT count(*) FROM sends WHERE customer_id=? AND ts>=? AND state IN ({placeholders})",
-                [customer_id, now - overall_days * 86400, *CAPPED_STATES],
-            ).fetchone()[0]
-            if n_campaign >= cap_count or n_all >= overall_cap:
-                reason = "campaign_cap" if n_campaign >= cap_count else "overall_cap"
-                db.execute(
-                    "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, "
-                    "detail, ts) VALUES (?,?,?,?,?,?,?)",
-                    [
-                        event_id,
-                        customer_id,
-                        campaign_id,
-                        "skip",
-                        reason,
-                        "cap reached when reserving (another event got there first)",
-                        now,
-                    ],
-                )
-                return None, reason
-            cur = db.execute(
-                "INSERT INTO decisions(event_id, customer_id, campaign_id, outcome, reason, detail, ts) "
-                "VALUES (?,?,?,?,?,?,?)",
-                [
-                    event_id,
-                    customer_id,
-                    campaign_id,
-                    "send",
-                    decision_of_send("reserved"),
-                    "all checks passed",
-                    now,
-                ],
-            )
-            decision_id = int(cur.lastrowid or 0)
-            cur = db.execute(
-                "INSERT INTO sends(decision_id, customer_id, campaign_id, store_id, ts, state, "
-                "provider, sender, body) VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    decision_id,
-                    customer_id,
-                    campaign_id,
-                    store_id,
-                    now,
-                    "reserved",
-                    provider,
-                    sender,
-                    body,
-                ],
-            )
-            return int(cur.lastrowid or 0), ""
 
     def update_send(
         self, send_id: int, state: str, provider_id: str | None = None, error: str | None = None

@@ -1,8 +1,11 @@
 """Console and API (FastAPI, server-rendered Jinja2 pages, no JS build step).
 
 Every console page and ``/api`` route needs a login (session cookie) or an API token; a store
-owner sees only their stores everywhere. The page routers live in ``cloud_bridge.web.console``;
-other packages mount their own routers here (enrolment, inbound SMS, rosters, pairing).
+owner sees only their stores everywhere. Every router is a module-level ``APIRouter`` under
+``cloud_bridge.web`` (console pages in ``web.console``, JSON APIs in ``web.api``, the enrolment
+portal, inbound SMS webhooks, rosters) whose routes take what they need from
+``cloud_bridge.web.dependencies``; ``create_app`` puts the store, settings and accounts on
+``app.state`` and includes the routers. The non-HTTP logic stays in its concern's package.
 
 The client's address and scheme (rate limits, consent proof, audit, Secure cookies) are the
 socket's, unless the peer is a reverse proxy listed in ``web.trusted_proxies``: then they come
@@ -15,26 +18,27 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from cloud_bridge import __version__
 from cloud_bridge.config import BridgeSettings, WebSettings
-from cloud_bridge.customers.enrol import router as enrol_router
-from cloud_bridge.delivery.inbound import inbound_router
-from cloud_bridge.offers.campaigns import campaigns_router
-from cloud_bridge.sensors.provisioning import pairing_router as _pairing_router
+from cloud_bridge.storage.overview import overview_rows, ping
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web import enrol, inbound
+from cloud_bridge.web.api import campaigns as campaigns_api
+from cloud_bridge.web.api import pairing, releases, rosters
 from cloud_bridge.web.auth import (
     Accounts,
     AuthError,
     LoginRequired,
     LoginThrottled,
     Principal,
-    require,
 )
 from cloud_bridge.web.console import console_routers
 from cloud_bridge.web.console.common import (
@@ -42,67 +46,23 @@ from cloud_bridge.web.console.common import (
     explain_decision,
     mask_phone,
     page,
-    store_scope_sql,
 )
+from cloud_bridge.web.dependencies import Anyone, Store
 
-__all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "TEMPLATES"]
+__all__ = ["ForwardedHeaders", "create_app", "mask_phone", "overview", "router", "TEMPLATES"]
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "console" / "static"
-Anyone = Annotated[Principal, Depends(require())]
 
 
 def overview(
     store: BridgeStore, limit: int = 50, principal: Principal | None = None
 ) -> dict[str, Any]:
     """Everything the overview page and its API show (only the principal's stores)."""
-    if principal is None:
-        s_cond, s_args = "1=1", []
-        e_cond, e_args = "1=1", []
-        m_cond, m_args = "1=1", []
-    else:
-        s_cond, s_args = store_scope_sql(principal, "store_id")
-        e_cond, e_args = store_scope_sql(principal, "e.store_id")
-        m_cond, m_args = (
-            ("1=1", [])
-            if principal.scope is None
-            else (
-                "m.sid IN (SELECT provider_id FROM sends WHERE provider_id IS NOT NULL AND "
-                + store_scope_sql(principal, "store_id")[0]
-                + ")",
-                store_scope_sql(principal, "store_id")[1],
-            )
-        )
-    d_cond, d_args = ("1=1", []) if principal is None else store_scope_sql(principal, "d.store_id")
-    decisions = store.query(
-        "SELECT d.ts, d.event_id, d.outcome, d.reason, d.detail, d.campaign_id, e.type, "
-        "e.store_id, c.name AS customer, s.state AS send_state, s.error AS send_error "
-        "FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        "LEFT JOIN customers c ON c.id=d.customer_id LEFT JOIN sends s ON s.decision_id=d.id "
-        f"WHERE {e_cond} AND {d_cond} ORDER BY d.id DESC LIMIT ?",
-        [*e_args, *d_args, limit],
-    )
-    for d in decisions:
+    rows = overview_rows(store, None if principal is None else principal.scope, limit)
+    for d in rows["decisions"]:
         explain_decision(d)
-    return {
-        "sensors": store.query(
-            f"SELECT * FROM sensors WHERE {s_cond} ORDER BY store_id, sensor_id", s_args
-        ),
-        "counts": store.query(
-            f"SELECT (SELECT count(*) FROM events WHERE {s_cond}) AS events, "
-            f"(SELECT count(*) FROM events WHERE type='arrive' AND {s_cond}) AS arrivals, "
-            f"(SELECT count(*) FROM decisions d WHERE {d_cond}) AS decisions, "
-            "(SELECT count(*) FROM sends WHERE state IN ('accepted','delivered') "
-            f"AND {s_cond}) AS sent, (SELECT count(*) FROM dead_letters) AS dead_letters",
-            [*s_args, *s_args, *d_args, *s_args],
-        )[0],
-        "decisions": decisions,
-        "messages": store.query(
-            f"SELECT m.sid, m.to_phone, m.sender, m.body, m.ts FROM sandbox_messages m "
-            f"WHERE {m_cond} ORDER BY m.id DESC LIMIT ?",
-            [*m_args, limit],
-        ),
-    }
+    return rows
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -182,7 +142,97 @@ def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/")
 
 
+# The overview, health and static files; the other routers live in their own modules.
+router = APIRouter()
+
+
+@router.get("/console/static/{name}", include_in_schema=False)
+def static(name: str) -> Response:
+    path = STATIC / name
+    if "/" in name or name.startswith(".") or not path.is_file():
+        return Response(status_code=404)
+    return FileResponse(path, headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def index(request: Request, me: Anyone, store: Store) -> HTMLResponse:
+    return page(
+        request,
+        "overview.html",
+        me,
+        {"o": overview(store, principal=me), "now": time.time()},
+        title="Overview",
+    )
+
+
+@router.get("/healthz", tags=["health"])
+def healthz(store: Store) -> dict[str, str]:
+    """Liveness: the store answers."""
+    ping(store)
+    return {"status": "ok"}
+
+
+@router.get("/api/overview", tags=["overview"])
+def api_overview(me: Anyone, store: Store) -> dict[str, Any]:
+    """Counts, sensors, latest decisions and sandbox SMS (phones masked), of your stores."""
+    data = overview(store, principal=me)
+    for m in data["messages"]:
+        m["to_phone"] = mask_phone(m["to_phone"])
+    return data
+
+
+@router.get("/api/sandbox/messages", tags=["overview"])
+def api_sandbox(me: Anyone, store: Store) -> list[dict[str, Any]]:
+    """SMS recorded by the sandbox provider (phones masked), of your stores, oldest first."""
+    rows = overview(store, limit=100_000, principal=me)["messages"][::-1]
+    return [{**m, "to_phone": mask_phone(m["to_phone"])} for m in rows]
+
+
+def auth_error(request: Request, exc: AuthError) -> Response:
+    """An ``AuthError`` as the client wants it: a login redirect or an error page for the
+    console, JSON (with ``Retry-After`` / ``WWW-Authenticate``) for ``/api``."""
+    if isinstance(exc, LoginRequired) and _wants_html(request):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+    headers = {}
+    if isinstance(exc, LoginThrottled):
+        headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, LoginRequired):
+        headers["WWW-Authenticate"] = "Bearer"
+    if _wants_html(request):
+        principal = getattr(request.state, "principal", None)
+        return page(
+            request, "error.html", principal, {"message": str(exc)}, exc.status, "Not allowed"
+        )
+    return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
+
+
+async def security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def routers(with_sensors: bool) -> list[APIRouter]:
+    """Every router, in the order the app matches them; the sensor routers need settings."""
+    sensors = [rosters.router, releases.router, pairing.router] if with_sensors else []
+    return [
+        enrol.router,
+        inbound.router,
+        campaigns_api.router,
+        *sensors,
+        *console_routers,
+        router,
+    ]
+
+
 def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> FastAPI:
+    """The console, API, portal and webhook app over ``store``. The routers read the store,
+    settings and accounts from ``app.state`` (``cloud_bridge.web.dependencies``); without
+    settings the sensor routes (rosters, releases, pairing) are not mounted."""
     app = FastAPI(
         title="passby console API",
         version=__version__,
@@ -191,82 +241,13 @@ def create_app(store: BridgeStore, settings: BridgeSettings | None = None) -> Fa
         "/account). A store owner sees only their stores.",
     )
     accounts = Accounts(store, settings.web if settings is not None else WebSettings())
+    app.state.store = store
     app.state.accounts = accounts
     app.state.settings = settings
-    app.include_router(enrol_router(store, settings))
-    app.include_router(inbound_router(store, settings))
-    app.include_router(campaigns_router(store, settings))
-    if settings is not None:
-        from cloud_bridge.sensors.releases import releases_router
-        from cloud_bridge.web.roster_api import roster_router
-
-        app.include_router(roster_router(store, settings))
-        app.include_router(releases_router(settings))
-        app.include_router(_pairing_router(store, settings))
-    for router in console_routers(store, settings, accounts):
-        app.include_router(router)
-
-    @app.exception_handler(AuthError)
-    def auth_error(request: Request, exc: AuthError) -> Response:
-        if isinstance(exc, LoginRequired) and _wants_html(request):
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/login?next={target}", status_code=303)
-        headers = {}
-        if isinstance(exc, LoginThrottled):
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, LoginRequired):
-            headers["WWW-Authenticate"] = "Bearer"
-        if _wants_html(request):
-            principal = getattr(request.state, "principal", None)
-            return page(
-                request, "error.html", principal, {"message": str(exc)}, exc.status, "Not allowed"
-            )
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=headers)
-
-    @app.get("/console/static/{name}", include_in_schema=False)
-    def static(name: str) -> Response:
-        path = STATIC / name
-        if "/" in name or name.startswith(".") or not path.is_file():
-            return Response(status_code=404)
-        return FileResponse(path, headers={"Cache-Control": "max-age=300"})
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index(request: Request, me: Anyone) -> HTMLResponse:
-        return page(
-            request,
-            "overview.html",
-            me,
-            {"o": overview(store, principal=me), "now": time.time()},
-            title="Overview",
-        )
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the store answers."""
-        store.query("SELECT 1")
-        return {"status": "ok"}
-
-    @app.get("/api/overview", tags=["overview"])
-    def api_overview(me: Anyone) -> dict[str, Any]:
-        """Counts, sensors, latest decisions and sandbox SMS (phones masked), of your stores."""
-        data = overview(store, principal=me)
-        for m in data["messages"]:
-            m["to_phone"] = mask_phone(m["to_phone"])
-        return data
-
-    @app.get("/api/sandbox/messages", tags=["overview"])
-    def api_sandbox(me: Anyone) -> list[dict[str, Any]]:
-        """SMS recorded by the sandbox provider (phones masked), of your stores, oldest first."""
-        rows = overview(store, limit=100_000, principal=me)["messages"][::-1]
-        return [{**m, "to_phone": mask_phone(m["to_phone"])} for m in rows]
-
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
-
+    for r in routers(with_sensors=settings is not None):
+        app.include_router(r)
+    app.add_exception_handler(AuthError, auth_error)  # type: ignore[arg-type]
+    app.add_middleware(BaseHTTPMiddleware, dispatch=security_headers)
     # Outermost: every route, dependency and middleware sees the resolved client and scheme.
     app.add_middleware(ForwardedHeaders, trusted=accounts.settings.trusted_proxies)
     return app

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import re
 import secrets
@@ -39,8 +38,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Request
 
+from cloud_bridge.addresses import address_key
 from cloud_bridge.config import WebSettings
 from cloud_bridge.storage.store import BridgeStore, IntegrityError
+from cloud_bridge.storage.stores import store_ids
 
 __all__ = [
     "ROLES",
@@ -144,23 +145,6 @@ A stranger's failures never count against another address, so the owner, coming 
 address that has not been failing, can still log in while their account is under attack."""
 
 
-def address_key(ip: str | None) -> str:
-    """What the per-address login limits count: an IPv4 address (also written IPv4-mapped),
-    an IPv6 /64 (one subscriber's network: a guesser can rotate inside it), or the host as
-    given when it is not an IP address."""
-    if not ip:
-        return "-"
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip[:64]
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
-
-
 def _sha(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
@@ -184,7 +168,7 @@ class Accounts:
         if role not in ROLES:
             raise AccountError("role", f"one of {', '.join(ROLES)}")
         clean = sorted({s.strip() for s in stores if s.strip()})
-        known = {r["id"] for r in self.store.query("SELECT id FROM stores")}
+        known = store_ids(self.store)
         unknown = [s for s in clean if s not in known]
         if unknown:
             raise AccountError("stores", f"unknown store(s): {', '.join(unknown)}")

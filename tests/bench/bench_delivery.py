@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from delivery_helpers import BRAND, STORE_ID, add_customer, new_store, seed_intents, states
-from integration.fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeTwilio, FaultPlan
+from fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
@@ -413,12 +413,11 @@ def loaded(tmp: Path) -> dict[str, Any]:
 
 
 def optout_latency(runs: int = 200) -> dict[str, Any]:
-    from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     from cloud_bridge.config import BridgeSettings
-    from cloud_bridge.delivery.inbound import inbound_router
     from cloud_bridge.delivery.providers import SandboxProvider, twilio_signature
+    from cloud_bridge.web.app import create_app
 
     store = new_store()
     settings = BridgeSettings(
@@ -428,8 +427,7 @@ def optout_latency(runs: int = 200) -> dict[str, Any]:
             "twilio": {"account_sid": TWILIO_SID, "auth_token": TWILIO_TOKEN},
         },
     )
-    app = FastAPI()
-    app.include_router(inbound_router(store, settings))
+    app = create_app(store, settings)
     app.state.deliverer = Deliverer(store, SandboxProvider(store), bucket=TokenBucket(1e6, 1000))
     client = TestClient(app)
     now = time.time()

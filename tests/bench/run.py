@@ -37,8 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=names, help="benchmark to run")
     args = parser.parse_args(argv)
-    # Run from anywhere: the repository root and tests/ (frame builders) must import.
-    for path in (str(REPO), str(REPO / "tests")):
+    # Run from anywhere: the repository root, tests/ and its helpers/ (scale, delivery and console
+    # helpers, fake providers) and tests/unit/ (test_frames' frame builders) must import.
+    for path in (
+        str(REPO),
+        str(REPO / "tests"),
+        str(REPO / "tests" / "helpers"),
+        str(REPO / "tests" / "unit"),
+    ):
         if path not in sys.path:
             sys.path.insert(0, path)
     figures = load(args.name).run()

@@ -31,6 +31,9 @@ from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.worker import DecisionWorker
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import BridgeService
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import event_count, known_event_ids, progress
+from cloud_bridge.storage.sends import send_rows
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.roster import subject_id
 
@@ -91,10 +94,7 @@ def wait_for(what: str, check, timeout: float = 30.0) -> None:  # type: ignore[n
 
 
 def settled(db: BridgeStore, n_events: int) -> bool:
-    row = db.query(
-        "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
-        "WHERE state IN ('reserved','sending')) AS unsent FROM events"
-    )[0]
+    row = progress(db)
     return row["n"] >= n_events and not row["pending"] and not row["unsent"]
 
 
@@ -107,10 +107,7 @@ def decisions_for(db_path: Path, keys: BridgeKeys, replay: list[tuple[str, bytes
         DecisionWorker(store, SandboxProvider(store)).process_pending(now=now)
         outcome = []
         for (eid, _), kind in zip(replay, ingested, strict=True):
-            rows = store.query(
-                "SELECT outcome, reason, campaign_id FROM decisions WHERE event_id=? ORDER BY id",
-                [eid],
-            )
+            rows = [d for d in decision_rows(store) if d["event_id"] == eid]
             outcome.append((kind, [(r["outcome"], r["reason"], r["campaign_id"]) for r in rows]))
         return outcome
     finally:
@@ -143,7 +140,7 @@ def test_sqlite_backup_while_the_bridge_runs_restores_to_the_same_decisions(
         for _, payload in first:
             publisher.publish(TOPIC, payload, qos=1).wait_for_publish(10)
         wait_for("the first arrivals to be decided", lambda: settled(site.db, len(first)))
-        sends = site.db.query("SELECT state FROM sends")
+        sends = send_rows(site.db)
         assert len(sends) == 3 and "failed" not in {r["state"] for r in sends}, sends
 
         # 2. The bridge keeps ingesting and deciding (leaves; Dmitri walking by) while we back up.
@@ -160,10 +157,10 @@ def test_sqlite_backup_while_the_bridge_runs_restores_to_the_same_decisions(
         writer = threading.Thread(target=keep_publishing, daemon=True)
         writer.start()
         wait_for("the bridge to be busy", lambda: noise["n"] > 50)
-        events_at_start = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
+        events_at_start = event_count(site.db)
         out = run(CLOUD / "backup-sqlite.sh", "--data-dir", data_dir, "--out", tmp_path / "backups",
                   "--no-broker")  # fmt: skip
-        events_at_end = site.db.query("SELECT count(*) AS n FROM events")[0]["n"]
+        events_at_end = event_count(site.db)
         wait_for("more writes after the backup", lambda: noise["n"] > events_at_end + 50)
         stop.set()
         writer.join(5)
@@ -493,7 +490,7 @@ def test_backup_restores_bridge_and_broker_into_an_empty_directory() -> None:
         try:
             wait_for(
                 "the restored bridge to store the sensor's event",
-                lambda: bool(restored_db.query("SELECT 1 FROM events WHERE event_id=?", [eid])),
+                lambda: bool(known_event_ids(restored_db, [eid])),
             )
         finally:
             restored_db.close()

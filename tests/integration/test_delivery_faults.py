@@ -18,15 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from delivery_helpers import add_customer, new_store, reserve, seed_intents, states
-
-from cloud_bridge.config import ProviderSettings
-from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
-from cloud_bridge.delivery.providers import make_provider
-from cloud_bridge.delivery.ratelimit import TokenBucket
-from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
-from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import (
+from fake_providers import (
     TWILIO_SID,
     TWILIO_TOKEN,
     FakeGateway,
@@ -35,6 +27,15 @@ from .fake_providers import (
     FakeTwilio,
     FaultPlan,
 )
+
+from cloud_bridge.config import ProviderSettings
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import make_provider
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
+from cloud_bridge.storage.customers import customer_by_id
+from cloud_bridge.storage.sends import send_log_rows, send_row, send_rows
+from cloud_bridge.storage.store import BridgeStore
 
 FAULT_MIX = {
     "429": 0.08,
@@ -131,13 +132,13 @@ def test_faults_never_duplicate_and_every_intent_ends(kind: str) -> None:
         assert sum(fake.plan.drawn[f] for f in FAULT_MIX) >= 10, (
             fake.plan.drawn
         )  # faults did happen
-        rows = store.query("SELECT idem_key, provider_id, attempts FROM sends")
+        rows = send_rows(store)
         accepted = fake.accepted_keys()
         for r in rows:
             key = str(r["idem_key"]) if kind != "smsc" else r["provider_id"]
             assert accepted[key] == 1
         assert d.counters.retried > 0 and d.counters.unknown > 0 and d.counters.reconciled > 0
-        logs = store.query("SELECT detail FROM send_log WHERE state IN ('reserved', 'unknown')")
+        logs = [r for r in send_log_rows(store) if r["state"] in ("reserved", "unknown")]
         assert all(r["detail"] for r in logs)  # every detour has its reason
     finally:
         fake.stop()
@@ -157,7 +158,7 @@ def test_twilio_refusals_end_with_reasons_and_actions() -> None:
         ids = [reserve(store, c, now, provider="twilio") for c in (invalid, stopped, ok)]
         results = [d.deliver(i) for i in ids]
         assert [r.status for r in results] == ["failed", "failed", "accepted"]
-        errors = [r["error"] for r in store.query("SELECT error FROM sends ORDER BY id")]
+        errors = [r["error"] for r in send_rows(store)]
         assert errors[0].endswith("21211 invalid 'To' phone number")
         assert "21610" in errors[1]
         assert store.number_flag(invalid)["code"] == "21211"
@@ -194,7 +195,7 @@ def test_offers_expire_while_the_provider_is_down() -> None:
         finally:
             d.stop()
         assert final == {"expired": 3}
-        for r in store.query("SELECT error FROM sends"):
+        for r in send_rows(store):
             assert "expired" in r["error"]
         assert not fake.accepted_keys()
     finally:
@@ -258,7 +259,7 @@ def test_kill_9_mid_send_then_restart_no_duplicate_no_stuck_row(tmp_path: Path) 
         assert fake.duplicates() == 0
         assert set(final) <= {"accepted", "delivered"} and sum(final.values()) == n, final
         assert len(fake.accepted_keys()) == n
-        details = {r["detail"] for r in store.query("SELECT detail FROM send_log")}
+        details = {r["detail"] for r in send_log_rows(store)}
         assert any("outcome unknown" in d for d in details), details
         store.close()
     finally:
@@ -288,11 +289,14 @@ def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Pa
     seed = new_store(tmp_path / "bridge" / "bridge.db", data_key=None)
     now = time.time()
     cid = add_customer(seed, 1, now)
-    phone = seed.query("SELECT phone FROM customers WHERE id=?", [cid])[0]["phone"]
+    phone = customer_by_id(seed, cid)["phone"]
     seed.close()
     service = BridgeService(load_settings(BridgeSettings, config))
     service.start()
     try:
+        # An offer decided a moment before the STOP (reserved, not yet handed to the sender:
+        # the running sender adopts a reserved row only after 30 s) ...
+        sid = reserve(service.store, cid, time.time(), provider="twilio")
         params = {
             "MessageSid": "SMin1",
             "AccountSid": TWILIO_SID,
@@ -310,8 +314,7 @@ def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Pa
             time.sleep(0.005)
         elapsed = time.monotonic() - t0
         assert elapsed < 1.0
-        # An offer decided a moment before the STOP is not sent now.
-        sid = reserve(service.store, cid, time.time(), provider="twilio")
+        # ... is not sent now.
         service.deliverer.deliver(sid)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and len(fake.state.accepted) < 1:
@@ -319,7 +322,7 @@ def test_stop_webhook_on_the_running_bridge_revokes_within_a_second(tmp_path: Pa
         time.sleep(0.3)
         bodies = [a.body for a in fake.state.accepted]
         assert len(bodies) == 1 and "unsubscribed" in bodies[0]  # the confirmation, once
-        row = service.store.query("SELECT state, error FROM sends WHERE id=?", [sid])[0]
+        row = send_row(service.store, sid)
         assert row["state"] == "failed" and "consent revoked" in row["error"]
         assert httpx.post(url, data=params, headers={"X-Twilio-Signature": sig}).status_code == 409
     finally:

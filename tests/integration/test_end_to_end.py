@@ -16,6 +16,10 @@ from cloud_bridge.dev.demo.run import CAPTURE, TENANT, agent_command, prepare_si
 from cloud_bridge.dev.demo.run import wait_processed as demo_wait_processed
 from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.service import BridgeService
+from cloud_bridge.storage.customers import customer_by_crm_id, customer_rows
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import event_count, event_rows
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant
 
@@ -54,9 +58,7 @@ def replay(edge_toml: Path) -> dict:
 def wait_processed(store: BridgeStore, n: int, timeout: float = 30.0) -> None:
     if demo_wait_processed(store, n, timeout):
         return
-    pytest.fail(
-        f"bridge processed {store.query('SELECT count(*) AS n FROM events')[0]['n']} of {n} events"
-    )
+    pytest.fail(f"bridge processed {event_count(store)} of {n} events")
 
 
 def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
@@ -67,7 +69,7 @@ def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
     published = sum(summary["events"].values())
     wait_processed(store, published)
 
-    msgs = store.query("SELECT to_phone, sender, body FROM sandbox_messages ORDER BY id")
+    msgs = sandbox_rows(store)
     by_phone: dict[str, list[str]] = {}
     for m in msgs:
         by_phone.setdefault(m["to_phone"], []).append(m["body"])
@@ -84,27 +86,31 @@ def test_chain_sends_one_personal_sms_per_consenting_customer(chain) -> None:
     assert NO_CONSENT not in by_phone
 
     # Unknown devices produce nothing: every stored event belongs to an enrolled customer.
-    subjects = {r["subject"] for r in store.query("SELECT DISTINCT subject FROM events")}
-    known = {r["subject"] for r in store.query("SELECT subject FROM customers")}
+    subjects = {r["subject"] for r in event_rows(store)}
+    known = {r["subject"] for r in customer_rows(store)}
     assert subjects <= known
-    reasons = {r["reason"] for r in store.query("SELECT reason FROM decisions")}
+    reasons = {r["reason"] for r in decision_rows(store)}
     assert "unknown_subject" not in reasons
     # Dmitri walked in too, but without consent his device is not in the roster: the sensor
     # never recognised him, so nothing about him reached the bridge.
-    dmitri = store.query("SELECT id, subject FROM customers WHERE crm_id='C-1004'")[0]
+    dmitri = customer_by_crm_id(store, "C-1004")
+    assert dmitri is not None
     assert dmitri["subject"] not in subjects
-    assert not store.query("SELECT 1 FROM decisions WHERE customer_id=?", [dmitri["id"]])
+    assert not [d for d in decision_rows(store) if d["customer_id"] == dmitri["id"]]
 
     # Replaying the same capture again sends nothing new: the frequency cap holds.
-    before = store.query("SELECT count(*) AS n FROM events")[0]["n"]
+    before = event_count(store)
     summary2 = replay(edge_toml)
     wait_processed(store, before + sum(summary2["events"].values()))
-    assert store.query("SELECT count(*) AS n FROM events")[0]["n"] > before  # new events arrived
-    assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 3
-    second = store.query(
-        "SELECT d.reason FROM decisions d JOIN events e ON e.event_id=d.event_id "
-        "WHERE e.received > (SELECT max(ts) FROM sandbox_messages)"
-    )
+    assert event_count(store) > before  # new events arrived
+    assert len(sandbox_rows(store)) == 3
+    last_sms = max(m["ts"] for m in sandbox_rows(store))
+    received = {e["event_id"]: e["received"] for e in event_rows(store)}
+    second = [
+        d
+        for d in decision_rows(store)
+        if d["event_id"] in received and received[d["event_id"]] > last_sms
+    ]
     assert second and {r["reason"] for r in second} <= {"campaign_cap", "no_campaign"}
     assert "campaign_cap" in {r["reason"] for r in second}
 

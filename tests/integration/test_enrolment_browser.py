@@ -12,6 +12,7 @@ import pytest
 from cloud_bridge.customers.consent_texts import consent_text
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.service import WebServer
+from cloud_bridge.storage.sends import sandbox_rows
 from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
@@ -67,7 +68,7 @@ def test_enrolment_on_a_phone_in_chromium(tmp_path: Path) -> None:
             page.click("#send-code")
             page.wait_for_selector("#code-form")
 
-            body = store.query("SELECT body FROM sandbox_messages ORDER BY id DESC LIMIT 1")[0]
+            body = sandbox_rows(store)[-1]
             code = re.search(r"\d{6}", body["body"]).group(0)
             wrong = f"{(int(code) + 1) % 1_000_000:06d}"
             page.fill("#code", wrong)
@@ -90,10 +91,10 @@ def test_enrolment_on_a_phone_in_chromium(tmp_path: Path) -> None:
             assert [d["mac"] for d in store.devices_of(customer["id"])] == ["02:11:22:33:44:55"]
 
             # next portal login from the same phone: recognised, no new code
-            sms = store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"]
+            sms = len(sandbox_rows(store))
             page.goto(f"{web.url}/enrol/main-st?clientmac=02:11:22:33:44:55")
             page.wait_for_selector("#welcome")
-            assert store.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == sms
+            assert len(sandbox_rows(store)) == sms
             browser.close()
     finally:
         web.stop()

@@ -40,6 +40,7 @@ import pytest
 
 from cloud_bridge.config import MqttSettings
 from cloud_bridge.ingest.consumer import Ingest
+from cloud_bridge.storage.events import dead_letter_rows, event_rows
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.protocol import topic
 
@@ -65,8 +66,7 @@ class Bridge:
         assert self.ingest.connected.wait(10), "bridge could not connect"
 
     def ids(self, prefix: str) -> set[str]:
-        rows = self.store.query("SELECT event_id FROM events WHERE event_id LIKE ?", [prefix + "%"])
-        return {r["event_id"] for r in rows}
+        return {r["event_id"] for r in event_rows(self.store) if r["event_id"].startswith(prefix)}
 
     def wait_for(self, prefix: str, want: set[str], timeout: float) -> set[str]:
         deadline = time.monotonic() + timeout
@@ -208,7 +208,7 @@ def test_broker_outage_during_stream_loses_nothing(
     assert not missing, f"{len(missing)} of {total} events never reached the bridge"
     assert got == want  # exactly once after dedupe: one row per event_id, nothing else
     assert backlog >= RATE * OUTAGE_S * 0.9, f"the outage did not back up the outbox ({backlog})"
-    assert not bridge.store.query("SELECT * FROM dead_letters")
+    assert not dead_letter_rows(bridge.store)
     print(
         f"outage {OUTAGE_S:g} s: {total} events, backlog {backlog}, "
         f"{bridge.ingest.counters.duplicates} duplicates dropped by the bridge"

@@ -19,18 +19,7 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
-
-from cloud_bridge.cli import main as cli
-from cloud_bridge.config import BridgeSettings
-from cloud_bridge.delivery.inbound import gateway_signature, inbound_router
-from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
-from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_signature
-from cloud_bridge.delivery.ratelimit import TokenBucket
-from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import (
+from fake_providers import (
     TWILIO_SID,
     TWILIO_TOKEN,
     FakeGateway,
@@ -40,6 +29,17 @@ from .fake_providers import (
     FaultPlan,
     smsc_callback,
 )
+from fastapi.testclient import TestClient
+
+from cloud_bridge.cli import main as cli
+from cloud_bridge.config import BridgeSettings
+from cloud_bridge.delivery.inbound import gateway_signature
+from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
+from cloud_bridge.delivery.providers import Outgoing, make_provider, twilio_signature
+from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.sends import send_log_rows, send_row, send_rows
+from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.web.app import create_app
 
 PUBLIC = "http://bridge.test"
 WEBHOOK_SECRET = "gw-webhook-secret-5f1c"
@@ -110,7 +110,7 @@ def _drive(store: BridgeStore, d: Deliverer, ids: list[int]) -> None:
         d.deliver(sid)
     for _ in range(4):
         for sid in ids:
-            row = store.query("SELECT state FROM sends WHERE id=?", [sid])[0]
+            row = send_row(store, sid)
             now = time.time()
             if row["state"] == "unknown":
                 store.move_send("sends", sid, ("unknown",), "unknown", now, "due", next_at=now)
@@ -160,7 +160,7 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
             phones += ["+15005550004", "+15005550001"]  # refused: unsubscribed, invalid
         customers = [add_customer(store, i, now, phone=p) for i, p in enumerate(phones)]
         ids = [reserve(store, c, now, provider=kind) for c in customers]
-        bodies = [r["body"] for r in store.query("SELECT body FROM sends")]
+        bodies = [r["body"] for r in send_rows(store)]
         if kind == "smsc":
             assert fake is not None
             fake.block_for(0.2)  # the first send meets error 4
@@ -182,22 +182,19 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
         if fake is not None:
             # reconcile found / not found / unknown, each taken
             assert d.counters.retried and d.counters.unknown and d.counters.reconciled
-            reasons = " ".join(r["detail"] for r in store.query("SELECT detail FROM send_log"))
+            reasons = " ".join(r["detail"] for r in send_log_rows(store))
             assert "safe to send again" in reasons, reasons[-2000:]  # not found, sent again
             assert "status API: accepted" in reasons or "status API: delivered" in reasons
         if kind == "twilio":
             assert looked == {"error"}  # another message to that number: absence unproven
 
-        app = FastAPI()
-        app.include_router(inbound_router(store, settings))
+        app = create_app(store, settings)
         app.state.deliverer = d
         client = TestClient(app)
         webhook_status: list[int] = []
         stop_phone = phones[1]
         if kind == "twilio":
-            row = store.query(
-                "SELECT idem_key, provider_id FROM sends WHERE provider_id IS NOT NULL"
-            )[0]
+            row = [s for s in send_rows(store) if s["provider_id"] is not None][0]
             path = f"/sms/twilio/status?key={row['idem_key']}"
             params = {
                 "MessageSid": row["provider_id"],
@@ -218,7 +215,7 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
                 ).status_code
             )
         elif kind == "smsc":
-            row = store.query("SELECT provider_id FROM sends WHERE provider_id IS NOT NULL")[0]
+            row = [s for s in send_rows(store) if s["provider_id"] is not None][0]
             body, headers = smsc_callback(
                 {"id": row["provider_id"], "phone": phones[0].lstrip("+"), "status": "1"},
                 FakeSmsc.PASSWORD,
@@ -238,9 +235,7 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
                 client.post("/sms/smsc/callback", content=body, headers=headers).status_code
             )
         elif kind == "http":
-            row = store.query(
-                "SELECT idem_key, provider_id FROM sends WHERE provider_id IS NOT NULL"
-            )[0]
+            row = [s for s in send_rows(store) if s["provider_id"] is not None][0]
             for path, payload in (
                 ("/sms/http/status", {"id": row["provider_id"], "reference": row["idem_key"],
                                       "status": "delivered", "to": phones[0]}),
@@ -274,7 +269,7 @@ def test_no_secret_or_phone_in_any_log_line_or_url(kind: str, logs: Capture) -> 
         assert store.latest_consents(stopped)["sms"] == "revoked"
 
         if fake is not None:
-            states = {r["state"] for r in store.query("SELECT state FROM sends")}
+            states = {r["state"] for r in send_rows(store)}
             assert {"accepted", "unknown"} & states  # the scripted faults happened
             assert fake.duplicates() == 0
             credentials = [TWILIO_TOKEN, FakeSmsc.PASSWORD, FakeGateway.TOKEN]

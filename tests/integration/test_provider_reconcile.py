@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 from delivery_helpers import add_customer, new_store, reserve
+from fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 from cloud_bridge.config import ProviderSettings
 from cloud_bridge.delivery.outbox import Deliverer, DeliveryOptions
 from cloud_bridge.delivery.providers import Outgoing, make_provider
 from cloud_bridge.delivery.ratelimit import TokenBucket
+from cloud_bridge.storage.sends import send_log_rows, send_row
 from cloud_bridge.storage.store import BridgeStore
-
-from .fake_providers import TWILIO_SID, TWILIO_TOKEN, FakeSmsc, FakeTwilio, FaultPlan
 
 READ_TIMEOUT = 0.3
 CALLBACK = "http://127.0.0.1:9/sms/twilio/status"  # carries our key to the fake; never called
@@ -62,9 +62,9 @@ def _smsc(fake: FakeSmsc, store: BridgeStore, block_s: float = 0.5) -> Any:
 
 
 def _row(store: BridgeStore, send_id: int) -> dict[str, Any]:
-    return store.query(
-        "SELECT state, error, provider_id, idem_key, attempts FROM sends WHERE id=?", [send_id]
-    )[0]
+    row = send_row(store, send_id)
+    assert row is not None, send_id
+    return {k: row[k] for k in ("state", "error", "provider_id", "idem_key", "attempts")}
 
 
 def _settle(d: Deliverer, store: BridgeStore, send_id: int, rounds: int = 5) -> dict[str, Any]:
@@ -160,10 +160,9 @@ def test_twilio_other_message_in_the_window_is_not_proof_of_absence(store: Bridg
         assert d.deliver(second).status == "unknown"
         row = _settle(d, store, second)
         assert row["state"] == "unknown"
-        last = store.query(
-            "SELECT detail FROM send_log WHERE kind='offer' AND send_id=? ORDER BY id DESC LIMIT 1",
-            [second],
-        )[0]["detail"]
+        last = [r for r in send_log_rows(store) if r["kind"] == "offer" and r["send_id"] == second][
+            -1
+        ]["detail"]
         assert "absence cannot be proven" in last
         assert len(fake.accepted_keys()) == 1 and fake.duplicates() == 0
 
@@ -197,7 +196,7 @@ def test_twilio_validity_period_is_the_offers_remaining_life(
         assert expect - 3 <= sent <= expect
 
 
-# One table for the status lookup and the status callback (tests/test_inbound.py checks the
+# One table for the status lookup and the status callback (tests/db/test_inbound.py checks the
 # callback against the same expectations).
 TWILIO_EXPECT = {
     "queued": "accepted",
@@ -285,7 +284,7 @@ def test_smsc_error_4_waits_out_the_block_and_asks_first(store: BridgeStore) -> 
         assert result.status == "unknown" and (result.retry_after or 0) >= 0.6
         row = _row(store, sid)
         assert row["state"] == "unknown"
-        next_at = store.query("SELECT next_at FROM sends WHERE id=?", [sid])[0]["next_at"]
+        next_at = send_row(store, sid)["next_at"]
         assert next_at >= time.time() + 0.3  # not before the block ends
         d.sweep(time.time())  # not due yet: nothing asked, nothing sent
         assert len(fake.requests_seen()) == 1

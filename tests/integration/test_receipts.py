@@ -34,6 +34,7 @@ from cloud_bridge.config import BridgeSettings, ProvisioningSettings
 from cloud_bridge.config import MqttSettings as BridgeMqttSettings
 from cloud_bridge.ingest.consumer import Ingest
 from cloud_bridge.sensors.provisioning import add_sensor, mosquitto_hash, redeem
+from cloud_bridge.storage.events import event_rows
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.adapters.outbox import Outbox
 from edge_agent.adapters.uplink import Uplink, make_client, session_properties
@@ -162,8 +163,7 @@ class Bridge:
         time.sleep(0.3)  # SUBACK
 
     def ids(self, prefix: str) -> list[str]:
-        rows = self.store.query("SELECT event_id FROM events WHERE event_id LIKE ?", [prefix + "%"])
-        return [r["event_id"] for r in rows]
+        return [r["event_id"] for r in event_rows(self.store) if r["event_id"].startswith(prefix)]
 
     def close(self) -> None:
         self.ingest.stop()

@@ -16,6 +16,7 @@ from cloud_bridge.dev.demo.run import prepare_site
 from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.ingest.commands import send_commands
 from cloud_bridge.service import BridgeService
+from cloud_bridge.storage.fleet import sensor_rows
 
 pytestmark = pytest.mark.integration
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
@@ -41,7 +42,7 @@ def live_agent(tmp_path: Path):
     agent.stdin.flush()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        rows = store.query("SELECT state FROM sensors WHERE sensor_id='door-1'")
+        rows = [s for s in sensor_rows(store) if s["sensor_id"] == "door-1"]
         if rows and rows[0]["state"] == "online":
             break
         time.sleep(0.1)

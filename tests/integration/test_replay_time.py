@@ -17,6 +17,10 @@ import pytest
 from cloud_bridge.dev.demo.run import CAPTURE, agent_command, prepare_site
 from cloud_bridge.dev.mosquitto import LocalMosquitto
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
+from cloud_bridge.storage.decisions import decision_rows
+from cloud_bridge.storage.events import dead_letter_rows, event_count, event_rows
+from cloud_bridge.storage.fleet import sensor_rows
+from cloud_bridge.storage.sends import sandbox_rows, send_rows
 
 pytestmark = pytest.mark.integration
 
@@ -115,32 +119,35 @@ def test_running_bridge_refuses_future_events_and_flags_the_sensor_clock(tmp_pat
         db = site.db
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and (
-            db.query("SELECT count(*) AS n FROM dead_letters")[0]["n"] < 2
-            or not db.query("SELECT last_stats FROM sensors WHERE last_stats IS NOT NULL")
+            len(dead_letter_rows(db)) < 2
+            or not [s for s in sensor_rows(db) if s["last_stats"] is not None]
         ):
             time.sleep(0.05)
-        reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+        reasons = [r["reason"] for r in dead_letter_rows(db)]
         assert len(reasons) == 2, reasons
         assert "ts is 2.0 days ahead of the bridge's clock" in reasons[0]
         assert "years ahead of the bridge's clock" in reasons[1]
-        assert db.query("SELECT count(*) AS n FROM events")[0]["n"] == 0
-        [row] = db.query("SELECT * FROM sensors WHERE sensor_id='door-1'")
+        assert event_count(db) == 0
+        [row] = [r for r in sensor_rows(db) if r["sensor_id"] == "door-1"]
         health = sensor_health(row, [], None, time.time())
         assert [a.kind for a in health.alerts] == ["clock_skew"], health.alerts
         # within the skew: sent, and the offer expires 10 min after the bridge got it
         pub.publish(f"{base}/events", event(time.time() + 60), qos=1).wait_for_publish(5)
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not db.query(
-            "SELECT 1 FROM sends WHERE state NOT IN ('reserved', 'sending')"
-        ):
+        while time.monotonic() < deadline and not [
+            s for s in send_rows(db) if s["state"] not in ("reserved", "sending")
+        ]:
             time.sleep(0.05)
-        [send] = db.query(
-            "SELECT s.state, s.expires_at, e.received FROM sends s JOIN decisions d "
-            "ON d.id=s.decision_id JOIN events e ON e.event_id=d.event_id"
-        )
+        event_of = {d["id"]: d["event_id"] for d in decision_rows(db)}
+        received = {e["event_id"]: e["received"] for e in event_rows(db)}
+        [send] = [
+            {**s, "received": received[event_of[s["decision_id"]]]}
+            for s in send_rows(db)
+            if event_of.get(s["decision_id"]) in received
+        ]
         assert send["state"] in ("accepted", "delivered"), send
         assert send["expires_at"] == pytest.approx(send["received"] + 600, abs=1e-3)
-        assert db.query("SELECT count(*) AS n FROM sandbox_messages")[0]["n"] == 1
+        assert len(sandbox_rows(db)) == 1
     finally:
         pub.loop_stop()
         pub.disconnect()

@@ -21,6 +21,8 @@ from cloud_bridge.ingest.commands import send_commands
 from cloud_bridge.sensors.provisioning import add_sensor
 from cloud_bridge.sensors.roster_delivery import publish_roster
 from cloud_bridge.service import BridgeService
+from cloud_bridge.storage.events import event_rows
+from cloud_bridge.storage.fleet import sensor_rows
 
 pytestmark = pytest.mark.integration
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 127)
@@ -81,9 +83,11 @@ def test_provision_pair_publish_download_recognise(tmp_path: Path) -> None:
         agent.stdin.flush()
         store = service.store
         _wait(
-            lambda: store.query(
-                "SELECT 1 FROM sensors WHERE sensor_id='door-2' AND state='online'"
-            ),
+            lambda: [
+                s
+                for s in sensor_rows(store)
+                if s["sensor_id"] == "door-2" and s["state"] == "online"
+            ],
             "the paired sensor to come online",
         )
         # The new sensor has no roster yet: it recognises nobody.
@@ -119,7 +123,7 @@ def test_provision_pair_publish_download_recognise(tmp_path: Path) -> None:
         )
 
         # With the downloaded roster the sensor recognises the consenting customers.
-        before = store.query("SELECT count(*) AS n FROM events WHERE sensor_id='door-2'")[0]["n"]
+        before = len([e for e in event_rows(store) if e["sensor_id"] == "door-2"])
         agent.stdin.write(CAPTURE.read_bytes()[24:])  # the demo capture's records
         agent.stdin.close()
         assert agent.wait(timeout=60) == 0, (
@@ -133,7 +137,7 @@ def test_provision_pair_publish_download_recognise(tmp_path: Path) -> None:
         assert summary["events"]["arrive"] == 3
         _wait(
             lambda: (
-                store.query("SELECT count(*) AS n FROM events WHERE sensor_id='door-2'")[0]["n"]
+                len([e for e in event_rows(store) if e["sensor_id"] == "door-2"])
                 >= before + sum(summary["events"].values())
             ),
             "the door-2 events at the bridge",

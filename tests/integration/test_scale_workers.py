@@ -20,6 +20,7 @@ import pytest
 from scale_helpers import Fleet, Publisher, audit, make_events, seed, wait_decided
 
 from cloud_bridge.dev.mosquitto import LocalMosquitto
+from cloud_bridge.storage.events import event_count
 from cloud_bridge.storage.store import BridgeStore
 from edge_agent.protocol import StatsMessage
 
@@ -115,7 +116,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(world) -> None:  #
         assert time.monotonic() < deadline, "no decisions within 30 s"
         time.sleep(0.02)
     fleet.kill("a")
-    killed_at = store.query("SELECT count(*) AS n FROM events")[0]["n"]
+    killed_at = event_count(store)
     time.sleep(1.0)
     fleet.start("a")  # as systemd would: same worker id, same MQTT session
     assert pub.result()["acked"] == len(lines)

@@ -61,7 +61,7 @@ from edge_agent.adapters.pcapfile import open_capture
 from edge_agent.core.frames import TSHARK_FILTER, FrameStats, format_mac
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_frames import (  # noqa: E402 - shared frame builders
+from unit.test_frames import (  # noqa: E402 - shared frame builders
     ANTENNA,
     AP,
     BCAST,

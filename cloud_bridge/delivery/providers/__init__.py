@@ -42,7 +42,7 @@ Callers import from this package.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -73,6 +73,9 @@ from cloud_bridge.delivery.providers.twilio import (
 from cloud_bridge.errors import ProviderConfigError
 from cloud_bridge.storage.store import BridgeStore
 
+if TYPE_CHECKING:
+    from cloud_bridge.config import ProviderSettings
+
 __all__ = [
     "Outgoing",
     "SendResult",
@@ -98,7 +101,7 @@ __all__ = [
 
 
 def make_provider(
-    settings: Any, store: BridgeStore, client: httpx.Client | None = None
+    settings: ProviderSettings | str, store: BridgeStore, client: httpx.Client | None = None
 ) -> Provider:
     """The configured provider. ``settings`` is a ``ProviderSettings`` (or just its kind, as a
     string, for the sandbox); ``client`` is the shared httpx.Client (made from the settings'

@@ -17,13 +17,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpx
+
+if TYPE_CHECKING:
+    from cloud_bridge.config import ProviderSettings
 
 __all__ = [
     "SendStatus",
     "Action",
+    "LookupStatus",
     "Outgoing",
     "SendResult",
     "StatusResult",
@@ -39,6 +43,8 @@ __all__ = [
 
 SendStatus = Literal["accepted", "retry", "failed", "unknown", "queued"]
 Action = Literal["opt_out", "invalid_number"]
+# What a status lookup (or a status callback) says about a send (StatusResult.status).
+LookupStatus = Literal["accepted", "delivered", "undelivered", "failed", "not_found", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +83,7 @@ class StatusResult:
     """A status lookup: accepted (still on its way), delivered, undelivered, failed,
     not_found (the provider never took it), or error (could not ask; try later)."""
 
-    status: Literal["accepted", "delivered", "undelivered", "failed", "not_found", "error"]
+    status: LookupStatus
     provider_id: str | None = None
     error: str | None = None
     code: str | None = None
@@ -186,7 +192,7 @@ def quiet_http_client_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def http_client(settings: Any) -> httpx.Client:
+def http_client(settings: ProviderSettings) -> httpx.Client:
     """The one httpx.Client a provider uses: bounded pool, explicit timeouts, no redirects."""
     quiet_http_client_logs()
     return httpx.Client(

@@ -11,6 +11,7 @@ from cloud_bridge.delivery.providers.base import (
     SendResult,
     StatusResult,
 )
+from cloud_bridge.storage.sends import sandbox_has
 from cloud_bridge.storage.store import BridgeStore
 
 __all__ = [
@@ -38,13 +39,13 @@ class SandboxProvider(OneOff):
         try:
             self.store.sandbox_record(sid, msg.to, msg.sender, msg.body, time.time())
         except Exception as exc:  # sqlite3.IntegrityError: this key was recorded before
-            if self.store.query("SELECT 1 FROM sandbox_messages WHERE sid=?", [sid]):
+            if sandbox_has(self.store, sid):
                 return SendResult("accepted", provider_id=sid)
             raise exc
         return SendResult("accepted", provider_id=sid)
 
     def status(self, msg: Outgoing) -> StatusResult:
         sid = msg.provider_id or self._sid(msg.key)
-        if self.store.query("SELECT 1 FROM sandbox_messages WHERE sid=?", [sid]):
+        if sandbox_has(self.store, sid):
             return StatusResult("accepted", provider_id=sid)
         return StatusResult("not_found")

@@ -14,6 +14,7 @@ import httpx
 
 from cloud_bridge.delivery.providers.base import (
     Action,
+    LookupStatus,
     OneOff,
     Outgoing,
     SendResult,
@@ -76,7 +77,7 @@ SMSC_STATUSES: dict[int, str] = {
 }
 # Every SMSC status as the delivery state machine reads it (status lookup and callback alike).
 # A code not listed here is not guessed at: the lookup answers "error", the callback is ignored.
-SMSC_STATUS_STATES: Final[dict[int, str]] = {
+SMSC_STATUS_STATES: Final[dict[int, LookupStatus]] = {
     -3: "not_found",
     -2: "failed",  # stopped (by the account or SMSC) before it went out; never resend
     -1: "accepted",
@@ -106,9 +107,9 @@ def smsc_status(code: int, pid: str | None = None) -> StatusResult | None:
     if state == "not_found":
         return StatusResult("not_found", error=reason)
     if state in ("accepted", "delivered"):
-        return StatusResult(state, provider_id=pid)  # type: ignore[arg-type]
+        return StatusResult(state, provider_id=pid)
     return StatusResult(
-        state,  # type: ignore[arg-type]
+        state,
         provider_id=pid,
         error=reason,
         code=str(code),

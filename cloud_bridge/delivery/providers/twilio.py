@@ -21,6 +21,7 @@ import httpx
 
 from cloud_bridge.delivery.providers.base import (
     Action,
+    LookupStatus,
     OneOff,
     Outgoing,
     SendResult,
@@ -65,7 +66,7 @@ _TWILIO_INVALID = {21211, 21614, 30005, 30006}
 # Every status Twilio's Message resource defines, as the delivery state machine reads it. The
 # status lookup and the status callback both use this table. None: not a status of an outbound
 # message (the lookup answers "error", the callback is ignored).
-TWILIO_STATUSES: Final[dict[str, str | None]] = {
+TWILIO_STATUSES: Final[dict[str, LookupStatus | None]] = {
     "queued": "accepted",
     "accepted": "accepted",  # taken by a Messaging Service
     "scheduled": "accepted",  # to go out at its SendAt
@@ -123,12 +124,12 @@ def twilio_status(
         return None
     code = int(str(error_code)) if str(error_code or "").isdigit() else None
     if state in ("accepted", "delivered"):
-        return StatusResult(state, provider_id=sid)  # type: ignore[arg-type]
+        return StatusResult(state, provider_id=sid)
     action: Action | None = "invalid_number" if code in _TWILIO_INVALID else None
     if code == 21610:
         action = "opt_out"
     return StatusResult(
-        state,  # type: ignore[arg-type]
+        state,
         provider_id=sid,
         error=_twilio_reason(code, status.replace("_", " ")),
         code=None if code is None else str(code),

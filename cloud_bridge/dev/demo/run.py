@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import httpx
 from rich.console import Console
@@ -24,7 +25,11 @@ from rich.table import Table
 from cloud_bridge.dev.mosquitto import LocalMosquitto, free_port
 from cloud_bridge.sensors.keys import BridgeKeys
 from cloud_bridge.sensors.rosters import build_store_roster, write_roster
+from cloud_bridge.storage.events import event_count, progress
+from cloud_bridge.storage.overview import demo_decisions
+from cloud_bridge.storage.sends import sandbox_messages
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import site_key_rows
 from cloud_bridge.tenant import Tenant, load_tenant, seed
 from cloud_bridge.web.app import mask_phone
 
@@ -123,7 +128,7 @@ def prepare_site(workdir: Path, broker_port: int, web_port: int) -> DemoSite:
     now = time.time()
     seed(db, keys, tenant, now)
     roster, version = build_store_roster(db, keys, tenant.store.id, now)
-    site_key = db.query("SELECT site_key FROM stores WHERE id=?", [tenant.store.id])[0]["site_key"]
+    site_key = site_key_rows(db, tenant.store.id)[0]["site_key"]
     bridge_toml, edge_toml = write_configs(
         workdir,
         broker_port,
@@ -167,17 +172,24 @@ def wait_processed(db: BridgeStore, expected: int, timeout: float = 30.0) -> boo
     """Until the bridge holds ``expected`` events, all decided and no send still under way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        row = db.query(
-            "SELECT count(*) AS n, sum(state='new') AS pending, (SELECT count(*) FROM sends "
-            "WHERE state IN ('reserved','sending')) AS unsent FROM events"
-        )[0]
+        row = progress(db)
         if row["n"] >= expected and not row["pending"] and not row["unsent"]:
             return True
         time.sleep(0.1)
     return False
 
 
-def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
+class AgentSummary(TypedDict):
+    """The fields of the agent's last stdout line (edge_agent.agent.RunSummary) the demo reads."""
+
+    frames: int
+    client: int
+    matched: int
+    malformed: int
+    events: dict[str, int]
+
+
+def report(console: Console, db: BridgeStore, summary: AgentSummary, url: str) -> None:
     console.rule("[bold]What happened")
     console.print(
         f"Sensor read [bold]{summary['frames']}[/] frames: {summary['client']} client frames, "
@@ -192,11 +204,7 @@ def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
     t = Table(title="Decisions (one per arrive/visit event)")
     for col in ("event", "customer", "outcome", "reason"):
         t.add_column(col)
-    rows = db.query(
-        "SELECT e.type, c.name, d.outcome, d.reason, d.detail FROM decisions d "
-        "JOIN events e ON e.event_id=d.event_id LEFT JOIN customers c ON c.id=d.customer_id "
-        "ORDER BY e.ts, d.id"
-    )
+    rows = demo_decisions(db)
     for r in rows:
         style = "green" if r["outcome"] == "send" else "yellow"
         t.add_row(
@@ -209,7 +217,7 @@ def report(console: Console, db: BridgeStore, summary: dict, url: str) -> None:
     t = Table(title="SMS in the sandbox provider")
     for col in ("to", "from", "text"):
         t.add_column(col)
-    for m in db.query("SELECT to_phone, sender, body FROM sandbox_messages ORDER BY id"):
+    for m in sandbox_messages(db):
         t.add_row(mask_phone(m["to_phone"]), m["sender"], m["body"])
     console.print(t)
     console.print(f"Console: [link={url}]{url}[/link]")
@@ -250,10 +258,10 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
         with console.status("starting the bridge"):
             _wait_http(url + "/healthz", bridge, bridge_log)
         console.print(f"Bridge running, console at {url}")
-        total: dict = {}
+        total: AgentSummary | None = None
         for i in range(replays):
             agent_log = workdir / f"agent-{i + 1}.log"
-            before = db.query("SELECT count(*) AS n FROM events")[0]["n"]
+            before = event_count(db)
             with console.status(f"sensor replaying {CAPTURE.name}"), open(agent_log, "wb") as err:
                 agent = subprocess.run(
                     agent_command(edge_toml),
@@ -266,11 +274,13 @@ def run_demo(workdir: Path, keep_running: bool, replays: int = 1) -> int:
                     f"the agent failed (code {agent.returncode}); see {agent_log}:\n"
                     + agent_log.read_text(errors="replace")[-2000:]
                 )
-            summary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
+            summary: AgentSummary = json.loads(agent.stdout.decode().strip().splitlines()[-1])
             total = summary
             expected = before + sum(summary["events"].values())
             if not wait_processed(db, expected):
                 raise DemoError(f"the bridge did not process {expected} events within 30 s")
+        if total is None:
+            raise DemoError("no replay ran (replays must be at least 1)")
         report(console, db, total, url)
         console.print(
             f"Log in as [bold]admin[/], [bold]marketer[/] or [bold]owner[/] (store "

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
@@ -29,15 +29,17 @@ from cloud_bridge.offers.campaigns import (
     validate_campaigns,
 )
 from cloud_bridge.offers.decide import SEGMENTS, WEEKDAYS, Customer, segment_of
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS
 from cloud_bridge.offers.templates import TemplateError, render
+from cloud_bridge.storage.customers import consented_count, consented_sample, triggered_pairs
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, audit, require
+from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.common import mask_phone, page
 from cloud_bridge.web.console.reports import SENT
+from cloud_bridge.web.dependencies import MaybeSettings, Staff, Store
 
-__all__ = ["campaigns_console_router", "form_to_campaign", "preview"]
+__all__ = ["router", "form_to_campaign", "preview"]
 
-Staff = Annotated[Principal, Depends(require("admin", "marketer"))]
 VARIANT_SLOTS = ("A", "B", "C")
 SAMPLE_SIZE = 2000
 _CACHE_S = 60.0
@@ -93,7 +95,10 @@ def form_to_campaign(form: FormData | dict[str, Any], campaign_id: str | None) -
         "audience": {"segments": many("audience.segments")},
         "schedule": schedule,
         "variants": variants,
-        "caps": {"count": number("caps.count") or 1, "days": number("caps.days") or 30},
+        "caps": {
+            "count": number("caps.count") or CAP_COUNT,
+            "days": number("caps.days") or CAP_DAYS,
+        },
         "priority": number("priority") or 0,
         "holdout_pct": number("holdout_pct") if get("holdout_pct") != "" else 10.0,
         "budget": number("budget"),
@@ -133,18 +138,8 @@ def _consented(store: BridgeStore, now: float) -> tuple[list[dict[str, Any]], in
         hit = _consented_cache.get(store.location)
         if hit and now - hit[0] < _CACHE_S:
             return hit[1], hit[2]
-    live = (
-        "c.erased IS NULL AND (SELECT k.status FROM consents k WHERE k.customer_id=c.id AND "
-        "k.kind='sms' ORDER BY k.ts DESC, k.id DESC LIMIT 1)='active' AND (SELECT k.status FROM "
-        "consents k WHERE k.customer_id=c.id AND k.kind='recognition' ORDER BY k.ts DESC, "
-        "k.id DESC LIMIT 1)='active'"
-    )
-    total = store.query(f"SELECT count(*) AS n FROM customers c WHERE {live}")[0]["n"]
-    sample = store.query(
-        "SELECT c.id, c.crm_id, c.name, c.favourite_product, c.loyalty_tier, c.visits, "
-        f"c.first_purchase FROM customers c WHERE {live} ORDER BY c.id LIMIT ?",
-        [SAMPLE_SIZE],
-    )
+    total = consented_count(store)
+    sample = consented_sample(store, SAMPLE_SIZE)
     with _cache_lock:
         _consented_cache[store.location] = (now, sample, total)
     return sample, total
@@ -158,12 +153,7 @@ def _triggered(store: BridgeStore, trigger: str, store_ids: list[str], now: floa
         hit = _triggered_cache.get(key)
         if hit and now - hit[0] < _TRIGGERED_S:
             return hit[1]
-    n = store.query(
-        "SELECT count(*) AS n FROM (SELECT subject, CAST(ts / 86400 AS INTEGER) AS day "
-        f"FROM events WHERE type=? AND ts>=? AND store_id IN ({','.join('?' * len(store_ids))}) "
-        "GROUP BY subject, day) x",
-        [trigger, now - 14 * 86400, *store_ids],
-    )[0]["n"]
+    n = triggered_pairs(store, trigger, store_ids, now - 14 * 86400)
     with _cache_lock:
         _triggered_cache[key] = (now, n)
     return int(n)
@@ -190,8 +180,8 @@ def _in_audience(defn: CampaignDef, c: Customer, now: float) -> bool:
     engine = engine_campaign(
         {
             "id": defn.id, "name": defn.name, "trigger": defn.trigger.type,
-            "template": defn.variants[0].template, "status": "active", "cap_count": 1,
-            "cap_days": 1, "priority": 0, "audience": defn.audience.model_dump(),
+            "template": defn.variants[0].template, "status": "active", "cap_count": CAP_COUNT,
+            "cap_days": CAP_DAYS, "priority": 0, "audience": defn.audience.model_dump(),
         }
     )  # fmt: skip
     a = engine.audience
@@ -264,203 +254,252 @@ def preview(
     }
 
 
-def campaigns_console_router(store: BridgeStore, settings: BridgeSettings | None) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
 
-    def form_page(
-        request: Request,
-        me: Principal,
-        data: dict[str, Any],
-        existing: bool,
-        errors: dict[str, str] | None = None,
-        status: int = 200,
-        notice: str = "",
-    ) -> HTMLResponse:
-        pv = None
-        try:
-            [defn] = validate_campaigns([data])
-            pv = preview(store, settings, defn, time.time())
-        except CampaignError:
-            pass
-        return page(
-            request,
-            "campaign_form.html",
-            me,
-            {
-                "c": data,
-                "existing": existing,
-                "errors": errors or {},
-                "stores": store.store_rows(),
-                "segments": SEGMENTS,
-                "weekdays": WEEKDAYS,
-                "slots": VARIANT_SLOTS,
-                "pv": pv,
-                "notice": notice,
-                "my_phone": mask_phone(me.phone) if me.phone else "",
-            },
-            status=status,
-            title=f"Campaign: {data['name']}" if existing else "New campaign",
-        )
 
-    def load(campaign_id: str) -> dict[str, Any]:
-        rows = store.campaign_rows(campaign_id)
-        if not rows:
-            raise HTTPException(404, f"no campaign {campaign_id!r}")
-        return {**row_to_dict(rows[0]), "paused_reason": rows[0].get("paused_reason")}
-
-    @r.get("/campaigns", response_class=HTMLResponse, include_in_schema=False)
-    def campaigns_page(request: Request, me: Staff, notice: str = "") -> HTMLResponse:
-        rows = [
-            {**row_to_dict(c), "paused_reason": c.get("paused_reason"), "updated": c.get("updated")}
-            for c in store.campaign_rows()
-        ]
-        # "SMS sent": what the provider took, not what is reserved (as the reports count it)
-        counts = store.campaign_send_counts([c["id"] for c in rows], SENT)
-        return page(
-            request,
-            "campaigns.html",
-            me,
-            {"campaigns": rows, "sent": counts, "notice": notice},
-            title="Campaigns",
-        )
-
-    @r.get("/campaigns/new", response_class=HTMLResponse, include_in_schema=False)
-    def new_page(request: Request, me: Staff) -> HTMLResponse:
-        blank = form_to_campaign({"holdout_pct": "10"}, "new")
-        blank["variants"] = [{"id": "A", "template": ""}]
-        return form_page(request, me, {**blank, "id": ""}, existing=False)
-
-    @r.get("/campaigns/{campaign_id}", response_class=HTMLResponse, include_in_schema=False)
-    def edit_page(request: Request, campaign_id: str, me: Staff, notice: str = "") -> HTMLResponse:
-        return form_page(request, me, load(campaign_id), existing=True, notice=notice)
-
-    async def save(request: Request, me: Principal, campaign_id: str | None) -> Response:
-        form = await request.form()
-        data = form_to_campaign(form, campaign_id)
-        action = str(form.get("action", "save"))
-        existing = campaign_id is not None
-        if existing:
-            data["status"] = load(campaign_id or "")["status"]
-        if action == "activate":
-            data["status"] = "active"
-        try:
-            [defn] = validate_campaigns([data], store, settings)
-            if not existing and store.campaign_rows(defn.id):
-                raise CampaignError([Problem("name", f"a campaign with id {defn.id!r} exists")])
-        except CampaignError as exc:
-            return form_page(request, me, data, existing, _errors(exc, data), status=422)
-        save_campaigns(store, [defn], f"console:{me.username}", time.time())
-        audit(request, me, "campaign.save", defn.id, f"status={defn.status}")
-        if action == "activate":
-            audit(request, me, "campaign.activate", defn.id)
-        word = "activated" if action == "activate" else "saved"
-        return RedirectResponse(f"/campaigns/{defn.id}?notice={word}", status_code=303)
-
-    @r.post("/campaigns/new", include_in_schema=False)
-    async def create(request: Request, me: Staff) -> Response:
-        return await save(request, me, None)
-
-    @r.post("/campaigns/preview", response_class=HTMLResponse, include_in_schema=False)
-    async def preview_fragment(request: Request, me: Staff) -> HTMLResponse:
-        form = await request.form()
-        data = form_to_campaign(form, str(form.get("id") or "") or None)
-        try:
-            [defn] = validate_campaigns([data], store, settings)
-            pv, errors = preview(store, settings, defn, time.time()), {}
-        except CampaignError as exc:
-            pv, errors = None, _errors(exc, data)
-        return page(request, "_campaign_preview.html", me, {"pv": pv, "errors": errors, "c": data})
-
-    def test_send(me: Principal, defn: CampaignDef, variant: str) -> dict[str, Any]:
-        user = store.user_by_id(me.user_id) or {}
-        phone = user.get("phone")
-        if not phone:
-            raise HTTPException(409, "set your own phone on /account first")
+def form_page(
+    store: BridgeStore,
+    settings: BridgeSettings | None,
+    request: Request,
+    me: Principal,
+    data: dict[str, Any],
+    existing: bool,
+    errors: dict[str, str] | None = None,
+    status: int = 200,
+    notice: str = "",
+) -> HTMLResponse:
+    pv = None
+    try:
+        [defn] = validate_campaigns([data])
         pv = preview(store, settings, defn, time.time())
-        item = next((v for v in pv["variants"] if v["id"] == variant), None)
-        if item is None or not item.get("text"):
-            raise HTTPException(422, f"variant {variant!r} has no text to send")
-        from cloud_bridge.delivery.providers import make_provider
+    except CampaignError:
+        pass
+    return page(
+        request,
+        "campaign_form.html",
+        me,
+        {
+            "c": data,
+            "existing": existing,
+            "errors": errors or {},
+            "stores": store.store_rows(),
+            "segments": SEGMENTS,
+            "weekdays": WEEKDAYS,
+            "slots": VARIANT_SLOTS,
+            "pv": pv,
+            "notice": notice,
+            "my_phone": mask_phone(me.phone) if me.phone else "",
+        },
+        status=status,
+        title=f"Campaign: {data['name']}" if existing else "New campaign",
+    )
 
-        stores = [s for s in store.store_rows() if not defn.stores or s["id"] in defn.stores]
-        sender = stores[0]["sender_name"] if stores else "passby"
-        provider = make_provider(settings.provider if settings else "sandbox", store)
-        result = provider.send(phone, sender, "[TEST] " + item["text"])
-        return {
-            "status": result.status,
-            "to": mask_phone(phone),
-            "variant": variant,
-            "provider_id": result.provider_id,
-            "error": result.error,
-        }
 
-    @r.post("/campaigns/test-send", response_class=HTMLResponse, include_in_schema=False)
-    async def test_send_form(request: Request, me: Staff) -> HTMLResponse:
-        form = await request.form()
-        data = form_to_campaign(form, str(form.get("id") or "") or None)
-        try:
-            [defn] = validate_campaigns([data], store, settings)
-        except CampaignError as exc:
-            return page(
-                request, "_campaign_preview.html", me,
-                {"pv": None, "errors": _errors(exc, data), "c": data}, status=422,
-            )  # fmt: skip
-        variant = str(form.get("variant", "A"))
-        try:
-            out = test_send(me, defn, variant)
-        except HTTPException as exc:
-            out = {"status": "failed", "error": exc.detail, "variant": variant}
-        audit(request, me, "campaign.test_send", defn.id, f"variant={out.get('variant')}")
-        pv = preview(store, settings, defn, time.time())
+def load(store: BridgeStore, campaign_id: str) -> dict[str, Any]:
+    rows = store.campaign_rows(campaign_id)
+    if not rows:
+        raise HTTPException(404, f"no campaign {campaign_id!r}")
+    return {**row_to_dict(rows[0]), "paused_reason": rows[0].get("paused_reason")}
+
+
+@router.get("/campaigns", response_class=HTMLResponse, include_in_schema=False)
+def campaigns_page(request: Request, me: Staff, store: Store, notice: str = "") -> HTMLResponse:
+    rows = [
+        {**row_to_dict(c), "paused_reason": c.get("paused_reason"), "updated": c.get("updated")}
+        for c in store.campaign_rows()
+    ]
+    # "SMS sent": what the provider took, not what is reserved (as the reports count it)
+    counts = store.campaign_send_counts([c["id"] for c in rows], SENT)
+    return page(
+        request,
+        "campaigns.html",
+        me,
+        {"campaigns": rows, "sent": counts, "notice": notice},
+        title="Campaigns",
+    )
+
+
+@router.get("/campaigns/new", response_class=HTMLResponse, include_in_schema=False)
+def new_page(request: Request, me: Staff, store: Store, settings: MaybeSettings) -> HTMLResponse:
+    blank = form_to_campaign({"holdout_pct": "10"}, "new")
+    blank["variants"] = [{"id": "A", "template": ""}]
+    return form_page(store, settings, request, me, {**blank, "id": ""}, existing=False)
+
+
+@router.get("/campaigns/{campaign_id}", response_class=HTMLResponse, include_in_schema=False)
+def edit_page(
+    request: Request,
+    campaign_id: str,
+    me: Staff,
+    store: Store,
+    settings: MaybeSettings,
+    notice: str = "",
+) -> HTMLResponse:
+    return form_page(
+        store, settings, request, me, load(store, campaign_id), existing=True, notice=notice
+    )
+
+
+async def save(
+    store: BridgeStore,
+    settings: BridgeSettings | None,
+    request: Request,
+    me: Principal,
+    campaign_id: str | None,
+) -> Response:
+    form = await request.form()
+    data = form_to_campaign(form, campaign_id)
+    action = str(form.get("action", "save"))
+    existing = campaign_id is not None
+    if existing:
+        data["status"] = load(store, campaign_id or "")["status"]
+    if action == "activate":
+        data["status"] = "active"
+    try:
+        [defn] = validate_campaigns([data], store, settings)
+        if not existing and store.campaign_rows(defn.id):
+            raise CampaignError([Problem("name", f"a campaign with id {defn.id!r} exists")])
+    except CampaignError as exc:
+        return form_page(
+            store, settings, request, me, data, existing, _errors(exc, data), status=422
+        )
+    save_campaigns(store, [defn], f"console:{me.username}", time.time())
+    audit(request, me, "campaign.save", defn.id, f"status={defn.status}")
+    if action == "activate":
+        audit(request, me, "campaign.activate", defn.id)
+    word = "activated" if action == "activate" else "saved"
+    return RedirectResponse(f"/campaigns/{defn.id}?notice={word}", status_code=303)
+
+
+@router.post("/campaigns/new", include_in_schema=False)
+async def create(request: Request, me: Staff, store: Store, settings: MaybeSettings) -> Response:
+    return await save(store, settings, request, me, None)
+
+
+@router.post("/campaigns/preview", response_class=HTMLResponse, include_in_schema=False)
+async def preview_fragment(
+    request: Request, me: Staff, store: Store, settings: MaybeSettings
+) -> HTMLResponse:
+    form = await request.form()
+    data = form_to_campaign(form, str(form.get("id") or "") or None)
+    try:
+        [defn] = validate_campaigns([data], store, settings)
+        pv, errors = preview(store, settings, defn, time.time()), {}
+    except CampaignError as exc:
+        pv, errors = None, _errors(exc, data)
+    return page(request, "_campaign_preview.html", me, {"pv": pv, "errors": errors, "c": data})
+
+
+def test_send(
+    store: BridgeStore,
+    settings: BridgeSettings | None,
+    me: Principal,
+    defn: CampaignDef,
+    variant: str,
+) -> dict[str, Any]:
+    user = store.user_by_id(me.user_id) or {}
+    phone = user.get("phone")
+    if not phone:
+        raise HTTPException(409, "set your own phone on /account first")
+    pv = preview(store, settings, defn, time.time())
+    item = next((v for v in pv["variants"] if v["id"] == variant), None)
+    if item is None or not item.get("text"):
+        raise HTTPException(422, f"variant {variant!r} has no text to send")
+    from cloud_bridge.delivery.providers import make_provider
+
+    stores = [s for s in store.store_rows() if not defn.stores or s["id"] in defn.stores]
+    sender = stores[0]["sender_name"] if stores else "passby"
+    provider = make_provider(settings.provider if settings else "sandbox", store)
+    result = provider.send(phone, sender, "[TEST] " + item["text"])
+    return {
+        "status": result.status,
+        "to": mask_phone(phone),
+        "variant": variant,
+        "provider_id": result.provider_id,
+        "error": result.error,
+    }
+
+
+@router.post("/campaigns/test-send", response_class=HTMLResponse, include_in_schema=False)
+async def test_send_form(
+    request: Request, me: Staff, store: Store, settings: MaybeSettings
+) -> HTMLResponse:
+    form = await request.form()
+    data = form_to_campaign(form, str(form.get("id") or "") or None)
+    try:
+        [defn] = validate_campaigns([data], store, settings)
+    except CampaignError as exc:
         return page(
-            request, "_campaign_preview.html", me, {"pv": pv, "errors": {}, "c": data, "sent": out}
-        )
+            request, "_campaign_preview.html", me,
+            {"pv": None, "errors": _errors(exc, data), "c": data}, status=422,
+        )  # fmt: skip
+    variant = str(form.get("variant", "A"))
+    try:
+        out = test_send(store, settings, me, defn, variant)
+    except HTTPException as exc:
+        out = {"status": "failed", "error": exc.detail, "variant": variant}
+    audit(request, me, "campaign.test_send", defn.id, f"variant={out.get('variant')}")
+    pv = preview(store, settings, defn, time.time())
+    return page(
+        request, "_campaign_preview.html", me, {"pv": pv, "errors": {}, "c": data, "sent": out}
+    )
 
-    @r.post("/campaigns/{campaign_id}", include_in_schema=False)
-    async def update(request: Request, campaign_id: str, me: Staff) -> Response:
-        load(campaign_id)
-        return await save(request, me, campaign_id)
 
-    @r.post("/campaigns/{campaign_id}/status", include_in_schema=False)
-    async def status_form(request: Request, campaign_id: str, me: Staff) -> Response:
-        form = await request.form()
-        status = str(form.get("status", ""))
-        if status not in ("active", "paused", "ended", "draft"):
-            raise HTTPException(400, "status: one of active, paused, ended, draft")
-        load(campaign_id)
-        store.set_campaign_status(
-            campaign_id, status, time.time(), f"by {me.username}" if status == "paused" else None
-        )
-        audit(request, me, f"campaign.{status}", campaign_id)
-        return RedirectResponse(f"/campaigns/{campaign_id}?notice={status}", status_code=303)
+@router.post("/campaigns/{campaign_id}", include_in_schema=False)
+async def update(
+    request: Request, campaign_id: str, me: Staff, store: Store, settings: MaybeSettings
+) -> Response:
+    load(store, campaign_id)
+    return await save(store, settings, request, me, campaign_id)
 
-    # JSON ---------------------------------------------------------------------------------
-    @r.post("/api/v1/campaigns/preview", tags=["campaigns"])
-    def api_preview(body: dict[str, Any], me: Staff) -> dict[str, Any]:
-        """Preview a campaign (the same body as POST /api/v1/campaigns): each variant's final
-        text for a sample customer, GSM-7/UCS-2, parts, cost per SMS; audience size now;
-        estimated sends and cost per day. 422 with the fields at fault."""
-        try:
-            [defn] = validate_campaigns([{"id": "preview", **body}], store, settings)
-        except CampaignError as exc:
-            raise HTTPException(
-                422, {"errors": [{"field": p.field, "message": p.message} for p in exc.problems]}
-            ) from None
-        return preview(store, settings, defn, time.time())
 
-    @r.post("/api/v1/campaigns/{campaign_id}/test-send", tags=["campaigns"])
-    def api_test_send(
-        request: Request, campaign_id: str, me: Staff, variant: str = "A"
-    ) -> dict[str, Any]:
-        """Send a saved campaign's variant, marked [TEST], to your own phone (set on /account)."""
-        try:
-            [defn] = validate_campaigns([load(campaign_id)], store, settings)
-        except CampaignError as exc:
-            raise HTTPException(
-                422, {"errors": [{"field": p.field, "message": p.message} for p in exc.problems]}
-            ) from None
-        out = test_send(me, defn, variant)
-        audit(request, me, "campaign.test_send", campaign_id, f"variant={variant}")
-        return out
+@router.post("/campaigns/{campaign_id}/status", include_in_schema=False)
+async def status_form(request: Request, campaign_id: str, me: Staff, store: Store) -> Response:
+    form = await request.form()
+    status = str(form.get("status", ""))
+    if status not in ("active", "paused", "ended", "draft"):
+        raise HTTPException(400, "status: one of active, paused, ended, draft")
+    load(store, campaign_id)
+    store.set_campaign_status(
+        campaign_id, status, time.time(), f"by {me.username}" if status == "paused" else None
+    )
+    audit(request, me, f"campaign.{status}", campaign_id)
+    return RedirectResponse(f"/campaigns/{campaign_id}?notice={status}", status_code=303)
 
-    return r
+
+# JSON ---------------------------------------------------------------------------------
+@router.post("/api/v1/campaigns/preview", tags=["campaigns"])
+def api_preview(
+    body: dict[str, Any], me: Staff, store: Store, settings: MaybeSettings
+) -> dict[str, Any]:
+    """Preview a campaign (the same body as POST /api/v1/campaigns): each variant's final
+    text for a sample customer, GSM-7/UCS-2, parts, cost per SMS; audience size now;
+    estimated sends and cost per day. 422 with the fields at fault."""
+    try:
+        [defn] = validate_campaigns([{"id": "preview", **body}], store, settings)
+    except CampaignError as exc:
+        raise HTTPException(
+            422, {"errors": [{"field": p.field, "message": p.message} for p in exc.problems]}
+        ) from None
+    return preview(store, settings, defn, time.time())
+
+
+@router.post("/api/v1/campaigns/{campaign_id}/test-send", tags=["campaigns"])
+def api_test_send(
+    request: Request,
+    campaign_id: str,
+    me: Staff,
+    store: Store,
+    settings: MaybeSettings,
+    variant: str = "A",
+) -> dict[str, Any]:
+    """Send a saved campaign's variant, marked [TEST], to your own phone (set on /account)."""
+    try:
+        [defn] = validate_campaigns([load(store, campaign_id)], store, settings)
+    except CampaignError as exc:
+        raise HTTPException(
+            422, {"errors": [{"field": p.field, "message": p.message} for p in exc.problems]}
+        ) from None
+    out = test_send(store, settings, me, defn, variant)
+    audit(request, me, "campaign.test_send", campaign_id, f"variant={variant}")
+    return out

@@ -28,7 +28,7 @@ class Series:
 def _nice_max(v: float) -> float:
     if v <= 0:
         return 1.0
-    exp = 10 ** math.floor(math.log10(v))
+    exp: float = 10 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
         if v <= m * exp:
             return m * exp
@@ -136,7 +136,7 @@ def stacked_bars(
     bar = max(slot * 0.7, 1.0)
     for i, name in enumerate(labels):
         x = left + slot * i + (slot - bar) / 2
-        base = top + ph
+        base: float = top + ph
         tips = []
         for sname, color, values in stacks:
             v = values[i]

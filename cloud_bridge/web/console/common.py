@@ -1,4 +1,5 @@
-"""What every console page shares: templates, filters, the page renderer, navigation, scope."""
+"""What every console page shares: templates, filters, the page renderer, navigation, scope
+(the store scope's SQL is ``cloud_bridge.storage.scope``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from markupsafe import Markup, escape
 
 from cloud_bridge.offers.decide import REASONS
 from cloud_bridge.storage.store import BridgeStore
+from cloud_bridge.storage.stores import stores_by_name
 from cloud_bridge.web.auth import Forbidden, Principal
 
 __all__ = [
@@ -24,7 +26,6 @@ __all__ = [
     "nav",
     "when",
     "mask_phone",
-    "store_scope_sql",
     "visible_stores",
     "check_store",
     "explain_decision",
@@ -150,7 +151,7 @@ def page(
 
 def visible_stores(store: BridgeStore, principal: Principal) -> list[dict[str, Any]]:
     """The stores this principal may see (all of them unless a store owner)."""
-    rows = store.query("SELECT * FROM stores ORDER BY name, id")
+    rows = stores_by_name(store)
     return [r for r in rows if principal.can_see(r["id"])]
 
 
@@ -158,16 +159,6 @@ def check_store(principal: Principal, store_id: str | None) -> None:
     """403 unless the principal may see this store (a store owner: only their own)."""
     if store_id is not None and not principal.can_see(store_id):
         raise Forbidden(f"store {store_id!r} is not one of yours")
-
-
-def store_scope_sql(principal: Principal, column: str) -> tuple[str, list[Any]]:
-    """An SQL condition (and its arguments) keeping only rows of the principal's stores."""
-    scope = principal.scope
-    if scope is None:
-        return "1=1", []
-    if not scope:
-        return "0=1", []
-    return f"{column} IN ({','.join('?' * len(scope))})", list(scope)
 
 
 def explain_decision(d: dict[str, Any]) -> dict[str, Any]:

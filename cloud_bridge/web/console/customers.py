@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from cloud_bridge.config import BridgeSettings
@@ -18,14 +18,20 @@ from cloud_bridge.customers.crm_import import ImportFileError, ImportReport, imp
 from cloud_bridge.customers.erasure import erase_customer
 from cloud_bridge.customers.phones import PhoneError, normalise_phone
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage.customers import (
+    device_rows,
+    live_customer_count,
+    recent_decisions,
+    search_rows,
+)
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, audit, require
+from cloud_bridge.storage.stores import store_countries, store_exists, store_names
+from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.common import explain_decision, mask_phone, page
+from cloud_bridge.web.dependencies import Admin, MaybeSettings, Staff, Store
 
-__all__ = ["customers_router", "search_customers", "customer_detail"]
+__all__ = ["router", "search_customers", "customer_detail"]
 
-Staff = Annotated[Principal, Depends(require("admin", "marketer"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
@@ -35,15 +41,10 @@ def search_customers(store: BridgeStore, q: str, limit: int = 50) -> list[dict[s
     if not q:
         return []
     phones = {q}
-    for region in [None, *{r["country"] for r in store.query("SELECT country FROM stores")}]:
+    for region in [None, *store_countries(store)]:
         with contextlib.suppress(PhoneError):
             phones.add(normalise_phone(q, region))
-    rows = store.query(
-        "SELECT id, crm_id, name, phone, loyalty_tier, visits, created FROM customers "
-        f"WHERE erased IS NULL AND (crm_id=? OR crm_id LIKE ? ESCAPE '\\' OR phone IN "
-        f"({','.join('?' * len(phones))})) ORDER BY crm_id LIMIT ?",
-        [q, q.replace("%", r"\%").replace("_", r"\_") + "%", *phones, limit],
-    )
+    rows = search_rows(store, q, phones, limit)
     for r in rows:
         r["phone"] = mask_phone(r["phone"])
         r["consents"] = store.latest_consents(r["id"])
@@ -54,18 +55,8 @@ def customer_detail(store: BridgeStore, crm_id: str) -> dict[str, Any]:
     row = store.customer_row(crm_id)
     if row is None:
         raise HTTPException(404, f"no customer {crm_id!r} (or erased)")
-    devices = store.query(
-        "SELECT first_seen, last_seen, expires, source, store_id FROM devices "
-        "WHERE customer_id=? ORDER BY id",
-        [row["id"]],
-    )
-    decisions = store.query(
-        "SELECT d.ts, d.outcome, d.reason, d.detail, d.campaign_id, e.store_id, e.type, "
-        "s.state AS send_state, s.error AS send_error FROM decisions d "
-        "LEFT JOIN events e ON e.event_id=d.event_id LEFT JOIN sends s ON s.decision_id=d.id "
-        "WHERE d.customer_id=? ORDER BY d.id DESC LIMIT 20",
-        [row["id"]],
-    )
+    devices = device_rows(store, row["id"])
+    decisions = recent_decisions(store, row["id"])
     for d in decisions:
         explain_decision(d)
     return {
@@ -85,147 +76,163 @@ def customer_detail(store: BridgeStore, crm_id: str) -> dict[str, Any]:
     }
 
 
-def customers_router(store: BridgeStore, settings: BridgeSettings | None) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
+
+
+def run_import(
+    store: BridgeStore,
+    settings: BridgeSettings | None,
+    request: Request,
+    me: Principal,
+    data: bytes,
+    filename: str,
+    store_id: str | None,
+    dry_run: bool,
+) -> ImportReport:
     keys_dir = settings.data_dir if settings is not None else store.path.parent
     ttl = settings.enrol.device_ttl_days if settings is not None else 90.0
+    if len(data) > MAX_IMPORT_BYTES:
+        raise HTTPException(413, f"the file is over {MAX_IMPORT_BYTES // 2**20} MB")
+    if store_id and not store_exists(store, store_id):
+        raise HTTPException(422, f"store_id: unknown store {store_id!r}")
+    fmt = "json" if filename.lower().endswith(".json") else "csv"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("import." + fmt)
+        path.write_bytes(data)
+        try:
+            report = import_customers(
+                store,
+                BridgeKeys(keys_dir).subject_key,
+                path,
+                time.time(),
+                fmt=fmt,
+                store_id=store_id or None,
+                device_ttl_days=ttl,
+                dry_run=dry_run,
+            )
+        except ImportFileError as exc:
+            raise HTTPException(422, str(exc).replace(str(path), filename)) from None
+    report.file = filename
+    if not dry_run:
+        audit(
+            request, me, "customers.import", filename,
+            f"rows={report.rows} applied={report.applied} created={report.created} "
+            f"consents={report.consents_recorded} skipped={report.skipped} "
+            f"sha256={report.sha256[:16]}",
+        )  # fmt: skip
+    return report
 
-    def run_import(
-        request: Request,
-        me: Principal,
-        data: bytes,
-        filename: str,
-        store_id: str | None,
-        dry_run: bool,
-    ) -> ImportReport:
-        if len(data) > MAX_IMPORT_BYTES:
-            raise HTTPException(413, f"the file is over {MAX_IMPORT_BYTES // 2**20} MB")
-        if store_id and not store.query("SELECT 1 FROM stores WHERE id=?", [store_id]):
-            raise HTTPException(422, f"store_id: unknown store {store_id!r}")
-        fmt = "json" if filename.lower().endswith(".json") else "csv"
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / ("import." + fmt)
-            path.write_bytes(data)
-            try:
-                report = import_customers(
-                    store,
-                    BridgeKeys(keys_dir).subject_key,
-                    path,
-                    time.time(),
-                    fmt=fmt,
-                    store_id=store_id or None,
-                    device_ttl_days=ttl,
-                    dry_run=dry_run,
-                )
-            except ImportFileError as exc:
-                raise HTTPException(422, str(exc).replace(str(path), filename)) from None
-        report.file = filename
-        if not dry_run:
-            audit(
-                request, me, "customers.import", filename,
-                f"rows={report.rows} applied={report.applied} created={report.created} "
-                f"consents={report.consents_recorded} skipped={report.skipped} "
-                f"sha256={report.sha256[:16]}",
-            )  # fmt: skip
-        return report
 
-    @r.get("/customers", response_class=HTMLResponse, include_in_schema=False)
-    def customers_page(request: Request, me: Staff, q: str = "") -> HTMLResponse:
-        total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
-        return page(
-            request,
-            "customers.html",
-            me,
-            {
-                "q": q,
-                "results": search_customers(store, q),
-                "total": total,
-                "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
-                "report": None,
-            },
-            title="Customers and consent",
-        )
+@router.get("/customers", response_class=HTMLResponse, include_in_schema=False)
+def customers_page(request: Request, me: Staff, store: Store, q: str = "") -> HTMLResponse:
+    total = live_customer_count(store)
+    return page(
+        request,
+        "customers.html",
+        me,
+        {
+            "q": q,
+            "results": search_customers(store, q),
+            "total": total,
+            "stores": store_names(store),
+            "report": None,
+        },
+        title="Customers and consent",
+    )
 
-    @r.post("/customers/import", response_class=HTMLResponse, include_in_schema=False)
-    async def import_form(request: Request, me: Staff) -> HTMLResponse:
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(400, "choose a CSV or JSON file")
-        data = await upload.read()
-        report = run_import(
-            request,
-            me,
-            data,
-            upload.filename or "upload.csv",
-            str(form.get("store_id") or "") or None,
-            bool(form.get("dry_run")),
-        )
-        total = store.query("SELECT count(*) AS n FROM customers WHERE erased IS NULL")[0]["n"]
-        return page(
-            request,
-            "customers.html",
-            me,
-            {
-                "q": "",
-                "results": [],
-                "total": total,
-                "stores": store.query("SELECT id, name FROM stores ORDER BY id"),
-                "report": report,
-            },
-            title="Customers and consent",
-        )
 
-    @r.get("/customers/{crm_id}", response_class=HTMLResponse, include_in_schema=False)
-    def customer_page(request: Request, crm_id: str, me: Staff) -> HTMLResponse:
-        c = customer_detail(store, crm_id)
-        return page(request, "customer.html", me, {"c": c}, title=f"Customer {crm_id}")
+@router.post("/customers/import", response_class=HTMLResponse, include_in_schema=False)
+async def import_form(
+    request: Request, me: Staff, store: Store, settings: MaybeSettings
+) -> HTMLResponse:
+    form = await request.form()
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise HTTPException(400, "choose a CSV or JSON file")
+    data = await upload.read()
+    report = run_import(
+        store,
+        settings,
+        request,
+        me,
+        data,
+        upload.filename or "upload.csv",
+        str(form.get("store_id") or "") or None,
+        bool(form.get("dry_run")),
+    )
+    total = live_customer_count(store)
+    return page(
+        request,
+        "customers.html",
+        me,
+        {
+            "q": "",
+            "results": [],
+            "total": total,
+            "stores": store_names(store),
+            "report": report,
+        },
+        title="Customers and consent",
+    )
 
-    @r.post("/customers/{crm_id}/erase", include_in_schema=False)
-    async def erase_form(request: Request, crm_id: str, me: Admin) -> Response:
-        form = await request.form()
-        if str(form.get("confirm", "")).strip() != crm_id:
-            raise HTTPException(400, "type the CRM id to confirm the erasure")
-        if not erase_customer(store, crm_id, time.time()):
-            raise HTTPException(404, f"no customer {crm_id!r}")
-        audit(request, me, "customer.erase", crm_id, "erased on request (console)")
-        return RedirectResponse(f"/customers?q=&erased={crm_id}", status_code=303)
 
-    # JSON ---------------------------------------------------------------------------------
-    @r.get("/api/v1/customers", tags=["customers"])
-    def api_search(
-        me: Staff, q: Annotated[str, Query(min_length=1, max_length=64)]
-    ) -> list[dict[str, Any]]:
-        """Customers by CRM id (or its beginning) or phone (any spelling); phones masked."""
-        return search_customers(store, q)
+@router.get("/customers/{crm_id}", response_class=HTMLResponse, include_in_schema=False)
+def customer_page(request: Request, crm_id: str, me: Staff, store: Store) -> HTMLResponse:
+    c = customer_detail(store, crm_id)
+    return page(request, "customer.html", me, {"c": c}, title=f"Customer {crm_id}")
 
-    @r.get("/api/v1/customers/{crm_id}", tags=["customers"])
-    def api_customer(crm_id: str, me: Staff) -> dict[str, Any]:
-        """One customer: segments, consents now and their history with proof, devices (no
-        MACs), latest decisions with reasons."""
-        return customer_detail(store, crm_id)
 
-    @r.post("/api/v1/customers/import", tags=["customers"])
-    async def api_import(
-        request: Request,
-        me: Staff,
-        filename: Annotated[str, Query(max_length=200)] = "import.csv",
-        store_id: str | None = None,
-        dry_run: bool = False,
-    ) -> dict[str, Any]:
-        """Import a CRM file sent as the request body (CSV, or JSON when ``filename`` ends in
-        .json). The row report names each bad row, field and problem; good rows are applied
-        in one transaction (none with ``dry_run``)."""
-        report = run_import(request, me, await request.body(), filename, store_id, dry_run)
-        return report.to_json()
+@router.post("/customers/{crm_id}/erase", include_in_schema=False)
+async def erase_form(request: Request, crm_id: str, me: Admin, store: Store) -> Response:
+    form = await request.form()
+    if str(form.get("confirm", "")).strip() != crm_id:
+        raise HTTPException(400, "type the CRM id to confirm the erasure")
+    if not erase_customer(store, crm_id, time.time()):
+        raise HTTPException(404, f"no customer {crm_id!r}")
+    audit(request, me, "customer.erase", crm_id, "erased on request (console)")
+    return RedirectResponse(f"/customers?q=&erased={crm_id}", status_code=303)
 
-    @r.post("/api/v1/customers/{crm_id}/erase", tags=["customers"])
-    def api_erase(request: Request, crm_id: str, me: Admin) -> dict[str, Any]:
-        """Erase a customer on request (admin): PII, MACs, consents and texts go; a hashed
-        suppression entry stays."""
-        if not erase_customer(store, crm_id, time.time()):
-            raise HTTPException(404, f"no customer {crm_id!r}")
-        audit(request, me, "customer.erase", crm_id, "erased on request (api)")
-        return {"erased": crm_id}
 
-    return r
+# JSON ---------------------------------------------------------------------------------
+@router.get("/api/v1/customers", tags=["customers"])
+def api_search(
+    me: Staff, store: Store, q: Annotated[str, Query(min_length=1, max_length=64)]
+) -> list[dict[str, Any]]:
+    """Customers by CRM id (or its beginning) or phone (any spelling); phones masked."""
+    return search_customers(store, q)
+
+
+@router.get("/api/v1/customers/{crm_id}", tags=["customers"])
+def api_customer(crm_id: str, me: Staff, store: Store) -> dict[str, Any]:
+    """One customer: segments, consents now and their history with proof, devices (no
+    MACs), latest decisions with reasons."""
+    return customer_detail(store, crm_id)
+
+
+@router.post("/api/v1/customers/import", tags=["customers"])
+async def api_import(
+    request: Request,
+    me: Staff,
+    store: Store,
+    settings: MaybeSettings,
+    filename: Annotated[str, Query(max_length=200)] = "import.csv",
+    store_id: str | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Import a CRM file sent as the request body (CSV, or JSON when ``filename`` ends in
+    .json). The row report names each bad row, field and problem; good rows are applied
+    in one transaction (none with ``dry_run``)."""
+    report = run_import(
+        store, settings, request, me, await request.body(), filename, store_id, dry_run
+    )
+    return report.to_json()
+
+
+@router.post("/api/v1/customers/{crm_id}/erase", tags=["customers"])
+def api_erase(request: Request, crm_id: str, me: Admin, store: Store) -> dict[str, Any]:
+    """Erase a customer on request (admin): PII, MACs, consents and texts go; a hashed
+    suppression entry stays."""
+    if not erase_customer(store, crm_id, time.time()):
+        raise HTTPException(404, f"no customer {crm_id!r}")
+    audit(request, me, "customer.erase", crm_id, "erased on request (api)")
+    return {"erased": crm_id}

@@ -11,16 +11,16 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse
 
 from cloud_bridge.clock import DEFAULT_MAX_SKEW_S
-from cloud_bridge.config import BridgeSettings
 from cloud_bridge.ingest.fleet import OUTBOX_WINDOW_S, SensorHealth, sensor_health
+from cloud_bridge.storage.fleet import live_sensor_rows, stats_history, stats_since
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, Series, line_chart
-from cloud_bridge.web.console.common import check_store, page, store_scope_sql
+from cloud_bridge.web.console.common import check_store, page
+from cloud_bridge.web.dependencies import MaybeSettings, Store, Viewer
 
-__all__ = ["fleet_router", "fleet_health", "sensor_history"]
+__all__ = ["router", "fleet_health", "sensor_history"]
 
-Viewer = Annotated[Principal, Depends(require("admin", "owner"))]
 DAY = 86400.0
 BUCKET_S = 300.0
 
@@ -34,23 +34,9 @@ def fleet_health(
 ) -> list[SensorHealth]:
     """Health of every live (not revoked) sensor the principal may see, alerts first;
     ``max_skew_s``: the clock offset beyond which a sensor gets the clock_skew alert."""
-    cond, args = store_scope_sql(principal, "s.store_id")
-    if store_id is not None:
-        cond, args = f"{cond} AND s.store_id=?", [*args, store_id]
-    rows = store.query(
-        "SELECT s.*, st.roster_version AS store_roster_version FROM sensors s "
-        "LEFT JOIN stores st ON st.id=s.store_id LEFT JOIN sensor_credentials c "
-        "ON c.store_id=s.store_id AND c.sensor_id=s.sensor_id "
-        f"WHERE c.revoked IS NULL AND {cond} ORDER BY s.store_id, s.sensor_id",
-        args,
-    )
-    hcond, hargs = store_scope_sql(principal, "store_id")
+    rows = live_sensor_rows(store, principal.scope, store_id)
     history: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for h in store.query(
-        "SELECT store_id, sensor_id, received, outbox_depth, frames_per_s, dropped "
-        f"FROM sensor_stats WHERE received>=? AND {hcond} ORDER BY received",
-        [now - OUTBOX_WINDOW_S, *hargs],
-    ):
+    for h in stats_since(store, principal.scope, now - OUTBOX_WINDOW_S):
         history[(h["store_id"], h["sensor_id"])].append(h)
     out = [
         sensor_health(
@@ -65,15 +51,7 @@ def sensor_history(
     store: BridgeStore, store_id: str, sensor_id: str, since: float, bucket_s: float = BUCKET_S
 ) -> list[dict[str, Any]]:
     """Stats history in ``bucket_s`` buckets: max of load figures, min of free disk."""
-    return store.query(
-        "SELECT CAST(received / ? AS INTEGER) * ? AS t, max(frames_per_s) AS frames_per_s, "
-        "max(outbox_depth) AS outbox_depth, max(dropped) AS dropped, "
-        "max(cpu_temp_c) AS cpu_temp_c, min(disk_free_mb) AS disk_free_mb, "
-        "max(matched) AS matched, avg(ts - received) AS clock_offset_s, count(*) AS samples "
-        "FROM sensor_stats "
-        "WHERE store_id=? AND sensor_id=? AND received>=? GROUP BY 1 ORDER BY 1",
-        [bucket_s, bucket_s, store_id, sensor_id, since],
-    )
+    return stats_history(store, store_id, sensor_id, since, bucket_s)
 
 
 def _charts(points: list[dict[str, Any]], now: float) -> list[tuple[str, Any]]:
@@ -92,82 +70,95 @@ def _charts(points: list[dict[str, Any]], now: float) -> list[tuple[str, Any]]:
     return out
 
 
-def fleet_router(store: BridgeStore, settings: BridgeSettings | None = None) -> APIRouter:
-    r = APIRouter()
-    skew = settings.policy.max_clock_skew_s if settings is not None else DEFAULT_MAX_SKEW_S
+router = APIRouter()
 
-    @r.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
-    def fleet_page(
-        request: Request, me: Viewer, store_id: str | None = None, alerts: bool = False
-    ) -> HTMLResponse:
-        if store_id:
-            check_store(me, store_id)
-        now = time.time()
-        sensors = fleet_health(store, me, now, store_id or None, skew)
-        shown = [s for s in sensors if s.alerts] if alerts else sensors
-        counts = {
-            "sensors": len(sensors),
-            "online": sum(1 for s in sensors if s.online),
-            "alerting": sum(1 for s in sensors if s.alerts),
-        }
-        return page(
-            request,
-            "fleet.html",
-            me,
-            {"sensors": shown, "counts": counts, "now": now, "only_alerts": alerts},
-            title="Fleet",
-        )
 
-    @r.get("/fleet/{store_id}/{sensor_id}", response_class=HTMLResponse, include_in_schema=False)
-    def sensor_page(request: Request, store_id: str, sensor_id: str, me: Viewer) -> HTMLResponse:
+async def max_skew(settings: MaybeSettings) -> float:
+    """The clock offset beyond which a sensor gets the clock_skew alert (policy setting)."""
+    return settings.policy.max_clock_skew_s if settings is not None else DEFAULT_MAX_SKEW_S
+
+
+Skew = Annotated[float, Depends(max_skew)]
+
+
+@router.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
+def fleet_page(
+    request: Request,
+    me: Viewer,
+    store: Store,
+    skew: Skew,
+    store_id: str | None = None,
+    alerts: bool = False,
+) -> HTMLResponse:
+    if store_id:
         check_store(me, store_id)
-        now = time.time()
-        found = [
-            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
-        ]
-        if not found:
-            raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
-        points = sensor_history(store, store_id, sensor_id, now - DAY)
-        return page(
-            request,
-            "sensor.html",
-            me,
-            {"s": found[0], "charts": _charts(points, now), "now": now},
-            title=f"Sensor {store_id}/{sensor_id}",
-        )
+    now = time.time()
+    sensors = fleet_health(store, me, now, store_id or None, skew)
+    shown = [s for s in sensors if s.alerts] if alerts else sensors
+    counts = {
+        "sensors": len(sensors),
+        "online": sum(1 for s in sensors if s.online),
+        "alerting": sum(1 for s in sensors if s.alerts),
+    }
+    return page(
+        request,
+        "fleet.html",
+        me,
+        {"sensors": shown, "counts": counts, "now": now, "only_alerts": alerts},
+        title="Fleet",
+    )
 
-    @r.get("/api/v1/fleet", tags=["fleet"])
-    def api_fleet(me: Viewer, store_id: str | None = None) -> dict[str, Any]:
-        """Every sensor you may see: state (retained status + last will), last seen, versions,
-        frames/s, outbox depth, drops, CPU temperature, disk, clock offset (sensor minus
-        bridge, seconds), and alerts with their fix."""
-        if store_id:
-            check_store(me, store_id)
-        sensors = fleet_health(store, me, time.time(), store_id or None, skew)
-        return {
-            "sensors": [s.to_json() for s in sensors],
-            "online": sum(1 for s in sensors if s.online),
-            "alerting": sum(1 for s in sensors if s.alerts),
-        }
 
-    @r.get("/api/v1/fleet/{store_id}/{sensor_id}", tags=["fleet"])
-    def api_sensor(
-        store_id: str,
-        sensor_id: str,
-        me: Viewer,
-        hours: Annotated[float, Query(gt=0, le=192)] = 24,
-    ) -> dict[str, Any]:
-        """One sensor's health and its stats history (5-minute buckets)."""
+@router.get("/fleet/{store_id}/{sensor_id}", response_class=HTMLResponse, include_in_schema=False)
+def sensor_page(
+    request: Request, store_id: str, sensor_id: str, me: Viewer, store: Store, skew: Skew
+) -> HTMLResponse:
+    check_store(me, store_id)
+    now = time.time()
+    found = [s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id]
+    if not found:
+        raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
+    points = sensor_history(store, store_id, sensor_id, now - DAY)
+    return page(
+        request,
+        "sensor.html",
+        me,
+        {"s": found[0], "charts": _charts(points, now), "now": now},
+        title=f"Sensor {store_id}/{sensor_id}",
+    )
+
+
+@router.get("/api/v1/fleet", tags=["fleet"])
+def api_fleet(me: Viewer, store: Store, skew: Skew, store_id: str | None = None) -> dict[str, Any]:
+    """Every sensor you may see: state (retained status + last will), last seen, versions,
+    frames/s, outbox depth, drops, CPU temperature, disk, clock offset (sensor minus
+    bridge, seconds), and alerts with their fix."""
+    if store_id:
         check_store(me, store_id)
-        now = time.time()
-        found = [
-            s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id
-        ]
-        if not found:
-            raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
-        return {
-            **found[0].to_json(),
-            "history": sensor_history(store, store_id, sensor_id, now - hours * 3600),
-        }
+    sensors = fleet_health(store, me, time.time(), store_id or None, skew)
+    return {
+        "sensors": [s.to_json() for s in sensors],
+        "online": sum(1 for s in sensors if s.online),
+        "alerting": sum(1 for s in sensors if s.alerts),
+    }
 
-    return r
+
+@router.get("/api/v1/fleet/{store_id}/{sensor_id}", tags=["fleet"])
+def api_sensor(
+    store_id: str,
+    sensor_id: str,
+    me: Viewer,
+    store: Store,
+    skew: Skew,
+    hours: Annotated[float, Query(gt=0, le=192)] = 24,
+) -> dict[str, Any]:
+    """One sensor's health and its stats history (5-minute buckets)."""
+    check_store(me, store_id)
+    now = time.time()
+    found = [s for s in fleet_health(store, me, now, store_id, skew) if s.sensor_id == sensor_id]
+    if not found:
+        raise HTTPException(404, f"no sensor {store_id}/{sensor_id}")
+    return {
+        **found[0].to_json(),
+        "history": sensor_history(store, store_id, sensor_id, now - hours * 3600),
+    }

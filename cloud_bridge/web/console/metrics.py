@@ -10,21 +10,35 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cloud_bridge.ingest.fleet import SILENT_AFTER_S
+from cloud_bridge.storage.fleet import sensor_gauges
+from cloud_bridge.storage.metrics import (
+    campaigns_paused_by_guard,
+    clock_offsets,
+    dead_letter_count,
+    decisions_by_outcome,
+    events_by_type,
+    oldest_waiting,
+    optout_guard_trips,
+    provider_attempts,
+    provider_latency,
+    queue_depths,
+    sends_by_state,
+    sensor_outbox_total,
+    sensor_states,
+)
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.storage.stores import roster_versions
+from cloud_bridge.web.dependencies import Admin, Store
 
-__all__ = ["metrics_router", "StoreCollector"]
-
-Admin = Annotated[Principal, Depends(require("admin"))]
+__all__ = ["router", "StoreCollector"]
 
 
 class StoreCollector(Collector):
@@ -32,9 +46,9 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        q = self.store.query
+        store = self.store
         events = CounterMetricFamily("passby_events", "presence events stored", labels=["type"])
-        for r in q("SELECT type, count(*) AS n FROM events GROUP BY type"):
+        for r in events_by_type(store):
             events.add_metric([r["type"]], r["n"])
         yield events
         decisions = CounterMetricFamily(
@@ -42,11 +56,11 @@ class StoreCollector(Collector):
             "offer decisions by outcome and reason",
             labels=["outcome", "reason"],
         )
-        for r in q("SELECT outcome, reason, count(*) AS n FROM decisions GROUP BY 1, 2"):
+        for r in decisions_by_outcome(store):
             decisions.add_metric([r["outcome"], r["reason"]], r["n"])
         yield decisions
         sends = GaugeMetricFamily("passby_sends", "SMS sends by state", labels=["state"])
-        for r in q("SELECT state, count(*) AS n FROM sends GROUP BY state"):
+        for r in sends_by_state(store):
             sends.add_metric([r["state"]], r["n"])
         yield sends
         lat = GaugeMetricFamily(
@@ -54,29 +68,18 @@ class StoreCollector(Collector):
             "provider answer time of sends accepted in the last hour (avg and max)",
             labels=["provider", "stat"],
         )
-        for r in q(
-            "SELECT provider, avg(accepted_at-attempt_at) AS avg, max(accepted_at-attempt_at) "
-            "AS max FROM sends WHERE accepted_at>=? AND attempt_at IS NOT NULL GROUP BY provider",
-            [time.time() - 3600],
-        ):
+        for r in provider_latency(store, time.time() - 3600):
             lat.add_metric([r["provider"], "avg"], r["avg"] or 0.0)
             lat.add_metric([r["provider"], "max"], r["max"] or 0.0)
         yield lat
         depth = GaugeMetricFamily("passby_queue_depth", "work waiting", labels=["queue"])
-        row = q(
-            "SELECT (SELECT count(*) FROM events WHERE state='new') AS events, "
-            "(SELECT count(*) FROM sends WHERE state IN ('reserved','sending')) AS sends, "
-            "(SELECT count(*) FROM replies WHERE state IN ('reserved','sending')) AS replies"
-        )[0]
+        row = queue_depths(store)
         for name, n in row.items():
             depth.add_metric([name], n)
-        outbox = q(
-            "SELECT coalesce(sum(json_extract(last_stats, '$.outbox_depth')), 0) AS n FROM sensors"
-        )
-        depth.add_metric(["sensor_outboxes"], outbox[0]["n"])
+        depth.add_metric(["sensor_outboxes"], sensor_outbox_total(store))
         yield depth
         dead = CounterMetricFamily("passby_dead_letters", "rejected sensor messages")
-        dead.add_metric([], q("SELECT count(*) AS n FROM dead_letters")[0]["n"])
+        dead.add_metric([], dead_letter_count(store))
         yield dead
         clock = GaugeMetricFamily(
             "passby_sensor_clock_offset_seconds",
@@ -84,17 +87,13 @@ class StoreCollector(Collector):
             "allowed skew, policy.max_clock_skew_s)",
             labels=["store", "sensor"],
         )
-        for r in q(
-            "SELECT store_id, sensor_id, json_extract(last_stats, '$.clock_offset_s') AS offset "
-            "FROM sensors WHERE json_extract(last_stats, '$.clock_offset_s') IS NOT NULL "
-            "ORDER BY store_id, sensor_id"
-        ):
+        for r in clock_offsets(store):
             clock.add_metric([r["store_id"], r["sensor_id"]], float(r["offset"]))
         yield clock
         sensors = GaugeMetricFamily("passby_sensors", "sensors by state", labels=["state"])
         now = time.time()
         counts = {"online": 0, "offline": 0, "silent": 0}
-        for r in q("SELECT state, last_seen FROM sensors WHERE last_seen IS NOT NULL"):
+        for r in sensor_states(store):
             if r["state"] == "online" and now - r["last_seen"] > SILENT_AFTER_S:
                 counts["silent"] += 1
             else:
@@ -107,20 +106,12 @@ class StoreCollector(Collector):
         guard = CounterMetricFamily(
             "passby_optout_guard_trips", "campaigns the opt-out guard paused (ever)"
         )
-        guard.add_metric(
-            [], q("SELECT count(*) AS n FROM engine_alerts WHERE kind='optout_guard'")[0]["n"]
-        )
+        guard.add_metric([], optout_guard_trips(store))
         yield guard
         paused = GaugeMetricFamily(
             "passby_campaigns_paused_by_guard", "campaigns paused by the opt-out guard right now"
         )
-        paused.add_metric(
-            [],
-            q(
-                "SELECT count(*) AS n FROM campaigns WHERE status='paused' "
-                "AND paused_reason LIKE 'optout_guard%'"
-            )[0]["n"],
-        )
+        paused.add_metric([], campaigns_paused_by_guard(store))
         yield paused
 
     def _per_sensor(self, now: float) -> Iterator[GaugeMetricFamily]:
@@ -144,9 +135,7 @@ class StoreCollector(Collector):
         roster = GaugeMetricFamily(
             "passby_sensor_roster_version", "roster version the sensor has loaded", labels=labels
         )
-        rows = self.store.query(
-            "SELECT store_id, sensor_id, state, last_seen, roster_version, last_stats FROM sensors"
-        )
+        rows = sensor_gauges(self.store)
         for r in rows:
             names = [str(r["store_id"]), str(r["sensor_id"])]
             last = r["last_seen"]
@@ -168,27 +157,17 @@ class StoreCollector(Collector):
             "passby_store_roster_version", "latest roster version published for the store",
             labels=["store"],
         )  # fmt: skip
-        for r in self.store.query("SELECT id, roster_version FROM stores"):
+        for r in roster_versions(self.store):
             published.add_metric([str(r["id"])], r["roster_version"] or 0)
         yield published
 
     def _delivery(self, now: float) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        q = self.store.query
         attempts = CounterMetricFamily(
             "passby_provider_attempts",
             "SMS provider calls by answer: 'accepted', or 'error' (refused, failed, no answer)",
             labels=["provider", "result"],
         )
-        for r in q(
-            "SELECT provider, CASE WHEN l.state='accepted' THEN 'accepted' ELSE 'error' END "
-            "AS result, count(*) AS n FROM send_log l JOIN ("
-            "SELECT 'offer' AS kind, id, provider FROM sends UNION ALL "
-            "SELECT 'reply' AS kind, id, provider FROM replies) s "
-            "ON s.kind=l.kind AND s.id=l.send_id "
-            "WHERE l.state <> 'sending' AND (l.detail LIKE 'attempt %' "
-            "OR l.detail LIKE 'gave up after %' OR l.detail LIKE 'provider unavailable until %') "
-            "GROUP BY 1, 2"
-        ):
+        for r in provider_attempts(self.store):
             attempts.add_metric([r["provider"], r["result"]], r["n"])
         yield attempts
         oldest = GaugeMetricFamily(
@@ -197,26 +176,19 @@ class StoreCollector(Collector):
             "past its due time), 'events' (not yet decided); 0 when none",
             labels=["queue"],
         )
-        row = q(
-            "SELECT (SELECT min(coalesce(next_at, ts)) FROM sends WHERE state IN "
-            "('reserved','sending','unknown') AND coalesce(next_at, ts) <= ?) AS sends, "
-            "(SELECT min(received) FROM events WHERE state='new') AS events",
-            [now],
-        )[0]
+        row = oldest_waiting(self.store, now)
         for name in ("sends", "events"):
             since = row[name]
             oldest.add_metric([name], max(0.0, now - since) if since is not None else 0.0)
         yield oldest
 
 
-def metrics_router(store: BridgeStore) -> APIRouter:
-    r = APIRouter()
-    registry = CollectorRegistry()
+router = APIRouter()
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+def metrics(me: Admin, store: Store) -> Response:
+    """Prometheus text format (admin token or session)."""
+    registry = CollectorRegistry()  # per scrape: the numbers are read from the store anyway
     registry.register(StoreCollector(store))
-
-    @r.get("/metrics", tags=["health"], response_class=Response)
-    def metrics(me: Admin) -> Response:
-        """Prometheus text format (admin token or session)."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return r
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

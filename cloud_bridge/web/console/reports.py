@@ -12,19 +12,31 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from cloud_bridge.offers.decide import REASONS
 from cloud_bridge.reports.figures import Report, day_of, exposure_report, refresh_figures
+from cloud_bridge.storage.report_figures import (
+    FigureFilter,
+    campaign_ids,
+    detections,
+    eligible_decisions,
+    exposure_filter,
+    optouts_by_campaign,
+    send_state_rows,
+    sends_by_campaign,
+    sent_and_delivered,
+    skip_reason_rows,
+)
 from cloud_bridge.storage.store import BridgeStore, decision_of_send
-from cloud_bridge.web.auth import Principal, require
+from cloud_bridge.web.auth import Principal
 from cloud_bridge.web.console.charts import COLORS, hbars
-from cloud_bridge.web.console.common import check_store, page, store_scope_sql, visible_stores
+from cloud_bridge.web.console.common import check_store, page, visible_stores
+from cloud_bridge.web.dependencies import Anyone, Store
 
-__all__ = ["reports_router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
+__all__ = ["router", "Filters", "funnel", "skip_reasons", "send_outcomes", "optout_rates"]
 
-Anyone = Annotated[Principal, Depends(require())]
 DateQ = Annotated[date | None, Query(description="YYYY-MM-DD (UTC), inclusive")]
 RETURN_DAYS = 14
 OPTOUT_LINE = 0.02
@@ -73,61 +85,27 @@ def _days(f: Filters) -> list[Any]:
     return [day_of(f.since), day_of(f.until)]
 
 
-def _scope(f: Filters, me: Principal, store_col: str = "store_id") -> tuple[str, list[Any]]:
-    """The principal's stores and the store filter, on ``store_col``."""
-    cond, args = store_scope_sql(me, store_col)
-    if f.store_id:
-        return f"{cond} AND {store_col}=?", [*args, f.store_id]
-    return cond, list(args)
-
-
-def _campaign(f: Filters, alias: str = "", keep_holdouts: bool = False) -> tuple[str, list[Any]]:
-    sql, args = [], []
-    if f.campaign_id:
-        sql.append(f"{alias}campaign_id=?")
-        args.append(f.campaign_id)
-    if f.variant:
-        sql.append("(holdout<>0 OR variant=?)" if keep_holdouts else f"{alias}variant=?")
-        args.append(f.variant)
-    return "".join(f" AND {s}" for s in sql), args
+def _figures(f: Filters, me: Principal) -> FigureFilter:
+    """The filters and the principal's stores as the report figures take them."""
+    return FigureFilter(me.scope, f.store_id, f.campaign_id, f.variant)
 
 
 def report_of(store: BridgeStore, f: Filters, me: Principal, now: float) -> Report:
     """Returns and lift over the exposures that match the filters (and the principal's stores);
     a variant filter keeps the campaign's holdout to compare with."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f, keep_holdouts=True)
-    return exposure_report(
-        store, now, RETURN_DAYS, f.since, f.until, where + cw, [*args, *c_args], refresh=False
-    )
+    where, args = exposure_filter(_figures(f, me))
+    return exposure_report(store, now, RETURN_DAYS, f.since, f.until, where, args, refresh=False)
 
 
 def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dict[str, int]:
     """Detections (arrive and visit events), decisions of eligible customers, SMS sent and
     delivered, returns; from the daily figures (``refresh_figures`` first)."""
-    where, args = _scope(f, me)
-    days = _days(f)
-    detections = store.query(
-        "SELECT coalesce(sum(n), 0) AS n FROM report_event_days "
-        f"WHERE day>=? AND day<? AND {where}",
-        [*days, *args],
-    )[0]["n"]
-    cw, c_args = _campaign(f)
-    eligible = store.query(
-        "SELECT coalesce(sum(n), 0) AS n FROM report_decision_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND reason NOT IN ({','.join('?' * len(NOT_ELIGIBLE))})",
-        [*days, *args, *c_args, *NOT_ELIGIBLE],
-    )[0]["n"]
-    sends = store.query(
-        f"SELECT coalesce(sum(CASE WHEN state IN ({','.join('?' * len(SENT))}) THEN n "
-        "ELSE 0 END), 0) AS sent, coalesce(sum(CASE WHEN state='delivered' THEN n ELSE 0 END), "
-        f"0) AS delivered FROM report_send_days WHERE day>=? AND day<? AND {where}{cw}",
-        [*SENT, *days, *args, *c_args],
-    )[0]
+    days, fig = _days(f), _figures(f, me)
+    sends = sent_and_delivered(store, days, fig, SENT)
     returns = sum(line.returns for line in report.stores)
     return {
-        "detections": int(detections),
-        "eligible": int(eligible),
+        "detections": int(detections(store, days, fig)),
+        "eligible": int(eligible_decisions(store, days, fig, NOT_ELIGIBLE)),
         "sent": int(sends["sent"]),
         "delivered": int(sends["delivered"]),
         "returns": int(returns),
@@ -135,13 +113,7 @@ def funnel(store: BridgeStore, f: Filters, me: Principal, report: Report) -> dic
 
 
 def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
-    rows = store.query(
-        "SELECT reason, sum(n) AS n FROM report_decision_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND outcome<>'send' GROUP BY reason ORDER BY n DESC, reason",
-        [*_days(f), *args, *c_args],
-    )
+    rows = skip_reason_rows(store, _days(f), _figures(f, me))
     for r in rows:
         r["n"] = int(r["n"])
         r["explanation"] = REASONS.get(r["reason"], r["reason"])
@@ -151,14 +123,8 @@ def skip_reasons(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str
 def send_outcomes(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str, Any]]:
     """What became of the SMS the decisions reserved, as their decisions read it (reserved,
     sent, delivered, undelivered, unknown, failed, expired, shed), from the daily figures."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
     counts: dict[str, int] = {}
-    for r in store.query(
-        "SELECT state, sum(n) AS n FROM report_send_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} GROUP BY state",
-        [*_days(f), *args, *c_args],
-    ):
+    for r in send_state_rows(store, _days(f), _figures(f, me)):
         reason = decision_of_send(r["state"])
         counts[reason] = counts.get(reason, 0) + int(r["n"])
     return [
@@ -171,30 +137,10 @@ def optout_rates(store: BridgeStore, f: Filters, me: Principal) -> list[dict[str
     """Per campaign: sends in the period and customers who opted out of SMS within 30 days
     after one of them; the rate against the 2 % line. Sends from the daily figures; opt-outs
     from the SMS consent revocations that can follow a send of the period (few)."""
-    where, args = _scope(f, me)
-    cw, c_args = _campaign(f)
-    marks = ",".join("?" * len(SENT))
-    rows = store.query(
-        "SELECT campaign_id, sum(n) AS sends FROM report_send_days WHERE day>=? AND day<? "
-        f"AND {where}{cw} AND state IN ({marks}) GROUP BY campaign_id ORDER BY campaign_id",
-        [*_days(f), *args, *c_args, *SENT],
-    )
-    # Driven by the revocations (few): CROSS JOIN keeps them the outer loop, and each one's
-    # sends are found by customer ("|| ''" keeps SQLite off the store index for them).
-    sw, s_args = _scope(f, me, "s.store_id || ''")
-    scw, _ = _campaign(f, "s.")
+    fig = _figures(f, me)
+    rows = sends_by_campaign(store, _days(f), fig, SENT)
     window = OPTOUT_WINDOW_DAYS * 86400
-    optouts = {
-        r["campaign_id"]: int(r["n"])
-        for r in store.query(
-            "SELECT s.campaign_id, count(DISTINCT s.customer_id) AS n FROM consents k "
-            "CROSS JOIN sends s WHERE s.customer_id=k.customer_id AND k.ts>=s.ts "
-            "AND k.ts<=s.ts+? AND k.kind='sms' AND k.status='revoked' AND k.ts>=? AND k.ts<=? "
-            f"AND s.ts>=? AND s.ts<? AND {sw}{scw} AND s.state IN ({marks}) "
-            "GROUP BY s.campaign_id",
-            [window, f.since, f.until + window, f.since, f.until, *s_args, *c_args, *SENT],
-        )
-    }
+    optouts = optouts_by_campaign(store, fig, f.since, f.until, window, SENT)
     for r in rows:
         r["sends"] = int(r["sends"])
         r["optouts"] = optouts.get(r["campaign_id"], 0)
@@ -274,101 +220,106 @@ def to_csv(data: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-def reports_router(store: BridgeStore) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
 
-    @r.get("/reports", response_class=HTMLResponse, include_in_schema=False)
-    def reports_page(
-        request: Request,
-        me: Anyone,
-        start: date | None = None,
-        end: date | None = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> HTMLResponse:
-        now = time.time()
-        f = _filters(start, end, store_id, campaign_id, variant, now)
-        data = build(store, f, me, now)
-        fun = data["funnel"]
-        names = ("detections", "eligible", "sent", "delivered", "returns")
-        charts = {
-            "funnel": hbars(
-                [(n, float(fun[n]), COLORS[i % len(COLORS)]) for i, n in enumerate(names)],
-                "Funnel",
-            ),
-            "skips": hbars(
-                [(s["reason"], float(s["n"]), COLORS[1]) for s in data["skip_reasons"][:10]],
-                "Skip reasons",
-            ),
-            "optout": hbars(
-                [(o["campaign_id"], o["rate"] or 0.0, COLORS[3] if o["over_line"] else COLORS[2])
-                 for o in data["optout"]],
-                "Opt-out rate by campaign",
-                line=OPTOUT_LINE,
-                line_label="2 % line",
-                fmt=lambda v: f"{v * 100:.1f} %",
-            ),
-        }  # fmt: skip
-        campaigns = [c["id"] for c in store.query("SELECT id FROM campaigns ORDER BY id")]
-        return page(
-            request,
-            "reports.html",
-            me,
-            {
-                "d": data,
-                "charts": charts,
-                "stores": visible_stores(store, me),
-                "campaign_ids": campaigns if me.role != "owner" else campaigns,
-                "query": f.query(),
-            },
-            title="Reports",
-        )
 
-    @r.get("/reports.csv", include_in_schema=False)
-    def reports_csv(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> Response:
-        now = time.time()
-        f = _filters(start, end, store_id, campaign_id, variant, now)
-        body = to_csv(build(store, f, me, now))
-        name = f"passby-report-{f.start}-{f.end}.csv"
-        return Response(
-            body,
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+@router.get("/reports", response_class=HTMLResponse, include_in_schema=False)
+def reports_page(
+    request: Request,
+    me: Anyone,
+    store: Store,
+    start: date | None = None,
+    end: date | None = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> HTMLResponse:
+    now = time.time()
+    f = _filters(start, end, store_id, campaign_id, variant, now)
+    data = build(store, f, me, now)
+    fun = data["funnel"]
+    names = ("detections", "eligible", "sent", "delivered", "returns")
+    charts = {
+        "funnel": hbars(
+            [(n, float(fun[n]), COLORS[i % len(COLORS)]) for i, n in enumerate(names)],
+            "Funnel",
+        ),
+        "skips": hbars(
+            [(s["reason"], float(s["n"]), COLORS[1]) for s in data["skip_reasons"][:10]],
+            "Skip reasons",
+        ),
+        "optout": hbars(
+            [(o["campaign_id"], o["rate"] or 0.0, COLORS[3] if o["over_line"] else COLORS[2])
+             for o in data["optout"]],
+            "Opt-out rate by campaign",
+            line=OPTOUT_LINE,
+            line_label="2 % line",
+            fmt=lambda v: f"{v * 100:.1f} %",
+        ),
+    }  # fmt: skip
+    campaigns = campaign_ids(store)
+    return page(
+        request,
+        "reports.html",
+        me,
+        {
+            "d": data,
+            "charts": charts,
+            "stores": visible_stores(store, me),
+            "campaign_ids": campaigns if me.role != "owner" else campaigns,
+            "query": f.query(),
+        },
+        title="Reports",
+    )
 
-    @r.get("/api/v1/reports", tags=["reports"])
-    def api_report(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> dict[str, Any]:
-        """Funnel, skip reasons, opt-out rates (2 % line), returns and lift vs holdout (95 %
-        Newcombe interval) by campaign, variant and store, stores ranked by conversion. Default
-        period: the last 30 days. A store owner gets their stores only."""
-        now = time.time()
-        return build(store, _filters(start, end, store_id, campaign_id, variant, now), me, now)
 
-    @r.get("/api/v1/reports.csv", tags=["reports"], response_class=Response)
-    def api_report_csv(
-        me: Anyone,
-        start: DateQ = None,
-        end: DateQ = None,
-        store_id: str | None = None,
-        campaign_id: str | None = None,
-        variant: str | None = None,
-    ) -> Response:
-        """The same report as CSV."""
-        return reports_csv(me, start, end, store_id, campaign_id, variant)
+@router.get("/reports.csv", include_in_schema=False)
+def reports_csv(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> Response:
+    now = time.time()
+    f = _filters(start, end, store_id, campaign_id, variant, now)
+    body = to_csv(build(store, f, me, now))
+    name = f"passby-report-{f.start}-{f.end}.csv"
+    return Response(
+        body,
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
-    return r
+
+@router.get("/api/v1/reports", tags=["reports"])
+def api_report(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Funnel, skip reasons, opt-out rates (2 % line), returns and lift vs holdout (95 %
+    Newcombe interval) by campaign, variant and store, stores ranked by conversion. Default
+    period: the last 30 days. A store owner gets their stores only."""
+    now = time.time()
+    return build(store, _filters(start, end, store_id, campaign_id, variant, now), me, now)
+
+
+@router.get("/api/v1/reports.csv", tags=["reports"], response_class=Response)
+def api_report_csv(
+    me: Anyone,
+    store: Store,
+    start: DateQ = None,
+    end: DateQ = None,
+    store_id: str | None = None,
+    campaign_id: str | None = None,
+    variant: str | None = None,
+) -> Response:
+    """The same report as CSV."""
+    return reports_csv(me, store, start, end, store_id, campaign_id, variant)

@@ -10,20 +10,30 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_bridge.ingest.fleet import SensorHealth
 from cloud_bridge.storage.store import BridgeStore
-from cloud_bridge.web.auth import Principal, audit, require
+from cloud_bridge.storage.store_figures import (
+    arrivals_by_hour,
+    arrivals_by_store,
+    footfall_by_hour,
+    footfall_by_store,
+    returning_visitors,
+    sends_by_hour,
+    sends_by_store,
+)
+from cloud_bridge.storage.stores import store_row
+from cloud_bridge.web.auth import Principal, audit
 from cloud_bridge.web.console.charts import COLORS, stacked_bars
 from cloud_bridge.web.console.common import check_store, page, visible_stores
 from cloud_bridge.web.console.fleet import fleet_health
+from cloud_bridge.web.dependencies import Anyone, Store
 
-__all__ = ["stores_router", "store_day", "checklist"]
+__all__ = ["router", "store_day", "checklist"]
 
-Anyone = Annotated[Principal, Depends(require())]
 RETURN_DAYS = 30
 DELIVERED = ("accepted", "delivered")
 
@@ -35,10 +45,10 @@ class Calibration(BaseModel):
 
 
 def _store_row(store: BridgeStore, store_id: str) -> dict[str, Any]:
-    rows = store.query("SELECT * FROM stores WHERE id=?", [store_id])
-    if not rows:
+    row = store_row(store, store_id)
+    if row is None:
         raise HTTPException(404, f"no store {store_id!r}")
-    return rows[0]
+    return row
 
 
 def _day_bounds(tz: str, day: date | None, now: float) -> tuple[date, float, float]:
@@ -60,37 +70,16 @@ def store_day(store: BridgeStore, store_id: str, day: date | None, now: float) -
         return min(23, max(0, int((ts - start) // 3600)))
 
     passers, visitors = list(hours), list(hours)
-    for r in store.query(
-        "SELECT hour, sum(passers_by) AS p, sum(visitors) AS v FROM footfall_hours "
-        "WHERE store_id=? AND hour>=? AND hour<? GROUP BY hour",
-        [store_id, start, end],
-    ):
+    for r in footfall_by_hour(store, store_id, start, end):
         passers[slot(r["hour"])] += r["p"]
         visitors[slot(r["hour"])] += r["v"]
     arrivals = list(hours)
-    for r in store.query(
-        "SELECT CAST((ts-?)/3600 AS INTEGER) AS h, count(*) AS n FROM events "
-        "WHERE store_id=? AND type='arrive' AND ts>=? AND ts<? GROUP BY h",
-        [start, store_id, start, end],
-    ):
+    for r in arrivals_by_hour(store, store_id, start, end):
         arrivals[min(23, r["h"])] += r["n"]
     sent = list(hours)
-    for r in store.query(
-        "SELECT CAST((ts-?)/3600 AS INTEGER) AS h, count(*) AS n FROM sends "
-        f"WHERE store_id=? AND ts>=? AND ts<? AND state IN ({','.join('?' * len(DELIVERED))}) "
-        "GROUP BY h",
-        [start, store_id, start, end, *DELIVERED],
-    ):
+    for r in sends_by_hour(store, store_id, start, end, DELIVERED):
         sent[min(23, r["h"])] += r["n"]
-    # Each visit's sends are found by customer ("|| ''" keeps SQLite off the store's sends).
-    returns = store.query(
-        "SELECT count(DISTINCT e.subject) AS n FROM events e JOIN customers c "
-        "ON c.subject=e.subject JOIN sends s ON s.customer_id=c.id "
-        "AND s.store_id || ''=e.store_id "
-        "WHERE e.store_id=? AND e.type='visit' AND e.ts>=? AND e.ts<? AND s.ts<e.ts "
-        f"AND s.ts>=e.ts-? AND s.state IN ({','.join('?' * len(DELIVERED))})",
-        [store_id, start, end, RETURN_DAYS * 86400, *DELIVERED],
-    )[0]["n"]
+    returns = returning_visitors(store, store_id, start, end, RETURN_DAYS * 86400, DELIVERED)
     return {
         "store": {k: st[k] for k in ("id", "name", "timezone", "country", "roster_version")},
         "day": d.isoformat(),
@@ -191,161 +180,160 @@ def checklist(
     return items
 
 
-def stores_router(store: BridgeStore) -> APIRouter:
-    r = APIRouter()
+router = APIRouter()
 
-    def overview_rows(me: Principal, now: float) -> list[dict[str, Any]]:
-        """Today's totals of every visible store: a few grouped queries per time zone, not a
-        page's worth of queries per store (100s of stores)."""
-        stores = visible_stores(store, me)
-        health: dict[str, list[SensorHealth]] = {}
-        for h in fleet_health(store, me, now):
-            health.setdefault(h.store_id, []).append(h)
-        zones: dict[str, list[dict[str, Any]]] = {}
-        for st in stores:
-            zones.setdefault(st["timezone"], []).append(st)
-        totals: dict[str, dict[str, int]] = {}
-        for tz, group in zones.items():
-            _, start, end = _day_bounds(tz, None, now)
-            ids = [g["id"] for g in group]
-            marks = ",".join("?" * len(ids))
-            for g in ids:
-                totals[g] = dict.fromkeys(("passers_by", "visitors", "arrivals", "sms_sent"), 0)
-            for r in store.query(
-                "SELECT store_id, sum(passers_by) AS p, sum(visitors) AS v FROM footfall_hours "
-                f"WHERE store_id IN ({marks}) AND hour>=? AND hour<? GROUP BY store_id",
-                [*ids, start, end],
-            ):
-                totals[r["store_id"]].update(passers_by=int(r["p"]), visitors=int(r["v"]))
-            for r in store.query(
-                "SELECT store_id, count(*) AS n FROM events WHERE store_id IN "
-                f"({marks}) AND type='arrive' AND ts>=? AND ts<? GROUP BY store_id",
-                [*ids, start, end],
-            ):
-                totals[r["store_id"]]["arrivals"] = r["n"]
-            for r in store.query(
-                f"SELECT store_id, count(*) AS n FROM sends WHERE store_id IN ({marks}) "
-                f"AND ts>=? AND ts<? AND state IN ({','.join('?' * len(DELIVERED))}) "
-                "GROUP BY store_id",
-                [*ids, start, end, *DELIVERED],
-            ):
-                totals[r["store_id"]]["sms_sent"] = r["n"]
-        out = []
-        for st in stores:
-            items = checklist(store, me, st["id"], now, health.get(st["id"], []), st)
-            out.append(
-                {
-                    "id": st["id"],
-                    "name": st["name"],
-                    "timezone": st["timezone"],
-                    "today": totals[st["id"]],
-                    "checklist_ok": sum(1 for i in items if i["ok"]),
-                    "checklist_total": len(items),
-                }
-            )
-        return out
 
-    @r.get("/stores", response_class=HTMLResponse, include_in_schema=False)
-    def stores_page(request: Request, me: Anyone) -> Response:
-        rows = overview_rows(me, time.time())
-        if me.role == "owner" and len(rows) == 1:
-            return RedirectResponse(f"/stores/{rows[0]['id']}", status_code=303)
-        return page(request, "stores.html", me, {"stores": rows}, title="Stores")
-
-    @r.get("/stores/{store_id}", response_class=HTMLResponse, include_in_schema=False)
-    def store_page(
-        request: Request, store_id: str, me: Anyone, day: date | None = None, saved: str = ""
-    ) -> HTMLResponse:
-        check_store(me, store_id)
-        now = time.time()
-        data = store_day(store, store_id, day, now)
-        labels = [f"{h:02d}" for h in range(24)]
-        hours = data["hours"]
-        charts = {
-            "footfall": stacked_bars(
-                labels,
-                [
-                    ("visitors", COLORS[0], [h["visitors"] for h in hours]),
-                    ("passers-by", "#9db8e6", [h["passers_by"] for h in hours]),
-                ],
-                "Footfall per hour",
-                every=3,
-            ),
-            "results": stacked_bars(
-                labels,
-                [
-                    ("known-customer arrivals", COLORS[1], [h["arrivals"] for h in hours]),
-                    ("SMS sent", COLORS[2], [h["sms_sent"] for h in hours]),
-                ],
-                "Arrivals and SMS per hour",
-                every=3,
-            ),
-        }
-        d = date.fromisoformat(data["day"])
-        return page(
-            request,
-            "store.html",
-            me,
+def overview_rows(store: BridgeStore, me: Principal, now: float) -> list[dict[str, Any]]:
+    """Today's totals of every visible store: a few grouped queries per time zone, not a
+    page's worth of queries per store (100s of stores)."""
+    stores = visible_stores(store, me)
+    health: dict[str, list[SensorHealth]] = {}
+    for h in fleet_health(store, me, now):
+        health.setdefault(h.store_id, []).append(h)
+    zones: dict[str, list[dict[str, Any]]] = {}
+    for st in stores:
+        zones.setdefault(st["timezone"], []).append(st)
+    totals: dict[str, dict[str, int]] = {}
+    for tz, group in zones.items():
+        _, start, end = _day_bounds(tz, None, now)
+        ids = [g["id"] for g in group]
+        for g in ids:
+            totals[g] = dict.fromkeys(("passers_by", "visitors", "arrivals", "sms_sent"), 0)
+        for r in footfall_by_store(store, ids, start, end):
+            totals[r["store_id"]].update(passers_by=int(r["p"]), visitors=int(r["v"]))
+        for r in arrivals_by_store(store, ids, start, end):
+            totals[r["store_id"]]["arrivals"] = r["n"]
+        for r in sends_by_store(store, ids, start, end, DELIVERED):
+            totals[r["store_id"]]["sms_sent"] = r["n"]
+    out = []
+    for st in stores:
+        items = checklist(store, me, st["id"], now, health.get(st["id"], []), st)
+        out.append(
             {
-                "d": data,
-                "charts": charts,
-                "checklist": checklist(store, me, store_id, now),
-                "prev_day": (d - timedelta(days=1)).isoformat(),
-                "next_day": (d + timedelta(days=1)).isoformat(),
-                "saved": saved,
-            },
-            title=data["store"]["name"],
+                "id": st["id"],
+                "name": st["name"],
+                "timezone": st["timezone"],
+                "today": totals[st["id"]],
+                "checklist_ok": sum(1 for i in items if i["ok"]),
+                "checklist_total": len(items),
+            }
         )
+    return out
 
-    @r.post("/stores/{store_id}/calibration", include_in_schema=False)
-    async def calibrate_form(request: Request, store_id: str, me: Anyone) -> Response:
-        check_store(me, store_id)
-        form = await request.form()
-        try:
-            cal = Calibration(
-                enter_dbm=int(str(form.get("enter_dbm", ""))),
-                leave_dbm=int(str(form.get("leave_dbm", ""))),
-            )
-        except ValueError:
-            return RedirectResponse(f"/stores/{store_id}?saved=bad", status_code=303)
-        _record_calibration(request, me, store_id, cal)
-        return RedirectResponse(f"/stores/{store_id}?saved=calibration", status_code=303)
 
-    def _record_calibration(
-        request: Request, me: Principal, store_id: str, cal: Calibration
-    ) -> None:
-        if cal.leave_dbm >= cal.enter_dbm:
-            raise HTTPException(422, "leave_dbm must be below enter_dbm (hysteresis)")
-        _store_row(store, store_id)
-        value = {**cal.model_dump(), "by": me.username, "ts": time.time()}
-        store.set_meta(f"calibrated:{store_id}", json.dumps(value))
-        audit(request, me, "store.calibration", store_id, f"{cal.enter_dbm}/{cal.leave_dbm} dBm")
+@router.get("/stores", response_class=HTMLResponse, include_in_schema=False)
+def stores_page(request: Request, me: Anyone, store: Store) -> Response:
+    rows = overview_rows(store, me, time.time())
+    if me.role == "owner" and len(rows) == 1:
+        return RedirectResponse(f"/stores/{rows[0]['id']}", status_code=303)
+    return page(request, "stores.html", me, {"stores": rows}, title="Stores")
 
-    @r.get("/api/v1/stores", tags=["stores"])
-    def api_stores(me: Anyone) -> list[dict[str, Any]]:
-        """Your stores with today's totals and how much of the install checklist is green."""
-        return overview_rows(me, time.time())
 
-    @r.get("/api/v1/stores/{store_id}", tags=["stores"])
-    def api_store(
-        store_id: str,
-        me: Anyone,
-        day: Annotated[date | None, Query(description="YYYY-MM-DD, store time")] = None,
-    ) -> dict[str, Any]:
-        """One store's day hour by hour: footfall (passers-by vs visitors), known-customer
-        arrivals, SMS sent; totals with returns; and the install checklist."""
-        check_store(me, store_id)
-        now = time.time()
-        return {
-            **store_day(store, store_id, day, now),
+@router.get("/stores/{store_id}", response_class=HTMLResponse, include_in_schema=False)
+def store_page(
+    request: Request,
+    store_id: str,
+    me: Anyone,
+    store: Store,
+    day: date | None = None,
+    saved: str = "",
+) -> HTMLResponse:
+    check_store(me, store_id)
+    now = time.time()
+    data = store_day(store, store_id, day, now)
+    labels = [f"{h:02d}" for h in range(24)]
+    hours = data["hours"]
+    charts = {
+        "footfall": stacked_bars(
+            labels,
+            [
+                ("visitors", COLORS[0], [h["visitors"] for h in hours]),
+                ("passers-by", "#9db8e6", [h["passers_by"] for h in hours]),
+            ],
+            "Footfall per hour",
+            every=3,
+        ),
+        "results": stacked_bars(
+            labels,
+            [
+                ("known-customer arrivals", COLORS[1], [h["arrivals"] for h in hours]),
+                ("SMS sent", COLORS[2], [h["sms_sent"] for h in hours]),
+            ],
+            "Arrivals and SMS per hour",
+            every=3,
+        ),
+    }
+    d = date.fromisoformat(data["day"])
+    return page(
+        request,
+        "store.html",
+        me,
+        {
+            "d": data,
+            "charts": charts,
             "checklist": checklist(store, me, store_id, now),
-        }
+            "prev_day": (d - timedelta(days=1)).isoformat(),
+            "next_day": (d + timedelta(days=1)).isoformat(),
+            "saved": saved,
+        },
+        title=data["store"]["name"],
+    )
 
-    @r.post("/api/v1/stores/{store_id}/calibration", status_code=204, tags=["stores"])
-    def api_calibration(request: Request, store_id: str, body: Calibration, me: Anyone) -> Response:
-        """Record the presence thresholds set on the store's boxes after calibrating."""
-        check_store(me, store_id)
-        _record_calibration(request, me, store_id, body)
-        return Response(status_code=204)
 
-    return r
+@router.post("/stores/{store_id}/calibration", include_in_schema=False)
+async def calibrate_form(request: Request, store_id: str, me: Anyone, store: Store) -> Response:
+    check_store(me, store_id)
+    form = await request.form()
+    try:
+        cal = Calibration(
+            enter_dbm=int(str(form.get("enter_dbm", ""))),
+            leave_dbm=int(str(form.get("leave_dbm", ""))),
+        )
+    except ValueError:
+        return RedirectResponse(f"/stores/{store_id}?saved=bad", status_code=303)
+    _record_calibration(store, request, me, store_id, cal)
+    return RedirectResponse(f"/stores/{store_id}?saved=calibration", status_code=303)
+
+
+def _record_calibration(
+    store: BridgeStore, request: Request, me: Principal, store_id: str, cal: Calibration
+) -> None:
+    if cal.leave_dbm >= cal.enter_dbm:
+        raise HTTPException(422, "leave_dbm must be below enter_dbm (hysteresis)")
+    _store_row(store, store_id)
+    value = {**cal.model_dump(), "by": me.username, "ts": time.time()}
+    store.set_meta(f"calibrated:{store_id}", json.dumps(value))
+    audit(request, me, "store.calibration", store_id, f"{cal.enter_dbm}/{cal.leave_dbm} dBm")
+
+
+@router.get("/api/v1/stores", tags=["stores"])
+def api_stores(me: Anyone, store: Store) -> list[dict[str, Any]]:
+    """Your stores with today's totals and how much of the install checklist is green."""
+    return overview_rows(store, me, time.time())
+
+
+@router.get("/api/v1/stores/{store_id}", tags=["stores"])
+def api_store(
+    store_id: str,
+    me: Anyone,
+    store: Store,
+    day: Annotated[date | None, Query(description="YYYY-MM-DD, store time")] = None,
+) -> dict[str, Any]:
+    """One store's day hour by hour: footfall (passers-by vs visitors), known-customer
+    arrivals, SMS sent; totals with returns; and the install checklist."""
+    check_store(me, store_id)
+    now = time.time()
+    return {
+        **store_day(store, store_id, day, now),
+        "checklist": checklist(store, me, store_id, now),
+    }
+
+
+@router.post("/api/v1/stores/{store_id}/calibration", status_code=204, tags=["stores"])
+def api_calibration(
+    request: Request, store_id: str, body: Calibration, me: Anyone, store: Store
+) -> Response:
+    """Record the presence thresholds set on the store's boxes after calibrating."""
+    check_store(me, store_id)
+    _record_calibration(store, request, me, store_id, body)
+    return Response(status_code=204)

@@ -1,0 +1,14 @@
+"""Offer decisions as checks read them (the engine writes them through BridgeStore)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud_bridge.storage.store import BridgeStore
+
+__all__ = ["decision_rows"]
+
+
+def decision_rows(store: BridgeStore) -> list[dict[str, Any]]:
+    """Every decision, every column, by id."""
+    return store.query("SELECT * FROM decisions ORDER BY id")

@@ -1,0 +1,1 @@
+"""The JSON APIs that are not console pages: campaign CRUD, sensor pairing, agent releases, roster downloads."""

@@ -1,0 +1,1 @@
+"""Store tests on both engines: SQLite and a real PostgreSQL (the ``db_location`` fixture)."""

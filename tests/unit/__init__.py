@@ -1,0 +1,1 @@
+"""Unit tier: no external process (no PostgreSQL, Mosquitto, Chromium, tshark, system tools)."""
