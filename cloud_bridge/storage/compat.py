@@ -13,12 +13,26 @@ is left, this module and ``translate`` go.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from cloud_bridge.storage.db import Database
 from cloud_bridge.storage.pgdb import Result, translate
 
-__all__ = ["CompatSQL"]
+__all__ = ["CompatSQL", "Cursor"]
+
+
+class Cursor(Protocol):
+    """What a statement gives back on either engine (sqlite3's cursor or ``pgdb.Result``)."""
+
+    rowcount: int
+    lastrowid: int | None
+
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
 
 
 class _Table:
@@ -26,14 +40,14 @@ class _Table:
         self.db = db
         self.name = name
 
-    def insert(self, row: dict[str, Any]) -> Any:
+    def insert(self, row: dict[str, Any]) -> Cursor:
         cols = list(row)
         return self.db.execute(
             f"INSERT INTO {self.name}({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
             list(row.values()),
         )
 
-    def upsert(self, row: dict[str, Any], pk: str | Sequence[str]) -> Any:
+    def upsert(self, row: dict[str, Any], pk: str | Sequence[str]) -> Cursor:
         keys = [pk] if isinstance(pk, str) else list(pk)
         cols = list(row)
         rest = [c for c in cols if c not in keys]
@@ -55,7 +69,7 @@ class _Conn:
     def __init__(self, db: CompatSQL) -> None:
         self.db = db
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         return self.db.execute(sql, params)
 
     def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
@@ -74,13 +88,14 @@ class CompatSQL:
         self.conn = _Conn(self)
         self._identity: set[str] | None = None
 
-    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> Cursor:
         args = tuple(params or ())
         with self.database.connection() as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
             if not self.postgres:
-                return raw.execute(sql, args)
+                cursor: Cursor = raw.execute(sql, args)  # sqlite3's cursor
+                return cursor
             query, table = translate(sql)
             returning = False
             identity = table is not None and table in self._identity_tables(raw)

@@ -138,9 +138,9 @@ def translate(sql: str) -> tuple[str, str | None]:
         code = re.sub(r"\bLIKE\b", "ILIKE", code)
         code = _rewrite_functions_outside(code, literals)
     table = None
-    m = _INSERT_INTO.match(code)
-    if m:
-        table = m.group(1)
+    into = _INSERT_INTO.match(code)
+    if into:
+        table = into.group(1)
     if _OR_IGNORE.match(code):
         code = _OR_IGNORE.sub("INSERT INTO", code, count=1).rstrip().rstrip(";")
         ret = re.search(r"\sRETURNING\s", code, re.I)

@@ -103,13 +103,12 @@ class BridgeStore:
         self.location = str(path)
         self.path = Path("postgresql") if self.postgres else Path(path)
         self._memory = str(path) == ":memory:"
-        self._lock: Any
         self._tl = threading.local()
         self._data_key = data_key
         self._cipher: DataCipher | None = None
         self._key: bytes | None = None
         self.database = Database(path)
-        self.db: Any = CompatSQL(self.database)
+        self.db = CompatSQL(self.database)
         self._lock: Any = self.database._lock
         try:
             self.migrate()
