@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.types import TypeEngine
 
+from cloud_bridge.offers.policy import CAP_COUNT, CAP_DAYS, SEND_END, SEND_START
+
 __all__ = ["metadata"]
 
 INT: TypeEngine[int] = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
@@ -51,8 +53,8 @@ stores = Table(
     Column("timezone", Text, nullable=False),
     Column("country", Text, nullable=False),
     Column("sender_name", Text, nullable=False),
-    Column("send_start", Text, nullable=False, server_default="09:00"),
-    Column("send_end", Text, nullable=False, server_default="21:00"),
+    Column("send_start", Text, nullable=False, server_default=SEND_START),
+    Column("send_end", Text, nullable=False, server_default=SEND_END),
     Column("site_key", Text, nullable=False),
     Column("roster_version", INT, nullable=False, server_default=text("0")),
     Column("daily_budget", INT),
@@ -114,8 +116,8 @@ campaigns = Table(
     Column("template", Text, nullable=False),
     Column("stores", Text, nullable=False, server_default="[]"),
     Column("status", Text, nullable=False, server_default="active"),
-    Column("cap_count", INT, nullable=False, server_default=text("1")),
-    Column("cap_days", INT, nullable=False, server_default=text("30")),
+    Column("cap_count", INT, nullable=False, server_default=text(str(CAP_COUNT))),
+    Column("cap_days", INT, nullable=False, server_default=text(str(CAP_DAYS))),
     Column("priority", INT, nullable=False, server_default=text("0")),
     Column("variants", Text, nullable=False, server_default="[]"),
     Column("holdout_pct", REAL, nullable=False, server_default=text("0")),
