@@ -1,51 +1,26 @@
-"""PostgreSQL behind the same small database surface the store uses on SQLite.
+"""SQLite-dialect SQL rewritten for PostgreSQL (transitional, issue 15).
 
-``BridgeStore`` talks to its database through a few calls of sqlite-utils (``execute``,
-``query``, ``db[table].insert/upsert``, ``conn.execute/executemany``). ``PgDatabase`` offers
-those calls on a psycopg 3 connection pool, and :func:`translate` rewrites the store's SQL
-(written once, in SQLite's dialect) for PostgreSQL: ``?`` placeholders, ``INSERT OR IGNORE``,
-``group_concat``, ``total``, ``json_extract``, two-argument ``max``/``min``, ``CAST(… AS
-INTEGER)`` (SQLite truncates, PostgreSQL rounds), ``LIKE`` (case-insensitive in SQLite) and,
-in DDL, the column types (``INTEGER PRIMARY KEY`` becomes an identity column, ``REAL`` double
-precision, ``BLOB`` bytea, ``COLLATE NOCASE`` an ICU case-insensitive collation). So the
-schema and its migrations are the same text on both engines.
-
-Threads: each thread inside ``transaction()`` holds one pooled connection for the whole
-transaction (nested use becomes a savepoint); outside a transaction every statement borrows a
-connection in autocommit mode. Results are read in full before the connection goes back.
+:func:`translate` rewrites SQL written in SQLite's dialect for PostgreSQL with regular
+expressions: ``?`` placeholders, ``INSERT OR IGNORE``, ``group_concat``, ``total``,
+``json_extract``, two-argument ``max``/``min``, ``CAST(... AS INTEGER)`` (SQLite truncates,
+PostgreSQL rounds) and ``LIKE`` (case-insensitive in SQLite). ``storage/compat.py`` still runs
+the statements not yet written as ``text()`` with named parameters through it; it has known
+bugs (tests/test_db.py shows the SQLAlchemy way avoids them), so it goes when they are all
+moved. :class:`Result` reads a psycopg cursor in full, as a sqlite3 cursor is used.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from decimal import Decimal
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import psycopg
-from psycopg.adapt import Dumper
-from psycopg.types.numeric import NumericLoader
-from psycopg_pool import ConnectionPool
 
-__all__ = [
-    "PgDatabase",
-    "translate",
-    "is_postgres_url",
-    "safe_url",
-    "INTEGRITY_ERRORS",
-    "MIGRATION_LOCK",
-]
+from cloud_bridge.storage.db import is_postgres_url, safe_url
 
-INTEGRITY_ERRORS: tuple[type[Exception], ...] = (psycopg.IntegrityError,)
-# Advisory lock key held while the schema is created or migrated (one session at a time).
-MIGRATION_LOCK = 7310301
-
-
-def is_postgres_url(location: object) -> bool:
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+__all__ = ["Result", "translate", "is_postgres_url", "safe_url"]
 
 
 # SQL translation ------------------------------------------------------------------------
@@ -163,9 +138,9 @@ def translate(sql: str) -> tuple[str, str | None]:
         code = re.sub(r"\bLIKE\b", "ILIKE", code)
         code = _rewrite_functions_outside(code, literals)
     table = None
-    m = _INSERT_INTO.match(code)
-    if m:
-        table = m.group(1)
+    into = _INSERT_INTO.match(code)
+    if into:
+        table = into.group(1)
     if _OR_IGNORE.match(code):
         code = _OR_IGNORE.sub("INSERT INTO", code, count=1).rstrip().rstrip(";")
         ret = re.search(r"\sRETURNING\s", code, re.I)
@@ -189,33 +164,6 @@ def _rewrite_functions_outside(code: str, literals: list[str]) -> str:
     if "json_extract" in code.lower():
         code = restore(code)
     return _rewrite_functions(code)
-
-
-# psycopg adaptation ---------------------------------------------------------------------
-class _BoolAsInt(Dumper):
-    """SQLite stores booleans as 0/1 and the schema says INTEGER: keep it that way."""
-
-    oid = psycopg.adapters.types["int8"].oid
-
-    def dump(self, obj: Any) -> bytes:
-        return b"1" if obj else b"0"
-
-
-class _Number(NumericLoader):
-    """numeric (sum of integers, exact arithmetic) -> int when whole, else float, as SQLite."""
-
-    def load(self, data: Any) -> Any:
-        value = super().load(data)
-        if isinstance(value, Decimal):
-            if value == value.to_integral_value():
-                return int(value)
-            return float(value)
-        return value
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.adapters.register_dumper(bool, _BoolAsInt)
-    conn.adapters.register_loader("numeric", _Number)
 
 
 class Result:
@@ -256,184 +204,3 @@ class Result:
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self.fetchall())
-
-
-class _Table:
-    def __init__(self, db: PgDatabase, name: str) -> None:
-        self.db = db
-        self.name = name
-
-    def insert(self, row: dict[str, Any]) -> Result:
-        cols = list(row)
-        return self.db.execute(
-            f"INSERT INTO {self.name}({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})",
-            list(row.values()),
-        )
-
-    def upsert(self, row: dict[str, Any], pk: str | Sequence[str]) -> Result:
-        keys = [pk] if isinstance(pk, str) else list(pk)
-        cols = list(row)
-        rest = [c for c in cols if c not in keys]
-        action = (
-            "DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in rest)
-            if rest
-            else "DO NOTHING"
-        )
-        return self.db.execute(
-            f"INSERT INTO {self.name}({', '.join(cols)}) VALUES ({','.join('?' * len(cols))}) "
-            f"ON CONFLICT ({', '.join(keys)}) {action}",
-            list(row.values()),
-        )
-
-
-class _Conn:
-    """``db.conn`` of sqlite-utils: the calls the store makes on the raw connection."""
-
-    def __init__(self, db: PgDatabase) -> None:
-        self.db = db
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        return self.db.execute(sql, params)
-
-    def executemany(self, sql: str, seq: Sequence[Sequence[Any]]) -> None:
-        query, _ = translate(sql)
-        with self.db.connection() as conn, conn.cursor() as cur:
-            cur.executemany(query, [_params(p) for p in seq])
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def _params(params: Sequence[Any] | None) -> tuple[Any, ...]:
-    return tuple(params or ())
-
-
-_RENAME = re.compile(r"\s*ALTER\s+TABLE\s+(\w+)\s+RENAME\s+TO\s+(\w+)\s*$", re.I)
-
-
-class PgDatabase:
-    """A psycopg 3 pool with the sqlite-utils surface BridgeStore uses."""
-
-    def __init__(self, url: str, min_size: int = 1, max_size: int = 10) -> None:
-        self.url = url
-        self.pool = ConnectionPool(
-            url,
-            min_size=min_size,
-            max_size=max_size,
-            kwargs={"autocommit": True},
-            configure=_configure,
-            open=False,
-            name="passby-store",
-        )
-        try:
-            self.pool.open(wait=True, timeout=15)
-        except psycopg.pool.PoolTimeout as exc:  # type: ignore[attr-defined]
-            self.pool.close()
-            raise psycopg.OperationalError(
-                f"PostgreSQL at {safe_url(url)} did not accept a connection within 15 s"
-            ) from exc
-        self._tl = threading.local()
-        self.conn = _Conn(self)
-        self._identity: set[str] | None = None
-
-    # connections and transactions ----------------------------------------------------------
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        held = getattr(self._tl, "conn", None)
-        if held is not None:
-            yield held
-            return
-        with self.pool.connection() as conn:
-            yield conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[PgDatabase]:
-        held = getattr(self._tl, "conn", None)
-        if held is not None:
-            with held.transaction():  # a savepoint
-                yield self
-            return
-        with self.pool.connection() as conn:
-            self._tl.conn = conn
-            try:
-                with conn.transaction():
-                    yield self
-            finally:
-                self._tl.conn = None
-
-    @property
-    def in_transaction(self) -> bool:
-        return getattr(self._tl, "conn", None) is not None
-
-    # statements -----------------------------------------------------------------------------
-    def identity_tables(self) -> set[str]:
-        if self._identity is None:
-            with self.connection() as conn:
-                rows = conn.execute(
-                    "SELECT table_name FROM information_schema.columns WHERE column_name='id' "
-                    "AND is_identity='YES' AND table_schema=current_schema()"
-                ).fetchall()
-            self._identity = {r[0] for r in rows}
-        return self._identity
-
-    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> Result:
-        query, table = translate(sql)
-        returning = False
-        if table is not None and table in self.identity_tables() and "RETURNING" not in query:
-            query += " RETURNING id"
-            returning = True
-        with self.connection() as conn:
-            cur = conn.execute(query, _params(params))
-            result = Result(cur, returning)
-        if query.lstrip()[:6].upper() in ("CREATE", "ALTER ", "DROP T"):
-            self._identity = None
-            rename = _RENAME.match(sql)
-            if rename:
-                self._rename_dependents(rename.group(1), rename.group(2))
-        return result
-
-    def query(self, sql: str, params: Sequence[Any] | None = ()) -> Iterator[dict[str, Any]]:
-        result = self.execute(sql, params)
-        names = result.names
-        for row in result.fetchall():
-            yield dict(zip(names, row, strict=True))
-
-    def _rename_dependents(self, old: str, new: str) -> None:
-        """PostgreSQL index and sequence names are schema-wide: after ``ALTER TABLE old RENAME
-        TO new`` rename old_* ones so that a new table called ``old`` can be created."""
-        with self.connection() as conn:
-            for (name,) in conn.execute(
-                "SELECT indexname FROM pg_indexes WHERE schemaname=current_schema() "
-                "AND tablename=%s",
-                (new,),
-            ).fetchall():
-                if name.startswith(old + "_"):
-                    conn.execute(f'ALTER INDEX "{name}" RENAME TO "{new}{name[len(old) :]}"')
-            for (name,) in conn.execute(
-                "SELECT c.relname FROM pg_class c JOIN pg_depend d ON d.objid=c.oid "
-                "JOIN pg_class t ON t.oid=d.refobjid WHERE c.relkind='S' AND t.relname=%s",
-                (new,),
-            ).fetchall():
-                if name.startswith(old + "_"):
-                    conn.execute(f'ALTER SEQUENCE "{name}" RENAME TO "{new}{name[len(old) :]}"')
-
-    def __getitem__(self, table: str) -> _Table:
-        return _Table(self, table)
-
-    def prepare_schema(self) -> None:
-        """What the translated DDL needs before the first migration. Under the migrations'
-        advisory lock: ``IF NOT EXISTS`` does not stop two sessions creating it at once."""
-        with self.transaction(), self.connection() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE COLLATION IF NOT EXISTS nocase "
-                "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
-            )
-
-    def close(self) -> None:
-        self.pool.close()
-
-
-def safe_url(url: str) -> str:
-    """The URL without its password (for error messages)."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)

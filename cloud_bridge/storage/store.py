@@ -16,386 +16,24 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
+import psycopg
+import sqlalchemy.exc
+from sqlalchemy import text
 
 from cloud_bridge.offers.decide import Campaign, Customer, StoreInfo
 from cloud_bridge.offers.policy import CAPPED_STATES
+from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import ENV_VAR, KEY_FILE, DataCipher, DataKeyError, load_data_key
-from cloud_bridge.storage.pgdb import (
-    INTEGRITY_ERRORS,
-    MIGRATION_LOCK,
-    PgDatabase,
-    is_postgres_url,
-    safe_url,
-)
+from cloud_bridge.storage.db import Database, is_postgres_url, safe_url
+from cloud_bridge.storage.migrations import HEAD, SchemaTooNew, upgrade
 from edge_agent.roster import parse_mac
 
-__all__ = ["BridgeStore", "IntegrityError", "MIGRATIONS"]
-
-MIGRATIONS: list[str] = [
-    # 1: the thin chain
-    """
-    CREATE TABLE stores (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, timezone TEXT NOT NULL, country TEXT NOT NULL,
-        sender_name TEXT NOT NULL, send_start TEXT NOT NULL DEFAULT '09:00',
-        send_end TEXT NOT NULL DEFAULT '21:00', site_key TEXT NOT NULL,
-        roster_version INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE sensors (
-        store_id TEXT NOT NULL, sensor_id TEXT NOT NULL, state TEXT, agent_version TEXT,
-        roster_version INTEGER, last_seen REAL, last_stats TEXT,
-        PRIMARY KEY (store_id, sensor_id)
-    );
-    CREATE TABLE customers (
-        id INTEGER PRIMARY KEY, crm_id TEXT NOT NULL UNIQUE, subject TEXT NOT NULL UNIQUE,
-        name TEXT NOT NULL, phone TEXT NOT NULL, favourite_product TEXT, created REAL NOT NULL
-    );
-    CREATE TABLE devices (
-        id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id),
-        mac TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, expires REAL,
-        UNIQUE (customer_id, mac)
-    );
-    CREATE TABLE consents (
-        id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id),
-        kind TEXT NOT NULL, status TEXT NOT NULL, text_version TEXT, proof TEXT, ts REAL NOT NULL
-    );
-    CREATE INDEX consents_customer ON consents(customer_id, kind, ts);
-    CREATE TABLE campaigns (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, trigger TEXT NOT NULL, template TEXT NOT NULL,
-        stores TEXT NOT NULL DEFAULT '[]', status TEXT NOT NULL DEFAULT 'active',
-        cap_count INTEGER NOT NULL DEFAULT 1, cap_days INTEGER NOT NULL DEFAULT 30,
-        priority INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE TABLE events (
-        event_id TEXT PRIMARY KEY, store_id TEXT NOT NULL, sensor_id TEXT NOT NULL,
-        type TEXT NOT NULL, subject TEXT NOT NULL, ts REAL NOT NULL, payload TEXT NOT NULL,
-        received REAL NOT NULL, state TEXT NOT NULL DEFAULT 'new'
-    );
-    CREATE INDEX events_state ON events(state, received);
-    CREATE TABLE dead_letters (
-        id INTEGER PRIMARY KEY, topic TEXT NOT NULL, reason TEXT NOT NULL,
-        payload_sha256 TEXT NOT NULL, payload_bytes INTEGER NOT NULL, received REAL NOT NULL
-    );
-    CREATE TABLE decisions (
-        id INTEGER PRIMARY KEY, event_id TEXT NOT NULL, customer_id INTEGER, campaign_id TEXT,
-        outcome TEXT NOT NULL, reason TEXT NOT NULL, detail TEXT NOT NULL, ts REAL NOT NULL
-    );
-    CREATE INDEX decisions_event ON decisions(event_id);
-    CREATE TABLE sends (
-        id INTEGER PRIMARY KEY, decision_id INTEGER NOT NULL UNIQUE REFERENCES decisions(id),
-        customer_id INTEGER NOT NULL, campaign_id TEXT NOT NULL, store_id TEXT NOT NULL,
-        ts REAL NOT NULL, state TEXT NOT NULL, provider TEXT NOT NULL, provider_id TEXT,
-        error TEXT, sender TEXT NOT NULL, body TEXT NOT NULL
-    );
-    CREATE INDEX sends_customer ON sends(customer_id, campaign_id, ts);
-    CREATE TABLE sandbox_messages (
-        id INTEGER PRIMARY KEY, sid TEXT NOT NULL UNIQUE, to_phone TEXT NOT NULL,
-        sender TEXT NOT NULL, body TEXT NOT NULL, ts REAL NOT NULL
-    );
-    """,
-    # 2: enrolment and consent proof, MACs encrypted at rest, CRM segments, erasure.
-    # The Python step _encrypt_v1_devices moves plaintext MACs of devices_v1 into devices.
-    """
-    ALTER TABLE devices RENAME TO devices_v1;
-    CREATE TABLE devices (
-        id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id),
-        mac_hmac TEXT NOT NULL, mac_enc BLOB NOT NULL, first_seen REAL NOT NULL,
-        last_seen REAL NOT NULL, expires REAL, source TEXT NOT NULL DEFAULT 'import',
-        store_id TEXT, UNIQUE (customer_id, mac_hmac)
-    );
-    CREATE INDEX devices_mac ON devices(mac_hmac);
-    ALTER TABLE customers ADD COLUMN first_purchase TEXT;
-    ALTER TABLE customers ADD COLUMN visits INTEGER;
-    ALTER TABLE customers ADD COLUMN loyalty_tier TEXT;
-    ALTER TABLE customers ADD COLUMN source TEXT;
-    ALTER TABLE customers ADD COLUMN erased REAL;
-    CREATE INDEX customers_phone ON customers(phone);
-    CREATE TABLE enrolments (
-        id TEXT PRIMARY KEY, store_id TEXT NOT NULL, phone TEXT NOT NULL,
-        phone_hmac TEXT NOT NULL, name TEXT NOT NULL, crm_id TEXT, language TEXT NOT NULL,
-        consent_sms INTEGER NOT NULL, consent_recognition INTEGER NOT NULL,
-        text_version TEXT NOT NULL, text_sha256 TEXT NOT NULL, mac_hmac TEXT, mac_enc BLOB,
-        source TEXT NOT NULL, ip TEXT, user_agent TEXT, code_hash TEXT, code_message_id TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, created REAL NOT NULL,
-        expires REAL NOT NULL, confirmed REAL, customer_id INTEGER
-    );
-    CREATE INDEX enrolments_phone ON enrolments(phone_hmac, created);
-    CREATE INDEX enrolments_ip ON enrolments(ip, created);
-    CREATE TABLE suppressions (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, hmac TEXT NOT NULL, reason TEXT NOT NULL,
-        ts REAL NOT NULL, UNIQUE (kind, hmac)
-    );
-    CREATE TABLE bridge_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-    """,
-    # 3: sensor provisioning. Only hashes of credentials are kept: the broker password as the
-    # Mosquitto PBKDF2 hash the password file needs, the API token as the SHA-256 of its secret
-    # part. A pairing code is stored as a keyed hash; the credentials it hands out once are
-    # sealed with the data key and deleted when the code is used.
-    """
-    CREATE TABLE sensor_credentials (
-        store_id TEXT NOT NULL, sensor_id TEXT NOT NULL, mqtt_username TEXT NOT NULL UNIQUE,
-        mqtt_password_hash TEXT NOT NULL, token_id TEXT NOT NULL UNIQUE,
-        token_sha256 TEXT NOT NULL, channel INTEGER, created REAL NOT NULL, rotated REAL,
-        revoked REAL, PRIMARY KEY (store_id, sensor_id)
-    );
-    CREATE TABLE pairing_codes (
-        code_hash TEXT PRIMARY KEY, store_id TEXT NOT NULL, sensor_id TEXT NOT NULL,
-        sealed BLOB, created REAL NOT NULL, expires REAL NOT NULL, used REAL, used_by TEXT
-    );
-    CREATE INDEX pairing_codes_sensor ON pairing_codes(store_id, sensor_id);
-    """,
-    # 4: delivery. The send outbox's state machine (reserved -> sending -> accepted ->
-    # delivered / undelivered / failed / expired / unknown) with its unique key, attempts,
-    # expiry, lease and cost; a log of every transition; confirmations of inbound keywords
-    # (replies, same state machine); one-click opt-out links; inbound messages and receipts
-    # seen (replays refused); numbers a provider called invalid. No phone number or inbound
-    # text is stored here: inbound senders are kept as keyed hashes.
-    """
-    ALTER TABLE sends ADD COLUMN idem_key TEXT;
-    ALTER TABLE sends ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE sends ADD COLUMN expires_at REAL;
-    ALTER TABLE sends ADD COLUMN next_at REAL;
-    ALTER TABLE sends ADD COLUMN lease_until REAL;
-    ALTER TABLE sends ADD COLUMN attempt_at REAL;
-    ALTER TABLE sends ADD COLUMN encoding TEXT;
-    ALTER TABLE sends ADD COLUMN parts INTEGER;
-    ALTER TABLE sends ADD COLUMN cost REAL;
-    ALTER TABLE sends ADD COLUMN currency TEXT;
-    ALTER TABLE sends ADD COLUMN language TEXT;
-    ALTER TABLE sends ADD COLUMN updated REAL;
-    ALTER TABLE sends ADD COLUMN accepted_at REAL;
-    ALTER TABLE sends ADD COLUMN final_at REAL;
-    CREATE UNIQUE INDEX sends_idem_key ON sends(idem_key);
-    CREATE INDEX sends_state_next ON sends(state, next_at);
-    CREATE INDEX sends_provider_id ON sends(provider, provider_id);
-    CREATE TABLE replies (
-        id INTEGER PRIMARY KEY, idem_key TEXT NOT NULL UNIQUE, customer_id INTEGER NOT NULL,
-        action TEXT NOT NULL, ts REAL NOT NULL, state TEXT NOT NULL, provider TEXT NOT NULL,
-        provider_id TEXT, error TEXT, sender TEXT NOT NULL, body TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0, expires_at REAL, next_at REAL, lease_until REAL,
-        attempt_at REAL, encoding TEXT, parts INTEGER, cost REAL, currency TEXT, language TEXT,
-        updated REAL, accepted_at REAL, final_at REAL
-    );
-    CREATE INDEX replies_state_next ON replies(state, next_at);
-    CREATE INDEX replies_provider_id ON replies(provider, provider_id);
-    CREATE TABLE send_log (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, send_id INTEGER NOT NULL, ts REAL NOT NULL,
-        state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX send_log_send ON send_log(kind, send_id);
-    CREATE TABLE optout_links (
-        token TEXT PRIMARY KEY, customer_id INTEGER NOT NULL, send_id INTEGER,
-        created REAL NOT NULL, used REAL
-    );
-    CREATE INDEX optout_links_send ON optout_links(send_id);
-    CREATE TABLE inbound_messages (
-        id INTEGER PRIMARY KEY, provider TEXT NOT NULL, message_id TEXT NOT NULL,
-        phone_hmac TEXT, keyword TEXT, action TEXT, customers INTEGER NOT NULL DEFAULT 0,
-        received REAL NOT NULL, UNIQUE (provider, message_id)
-    );
-    CREATE TABLE delivery_receipts (
-        id INTEGER PRIMARY KEY, provider TEXT NOT NULL, provider_id TEXT NOT NULL,
-        status TEXT NOT NULL, error TEXT, received REAL NOT NULL,
-        UNIQUE (provider, provider_id, status)
-    );
-    CREATE TABLE number_flags (
-        customer_id INTEGER PRIMARY KEY, reason TEXT NOT NULL, code TEXT, ts REAL NOT NULL
-    );
-    """,
-    # 5: the offer engine. Campaigns get audience rules, schedule, variants, holdout %, budget,
-    # status draft/active/paused/ended (with why a guard paused one), minimum dwell and RSSI
-    # (JSON columns hold the validated structures of cloud_bridge/offers/campaigns.py); stores a daily
-    # SMS budget; decisions their variant, holdout flag, store, segment and the chain of checks
-    # (``explain``); sends their variant; imported CRM purchases (revenue); engine alerts.
-    """
-    ALTER TABLE stores ADD COLUMN daily_budget INTEGER;
-    ALTER TABLE campaigns ADD COLUMN variants TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE campaigns ADD COLUMN holdout_pct REAL NOT NULL DEFAULT 0;
-    ALTER TABLE campaigns ADD COLUMN budget INTEGER;
-    ALTER TABLE campaigns ADD COLUMN audience TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE campaigns ADD COLUMN schedule TEXT NOT NULL DEFAULT '{}';
-    ALTER TABLE campaigns ADD COLUMN min_dwell_s REAL NOT NULL DEFAULT 0;
-    ALTER TABLE campaigns ADD COLUMN min_rssi REAL;
-    ALTER TABLE campaigns ADD COLUMN rssi_stat TEXT NOT NULL DEFAULT 'median';
-    ALTER TABLE campaigns ADD COLUMN source TEXT;
-    ALTER TABLE campaigns ADD COLUMN created REAL;
-    ALTER TABLE campaigns ADD COLUMN updated REAL;
-    ALTER TABLE campaigns ADD COLUMN paused_reason TEXT;
-    ALTER TABLE campaigns ADD COLUMN paused_at REAL;
-    ALTER TABLE decisions ADD COLUMN variant TEXT;
-    ALTER TABLE decisions ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE decisions ADD COLUMN store_id TEXT;
-    ALTER TABLE decisions ADD COLUMN segment TEXT;
-    ALTER TABLE decisions ADD COLUMN checks TEXT;
-    ALTER TABLE sends ADD COLUMN variant TEXT;
-    CREATE INDEX decisions_customer ON decisions(customer_id, outcome, campaign_id, ts);
-    CREATE INDEX decisions_campaign ON decisions(campaign_id, outcome);
-    CREATE INDEX events_subject ON events(subject, type, ts);
-    CREATE INDEX sends_campaign ON sends(campaign_id, state);
-    CREATE INDEX sends_store ON sends(store_id, ts);
-    CREATE TABLE purchases (
-        id INTEGER PRIMARY KEY, ref TEXT NOT NULL UNIQUE, customer_id INTEGER NOT NULL,
-        store_id TEXT, ts REAL NOT NULL, amount REAL NOT NULL, currency TEXT,
-        imported REAL NOT NULL
-    );
-    CREATE INDEX purchases_customer ON purchases(customer_id, ts);
-    CREATE TABLE engine_alerts (
-        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, campaign_id TEXT, detail TEXT NOT NULL,
-        ts REAL NOT NULL
-    );
-    """,
-    # 6: console accounts and fleet history. Users with a role (admin / marketer / owner,
-    # owners bound to stores), argon2 password hashes; sessions and API tokens kept only as
-    # SHA-256 of their random secret; login attempts for rate limiting; an append-only audit
-    # log; per-sensor stats history (bounded retention) and footfall per store hour; indexes
-    # the console's reports need.
-    """
-    CREATE TABLE users (
-        id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE COLLATE NOCASE,
-        role TEXT NOT NULL, password_hash TEXT NOT NULL, phone TEXT, created REAL NOT NULL,
-        disabled REAL, last_login REAL, password_changed REAL
-    );
-    CREATE TABLE user_stores (
-        user_id INTEGER NOT NULL REFERENCES users(id), store_id TEXT NOT NULL,
-        PRIMARY KEY (user_id, store_id)
-    );
-    CREATE TABLE sessions (
-        id_sha256 TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
-        csrf TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, last_seen REAL NOT NULL,
-        ip TEXT, user_agent TEXT
-    );
-    CREATE INDEX sessions_user ON sessions(user_id);
-    CREATE TABLE api_tokens (
-        id TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), name TEXT NOT NULL,
-        token_sha256 TEXT NOT NULL, created REAL NOT NULL, last_used REAL, revoked REAL
-    );
-    CREATE TABLE login_attempts (
-        id INTEGER PRIMARY KEY, username TEXT NOT NULL, ip TEXT, ts REAL NOT NULL, ok INTEGER NOT NULL
-    );
-    CREATE INDEX login_attempts_user ON login_attempts(username, ts);
-    CREATE INDEX login_attempts_ip ON login_attempts(ip, ts);
-    CREATE TABLE audit_log (
-        id INTEGER PRIMARY KEY, ts REAL NOT NULL, actor TEXT NOT NULL, role TEXT,
-        action TEXT NOT NULL, target TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
-        ip TEXT
-    );
-    CREATE INDEX audit_log_ts ON audit_log(ts);
-    CREATE TABLE sensor_stats (
-        id INTEGER PRIMARY KEY, store_id TEXT NOT NULL, sensor_id TEXT NOT NULL,
-        received REAL NOT NULL, ts REAL NOT NULL, frames INTEGER, frames_per_s REAL,
-        client_frames INTEGER, matched INTEGER, malformed INTEGER, outbox_depth INTEGER,
-        dropped INTEGER, roster_version INTEGER, channel INTEGER, iface_state TEXT,
-        cpu_temp_c REAL, disk_free_mb REAL, uptime_s REAL
-    );
-    CREATE INDEX sensor_stats_sensor ON sensor_stats(store_id, sensor_id, received);
-    CREATE TABLE footfall_hours (
-        store_id TEXT NOT NULL, sensor_id TEXT NOT NULL, hour REAL NOT NULL,
-        unique_devices INTEGER NOT NULL, visitors INTEGER NOT NULL, passers_by INTEGER NOT NULL,
-        PRIMARY KEY (store_id, sensor_id, hour)
-    );
-    CREATE INDEX events_store_type_ts ON events(store_id, type, ts);
-    CREATE INDEX decisions_ts ON decisions(ts);
-    CREATE INDEX sends_campaign_ts ON sends(campaign_id, ts)
-    """,
-    # 7: returns, as a view: every later ``visit`` of the customer after a send or a holdout
-    # would-be send, with the delay (a report applies its window: a return is after_s <= N
-    # days). Derived from decisions and events, so it never disagrees with them.
-    """
-    CREATE VIEW returns AS
-    SELECT d.id AS decision_id, d.campaign_id, d.variant, d.store_id, d.holdout,
-        d.customer_id, d.ts AS exposed_at, e.event_id, e.store_id AS visit_store_id,
-        e.ts AS returned_at, e.ts - d.ts AS after_s
-    FROM decisions d JOIN customers c ON c.id = d.customer_id
-    JOIN events e ON e.subject = c.subject AND e.type = 'visit' AND e.ts > d.ts
-    WHERE d.outcome IN ('send', 'holdout')
-    """,
-    # 8: daily report figures (cloud_bridge/reports/figures.py keeps them up to date from the rows
-    # added since it last looked; they are a cache: emptying report_marks rebuilds them).
-    # Per store and UTC day: detections, decisions by outcome and reason, sends by state; per
-    # return window, every exposure (send or holdout) with its return, revenue and cost, and
-    # their daily sums. Indexes to find what changed.
-    """
-    CREATE TABLE report_marks (name TEXT PRIMARY KEY, value REAL NOT NULL);
-    CREATE TABLE report_event_days (
-        store_id TEXT NOT NULL, day INTEGER NOT NULL, type TEXT NOT NULL, n INTEGER NOT NULL
-    );
-    CREATE INDEX report_event_days_day ON report_event_days(day, store_id);
-    CREATE TABLE report_decision_days (
-        day INTEGER NOT NULL, store_id TEXT NOT NULL, campaign_id TEXT, variant TEXT,
-        outcome TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL
-    );
-    CREATE INDEX report_decision_days_day ON report_decision_days(day, store_id);
-    CREATE TABLE report_send_days (
-        day INTEGER NOT NULL, store_id TEXT NOT NULL, campaign_id TEXT, variant TEXT,
-        state TEXT NOT NULL, n INTEGER NOT NULL
-    );
-    CREATE INDEX report_send_days_day ON report_send_days(day, store_id);
-    CREATE TABLE report_exposures (
-        return_days INTEGER NOT NULL, decision_id INTEGER NOT NULL, day INTEGER NOT NULL,
-        ts REAL NOT NULL, store_id TEXT, campaign_id TEXT, variant TEXT,
-        holdout INTEGER NOT NULL, counted INTEGER NOT NULL, returned INTEGER NOT NULL,
-        revenue REAL NOT NULL, cost REAL NOT NULL, PRIMARY KEY (return_days, decision_id)
-    );
-    CREATE INDEX report_exposures_ts ON report_exposures(return_days, ts);
-    CREATE TABLE report_exposure_days (
-        return_days INTEGER NOT NULL, day INTEGER NOT NULL, store_id TEXT, campaign_id TEXT,
-        variant TEXT, holdout INTEGER NOT NULL, n INTEGER NOT NULL, returns INTEGER NOT NULL,
-        revenue REAL NOT NULL, cost REAL NOT NULL
-    );
-    CREATE INDEX report_exposure_days_day ON report_exposure_days(return_days, day, store_id);
-    CREATE INDEX events_type_received ON events(type, received);
-    CREATE INDEX consents_revoked ON consents(kind, status, ts);
-    CREATE INDEX customers_erased ON customers(erased);
-    CREATE INDEX decisions_store ON decisions(store_id, id)
-    """,
-    # 9: a send's outcome is the truth everywhere. A decision to send reads what became of its
-    # SMS (DECISION_OF_SEND: 'reserved' until the provider accepts it, then 'sent',
-    # 'delivered', ...), never 'sent' ahead of the provider; a send the bridge dropped for lack
-    # of capacity (queue full, or it would have waited past its expiry) is 'shed', no longer
-    # 'failed' or 'expired'. Old rows are brought in line; the report figures, a cache,
-    # are rebuilt.
-    """
-    UPDATE sends SET state='shed' WHERE state IN ('failed', 'expired') AND error LIKE 'shed:%';
-    UPDATE decisions SET reason=coalesce((SELECT CASE s.state WHEN 'accepted' THEN 'sent'
-        WHEN 'sending' THEN 'reserved' ELSE s.state END FROM sends s
-        WHERE s.decision_id=decisions.id), reason) WHERE outcome='send';
-    DELETE FROM report_marks
-    """,
-]
-
-
-def _encrypt_v1_devices(store: BridgeStore) -> None:
-    """Migration 2: move plaintext MACs of the first schema into encrypted rows, then drop them."""
-    db = store.db
-    rows = db.execute(
-        "SELECT customer_id, mac, first_seen, last_seen, expires FROM devices_v1"
-    ).fetchall()
-    if rows:
-        cipher = store.cipher
-        for customer_id, mac, first_seen, last_seen, expires in rows:
-            raw = bytes.fromhex(mac.replace(":", "").replace("-", ""))
-            db.execute(
-                "INSERT OR IGNORE INTO devices(customer_id, mac_hmac, mac_enc, first_seen, "
-                "last_seen, expires, source) VALUES (?,?,?,?,?,?,'import')",
-                [
-                    customer_id,
-                    cipher.mac_lookup(raw),
-                    cipher.encrypt_mac(raw),
-                    first_seen,
-                    last_seen,
-                    expires,
-                ],
-            )
-    db.execute("DROP TABLE devices_v1")
-
-
-# Python steps that run inside a migration's transaction, after its SQL.
-_MIGRATION_STEPS: dict[int, Callable[[BridgeStore], None]] = {2: _encrypt_v1_devices}
+__all__ = ["BridgeStore", "IntegrityError", "SchemaTooNew"]
 
 SEGMENT_FIELDS = ("first_purchase", "visits", "loyalty_tier")
 
@@ -414,22 +52,16 @@ def decision_of_send(state: str) -> str:
     return DECISION_OF_SEND.get(state, state)
 
 
-class _NoLock:
-    """PostgreSQL needs no process-wide lock: threads do not share a connection."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+# Advisory lock key held while the schema is created or migrated (one session at a time).
+MIGRATION_LOCK = 7310301
 
 # What a unique or foreign key violation raises, on either engine.
-IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError, *INTEGRITY_ERRORS)
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was migrated by a newer bridge; this one must not touch it."""
+IntegrityError: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError,
+    psycopg.IntegrityError,
+    sqlalchemy.exc.IntegrityError,
+)
 
 
 def decision_row(
@@ -471,34 +103,19 @@ class BridgeStore:
         self.location = str(path)
         self.path = Path("postgresql") if self.postgres else Path(path)
         self._memory = str(path) == ":memory:"
-        self._lock: Any
         self._tl = threading.local()
         self._data_key = data_key
         self._cipher: DataCipher | None = None
-        if self.postgres:
-            self.db: Any = PgDatabase(str(path))
-            self._lock = _NoLock()  # each thread has its own pooled connection
-            self.db.prepare_schema()
-        else:
-            if not self._memory:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=30.0
-            )
-            self.db = sqlite_utils.Database(conn)
-            if not self._memory:
-                self.db.enable_wal()
-            self.db.execute("PRAGMA foreign_keys=ON")
-            # Deleted or overwritten content (erased customers, plaintext moved by migration 2,
-            # finished enrolments) is zeroed on disk, not left in free pages.
-            self.db.execute("PRAGMA secure_delete=ON")
-            self._lock = threading.RLock()
+        self._key: bytes | None = None
+        self.database = Database(path)
+        self.db = CompatSQL(self.database)
+        self._lock: Any = self.database._lock
         try:
             self.migrate()
             if data_key is not None:
                 _ = self.cipher  # a key given explicitly (the bridge service) is checked at once
         except BaseException:
-            self.db.conn.close()
+            self.close()
             raise
 
     @property
@@ -511,88 +128,34 @@ class BridgeStore:
 
     # plumbing -----------------------------------------------------------------------------
     def migrate(self) -> int:
-        """Run pending migrations; returns the schema version."""
+        """Run pending migrations (Alembic revisions, one process at a time); returns the
+        schema version."""
         with self._lock:
-            with self.transaction():
-                self._serialise_migrations()
-                self.db.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations "
-                    "(version INTEGER PRIMARY KEY, applied REAL)"
-                )
-            done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
-            if done and max(done) > len(MIGRATIONS):
-                raise SchemaTooNew(
-                    f"{self.where}: database schema v{max(done)} is newer than this bridge "
-                    f"(v{len(MIGRATIONS)}): upgrade the bridge or restore a backup"
-                )
-            for number, sql in enumerate(MIGRATIONS, start=1):
-                if number in done:
-                    continue
-                with self.transaction():
-                    self._serialise_migrations()
-                    if self.db.execute(
-                        "SELECT 1 FROM schema_migrations WHERE version=?", [number]
-                    ).fetchone():
-                        continue  # another bridge process ran it while we waited
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            self.db.execute(statement)
-                    step = _MIGRATION_STEPS.get(number)
-                    if step is not None:
-                        step(self)
-                    self.db.execute(
-                        "INSERT INTO schema_migrations VALUES (?, ?)", [number, time.time()]
-                    )
-                if number == 2:
-                    self.checkpoint()  # the plaintext MACs of schema 1 must not stay in the WAL
-            return len(MIGRATIONS)
-
-    def _serialise_migrations(self) -> None:
-        """PostgreSQL: bridge workers starting together migrate one at a time (SQLite's
-        BEGIN IMMEDIATE already does this)."""
-        if self.postgres:
-            self.db.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
+            # SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock. Bridge processes starting
+            # together migrate one at a time; the next one finds the work done.
+            with self.database.transaction() as conn:
+                if self.postgres:
+                    conn.execute(_ADVISORY_LOCK, {"key": MIGRATION_LOCK})
+                ran = upgrade(conn, self.where, self._new_cipher)
+            if 2 in ran:
+                self.checkpoint()  # the plaintext MACs of schema 1 must not stay in the WAL
+            return HEAD
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self) -> Iterator[CompatSQL]:
         """An exclusive write transaction (serialises writers across threads and processes).
 
         Nested use joins the outer transaction through a savepoint, so store methods that write
         can be composed into one atomic unit (e.g. a whole CRM import)."""
-        if self.postgres:
-            with self.db.transaction():
-                self._depth += 1
-                try:
-                    yield self.db
-                finally:
-                    self._depth -= 1
-            return
-        with self._lock:
-            if self._depth:
-                name = f"sp{self._depth}"
-                self.db.execute(f"SAVEPOINT {name}")
-                self._depth += 1
-                try:
-                    yield self.db
-                except BaseException:
-                    self.db.execute(f"ROLLBACK TO {name}")
-                    self.db.execute(f"RELEASE {name}")
-                    raise
-                else:
-                    self.db.execute(f"RELEASE {name}")
-                finally:
-                    self._depth -= 1
-                return
-            with self.db.conn:
-                self.db.execute("BEGIN IMMEDIATE")
-                self._depth = 1
-                try:
-                    yield self.db
-                finally:
-                    self._depth = 0
+        with self.database.transaction():
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
 
     @contextmanager
-    def rolled_back(self) -> Iterator[sqlite_utils.Database]:
+    def rolled_back(self) -> Iterator[CompatSQL]:
         """A write transaction that is always rolled back: the real work runs and nothing is
         kept, so a dry run counts exactly what the real run would do."""
         try:
@@ -612,20 +175,7 @@ class BridgeStore:
         """The MAC cipher, checked against the key id recorded when the database first used one."""
         with self._lock:
             if self._cipher is None:
-                key = self._data_key
-                if key is None:
-                    if self._memory and not os.environ.get(ENV_VAR):
-                        key = secrets.token_bytes(32)  # nothing outlives an in-memory db
-                    elif self.postgres:
-                        if not os.environ.get(ENV_VAR):
-                            raise DataKeyError(
-                                f"{self.where}: a PostgreSQL store keeps no key files: give the "
-                                f"bridge its data key ({ENV_VAR}, or data_dir with keys/{KEY_FILE})"
-                            )
-                        key = load_data_key(Path("."))
-                    else:
-                        key = load_data_key(self.path.parent / "keys")
-                cipher = DataCipher(key)
+                cipher = self._new_cipher()
                 with self.transaction() as db:
                     # Insert-if-absent, then read: two stores opening a new PostgreSQL
                     # database at once must not both insert (a unique key violation).
@@ -644,13 +194,32 @@ class BridgeStore:
                 self._cipher = cipher
             return self._cipher
 
+    def _new_cipher(self) -> DataCipher:
+        """A cipher with the data key, not yet checked against the database's key id."""
+        if self._key is None:
+            key = self._data_key
+            if key is None:
+                if self._memory and not os.environ.get(ENV_VAR):
+                    key = secrets.token_bytes(32)  # nothing outlives an in-memory db
+                elif self.postgres:
+                    if not os.environ.get(ENV_VAR):
+                        raise DataKeyError(
+                            f"{self.where}: a PostgreSQL store keeps no key files: give the "
+                            f"bridge its data key ({ENV_VAR}, or data_dir with keys/{KEY_FILE})"
+                        )
+                    key = load_data_key(Path("."))
+                else:
+                    key = load_data_key(self.path.parent / "keys")
+            self._key = key
+        return DataCipher(self._key)
+
     def query(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.db.query(sql, params))
 
     def close(self) -> None:
         with self._lock:
-            self.db.conn.close()
+            self.database.close()
 
     # tenant -------------------------------------------------------------------------------
     def upsert_store(self, row: dict[str, Any]) -> None:
@@ -1333,7 +902,7 @@ class BridgeStore:
 
     @staticmethod
     def _log_send(
-        db: sqlite_utils.Database, table: str, send_id: int, now: float, state: str, detail: str
+        db: CompatSQL, table: str, send_id: int, now: float, state: str, detail: str
     ) -> None:
         db.execute(
             "INSERT INTO send_log(kind, send_id, ts, state, detail) VALUES (?,?,?,?,?)",
@@ -1445,7 +1014,7 @@ class BridgeStore:
             return True
 
     @staticmethod
-    def _follow_send(db: sqlite_utils.Database, send_id: int, state: str) -> None:
+    def _follow_send(db: CompatSQL, send_id: int, state: str) -> None:
         """The send's decision reads what became of it (in the send's transaction)."""
         reason = decision_of_send(state)
         db.execute(

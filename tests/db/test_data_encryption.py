@@ -11,15 +11,18 @@ from pathlib import Path
 import pytest
 from engine_helpers import is_postgres, table_names
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from cloud_bridge.config import BridgeSettings
 from cloud_bridge.customers.crm_import import import_customers
 from cloud_bridge.sensors.keys import BridgeKeys
+from cloud_bridge.storage import migrations
 from cloud_bridge.storage.customers import all_devices
 from cloud_bridge.storage.datakey import DataKeyError
-from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.db import sqlalchemy_url
 from cloud_bridge.storage.sends import sandbox_rows
-from cloud_bridge.storage.store import MIGRATIONS, BridgeStore
+from cloud_bridge.storage.store import BridgeStore
 from cloud_bridge.tenant import load_tenant, seed
 from cloud_bridge.web.app import create_app
 
@@ -160,37 +163,42 @@ def test_postgres_store_without_a_data_key_is_refused(postgres_cluster, monkeypa
 
 def write_schema_1(location: str | Path) -> None:
     """A bridge database from before migration 2, with plaintext MACs (SQLite file in WAL mode,
-    or PostgreSQL through the store's own SQL translation)."""
-    if is_postgres(location):
-        db = PgDatabase(str(location))
-        db.prepare_schema()
-        run = db.execute
-    else:
-        conn = sqlite3.connect(location)
-        conn.execute("PRAGMA journal_mode=WAL")
-        run = conn.execute
-    run("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied REAL)")
-    for statement in MIGRATIONS[0].split(";"):
-        if statement.strip():
-            run(statement)
-    run("INSERT INTO schema_migrations VALUES (1, 0)")
-    run(
-        "INSERT INTO customers(id, crm_id, subject, name, phone, created) "
-        "VALUES (1, 'C-1', 'aa', 'Anna', '+79161234501', 0)"
-    )
-    run(
-        "INSERT INTO consents(customer_id, kind, status, ts) VALUES (1, 'recognition', 'active', 0)"
-    )
-    for mac in ("da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3"):
-        run(
-            "INSERT INTO devices(customer_id, mac, first_seen, last_seen, expires) "
-            "VALUES (1, ?, 0, 0, NULL)",
-            [mac],
-        )
-    if is_postgres(location):
-        db.close()
-    else:
-        conn.commit()
+    or PostgreSQL), written as that bridge did: revision 0001's frozen SQL and its ledger."""
+    url = sqlalchemy_url(str(location)) if is_postgres(location) else f"sqlite:///{location}"
+    engine = create_engine(url, poolclass=NullPool)
+    first = migrations.script().get_revision("0001").module
+    try:
+        with engine.begin() as conn:
+            if not is_postgres(location):
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            raw = conn.execution_options(no_parameters=True)
+            raw.exec_driver_sql(migrations.LEDGER[conn.dialect.name])
+            for statement in getattr(first, conn.dialect.name.upper()):
+                if statement.strip():
+                    raw.exec_driver_sql(statement)
+            conn.execute(text("INSERT INTO schema_migrations VALUES (1, 0)"))
+            conn.execute(
+                text(
+                    "INSERT INTO customers(id, crm_id, subject, name, phone, created) "
+                    "VALUES (1, 'C-1', 'aa', 'Anna', '+79161234501', 0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO consents(customer_id, kind, status, ts) "
+                    "VALUES (1, 'recognition', 'active', 0)"
+                )
+            )
+            for mac in ("da:a1:19:3c:4e:01", "f2:5c:d8:01:77:a3"):
+                conn.execute(
+                    text(
+                        "INSERT INTO devices(customer_id, mac, first_seen, last_seen, expires) "
+                        "VALUES (1, :mac, 0, 0, NULL)"
+                    ),
+                    {"mac": mac},
+                )
+    finally:
+        engine.dispose()
         conn.close()
 
 

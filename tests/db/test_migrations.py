@@ -7,9 +7,14 @@ then open it with today's ``BridgeStore``, which migrates it to the latest versi
 every row is still there, the schema equals a fresh install's, and the data still works (the
 customer who already got the offer is capped, the other one gets it, rosters decrypt).
 
-All of this runs on SQLite and on PostgreSQL (one SQL text, translated); a fresh PostgreSQL
-database must also have the schema of a fresh SQLite file, and bridge workers starting together
-on a new PostgreSQL database must all get through the migrations.
+All of this runs on SQLite and on PostgreSQL (each released migration keeps the SQL it ran on
+each engine, frozen); a fresh PostgreSQL database must also have the schema of a fresh SQLite
+file, bridge workers starting together on a new PostgreSQL database must all get through the
+migrations, and the tables of ``storage/schema.py`` must agree with what the migrations build.
+
+The migrations are Alembic revisions (``storage/migrations/versions/``). "A database at schema
+N" is what the bridge before Alembic left: its ``schema_migrations`` ledger at N and no
+``alembic_version``; the store adopts it as revision N and continues.
 """
 
 from __future__ import annotations
@@ -26,17 +31,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
 from engine_helpers import is_postgres, table_names
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from cloud_bridge.delivery.providers import SandboxProvider
 from cloud_bridge.ingest.consumer import IngestCounters, handle_message
 from cloud_bridge.offers.worker import DecisionWorker
+from cloud_bridge.storage import migrations
 from cloud_bridge.storage import store as store_mod
+from cloud_bridge.storage.compat import CompatSQL
 from cloud_bridge.storage.datakey import DataCipher
-from cloud_bridge.storage.pgdb import PgDatabase
+from cloud_bridge.storage.db import Database, sqlalchemy_url
+from cloud_bridge.storage.schema import metadata
 from cloud_bridge.storage.store import BridgeStore
 
-LATEST = len(store_mod.MIGRATIONS)
+LATEST = migrations.HEAD
 KEY = bytes(range(32))
 NOW = time.time()
 
@@ -55,7 +68,9 @@ ANNA, BORIS = "0123456789abcdef", "fedcba9876543210"
 MACS = {1: "da:a1:19:3c:4e:01", 2: "6e:12:7a:90:b3:22"}
 
 # Released migrations never change: a database that already ran one would never see the edit.
-# When you add migration N+1, migration N is frozen: add its line here (the test prints it).
+# When you add migration N+1, migration N is frozen: add its lines here (the test prints them).
+# The SQLite hashes are those of the SQL text the bridge ran before Alembic (its statements
+# joined by ";" again), unchanged by the move to revision files.
 PINNED = {
     1: "9ca211ae7edf99fc5db492c39e6ddd78452ab31aef08435691b36a43b0db4ba2",
     2: "5260c6175b2ab47c6555e5d7efb3bac08e9c73fb2397b4263ab45a806a300ac1",
@@ -65,18 +80,41 @@ PINNED = {
     6: "6fab49659cb6998e615b70d63c7fedd6d43e95152e620dece3b5ca7eba3d7f19",
     7: "15660fbbb86d0f4e0948c62e7a7f36bcbe78264667ffab8601e5004c88534a8c",
     8: "66c4a9194b3a5848a79ca7379492dc2c142cb423f9fcdca6c7ae663d6958e95e",
+    9: "91de1e15805af8f5a46fc4e487db530fe05311307374874354ff515a8009ef65",
+}
+PINNED_POSTGRESQL = {
+    1: "e13bea1dcaaa45c76e6a9b0e7e3251406d2a8d0d02c339db41c9605fa2c3199c",
+    2: "0ffac1886bf34d50746cddd909afa339076d049a96975122d95d4a6039668c32",
+    3: "b1e9b0087ebddf33d919fd45129391becac1fbaec450e949c1a6792565a94636",
+    4: "aa28ae50bb2d4db38bf3aa731dee7836d47c32f40b8f0d452ed8348f9a004a85",
+    5: "f27520cfd461512a98f756c5147c6b8f405cc2d11e502bc3a31089ba7768bd48",
+    6: "7052367e6318d98fef39db5a3748818862512753e4da96030e457c4e7405807a",
+    7: "15660fbbb86d0f4e0948c62e7a7f36bcbe78264667ffab8601e5004c88534a8c",
+    8: "21b183d5eea4b4110ed41e39fe6eb4481f8f46624fcf9968f602ec563e7f60ab",
+    9: "f7e89d10d334c887e019e3535f0c0d3fc1bc4457defca39697a7a14bb35c0a29",
 }
 
 
-def migration_sha256(n: int) -> str:
-    return hashlib.sha256(store_mod.MIGRATIONS[n - 1].encode()).hexdigest()
+def revision_module(n: int) -> Any:
+    script: Script | None = migrations.script().get_revision(f"{n:04d}")
+    assert script is not None, f"no revision {n:04d}"
+    return script.module
 
 
-def test_released_migrations_are_never_edited() -> None:
+def migration_sha256(n: int, dialect: str = "sqlite") -> str:
+    statements = getattr(revision_module(n), dialect.upper())
+    return hashlib.sha256(";".join(statements).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_released_migrations_are_never_edited(dialect: str) -> None:
+    pins = PINNED if dialect == "sqlite" else PINNED_POSTGRESQL
     problems = []
-    for n in range(1, LATEST):
-        want = PINNED.get(n)
-        got = migration_sha256(n)
+    for n in range(1, LATEST + 1):
+        want = pins.get(n)
+        got = migration_sha256(n, dialect)
+        if want is None and n == LATEST:
+            continue  # the newest may still change until it is released
         if want is None:
             problems.append(
                 f"migration {n} is frozen now that {n + 1} exists: add\n    {n}: {got!r},"
@@ -87,27 +125,43 @@ def test_released_migrations_are_never_edited() -> None:
                 "only: a database that ran it will never run your edit. Add a new migration "
                 "instead (only if it was never released anywhere, update the pin)."
             )
-    assert not [n for n in PINNED if n > LATEST], "a pinned migration was removed"
+    assert not [n for n in pins if n > LATEST], "a pinned migration was removed"
     assert not problems, "\n".join(problems)
 
 
 # building old databases ---------------------------------------------------------------------
 def build_at(version: int, location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A database at schema ``version``, made by the real runner with later migrations hidden."""
+    """A database at schema ``version`` as the bridge before Alembic left it: the real runner
+    stopped at that revision (the same frozen SQL that bridge ran), then without the
+    ``alembic_version`` table that bridge did not have."""
     with monkeypatch.context() as m:
-        m.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:version])
+        m.setattr(migrations, "TARGET", f"{version:04d}")
         # Schema 1 had no data key (MACs were plaintext): it cannot check one.
         BridgeStore(location, data_key=KEY if version >= 2 else None).close()
+    engine = sql_engine(location)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE alembic_version")
+    finally:
+        engine.dispose()
 
 
-# The raw database under a store: a sqlite3 connection, or the PostgreSQL pool adapter (which
-# runs the same SQLite-dialect SQL, translated). Catalogue questions are asked per engine.
-Raw = sqlite3.Connection | PgDatabase
+def sql_engine(location: str | Path) -> Any:
+    """A SQLAlchemy engine on the test's database (either engine)."""
+    url = sqlalchemy_url(str(location)) if is_postgres(location) else f"sqlite:///{location}"
+    return create_engine(url, poolclass=NullPool)
+
+
+# The raw database under a store: a sqlite3 connection, or the store's transitional adapter
+# (which runs the same SQLite-dialect SQL, translated). Catalogue questions are asked per engine.
+Raw = sqlite3.Connection | CompatSQL
 SQLITE_TYPES = {"bigint": "INTEGER", "text": "TEXT", "double precision": "REAL", "bytea": "BLOB"}
 
 
 def open_raw(location: str | Path) -> Raw:
-    return PgDatabase(str(location)) if is_postgres(location) else sqlite3.connect(location)
+    return (
+        CompatSQL(Database(str(location))) if is_postgres(location) else sqlite3.connect(location)
+    )
 
 
 def columns(conn: Raw, table: str) -> list[tuple[str, str, bool, Any, int]]:
@@ -396,7 +450,7 @@ TRANSFORMED: dict[tuple[str, int], Callable[[Any, Raw], None]] = {
 }
 
 
-def advance_identities(conn: PgDatabase) -> None:
+def advance_identities(conn: CompatSQL) -> None:
     """PostgreSQL: rows seeded with explicit ids leave an identity column's sequence behind
     (SQLite takes max(rowid) + 1): move each past the ids in use, as a data import must."""
     for t in tables(conn):
@@ -407,7 +461,7 @@ def advance_identities(conn: PgDatabase) -> None:
             )
 
 
-@pytest.mark.parametrize("version", range(1, LATEST), ids=lambda v: f"from-v{v}")
+@pytest.mark.parametrize("version", range(1, LATEST + 1), ids=lambda v: f"from-v{v}")
 def test_upgrade_from_an_older_schema_keeps_every_row(
     version: int,
     tmp_path: Path,
@@ -430,7 +484,7 @@ def test_upgrade_from_an_older_schema_keeps_every_row(
 
     store = BridgeStore(db_location, data_key=KEY)  # migrates
     try:
-        new = store.db if store.postgres else store.db.conn
+        new = store.db if store.postgres else sqlite3.connect(db_location)
         versions = [r[0] for r in new.execute("SELECT version FROM schema_migrations ORDER BY 1")]
         assert versions == list(range(1, LATEST + 1))
         if not store.postgres:  # PostgreSQL checks its pages and keys as it writes them
@@ -545,7 +599,13 @@ def test_migrating_twice_changes_nothing(db_location) -> None:
 # A fresh PostgreSQL database must end up with the schema a fresh SQLite file has: the same
 # tables and views, the same columns in the same order with the corresponding types, keys,
 # defaults and indexes. (The pinned hashes above are of the one SQL text both engines run.)
-PG_TYPES = {"INTEGER": "bigint", "TEXT": "text", "REAL": "double precision", "BLOB": "bytea"}
+PG_TYPES = {
+    "INTEGER": "bigint",
+    "TEXT": "text",
+    "REAL": "double precision",
+    "BLOB": "bytea",
+    "VARCHAR(32)": "character varying",  # alembic_version.version_num
+}
 
 
 def portable_schema(store: BridgeStore) -> dict[str, Any]:
@@ -639,7 +699,8 @@ def _unique_keys(store: BridgeStore, table: str) -> set[tuple[str, ...]]:
 
 
 def _foreign_keys(store: BridgeStore, table: str) -> set[tuple[str, str, str | None]]:
-    return set(foreign_keys(store.db if store.postgres else store.db.conn, table))
+    raw = store.db if store.postgres else sqlite3.connect(store.location)
+    return set(foreign_keys(raw, table))
 
 
 def _indexes(store: BridgeStore) -> set[tuple[str, str, tuple[str, ...]]]:
@@ -741,21 +802,61 @@ def test_two_stores_opening_a_fresh_postgres_database_at_once_both_succeed(
 
 
 def test_migrations_only_go_forward() -> None:
-    """No down-migrations and no runner for them: going back means restoring a backup."""
-    assert all(isinstance(m, str) and m.strip() for m in store_mod.MIGRATIONS)
-    names = {n.lower() for n in dir(store_mod)}
+    """Numbered revisions 0001..N in one line, and no down-migrations: going back means
+    restoring a backup."""
+    revs = migrations.revisions()
+    assert revs == [f"{n:04d}" for n in range(1, LATEST + 1)]
+    files = sorted(p.name for p in (Path(migrations.__file__).parent / "versions").glob("*.py"))
+    assert [f[:4] for f in files] == revs, "one file per revision, named by its number"
+    for n in range(1, LATEST + 1):
+        module = revision_module(n)
+        assert module.down_revision == (None if n == 1 else f"{n - 1:04d}")
+        assert not hasattr(module, "downgrade"), f"revision {n:04d} has a downgrade"
+    names = {n.lower() for n in dir(store_mod) + dir(migrations)}
     assert not any("downgrade" in n or "rollback_migration" in n for n in names)
-    assert set(store_mod._MIGRATION_STEPS) <= set(range(1, LATEST + 1))
+
+
+def test_the_tables_of_schema_py_are_what_the_migrations_build(db_location: str | Path) -> None:
+    """Alembic compares storage/schema.py with the upgraded database: no difference."""
+    BridgeStore(db_location, data_key=KEY).close()
+    engine = sql_engine(db_location)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            diffs = [d for d in compare_metadata(context, metadata) if not sqlite_quirk(conn, d)]
+    finally:
+        engine.dispose()
+    assert diffs == []
+
+
+def sqlite_quirk(conn: Any, diff: Any) -> bool:
+    """Differences SQLite's catalogue cannot express: a primary key column that is not an
+    integer may hold NULL there (SQLAlchemy's primary keys are NOT NULL), and an INTEGER
+    PRIMARY KEY numbers its rows without an identity clause. Also one of Alembic's SQLite
+    comparator: it cannot unquote an empty string default (DEFAULT '' reads "('')")."""
+    if conn.dialect.name != "sqlite" or not isinstance(diff, list) or len(diff) != 1:
+        return False
+    kind, _schema, table, column, _existing, old, new = diff[0]
+    col = metadata.tables[table].c[column]
+    if kind == "modify_nullable":
+        return bool(col.primary_key and old is True and new is False)
+    if kind == "modify_default" and col.identity is not None:
+        return old is None and new is col.identity
+    if kind == "modify_default":
+        return str(getattr(old, "arg", None)) in ("('')", "''") and new.arg == ""
+    return False
 
 
 def test_newer_schema_is_refused(db_location) -> None:
     """A downgrade is refused with a clear message instead of running on an unknown schema."""
     import pytest
 
-    from cloud_bridge.storage.store import MIGRATIONS, BridgeStore, SchemaTooNew
+    from cloud_bridge.storage.store import BridgeStore, SchemaTooNew
 
     db = BridgeStore(db_location)
-    db.db.execute("INSERT INTO schema_migrations VALUES (?, 0)", [len(MIGRATIONS) + 1])
+    db.db.execute("INSERT INTO schema_migrations VALUES (?, 0)", [LATEST + 1])
     db.close()
     with pytest.raises(SchemaTooNew, match="newer than this bridge"):
         BridgeStore(db_location)

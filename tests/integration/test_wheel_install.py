@@ -108,6 +108,7 @@ def test_wheel_carries_every_file_the_bridge_serves(wheel: Path) -> None:
             "cloud_bridge/web/templates",
             "cloud_bridge/customers/texts",
             "cloud_bridge/dev/demo",
+            "cloud_bridge/storage/migrations/versions",
         )
         for p in (REPO / folder).rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
