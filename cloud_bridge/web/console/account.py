@@ -313,8 +313,8 @@ async def admin_users(
                 f"role={values.get('role')} stores={','.join(stores)} id={user_id}",
             )
             return admin_page(store, request, me, f"User {values.get('username')} added.")
-        user_id = _row_id(values.get("user_id", ""))
-        user = None if user_id is None else store.user_by_id(user_id)
+        target_id = _row_id(values.get("user_id", ""))
+        user = None if target_id is None else store.user_by_id(target_id)
         if user is None:
             raise AccountError("user_id", "no such user")
         if action == "disable":
