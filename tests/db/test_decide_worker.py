@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,16 +195,14 @@ def test_store_facts_are_read_for_every_store_at_once(tmp_path: Path, monkeypatc
     for i in range(5):
         store.upsert_store(_store_row(i))
     reads: list[str] = []
-    real = store.query
+    real = store.database.query
 
-    def counting(
-        sql: str, params: list[object] | tuple[object, ...] = ()
-    ) -> list[dict[str, object]]:
-        if "FROM stores" in sql:
-            reads.append(sql)
-        return real(sql, params)
+    def counting(statement: Any, params: Any = None) -> list[dict[str, Any]]:
+        if "FROM stores" in str(statement):
+            reads.append(str(statement))
+        return real(statement, params)
 
-    monkeypatch.setattr(store, "query", counting)
+    monkeypatch.setattr(store.database, "query", counting)
     w = DecisionWorker(store, SandboxProvider(store), cache_s=5.0)
     infos = [w.store_info(f"s{i}", 100.0 + i * 0.1) for i in range(5)]
     assert [i.id if i else None for i in infos] == [f"s{i}" for i in range(5)]
